@@ -1,0 +1,1 @@
+"""KFP components: thin doors into the hospital_mlops library, one per pipeline stage."""

@@ -1,0 +1,648 @@
+"""Versioned feature definitions: the one module the pipeline and the serving predictor share.
+
+Each source has a feature set: a list of ``FeatureDef`` (name, kind, allowed values or range,
+clinical wording for reason codes) and one function that computes them from normalized tables.
+The feature-set version is a hash of the definitions and of this module's code, so any change to
+what a feature means changes the version recorded in every manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from hospital_mlops.normalize import ENCOUNTER_ORDER
+
+Kind = Literal["numeric", "binary", "categorical"]
+LABEL = "readmitted_30d"
+READMISSION_WINDOW_DAYS = 30
+HISTORY_DAYS = 365
+
+
+@dataclass(frozen=True)
+class FeatureDef:
+    name: str
+    kind: Kind
+    clinical_wording: str
+    allowed: tuple[str, ...] | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    name: str
+    source: str
+    features: tuple[FeatureDef, ...]
+    keys: tuple[str, ...]
+    label: str
+    compute: Callable[[Mapping[str, pd.DataFrame]], tuple[pd.DataFrame, dict[str, int]]]
+
+    @property
+    def version(self) -> str:
+        payload = {
+            "name": self.name,
+            "features": [asdict(f) for f in self.features],
+            "keys": list(self.keys),
+            "label": self.label,
+            "code": inspect.getsource(sys.modules[__name__]),
+        }
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return f"{self.name}@{digest[:12]}"
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.keys, *(f.name for f in self.features), self.label]
+
+
+# --- shared clinical groupings -----------------------------------------------------------------
+
+ICD9_GROUPS = (
+    "circulatory",
+    "respiratory",
+    "digestive",
+    "diabetes",
+    "injury",
+    "musculoskeletal",
+    "genitourinary",
+    "neoplasms",
+    "other",
+    "missing",
+)
+
+
+def icd9_group(codes: pd.Series) -> pd.Series:
+    """Strack et al. (2014) diagnosis groups from ICD-9-CM codes."""
+    text = codes.astype("string")
+    numeric = pd.to_numeric(text.where(~text.str.match(r"^[VE]", na=False)), errors="coerce")
+    out = pd.Series("other", index=codes.index, dtype=object)
+    rules = [
+        ("circulatory", ((numeric >= 390) & (numeric < 460)) | (numeric.floordiv(1) == 785)),
+        ("respiratory", ((numeric >= 460) & (numeric < 520)) | (numeric.floordiv(1) == 786)),
+        ("digestive", ((numeric >= 520) & (numeric < 580)) | (numeric.floordiv(1) == 787)),
+        ("diabetes", numeric.floordiv(1) == 250),
+        ("injury", (numeric >= 800) & (numeric < 1000)),
+        ("musculoskeletal", (numeric >= 710) & (numeric < 740)),
+        ("genitourinary", ((numeric >= 580) & (numeric < 630)) | (numeric.floordiv(1) == 788)),
+        ("neoplasms", (numeric >= 140) & (numeric < 240)),
+    ]
+    for group, mask in rules:
+        out[mask.fillna(False).to_numpy(dtype=bool)] = group
+    out[text.isna().to_numpy()] = "missing"
+    return out
+
+
+ICD10_GROUPS = (
+    "circulatory",
+    "respiratory",
+    "digestive",
+    "endocrine",
+    "injury",
+    "musculoskeletal",
+    "genitourinary",
+    "neoplasms",
+    "infection",
+    "other",
+    "missing",
+)
+_ICD10_CHAPTERS = {
+    "I": "circulatory",
+    "J": "respiratory",
+    "K": "digestive",
+    "E": "endocrine",
+    "S": "injury",
+    "T": "injury",
+    "M": "musculoskeletal",
+    "N": "genitourinary",
+    "C": "neoplasms",
+    "D": "neoplasms",
+    "A": "infection",
+    "B": "infection",
+}
+
+
+def icd10_group(codes: pd.Series) -> pd.Series:
+    first = codes.astype("string").str.strip().str[0].str.upper()
+    return first.map(_ICD10_CHAPTERS).fillna("other").where(codes.notna(), "missing").astype(object)
+
+
+_SPAN = 1 << 42  # seconds (~139,000 years): above any time or window used here
+_DAY = 86_400
+
+
+def _history(
+    patient: pd.Series, start: np.ndarray, end: np.ndarray, window: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per encounter: prior encounters ending in [start - window, start) (all earlier ones when
+    ``window`` is None), days since the last one ended, and whether the same patient starts
+    another within ``READMISSION_WINDOW_DAYS`` of this one's end.
+
+    Only encounters that ended before this one started count as history: nothing from the future
+    leaks into a feature. ``start``/``end`` are int64 seconds in [0, _SPAN); keys are exact
+    integers (patient code × _SPAN + time), so results do not depend on which other patients
+    are in the extract.
+    """
+    codes, _ = pd.factorize(patient)
+    base = codes.astype("int64") * _SPAN
+    start = np.asarray(start, dtype="int64")
+    end = np.asarray(end, dtype="int64")
+    end_keys = np.sort(base + end)
+    start_keys = np.sort(base + start)
+    this_start = base + start
+    first = np.searchsorted(end_keys, base, side="left")
+    lo = first if window is None else np.searchsorted(end_keys, this_start - window, side="left")
+    hi = np.searchsorted(end_keys, this_start, side="left")
+    prior = (hi - lo).astype("int64")
+    has_prior = hi > first
+    last_end = end_keys[np.maximum(hi - 1, 0)] - base
+    since = np.where(has_prior, (start - last_end) / _DAY, np.nan)
+    this_end = base + end
+    nxt = np.searchsorted(start_keys, this_end, side="right")
+    nxt_key = start_keys[np.minimum(nxt, len(start_keys) - 1)]
+    same_patient = (nxt < len(start_keys)) & (nxt_key < base + _SPAN)
+    readmit = same_patient & (nxt_key - this_end <= READMISSION_WINDOW_DAYS * _DAY)
+    return prior, since, readmit
+
+
+# --- diabetes130 -------------------------------------------------------------------------------
+
+_EXCLUDED_DISPOSITIONS = {11, 13, 14, 19, 20, 21}  # death or hospice: cannot be readmitted
+_MEDICATIONS = (
+    "metformin",
+    "repaglinide",
+    "nateglinide",
+    "chlorpropamide",
+    "glimepiride",
+    "acetohexamide",
+    "glipizide",
+    "glyburide",
+    "tolbutamide",
+    "pioglitazone",
+    "rosiglitazone",
+    "acarbose",
+    "miglitol",
+    "troglitazone",
+    "tolazamide",
+    "examide",
+    "citoglipton",
+    "insulin",
+    "glyburide-metformin",
+    "glipizide-metformin",
+    "glimepiride-pioglitazone",
+    "metformin-rosiglitazone",
+    "metformin-pioglitazone",
+)
+_ADMISSION_TYPE = {1: "emergency", 2: "urgent", 3: "elective", 7: "emergency"}
+_ADMISSION_SOURCE = {
+    1: "referral",
+    2: "referral",
+    3: "referral",
+    4: "transfer",
+    5: "transfer",
+    6: "transfer",
+    7: "emergency_room",
+    10: "transfer",
+    22: "transfer",
+    25: "transfer",
+}
+_DISPOSITION = {
+    1: "home",
+    6: "home_health",
+    8: "home_health",
+    3: "facility",
+    4: "facility",
+    5: "facility",
+    15: "facility",
+    22: "facility",
+    23: "facility",
+    24: "facility",
+    2: "transfer",
+    9: "transfer",
+    10: "transfer",
+    27: "transfer",
+    28: "transfer",
+    29: "transfer",
+    7: "ama",
+}
+_LAB_BANDS = {
+    "None": "not_measured",
+    "Norm": "normal",
+    ">7": "high",
+    ">8": "very_high",
+    ">200": "high",
+    ">300": "very_high",
+}
+
+
+def _band_midpoint(bands: pd.Series) -> pd.Series:
+    low = bands.astype("string").str.extract(r"\[(\d+)-", expand=False).astype("float64")
+    return low + 5.0
+
+
+def compute_diabetes130(tables: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, int]]:
+    enc = tables["encounters"].sort_values(ENCOUNTER_ORDER, kind="stable").reset_index(drop=True)
+    excluded = enc["discharge_disposition_id"].isin(list(_EXCLUDED_DISPOSITIONS)).to_numpy()
+    order = enc[ENCOUNTER_ORDER].astype("int64").to_numpy()
+    # Order is a proxy without durations: history = all earlier encounters of the patient.
+    prior, _, _ = _history(enc["patient_token"], order, order, window=None)
+    meds = enc[list(_MEDICATIONS)]
+    out = pd.DataFrame(
+        {
+            "encounter_token": enc["encounter_token"],
+            "patient_token": enc["patient_token"],
+            ENCOUNTER_ORDER: enc[ENCOUNTER_ORDER].astype("int64"),
+            "age_years": _band_midpoint(enc["age"]),
+            "sex_male": enc["gender"].map({"Male": 1.0, "Female": 0.0}).astype("float64"),
+            "race": enc["race"].fillna("missing").astype(object),
+            "admission_type": enc["admission_type_id"].map(_ADMISSION_TYPE).fillna("other"),
+            "admission_source": enc["admission_source_id"].map(_ADMISSION_SOURCE).fillna("other"),
+            "discharge_disposition": enc["discharge_disposition_id"]
+            .map(_DISPOSITION)
+            .fillna("other"),
+            "length_of_stay_days": enc["time_in_hospital"].astype("float64"),
+            "num_lab_procedures": enc["num_lab_procedures"].astype("float64"),
+            "num_procedures": enc["num_procedures"].astype("float64"),
+            "num_medications": enc["num_medications"].astype("float64"),
+            "outpatient_visits_prior_year": enc["number_outpatient"].astype("float64"),
+            "emergency_visits_prior_year": enc["number_emergency"].astype("float64"),
+            "inpatient_admissions_prior_year": enc["number_inpatient"].astype("float64"),
+            "number_diagnoses": enc["number_diagnoses"].astype("float64"),
+            "primary_diagnosis_group": icd9_group(enc["diag_1"]),
+            "hba1c_result": enc["A1Cresult"].map(_LAB_BANDS).astype(object),
+            "max_glucose_result": enc["max_glu_serum"].map(_LAB_BANDS).astype(object),
+            "insulin": enc["insulin"].str.lower().astype(object),
+            "diabetes_medications_active": (meds != "No").sum(axis=1).astype("float64"),
+            "diabetes_medication_changed": (enc["change"] == "Ch").astype("float64"),
+            "on_diabetes_medication": (enc["diabetesMed"] == "Yes").astype("float64"),
+            "earlier_encounters_in_extract": prior.astype("float64"),
+            LABEL: (enc["readmitted"] == "<30").astype("int64"),
+        }
+    )
+    for col in ("admission_type", "admission_source", "discharge_disposition"):
+        out[col] = out[col].astype(object)
+    kept = out.loc[~excluded].reset_index(drop=True)
+    return kept, {"encounters_in": len(enc), "excluded_death_or_hospice": int(excluded.sum())}
+
+
+_CATS_ADMISSION_TYPE = ("emergency", "urgent", "elective", "other")
+_CATS_ADMISSION_SOURCE = ("emergency_room", "referral", "transfer", "other")
+_CATS_DISPOSITION = ("home", "home_health", "facility", "transfer", "ama", "other")
+_CATS_LAB = ("not_measured", "normal", "high", "very_high")
+_CATS_MED = ("no", "steady", "up", "down")
+
+DIABETES130 = FeatureSet(
+    name="readmission_diabetes130",
+    source="diabetes130",
+    keys=("encounter_token", "patient_token", ENCOUNTER_ORDER),
+    label=LABEL,
+    compute=compute_diabetes130,
+    features=(
+        FeatureDef("age_years", "numeric", "Age", min_value=0, max_value=100),
+        FeatureDef("sex_male", "binary", "Male sex", nullable=True),
+        FeatureDef(
+            "race",
+            "categorical",
+            "Race (registered)",
+            allowed=("Caucasian", "AfricanAmerican", "Hispanic", "Asian", "Other", "missing"),
+        ),
+        FeatureDef(
+            "admission_type", "categorical", "Type of admission", allowed=_CATS_ADMISSION_TYPE
+        ),
+        FeatureDef(
+            "admission_source",
+            "categorical",
+            "Where the patient was admitted from",
+            allowed=_CATS_ADMISSION_SOURCE,
+        ),
+        FeatureDef(
+            "discharge_disposition",
+            "categorical",
+            "Where the patient is discharged to",
+            allowed=_CATS_DISPOSITION,
+        ),
+        FeatureDef(
+            "length_of_stay_days", "numeric", "Length of stay (days)", min_value=1, max_value=14
+        ),
+        FeatureDef(
+            "num_lab_procedures",
+            "numeric",
+            "Number of lab tests this stay",
+            min_value=0,
+            max_value=200,
+        ),
+        FeatureDef(
+            "num_procedures", "numeric", "Number of procedures this stay", min_value=0, max_value=10
+        ),
+        FeatureDef(
+            "num_medications",
+            "numeric",
+            "Number of medications this stay",
+            min_value=0,
+            max_value=120,
+        ),
+        FeatureDef(
+            "outpatient_visits_prior_year",
+            "numeric",
+            "Outpatient visits in the past year",
+            min_value=0,
+            max_value=100,
+        ),
+        FeatureDef(
+            "emergency_visits_prior_year",
+            "numeric",
+            "ED visits in the past year",
+            min_value=0,
+            max_value=100,
+        ),
+        FeatureDef(
+            "inpatient_admissions_prior_year",
+            "numeric",
+            "Hospital admissions in the past year",
+            min_value=0,
+            max_value=50,
+        ),
+        FeatureDef(
+            "number_diagnoses", "numeric", "Number of diagnoses coded", min_value=1, max_value=20
+        ),
+        FeatureDef(
+            "primary_diagnosis_group",
+            "categorical",
+            "Principal diagnosis group",
+            allowed=ICD9_GROUPS,
+        ),
+        FeatureDef("hba1c_result", "categorical", "HbA1c result", allowed=_CATS_LAB),
+        FeatureDef("max_glucose_result", "categorical", "Highest serum glucose", allowed=_CATS_LAB),
+        FeatureDef("insulin", "categorical", "Insulin this stay", allowed=_CATS_MED),
+        FeatureDef(
+            "diabetes_medications_active",
+            "numeric",
+            "Number of diabetes medications",
+            min_value=0,
+            max_value=23,
+        ),
+        FeatureDef("diabetes_medication_changed", "binary", "Diabetes medication changed"),
+        FeatureDef("on_diabetes_medication", "binary", "On diabetes medication"),
+        FeatureDef(
+            "earlier_encounters_in_extract",
+            "numeric",
+            "Earlier admissions on record",
+            min_value=0,
+            max_value=100,
+        ),
+    ),
+)
+
+
+# --- synthetic ---------------------------------------------------------------------------------
+
+_SYN_DISPOSITION = {
+    "HOME": "home",
+    "HOME_HEALTH": "home_health",
+    "SNF": "facility",
+    "REHAB": "facility",
+    "AMA": "ama",
+}
+_SYN_EXCLUDED = ("EXPIRED", "HOSPICE")
+_LAB_FEATURES = {  # feature: (lab code, aggregate)
+    "glucose_last_mg_dl": ("GLU", "last"),
+    "creatinine_max_mg_dl": ("CREAT", "max"),
+    "sodium_last_mmol_l": ("NA", "last"),
+    "hemoglobin_min_g_dl": ("HGB", "min"),
+    "hba1c_last_pct": ("HBA1C", "last"),
+}
+_VITAL_FEATURES = {
+    "heart_rate_last": ("heart_rate", "last"),
+    "sbp_last": ("sbp", "last"),
+    "temp_max_c": ("temp_c", "max"),
+    "resp_rate_last": ("resp_rate", "last"),
+    "spo2_min": ("spo2", "min"),
+}
+
+
+def _aggregate(df: pd.DataFrame, value: str, how: str) -> pd.Series:
+    ordered = df.sort_values(["encounter_token", "event_time"], kind="stable")
+    grouped = ordered.groupby("encounter_token", sort=False)[value]
+    return grouped.last() if how == "last" else grouped.agg(how)
+
+
+def _seconds(ts: pd.Series) -> np.ndarray:
+    return (ts.dt.tz_convert("UTC").astype("int64") // 1_000_000_000).to_numpy()
+
+
+def compute_synthetic(tables: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, int]]:
+    enc = tables["encounters"].sort_values(["discharge_time", "encounter_token"], kind="stable")
+    enc = enc.reset_index(drop=True)
+    patients = tables["patients"].drop_duplicates("patient_token").set_index("patient_token")
+    start, end = _seconds(enc["admit_time"]), _seconds(enc["discharge_time"])
+    prior, since, readmit = _history(enc["patient_token"], start, end, HISTORY_DAYS * _DAY)
+    # An outcome is observable only if the extract covers the 30 days after discharge.
+    observable = end + READMISSION_WINDOW_DAYS * _DAY <= int(start.max())
+    vitals, labs = tables["vitals"], tables["labs"]
+    out = pd.DataFrame(
+        {
+            "encounter_token": enc["encounter_token"],
+            "patient_token": enc["patient_token"],
+            "discharge_time": enc["discharge_time"],
+            "age_years": enc["age_years"].astype("float64"),
+            "sex_male": enc["patient_token"].map(patients["sex"]).map({"M": 1.0, "F": 0.0}),
+            "race": enc["patient_token"].map(patients["race"]).fillna("missing").astype(object),
+            "site": enc["site"].astype(object),
+            "service_line": enc["service_line"].str.lower().astype(object),
+            "admission_source": enc["admission_source"].str.lower().astype(object),
+            "discharge_disposition": enc["discharge_disposition"]
+            .map(_SYN_DISPOSITION)
+            .fillna("other")
+            .astype(object),
+            "length_of_stay_days": np.round((end - start) / _DAY, 4),
+            "primary_diagnosis_group": icd10_group(enc["primary_dx"]),
+            "admissions_prior_year": prior.astype("float64"),
+            "days_since_last_discharge": np.round(since, 4),
+        }
+    )
+    for feature, (vital, how) in _VITAL_FEATURES.items():
+        out[feature] = out["encounter_token"].map(_aggregate(vitals, vital, how)).astype("float64")
+    for feature, (code, how) in _LAB_FEATURES.items():
+        rows = labs[labs["lab_code"] == code]
+        out[feature] = out["encounter_token"].map(_aggregate(rows, "value", how)).astype("float64")
+    out["labs_resulted"] = (
+        out["encounter_token"]
+        .map(labs.groupby("encounter_token").size())
+        .fillna(0)
+        .astype("float64")
+    )
+    out[LABEL] = readmit.astype("int64")
+    excluded = enc["discharge_disposition"].isin(_SYN_EXCLUDED).to_numpy()
+    keep = ~excluded & observable
+    stats = {
+        "encounters_in": len(enc),
+        "excluded_death_or_hospice": int(excluded.sum()),
+        "excluded_outcome_not_yet_observable": int((~observable & ~excluded).sum()),
+    }
+    return out.loc[keep].reset_index(drop=True), stats
+
+
+SYNTHETIC = FeatureSet(
+    name="readmission_synthetic",
+    source="synthetic",
+    keys=("encounter_token", "patient_token", "discharge_time"),
+    label=LABEL,
+    compute=compute_synthetic,
+    features=(
+        FeatureDef("age_years", "numeric", "Age", min_value=0, max_value=90),
+        FeatureDef("sex_male", "binary", "Male sex", nullable=True),
+        FeatureDef(
+            "race",
+            "categorical",
+            "Race (registered)",
+            allowed=("White", "Black", "Hispanic", "Asian", "Other", "missing"),
+        ),
+        FeatureDef(
+            "site", "categorical", "Hospital site", allowed=("NORTH", "EAST", "SOUTH", "WEST")
+        ),
+        FeatureDef(
+            "service_line",
+            "categorical",
+            "Discharging service",
+            allowed=("medicine", "surgery", "cardiology", "orthopedics", "oncology"),
+        ),
+        FeatureDef(
+            "admission_source",
+            "categorical",
+            "Where the patient was admitted from",
+            allowed=("emergency", "referral", "transfer", "elective"),
+        ),
+        FeatureDef(
+            "discharge_disposition",
+            "categorical",
+            "Where the patient is discharged to",
+            allowed=("home", "home_health", "facility", "ama", "other"),
+        ),
+        FeatureDef(
+            "length_of_stay_days", "numeric", "Length of stay (days)", min_value=0, max_value=60
+        ),
+        FeatureDef(
+            "primary_diagnosis_group",
+            "categorical",
+            "Principal diagnosis group",
+            allowed=ICD10_GROUPS,
+        ),
+        FeatureDef(
+            "admissions_prior_year",
+            "numeric",
+            "Hospital admissions in the past year",
+            min_value=0,
+            max_value=100,
+        ),
+        FeatureDef(
+            "days_since_last_discharge",
+            "numeric",
+            "Days since the last discharge",
+            min_value=0,
+            max_value=HISTORY_DAYS * 10,
+            nullable=True,
+        ),
+        FeatureDef(
+            "heart_rate_last",
+            "numeric",
+            "Last heart rate",
+            min_value=20,
+            max_value=250,
+            nullable=True,
+        ),
+        FeatureDef(
+            "sbp_last",
+            "numeric",
+            "Last systolic blood pressure",
+            min_value=40,
+            max_value=260,
+            nullable=True,
+        ),
+        FeatureDef(
+            "temp_max_c",
+            "numeric",
+            "Highest temperature",
+            min_value=30,
+            max_value=43,
+            nullable=True,
+        ),
+        FeatureDef(
+            "resp_rate_last",
+            "numeric",
+            "Last respiratory rate",
+            min_value=4,
+            max_value=60,
+            nullable=True,
+        ),
+        FeatureDef(
+            "spo2_min",
+            "numeric",
+            "Lowest oxygen saturation",
+            min_value=50,
+            max_value=100,
+            nullable=True,
+        ),
+        FeatureDef(
+            "glucose_last_mg_dl",
+            "numeric",
+            "Last glucose",
+            min_value=10,
+            max_value=1500,
+            nullable=True,
+        ),
+        FeatureDef(
+            "creatinine_max_mg_dl",
+            "numeric",
+            "Highest creatinine",
+            min_value=0.1,
+            max_value=20,
+            nullable=True,
+        ),
+        FeatureDef(
+            "sodium_last_mmol_l",
+            "numeric",
+            "Last sodium",
+            min_value=100,
+            max_value=180,
+            nullable=True,
+        ),
+        FeatureDef(
+            "hemoglobin_min_g_dl",
+            "numeric",
+            "Lowest hemoglobin",
+            min_value=3,
+            max_value=25,
+            nullable=True,
+        ),
+        FeatureDef(
+            "hba1c_last_pct", "numeric", "Last HbA1c", min_value=3, max_value=20, nullable=True
+        ),
+        FeatureDef(
+            "labs_resulted", "numeric", "Lab results this stay", min_value=0, max_value=1000
+        ),
+    ),
+)
+
+FEATURE_SETS: dict[str, FeatureSet] = {fs.source: fs for fs in (DIABETES130, SYNTHETIC)}
+
+
+def feature_set_for(source: str) -> FeatureSet:
+    if source not in FEATURE_SETS:
+        raise KeyError(f"no feature set is defined for source {source!r}")
+    return FEATURE_SETS[source]
+
+
+def build_features(
+    source: str, tables: Mapping[str, pd.DataFrame]
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    fs = feature_set_for(source)
+    frame, stats = fs.compute(tables)
+    return frame[fs.columns], stats

@@ -1,0 +1,412 @@
+"""Normalize a raw extract: types, canonical IDs and units, UTC times, patient merges, PHI tokens.
+
+Raw identifiers stop here. Direct identifiers are replaced by keyed HMAC-SHA256 tokens (or
+dropped), quasi-identifiers are generalized, and nothing downstream of this module ever sees a raw
+MRN, name, encounter number or birth date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hospital_mlops.catalog import ColumnSpec, MeasurementTable, SourceSpec, TableSpec
+
+HMAC_KEY_ENV = "HMLOPS_HMAC_KEY"
+HMAC_KEY_FILE_ENV = "HMLOPS_HMAC_KEY_FILE"
+# Labelled as what it is: tokens made with it protect nothing. Only `--demo-key` selects it.
+DEMO_HMAC_KEY = "DEMO-KEY-hospital-mlops-not-for-real-PHI-0000000000"
+MIN_KEY_BYTES = 32
+TOKEN_HEX_CHARS = 32
+AGE_CAP_YEARS = 90  # HIPAA Safe Harbor: ages over 89 are reported as 90+
+FINGERPRINT = "person_fingerprint"
+RECORDING_DELAY = "recording_delay_hours"
+WITHIN_WINDOW = "within_encounter_window"
+ENCOUNTER_ORDER = "encounter_order"
+
+
+class MissingHmacKey(RuntimeError):
+    """No tokenization key was provided; the run must not start."""
+
+
+class NormalizeError(ValueError):
+    """The extract cannot be normalized (e.g. an identifier that has no digits to standardize)."""
+
+
+@dataclass(frozen=True)
+class HmacKey:
+    secret: bytes
+    demo: bool
+
+    @property
+    def key_id(self) -> str:
+        """A fingerprint of the key for manifests: which key made these tokens, not the key."""
+        return ("demo-" if self.demo else "") + hashlib.sha256(self.secret).hexdigest()[:12]
+
+
+def load_hmac_key(env: Mapping[str, str] | None = None) -> HmacKey:
+    """Read the tokenization key from the env var or a mounted Secret file; refuse without one."""
+    env = os.environ if env is None else env
+    value = env.get(HMAC_KEY_ENV, "")
+    if not value and env.get(HMAC_KEY_FILE_ENV):
+        path = Path(env[HMAC_KEY_FILE_ENV])
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise MissingHmacKey(f"cannot read the HMAC key file {path}: {exc.strerror}") from exc
+    if not value:
+        raise MissingHmacKey(
+            f"no PHI tokenization key: set {HMAC_KEY_ENV} (or {HMAC_KEY_FILE_ENV} to a mounted "
+            "Kubernetes Secret), or pass --demo-key to use the labelled demo key on non-PHI data"
+        )
+    secret = value.encode()
+    if len(secret) < MIN_KEY_BYTES:
+        raise MissingHmacKey(
+            f"the PHI tokenization key is {len(secret)} bytes; at least {MIN_KEY_BYTES} are "
+            "required"
+        )
+    return HmacKey(secret=secret, demo=value == DEMO_HMAC_KEY)
+
+
+def tokenize(values: pd.Series, key: HmacKey, namespace: str) -> pd.Series:
+    """Keyed HMAC-SHA256 tokens, computed once per distinct value. Nulls stay null."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    prefix = f"{namespace}\x1f".encode()
+    tokens = np.array(
+        [
+            hmac.digest(key.secret, prefix + str(u).encode(), "sha256").hex()[:TOKEN_HEX_CHARS]
+            for u in uniques
+        ],
+        dtype=object,
+    )
+    out = np.full(len(values), None, dtype=object)
+    mask = codes >= 0
+    out[mask] = tokens[codes[mask]]
+    return pd.Series(out, index=values.index, name=values.name)
+
+
+@dataclass
+class NormalizeReport:
+    """What normalize changed, for the manifest and the report (counts only, never values)."""
+
+    converted_units: dict[str, int] = field(default_factory=dict)
+    unrecognized_units: dict[str, int] = field(default_factory=dict)
+    merged_mrns: int = 0
+    merged_patient_rows_dropped: int = 0
+    standardized_ids: dict[str, int] = field(default_factory=dict)
+    tokenized_columns: list[str] = field(default_factory=list)
+    dropped_identifiers: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# --- types -------------------------------------------------------------------------------------
+
+
+def cast_column(series: pd.Series, spec: ColumnSpec) -> pd.Series:
+    """Cast one column to its catalog type. The raw gate has already proved it castable."""
+    if spec.type == "integer":
+        return pd.to_numeric(series, errors="raise").astype("Int64")
+    if spec.type == "float":
+        return pd.to_numeric(series, errors="raise").astype("float64")
+    if spec.type in ("timestamp", "date"):
+        if isinstance(series.dtype, pd.DatetimeTZDtype):
+            return series.dt.tz_convert("UTC")
+        return pd.to_datetime(series, errors="raise", format="ISO8601")
+    if spec.type == "boolean":
+        lowered = series.astype("string").str.lower()
+        return lowered.map({"true": True, "false": False, "1": True, "0": False}).astype("boolean")
+    return series.astype(object).where(series.notna(), None)
+
+
+def cast_types(df: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
+    return pd.DataFrame({c: cast_column(df[c], table.columns[c]) for c in table.columns})
+
+
+# --- identifiers and merges --------------------------------------------------------------------
+
+
+def standardize_ids(df: pd.DataFrame, table: TableSpec, report: NormalizeReport) -> pd.DataFrame:
+    for column, rule in table.id_standardization.items():
+        raw = df[column].astype("string")
+        digits = raw.str.extract(rule.digits_pattern, expand=False)
+        bad = digits.isna() & raw.notna()
+        if bad.any():
+            raise NormalizeError(
+                f"{column}: {int(bad.sum())} values have no digits matching "
+                f"{rule.digits_pattern!r}; they cannot be standardized"
+            )
+        fmt = rule.canonical_format
+        canonical = digits.astype("Int64").map(
+            lambda v, fmt=fmt: fmt.format(int(v)) if pd.notna(v) else None
+        )
+        changed = int((canonical.astype("string") != raw).sum())
+        report.standardized_ids[column] = report.standardized_ids.get(column, 0) + changed
+        df = df.assign(**{column: canonical.astype(object)})
+    return df
+
+
+def merge_map(merges: pd.DataFrame) -> dict[str, str]:
+    """Resolve retired → surviving MRN chains (A→B, B→C gives A→C)."""
+    direct = dict(zip(merges["retired_mrn"], merges["surviving_mrn"], strict=True))
+    resolved: dict[str, str] = {}
+    for retired in direct:
+        target, hops = direct[retired], 0
+        while target in direct and hops < len(direct):
+            target, hops = direct[target], hops + 1
+        resolved[retired] = target
+    return resolved
+
+
+def apply_patient_merges(
+    tables: dict[str, pd.DataFrame], spec: SourceSpec, report: NormalizeReport
+) -> dict[str, pd.DataFrame]:
+    merges = tables.get("patient_merges")
+    if merges is None or merges.empty:
+        return tables
+    mapping = merge_map(merges)
+    report.merged_mrns = len(mapping)
+    out = dict(tables)
+    for tname, df in tables.items():
+        if tname == "patient_merges":
+            continue
+        table = spec.tables[tname]
+        for col, cspec in table.columns.items():
+            if cspec.token == "patient_token":
+                df = df.assign(**{col: df[col].map(lambda v: mapping.get(v, v))})
+        if tname == "patients":
+            before = len(df)
+            df = df.drop_duplicates(subset=table.primary_key, keep="first")
+            report.merged_patient_rows_dropped = before - len(df)
+        out[tname] = df
+    return out
+
+
+# --- units and time ----------------------------------------------------------------------------
+
+
+def convert_units(
+    df: pd.DataFrame, measurements: MeasurementTable, report: NormalizeReport
+) -> pd.DataFrame:
+    """Convert declared non-canonical units through the catalog's conversion table.
+
+    Undeclared changes (a value in mmol/L labelled mg/dL) cannot be seen here; the validate
+    layer's unit-plausibility check catches those.
+    """
+    values = df[measurements.value_column].to_numpy(dtype="float64", copy=True)
+    units = df[measurements.unit_column].astype(object).to_numpy(copy=True)
+    codes = df[measurements.code_column].to_numpy()
+    for code, mspec in measurements.codes.items():
+        of_code = codes == code
+        for unit, conv in mspec.accepted_units.items():
+            hit = of_code & (units == unit)
+            n = int(hit.sum())
+            if n:
+                values[hit] = values[hit] * conv.factor + conv.offset
+                units[hit] = mspec.canonical_unit
+                report.converted_units[f"{code}:{unit}->{mspec.canonical_unit}"] = n
+        unknown = of_code & (units != mspec.canonical_unit)
+        if unknown.any():
+            report.unrecognized_units[code] = int(unknown.sum())
+    return df.assign(**{measurements.value_column: values, measurements.unit_column: units})
+
+
+def localize_site_times(
+    df: pd.DataFrame, columns: list[str], site_column: str, site_timezones: Mapping[str, str]
+) -> pd.DataFrame:
+    """Site wall-clock times → UTC. Ambiguous DST hours resolve to standard time (documented)."""
+    out = {c: pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns, UTC]") for c in columns}
+    for site, tz in site_timezones.items():
+        rows = df[site_column] == site
+        if not rows.any():
+            continue
+        for c in columns:
+            local = df.loc[rows, c]
+            if isinstance(local.dtype, pd.DatetimeTZDtype):
+                out[c].loc[rows] = local.dt.tz_convert("UTC")
+                continue
+            out[c].loc[rows] = local.dt.tz_localize(
+                tz, ambiguous=np.zeros(int(rows.sum()), dtype=bool), nonexistent="shift_forward"
+            ).dt.tz_convert("UTC")
+    return df.assign(**out)
+
+
+def utc_times(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    fixed = {}
+    for c in columns:
+        s = df[c]
+        fixed[c] = (
+            s.dt.tz_convert("UTC")
+            if isinstance(s.dtype, pd.DatetimeTZDtype)
+            else (s.dt.tz_localize("UTC"))
+        )
+    return df.assign(**fixed)
+
+
+# --- the layer ---------------------------------------------------------------------------------
+
+
+def _timestamp_columns(table: TableSpec) -> list[str]:
+    return [c for c, s in table.columns.items() if s.type == "timestamp"]
+
+
+def _encounter_id_column(table: TableSpec) -> str | None:
+    for col, cspec in table.columns.items():
+        if cspec.token == "encounter_token":
+            return col
+    return None
+
+
+def _add_observation_checks(
+    tables: dict[str, pd.DataFrame], spec: SourceSpec
+) -> dict[str, pd.DataFrame]:
+    """Derived columns the validate layer checks: recording delay and the encounter window."""
+    ts = spec.timestamps
+    if not (ts.event_time and ts.recorded_time and "encounters" in tables):
+        return tables
+    enc = tables["encounters"]
+    enc_id = _encounter_id_column(spec.tables["encounters"])
+    assert enc_id is not None
+    windows = enc.set_index(enc_id)[["admit_time", "discharge_time"]]
+    windows = windows[~windows.index.duplicated(keep="first")]
+    slack = pd.Timedelta(hours=ts.observation_window_slack_hours)
+    out = dict(tables)
+    for tname, df in tables.items():
+        table = spec.tables[tname]
+        if ts.event_time not in table.columns or ts.recorded_time not in table.columns:
+            continue
+        delay = (df[ts.recorded_time] - df[ts.event_time]).dt.total_seconds() / 3600.0
+        own_id = _encounter_id_column(table)
+        within = pd.Series(False, index=df.index)
+        if own_id is not None:
+            admit = df[own_id].map(windows["admit_time"])
+            discharge = df[own_id].map(windows["discharge_time"])
+            within = (df[ts.event_time] >= admit - slack) & (df[ts.event_time] <= discharge + slack)
+        out[tname] = df.assign(**{RECORDING_DELAY: delay, WITHIN_WINDOW: within.astype(bool)})
+    return out
+
+
+def _generalize(tables: dict[str, pd.DataFrame], spec: SourceSpec) -> dict[str, pd.DataFrame]:
+    out = dict(tables)
+    for tname, df in tables.items():
+        for col, cspec in spec.tables[tname].columns.items():
+            if cspec.generalize == "zip3":
+                out[tname] = out[tname].assign(zip3=df[col].astype("string").str[:3].astype(object))
+            elif cspec.generalize == "age_at_admission":
+                out = _age_at_admission(out, spec, tname, col)
+    return out
+
+
+def _age_at_admission(
+    tables: dict[str, pd.DataFrame], spec: SourceSpec, patients_table: str, birth_col: str
+) -> dict[str, pd.DataFrame]:
+    patients = tables[patients_table]
+    key = next(c for c, s in spec.tables[patients_table].columns.items() if s.token)
+    births = patients.drop_duplicates(subset=[key]).set_index(key)[birth_col]
+    enc = tables["encounters"]
+    admit_local = enc["admit_time"].dt.tz_convert(None)
+    birth = enc[key].map(births)
+    years = (admit_local - birth).dt.days / 365.2425
+    age = np.floor(years).clip(upper=AGE_CAP_YEARS)
+    return {**tables, "encounters": enc.assign(age_years=age.astype("Int64"))}
+
+
+def _fingerprint(df: pd.DataFrame, columns: list[str], key: HmacKey) -> pd.Series:
+    parts = [df[c].astype("string").str.strip().str.lower().fillna("") for c in columns]
+    joined = parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
+    return tokenize(joined, key, FINGERPRINT)
+
+
+def _tokenize_and_drop(
+    df: pd.DataFrame, table: TableSpec, key: HmacKey, report: NormalizeReport, tname: str
+) -> pd.DataFrame:
+    if table.person_fingerprint:
+        df = df.assign(**{FINGERPRINT: _fingerprint(df, table.person_fingerprint, key)})
+    drop: list[str] = []
+    for col, cspec in table.columns.items():
+        if cspec.identifier is None:
+            continue
+        if cspec.token is not None:
+            df = df.assign(**{cspec.token: tokenize(df[col], key, cspec.token)})
+            report.tokenized_columns.append(f"{tname}.{col}->{cspec.token}")
+        else:
+            report.dropped_identifiers.append(f"{tname}.{col}")
+        drop.append(col)
+    return df.drop(columns=drop)
+
+
+def _order_proxy(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Keep the documented time proxy as a rank: the identifier itself must go."""
+    order = df[column].rank(method="dense").astype("Int64") - 1
+    return df.assign(**{ENCOUNTER_ORDER: order})
+
+
+def _describe_codes(df: pd.DataFrame, table: TableSpec, spec: SourceSpec) -> pd.DataFrame:
+    added = {}
+    for col, cspec in table.columns.items():
+        if cspec.code_table:
+            names = spec.code_tables[cspec.code_table]
+            added[re.sub(r"_id$", "", col) + "_desc"] = (
+                df[col].astype("string").map(names).astype(object)
+            )
+    return df.assign(**added) if added else df
+
+
+def normalize_extract(
+    raw: Mapping[str, pd.DataFrame], spec: SourceSpec, key: HmacKey
+) -> tuple[dict[str, pd.DataFrame], NormalizeReport]:
+    report = NormalizeReport()
+    tables: dict[str, pd.DataFrame] = {}
+    for tname, table in spec.tables.items():
+        df = cast_types(raw[tname], table)
+        df = standardize_ids(df, table, report)
+        if table.measurements is not None:
+            df = convert_units(df, table.measurements, report)
+        df = _describe_codes(df, table, spec)
+        tables[tname] = df
+    tables = apply_patient_merges(tables, spec, report)
+
+    ts = spec.timestamps
+    for tname, table in spec.tables.items():
+        cols = _timestamp_columns(table)
+        if not cols:
+            continue
+        df = tables[tname]
+        if ts.site_column and ts.site_column in table.columns:
+            tables[tname] = localize_site_times(df, cols, ts.site_column, ts.site_timezones)
+        else:
+            tables[tname] = utc_times(df, cols)
+    tables = _add_observation_checks(tables, spec)
+    tables = _generalize(tables, spec)
+    if ts.order_proxy:
+        for tname, table in spec.tables.items():
+            if ts.order_proxy in table.columns:
+                tables[tname] = _order_proxy(tables[tname], ts.order_proxy)
+
+    out: dict[str, pd.DataFrame] = {}
+    for tname, table in spec.tables.items():
+        if tname == "patient_merges":
+            continue  # consumed: applied above, counted in the report
+        out[tname] = _tokenize_and_drop(tables[tname], table, key, report, tname)
+    return out, report
+
+
+def normalized_name(column: str, spec: ColumnSpec) -> str | None:
+    """What a catalog column is called after normalize (None when it is dropped)."""
+    if spec.identifier == "direct":
+        return spec.token
+    if spec.generalize == "zip3":
+        return "zip3"
+    if spec.generalize == "age_at_admission":
+        return None
+    return column

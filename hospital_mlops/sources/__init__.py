@@ -1,0 +1,1 @@
+"""Source adapters: reading catalogued extracts and generating the synthetic one."""

@@ -1,0 +1,1 @@
+"""Quality gates: checks generated from the data catalog, run by Great Expectations."""

@@ -1,0 +1,80 @@
+"""The hospital data pipeline: ingest → normalize → validate → features → publish.
+
+The same definition runs on a laptop (kfp.local) and compiles to KFP IR for a cluster. On a
+cluster, the store is a PersistentVolumeClaim mounted into every step, the HMAC key comes from a
+Kubernetes Secret, and steps that touch raw PHI carry a pod label that NetworkPolicies and audit
+tooling select on.
+"""
+
+from typing import Any
+
+from kfp import dsl, kubernetes
+
+from components.data_components import DEFAULT_IMAGE, build
+
+PIPELINE_NAME = "hospital-data-pipeline"
+STORE_PVC = "hmlops-store"
+STORE_MOUNT = "/mnt/hmlops-store"
+HMAC_SECRET = "hmlops-hmac-key"
+HMAC_SECRET_KEY = "key"
+PHI_LABEL = "hospital-mlops.io/phi"
+
+
+def make_pipeline(image: str = DEFAULT_IMAGE) -> Any:
+    ops = build(image)
+
+    def _cluster_wiring(task: Any, phi: bool) -> Any:
+        kubernetes.mount_pvc(task, pvc_name=STORE_PVC, mount_path=STORE_MOUNT)
+        kubernetes.add_pod_label(task, PHI_LABEL, "raw" if phi else "tokenized")
+        return task
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Catalogued extract → validated, content-hashed feature snapshot with lineage.",
+    )
+    def data_pipeline(
+        run_id: str,
+        source: str = "diabetes130",
+        use: str = "readmission_risk_model",
+        extract: str = "",
+        store_root: str = STORE_MOUNT,
+        catalog_path: str = "",
+    ) -> None:
+        common = {
+            "source": source,
+            "use": use,
+            "store_root": store_root,
+            "run_id": run_id,
+            "catalog_path": catalog_path,
+        }
+        finalize = ops.finalize(**common).set_display_name("record run")
+        _cluster_wiring(finalize, phi=False)
+        with dsl.ExitHandler(finalize, name="data-layers"):
+            ingest = ops.ingest(extract=extract, **common).set_display_name("ingest")
+            _cluster_wiring(ingest, phi=True)
+            normalize = ops.normalize(
+                raw_manifest=ingest.outputs["raw_manifest"], **common
+            ).set_display_name("normalize")
+            _cluster_wiring(normalize, phi=True)
+            kubernetes.use_secret_as_env(
+                normalize,
+                secret_name=HMAC_SECRET,
+                secret_key_to_env={HMAC_SECRET_KEY: "HMLOPS_HMAC_KEY"},
+            )
+            validate = ops.validate(
+                normalized=normalize.outputs["normalized"], **common
+            ).set_display_name("validate")
+            _cluster_wiring(validate, phi=False)
+            features = ops.features(
+                normalized=normalize.outputs["normalized"], **common
+            ).set_display_name("features")
+            features.after(validate)
+            _cluster_wiring(features, phi=False)
+            publish = ops.publish(features=features.outputs["features"], **common).set_display_name(
+                "publish"
+            )
+            _cluster_wiring(publish, phi=False)
+            for task in (ingest, normalize, validate, features, publish, finalize):
+                task.set_caching_options(False)
+
+    return data_pipeline

@@ -1,0 +1,48 @@
+"""Shared fixtures: a test HMAC key, the catalog, and small real/synthetic extracts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hospital_mlops.catalog import Catalog, load_catalog
+from hospital_mlops.sources.extract import default_extract, read_extract, write_csv_extract
+from hospital_mlops.sources.synthetic import generate_extract
+
+TEST_KEY = "test-only-hmac-key-0123456789abcdef0123456789"
+D130_SUBSET_STEP = 7
+SYNTHETIC_SMALL = 4_000
+
+
+@pytest.fixture(autouse=True)
+def hmac_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("HMLOPS_HMAC_KEY", TEST_KEY)
+    return TEST_KEY
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def d130_full(catalog: Catalog) -> Path:
+    return default_extract("diabetes130", catalog.source("diabetes130"))
+
+
+@pytest.fixture(scope="session")
+def d130_small(catalog: Catalog, d130_full: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every 7th real encounter (~14,500, across all eras), in the source's own CSV layout.
+
+    Not the first rows: the earliest era has no payer codes at all, which the gate rightly
+    flags as a missingness failure."""
+    spec = catalog.source("diabetes130")
+    tables = read_extract(d130_full, spec)
+    subset = {"encounters": tables["encounters"].iloc[::D130_SUBSET_STEP]}
+    return write_csv_extract(subset, spec, tmp_path_factory.mktemp("d130_small"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_extract(tmp_path_factory.mktemp("synthetic"), SYNTHETIC_SMALL, seed=11)

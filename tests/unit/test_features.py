@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hospital_mlops.features import (
+    DIABETES130,
+    SYNTHETIC,
+    _history,
+    build_features,
+    feature_set_for,
+    icd9_group,
+)
+from hospital_mlops.normalize import HmacKey, normalize_extract
+from hospital_mlops.sources.extract import read_extract
+
+KEY = HmacKey(b"k" * 40, demo=False)
+
+
+def test_history_counts_only_the_past_and_labels_the_next_30_days() -> None:
+    patient = pd.Series(["a", "a", "a", "b", "b"])
+    start = np.array([0, 15, 380, 0, 50])
+    end = np.array([10, 20, 385, 10, 55])
+    day = 86_400
+    prior, since, readmit = _history(patient, start * day, end * day, window=365 * day)
+    assert prior.tolist() == [
+        0,
+        1,
+        1,
+        0,
+        1,
+    ]  # third stay: the 2nd ended within a year, the 1st did not
+    assert since[1] == pytest.approx(5.0) and np.isnan(since[0])
+    assert readmit.tolist() == [True, False, False, False, False]
+
+
+def test_icd9_groups_follow_strack_et_al() -> None:
+    codes = pd.Series(["428", "250.83", "786", "V57", "820", None, "174"])
+    assert icd9_group(codes).tolist() == [
+        "circulatory",
+        "diabetes",
+        "respiratory",
+        "other",
+        "injury",
+        "missing",
+        "neoplasms",
+    ]
+
+
+def test_feature_set_version_is_a_hash_of_the_definitions() -> None:
+    assert DIABETES130.version.startswith("readmission_diabetes130@")
+    assert DIABETES130.version != SYNTHETIC.version
+    assert DIABETES130.version == feature_set_for("diabetes130").version
+
+
+def _normalized(catalog, source, extract):
+    spec = catalog.source(source)
+    return normalize_extract(read_extract(extract, spec), spec, KEY)[0]
+
+
+def test_synthetic_features_never_look_into_the_future(catalog, synthetic_small) -> None:
+    """Features of an encounter are identical whether or not later data exists."""
+    full_tables = _normalized(catalog, "synthetic", synthetic_small)
+    cutoff = full_tables["encounters"]["admit_time"].quantile(0.6)
+    early = full_tables["encounters"]["admit_time"] < cutoff
+    kept = set(full_tables["encounters"].loc[early, "encounter_token"])
+    truncated = {
+        "encounters": full_tables["encounters"][early],
+        "patients": full_tables["patients"],
+        "vitals": full_tables["vitals"][full_tables["vitals"]["encounter_token"].isin(kept)],
+        "labs": full_tables["labs"][full_tables["labs"]["encounter_token"].isin(kept)],
+    }
+    full, _ = build_features("synthetic", full_tables)
+    past, _ = build_features("synthetic", truncated)
+    cols = [f.name for f in SYNTHETIC.features]
+    merged = past.merge(full, on="encounter_token", suffixes=("_past", "_full"))
+    assert len(merged) > 500
+    for col in cols:
+        a, b = merged[f"{col}_past"], merged[f"{col}_full"]
+        same = (a == b) | (a.isna() & b.isna())
+        assert same.all(), f"{col} changes when later data is added: it leaks the future"
+    assert (merged["admissions_prior_year_full"] > 0).any()
+
+
+def test_diabetes130_history_uses_only_earlier_encounters(catalog, d130_small) -> None:
+    tables = _normalized(catalog, "diabetes130", d130_small)
+    full, stats = build_features("diabetes130", tables)
+    enc = tables["encounters"]
+    early = {"encounters": enc[enc["encounter_order"] < 8000]}
+    past, _ = build_features("diabetes130", early)
+    merged = past.merge(full, on="encounter_token", suffixes=("_past", "_full"))
+    assert (
+        merged["earlier_encounters_in_extract_past"] == merged["earlier_encounters_in_extract_full"]
+    ).all()
+    assert stats["excluded_death_or_hospice"] > 0
+    assert 0.05 < full["readmitted_30d"].mean() < 0.2
+    assert list(full.columns) == DIABETES130.columns
+
+
+def test_synthetic_cohort_excludes_deaths_and_unobservable_outcomes(
+    catalog, synthetic_small
+) -> None:
+    tables = _normalized(catalog, "synthetic", synthetic_small)
+    frame, stats = build_features("synthetic", tables)
+    assert stats["excluded_death_or_hospice"] > 0
+    assert stats["excluded_outcome_not_yet_observable"] > 0
+    last = tables["encounters"]["admit_time"].max()
+    assert (frame["discharge_time"] + pd.Timedelta(days=30) <= last).all()
+    assert 0.06 < frame["readmitted_30d"].mean() < 0.2
