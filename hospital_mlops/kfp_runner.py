@@ -18,7 +18,7 @@ import yaml
 from hospital_mlops.catalog import load_catalog
 from hospital_mlops.normalize import DEMO_HMAC_KEY, HMAC_KEY_ENV, load_hmac_key
 from hospital_mlops.paths import project_root
-from hospital_mlops.sources.extract import ExtractError, default_extract
+from hospital_mlops.sources.extract import default_extract, preflight_extract
 
 
 def new_run_id() -> str:
@@ -69,8 +69,7 @@ def resolve_extract(
             extract = target
         else:
             extract = default_extract(source, spec)
-    if not extract.exists():
-        raise ExtractError(f"extract {extract} does not exist")
+    preflight_extract(extract, spec)
     if scenario:
         from hospital_mlops.faults import materialize_scenario
 

@@ -73,6 +73,31 @@ def _locate(extract: Path, table: TableSpec, spec: SourceSpec) -> tuple[Path, st
     raise ExtractError(f"extract {extract} has no file for table {table.file!r}")
 
 
+def preflight_extract(extract: Path, spec: SourceSpec) -> None:
+    """Cheap checks before a run starts: every table's file exists and opens as its format."""
+    if not extract.exists():
+        raise ExtractError(f"extract {extract} does not exist")
+    for table in spec.tables.values():
+        path, member = _locate(extract, table, spec)
+        try:
+            if spec.format == "parquet":
+                pq.read_schema(path)
+            elif path.suffix == ".zip":
+                with zipfile.ZipFile(path) as zf:
+                    zf.getinfo(member)
+            else:
+                with open(path, "rb") as fh:
+                    fh.read(1)
+        except KeyError as exc:
+            raise ExtractError(f"extract {path} has no member {member!r}") from exc
+        except zipfile.BadZipFile as exc:
+            raise ExtractError(f"extract {path} is not a readable zip file: {exc}") from exc
+        except OSError as exc:
+            raise ExtractError(f"extract {path} is not readable: {exc}") from exc
+        except Exception as exc:  # pyarrow raises its own types for a corrupt footer
+            raise ExtractError(f"extract {path} is not readable as {spec.format}: {exc}") from exc
+
+
 def read_extract(extract: Path, spec: SourceSpec) -> dict[str, pd.DataFrame]:
     if not extract.exists():
         raise ExtractError(f"extract {extract} does not exist")
