@@ -130,9 +130,20 @@ _ICD10_CHAPTERS = {
 }
 
 
+def per_category(values: pd.Series, fn: Callable[[object], object], missing: object) -> pd.Series:
+    """Apply ``fn`` once per distinct value (a coded column has few) and broadcast back."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True, sort=False)
+    mapped = np.array([fn(u) for u in uniques] + [missing], dtype=object)
+    return pd.Series(mapped[codes], index=values.index)
+
+
+def _icd10_chapter(code: object) -> object:
+    text = str(code).strip().upper()
+    return _ICD10_CHAPTERS.get(text[:1], "other")
+
+
 def icd10_group(codes: pd.Series) -> pd.Series:
-    first = codes.astype("string").str.strip().str[0].str.upper()
-    return first.map(_ICD10_CHAPTERS).fillna("other").where(codes.notna(), "missing").astype(object)
+    return per_category(codes, _icd10_chapter, "missing")
 
 
 _SPAN = 1 << 42  # seconds (~139,000 years): above any time or window used here
@@ -428,10 +439,32 @@ _VITAL_FEATURES = {
 }
 
 
-def _aggregate(df: pd.DataFrame, value: str, how: str) -> pd.Series:
-    ordered = df.sort_values(["encounter_token", "event_time"], kind="stable")
-    grouped = ordered.groupby("encounter_token", sort=False)[value]
-    return grouped.last() if how == "last" else grouped.agg(how)
+def _per_encounter(
+    n_encounters: int,
+    pos: np.ndarray,
+    event_ns: np.ndarray,
+    values: Mapping[str, np.ndarray],
+    how: Mapping[str, str],
+) -> dict[str, np.ndarray]:
+    """Aggregate observation rows onto encounters. ``pos`` is each row's encounter position (-1:
+    none); ``how`` is last/min/max per feature, "last" meaning the latest non-missing value by
+    event time. Rows are sorted once, whatever the number of features."""
+    keep = pos >= 0
+    order = np.lexsort((event_ns[keep], pos[keep]))
+    frame = pd.DataFrame({name: v[keep][order] for name, v in values.items()})
+    frame["_pos"] = pos[keep][order]
+    grouped = frame.groupby("_pos", sort=False)
+    out = {}
+    for feature, agg_how in how.items():
+        agg = grouped[feature].last() if agg_how == "last" else grouped[feature].agg(agg_how)
+        result = np.full(n_encounters, np.nan)
+        result[agg.index.to_numpy()] = agg.to_numpy(dtype="float64")
+        out[feature] = result
+    return out
+
+
+def _event_ns(rows: pd.DataFrame) -> np.ndarray:
+    return rows["event_time"].to_numpy(dtype="datetime64[ns]").astype("int64")
 
 
 def _seconds(ts: pd.Series) -> np.ndarray:
@@ -439,9 +472,14 @@ def _seconds(ts: pd.Series) -> np.ndarray:
 
 
 def compute_synthetic(tables: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, int]]:
-    enc = tables["encounters"].sort_values(["discharge_time", "encounter_token"], kind="stable")
-    enc = enc.reset_index(drop=True)
-    patients = tables["patients"].drop_duplicates("patient_token").set_index("patient_token")
+    encounters = tables["encounters"]
+    by_discharge = np.argsort(_seconds(encounters["discharge_time"]), kind="stable")
+    enc = encounters.iloc[by_discharge].reset_index(drop=True)
+    patients = tables["patients"].drop_duplicates("patient_token")
+    at_patient = pd.Index(patients["patient_token"]).get_indexer(enc["patient_token"])
+    found = at_patient >= 0
+    sex = pd.Series(patients["sex"].to_numpy(dtype=object)[at_patient]).where(found)
+    race = pd.Series(patients["race"].to_numpy(dtype=object)[at_patient]).where(found)
     start, end = _seconds(enc["admit_time"]), _seconds(enc["discharge_time"])
     prior, since, readmit = _history(enc["patient_token"], start, end, HISTORY_DAYS * _DAY)
     # An outcome is observable only if the extract covers the 30 days after discharge.
@@ -453,32 +491,48 @@ def compute_synthetic(tables: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame,
             "patient_token": enc["patient_token"],
             "discharge_time": enc["discharge_time"],
             "age_years": enc["age_years"].astype("float64"),
-            "sex_male": enc["patient_token"].map(patients["sex"]).map({"M": 1.0, "F": 0.0}),
-            "race": enc["patient_token"].map(patients["race"]).fillna("missing").astype(object),
+            "sex_male": per_category(sex, lambda v: {"M": 1.0, "F": 0.0}.get(str(v)), None)
+            .astype("float64")
+            .to_numpy(),
+            "race": per_category(race, lambda r: r, "missing").to_numpy(),
             "site": enc["site"].astype(object),
-            "service_line": enc["service_line"].str.lower().astype(object),
-            "admission_source": enc["admission_source"].str.lower().astype(object),
-            "discharge_disposition": enc["discharge_disposition"]
-            .map(_SYN_DISPOSITION)
-            .fillna("other")
-            .astype(object),
+            "service_line": per_category(enc["service_line"], lambda v: str(v).lower(), None),
+            "admission_source": per_category(
+                enc["admission_source"], lambda v: str(v).lower(), None
+            ),
+            "discharge_disposition": per_category(
+                enc["discharge_disposition"],
+                lambda v: _SYN_DISPOSITION.get(str(v), "other"),
+                "other",
+            ),
             "length_of_stay_days": np.round((end - start) / _DAY, 4),
             "primary_diagnosis_group": icd10_group(enc["primary_dx"]),
             "admissions_prior_year": prior.astype("float64"),
             "days_since_last_discharge": np.round(since, 4),
         }
     )
-    for feature, (vital, how) in _VITAL_FEATURES.items():
-        out[feature] = out["encounter_token"].map(_aggregate(vitals, vital, how)).astype("float64")
-    for feature, (code, how) in _LAB_FEATURES.items():
-        rows = labs[labs["lab_code"] == code]
-        out[feature] = out["encounter_token"].map(_aggregate(rows, "value", how)).astype("float64")
-    out["labs_resulted"] = (
-        out["encounter_token"]
-        .map(labs.groupby("encounter_token").size())
-        .fillna(0)
-        .astype("float64")
+    index = pd.Index(enc["encounter_token"])
+    n = len(index)
+    vpos = index.get_indexer(vitals["encounter_token"])
+    out = out.assign(
+        **_per_encounter(
+            n,
+            vpos,
+            _event_ns(vitals),
+            {f: vitals[col].to_numpy(dtype="float64") for f, (col, _) in _VITAL_FEATURES.items()},
+            {f: how for f, (_, how) in _VITAL_FEATURES.items()},
+        )
     )
+    lpos = index.get_indexer(labs["encounter_token"])
+    lab_codes = labs["lab_code"].to_numpy()
+    lab_values = labs["value"].to_numpy(dtype="float64")
+    lab_events = _event_ns(labs)
+    for feature, (code, how) in _LAB_FEATURES.items():
+        rows = lab_codes == code
+        out[feature] = _per_encounter(
+            n, lpos[rows], lab_events[rows], {feature: lab_values[rows]}, {feature: how}
+        )[feature]
+    out["labs_resulted"] = np.bincount(lpos[lpos >= 0], minlength=n).astype("float64")
     out[LABEL] = readmit.astype("int64")
     excluded = enc["discharge_disposition"].isin(_SYN_EXCLUDED).to_numpy()
     keep = ~excluded & observable

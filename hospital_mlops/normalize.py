@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import multiprocessing
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,12 @@ import numpy as np
 import pandas as pd
 
 from hospital_mlops.catalog import ColumnSpec, MeasurementTable, SourceSpec, TableSpec
+
+_hmac_sha256: Callable[[bytes, bytes, str], bytes]
+try:  # OpenSSL's one-shot HMAC without the stdlib wrapper: millions of IDs per extract
+    from _hashlib import hmac_digest as _hmac_sha256
+except ImportError:  # pragma: no cover - non-OpenSSL builds
+    _hmac_sha256 = hmac.digest
 
 HMAC_KEY_ENV = "HMLOPS_HMAC_KEY"
 HMAC_KEY_FILE_ENV = "HMLOPS_HMAC_KEY_FILE"
@@ -77,21 +85,67 @@ def load_hmac_key(env: Mapping[str, str] | None = None) -> HmacKey:
     return HmacKey(secret=secret, demo=value == DEMO_HMAC_KEY)
 
 
-def tokenize(values: pd.Series, key: HmacKey, namespace: str) -> pd.Series:
-    """Keyed HMAC-SHA256 tokens, computed once per distinct value. Nulls stay null."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    prefix = f"{namespace}\x1f".encode()
-    tokens = np.array(
-        [
-            hmac.digest(key.secret, prefix + str(u).encode(), "sha256").hex()[:TOKEN_HEX_CHARS]
-            for u in uniques
-        ],
-        dtype=object,
-    )
+def map_distinct(values: pd.Series, fn: Callable[[np.ndarray], np.ndarray]) -> pd.Series:
+    """Apply ``fn`` to each distinct non-null value once and broadcast back (IDs repeat across
+    millions of rows; the work is per distinct value). Nulls stay null."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True, sort=False)
+    mapped = fn(np.asarray(uniques, dtype=object))
     out = np.full(len(values), None, dtype=object)
     mask = codes >= 0
-    out[mask] = tokens[codes[mask]]
+    out[mask] = mapped[codes[mask]]
     return pd.Series(out, index=values.index, name=values.name)
+
+
+def map_jointly(
+    columns: list[pd.Series], fn: Callable[[np.ndarray], np.ndarray]
+) -> list[pd.Series]:
+    """``map_distinct`` over several columns at once: an encounter ID that appears in
+    encounters, vitals and labs is processed once, not three times."""
+    combined = pd.concat(
+        [pd.Series(c.to_numpy(dtype=object), dtype=object) for c in columns], ignore_index=True
+    )
+    mapped = map_distinct(combined, fn).to_numpy()
+    out, start = [], 0
+    for column in columns:
+        end = start + len(column)
+        out.append(pd.Series(mapped[start:end], index=column.index, name=column.name))
+        start = end
+    return out
+
+
+def _hmac_hex(secret: bytes, prefix: bytes, values: list[object]) -> list[str]:
+    return [
+        _hmac_sha256(secret, prefix + str(v).encode(), "sha256").hex()[:TOKEN_HEX_CHARS]
+        for v in values
+    ]
+
+
+PARALLEL_TOKENS = 200_000  # below this, starting workers costs more than it saves
+
+
+def token_function(key: HmacKey, namespace: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Keyed HMAC-SHA256 tokens (128 bits, hex), namespaced so one value gets different tokens
+    in different roles. Large batches are split over the machine's cores."""
+    prefix = f"{namespace}\x1f".encode()
+    secret = key.secret
+
+    def tokens(uniques: np.ndarray) -> np.ndarray:
+        values = uniques.tolist()
+        workers = min(os.cpu_count() or 1, 8)
+        if len(values) < PARALLEL_TOKENS or workers < 2:
+            return np.array(_hmac_hex(secret, prefix, values), dtype=object)
+        size = -(-len(values) // workers)
+        chunks = [values[i : i + size] for i in range(0, len(values), size)]
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            parts = pool.map(_hmac_hex, [secret] * len(chunks), [prefix] * len(chunks), chunks)
+            return np.array([t for part in parts for t in part], dtype=object)
+
+    return tokens
+
+
+def tokenize(values: pd.Series, key: HmacKey, namespace: str) -> pd.Series:
+    return map_distinct(values, token_function(key, namespace))
 
 
 @dataclass
@@ -126,7 +180,7 @@ def cast_column(series: pd.Series, spec: ColumnSpec) -> pd.Series:
     if spec.type == "boolean":
         lowered = series.astype("string").str.lower()
         return lowered.map({"true": True, "false": False, "1": True, "0": False}).astype("boolean")
-    return series.astype(object).where(series.notna(), None)
+    return pd.Series(series.to_numpy(dtype=object, na_value=None), index=series.index)
 
 
 def cast_types(df: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
@@ -136,24 +190,49 @@ def cast_types(df: pd.DataFrame, table: TableSpec) -> pd.DataFrame:
 # --- identifiers and merges --------------------------------------------------------------------
 
 
-def standardize_ids(df: pd.DataFrame, table: TableSpec, report: NormalizeReport) -> pd.DataFrame:
-    for column, rule in table.id_standardization.items():
-        raw = df[column].astype("string")
-        digits = raw.str.extract(rule.digits_pattern, expand=False)
-        bad = digits.isna() & raw.notna()
-        if bad.any():
+def _canonical_ids(pattern: str, fmt: str) -> Callable[[np.ndarray], np.ndarray]:
+    compiled = re.compile(pattern)
+
+    def canonical(uniques: np.ndarray) -> np.ndarray:
+        out = np.empty(len(uniques), dtype=object)
+        bad = 0
+        for i, raw in enumerate(uniques):
+            match = compiled.search(str(raw))
+            if match is None:
+                bad += 1
+                out[i] = None
+            else:
+                out[i] = fmt.format(int(match.group(1)))
+        if bad:
             raise NormalizeError(
-                f"{column}: {int(bad.sum())} values have no digits matching "
-                f"{rule.digits_pattern!r}; they cannot be standardized"
+                f"{bad} distinct identifier values have no digits matching {pattern!r}; "
+                "they cannot be standardized"
             )
-        fmt = rule.canonical_format
-        canonical = digits.astype("Int64").map(
-            lambda v, fmt=fmt: fmt.format(int(v)) if pd.notna(v) else None
-        )
-        changed = int((canonical.astype("string") != raw).sum())
-        report.standardized_ids[column] = report.standardized_ids.get(column, 0) + changed
-        df = df.assign(**{column: canonical.astype(object)})
-    return df
+        return out
+
+    return canonical
+
+
+def standardize_ids(
+    tables: dict[str, pd.DataFrame], spec: SourceSpec, report: NormalizeReport
+) -> dict[str, pd.DataFrame]:
+    """Site spellings of one identifier become one canonical form, jointly across tables."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for tname, table in spec.tables.items():
+        for column, rule in table.id_standardization.items():
+            groups.setdefault((column, rule.digits_pattern, rule.canonical_format), []).append(
+                tname
+            )
+    out = dict(tables)
+    for (column, pattern, fmt), tnames in groups.items():
+        originals = [out[t][column] for t in tnames]
+        for tname, original, standardized in zip(
+            tnames, originals, map_jointly(originals, _canonical_ids(pattern, fmt)), strict=True
+        ):
+            changed = int((standardized != original).sum())
+            report.standardized_ids[column] = report.standardized_ids.get(column, 0) + changed
+            out[tname] = out[tname].assign(**{column: standardized})
+    return out
 
 
 def merge_map(merges: pd.DataFrame) -> dict[str, str]:
@@ -183,7 +262,8 @@ def apply_patient_merges(
         table = spec.tables[tname]
         for col, cspec in table.columns.items():
             if cspec.token == "patient_token":
-                df = df.assign(**{col: df[col].map(lambda v: mapping.get(v, v))})
+                surviving = df[col].map(mapping)
+                df = df.assign(**{col: surviving.where(surviving.notna(), df[col])})
         if tname == "patients":
             before = len(df)
             df = df.drop_duplicates(subset=table.primary_key, keep="first")
@@ -267,6 +347,12 @@ def _encounter_id_column(table: TableSpec) -> str | None:
     return None
 
 
+def _utc_ns(series: pd.Series) -> np.ndarray:
+    """Nanoseconds since the epoch (UTC) as int64; NaT compares false against everything."""
+    values = series.to_numpy(dtype="datetime64[ns]").astype("int64")
+    return np.where(series.isna().to_numpy(), np.iinfo("int64").max, values)
+
+
 def _add_observation_checks(
     tables: dict[str, pd.DataFrame], spec: SourceSpec
 ) -> dict[str, pd.DataFrame]:
@@ -287,11 +373,15 @@ def _add_observation_checks(
             continue
         delay = (df[ts.recorded_time] - df[ts.event_time]).dt.total_seconds() / 3600.0
         own_id = _encounter_id_column(table)
-        within = pd.Series(False, index=df.index)
+        within = np.zeros(len(df), dtype=bool)
         if own_id is not None:
-            admit = df[own_id].map(windows["admit_time"])
-            discharge = df[own_id].map(windows["discharge_time"])
-            within = (df[ts.event_time] >= admit - slack) & (df[ts.event_time] <= discharge + slack)
+            at = windows.index.get_indexer(df[own_id])
+            found = at >= 0
+            safe = np.where(found, at, 0)
+            admit = _utc_ns(windows["admit_time"])[safe]
+            discharge = _utc_ns(windows["discharge_time"])[safe]
+            event = _utc_ns(df[ts.event_time])
+            within = found & (event >= admit - slack.value) & (event <= discharge + slack.value)
         out[tname] = df.assign(**{RECORDING_DELAY: delay, WITHIN_WINDOW: within.astype(bool)})
     return out
 
@@ -322,27 +412,40 @@ def _age_at_admission(
 
 
 def _fingerprint(df: pd.DataFrame, columns: list[str], key: HmacKey) -> pd.Series:
-    parts = [df[c].astype("string").str.strip().str.lower().fillna("") for c in columns]
-    joined = parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
-    return tokenize(joined, key, FINGERPRINT)
+    """Normalized (trimmed, lower-case) values of the identifying columns, keyed-hashed."""
+    texts = [df[c].astype("string").fillna("").to_numpy(dtype=object) for c in columns]
+    joined = ["\x1f".join(v.strip().lower() for v in row) for row in zip(*texts, strict=True)]
+    return tokenize(pd.Series(joined, index=df.index, dtype=object), key, FINGERPRINT)
 
 
 def _tokenize_and_drop(
-    df: pd.DataFrame, table: TableSpec, key: HmacKey, report: NormalizeReport, tname: str
-) -> pd.DataFrame:
-    if table.person_fingerprint:
-        df = df.assign(**{FINGERPRINT: _fingerprint(df, table.person_fingerprint, key)})
-    drop: list[str] = []
-    for col, cspec in table.columns.items():
-        if cspec.identifier is None:
+    tables: dict[str, pd.DataFrame], spec: SourceSpec, key: HmacKey, report: NormalizeReport
+) -> dict[str, pd.DataFrame]:
+    out = dict(tables)
+    for tname, table in spec.tables.items():
+        if table.person_fingerprint and tname in out:
+            fingerprint = _fingerprint(out[tname], table.person_fingerprint, key)
+            out[tname] = out[tname].assign(**{FINGERPRINT: fingerprint})
+    namespaces: dict[str, list[tuple[str, str]]] = {}
+    for tname, table in spec.tables.items():
+        if tname not in out:
             continue
-        if cspec.token is not None:
-            df = df.assign(**{cspec.token: tokenize(df[col], key, cspec.token)})
-            report.tokenized_columns.append(f"{tname}.{col}->{cspec.token}")
-        else:
-            report.dropped_identifiers.append(f"{tname}.{col}")
-        drop.append(col)
-    return df.drop(columns=drop)
+        for col, cspec in table.columns.items():
+            if cspec.token is not None:
+                namespaces.setdefault(cspec.token, []).append((tname, col))
+                report.tokenized_columns.append(f"{tname}.{col}->{cspec.token}")
+            elif cspec.identifier is not None:
+                report.dropped_identifiers.append(f"{tname}.{col}")
+    for namespace, places in namespaces.items():
+        originals = [out[t][c] for t, c in places]
+        tokens = map_jointly(originals, token_function(key, namespace))
+        for (tname, _), token in zip(places, tokens, strict=True):
+            out[tname] = out[tname].assign(**{namespace: token.to_numpy()})
+    for tname, table in spec.tables.items():
+        if tname in out:
+            identifiers = [c for c, cs in table.columns.items() if cs.identifier is not None]
+            out[tname] = out[tname].drop(columns=identifiers)
+    return out
 
 
 def _order_proxy(df: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -366,10 +469,10 @@ def normalize_extract(
     raw: Mapping[str, pd.DataFrame], spec: SourceSpec, key: HmacKey
 ) -> tuple[dict[str, pd.DataFrame], NormalizeReport]:
     report = NormalizeReport()
-    tables: dict[str, pd.DataFrame] = {}
+    tables = {tname: cast_types(raw[tname], table) for tname, table in spec.tables.items()}
+    tables = standardize_ids(tables, spec, report)
     for tname, table in spec.tables.items():
-        df = cast_types(raw[tname], table)
-        df = standardize_ids(df, table, report)
+        df = tables[tname]
         if table.measurements is not None:
             df = convert_units(df, table.measurements, report)
         df = _describe_codes(df, table, spec)
@@ -393,12 +496,9 @@ def normalize_extract(
             if ts.order_proxy in table.columns:
                 tables[tname] = _order_proxy(tables[tname], ts.order_proxy)
 
-    out: dict[str, pd.DataFrame] = {}
-    for tname, table in spec.tables.items():
-        if tname == "patient_merges":
-            continue  # consumed: applied above, counted in the report
-        out[tname] = _tokenize_and_drop(tables[tname], table, key, report, tname)
-    return out, report
+    # The merge list is consumed (applied above, counted in the report), not passed on.
+    tables.pop("patient_merges", None)
+    return _tokenize_and_drop(tables, spec, key, report), report
 
 
 def normalized_name(column: str, spec: ColumnSpec) -> str | None:

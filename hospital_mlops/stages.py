@@ -14,8 +14,11 @@ Store layout (``store``):
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +40,10 @@ from hospital_mlops.snapshots import (
 from hospital_mlops.sources.extract import read_extract
 from hospital_mlops.validation import suites
 from hospital_mlops.validation.checks import GateFailed, GateResult, suite_version
-from hospital_mlops.validation.gx_runner import run_gate
+from hospital_mlops.validation.gx_runner import run_gate, warm_up
 
 LAYERS = ("ingest", "validate", "features", "publish")
+log = logging.getLogger("hospital_mlops.stages")
 
 
 class PublishRefused(RuntimeError):
@@ -72,6 +76,20 @@ class RunContext:
         catalog = load_catalog(self.catalog_path)
         catalog.require_use(self.source, self.use)
         return catalog
+
+
+@contextlib.contextmanager
+def timed(ctx: RunContext, layer: str, step: str) -> Iterator[None]:
+    """Time a step and append it to the run's timings (read by benchmarks; logs no data)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds = round(time.perf_counter() - started, 3)
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(ctx.run_dir / "timings.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"layer": layer, "step": step, "seconds": seconds}) + "\n")
+        log.info("%s/%s took %.2f s", layer, step, seconds)
 
 
 def _record(ctx: RunContext, manifest: Mapping[str, Any], path: Path | None = None) -> None:
@@ -128,6 +146,7 @@ def _gate(ctx: RunContext, result: GateResult) -> GateResult:
 def ingest(ctx: RunContext, extract: Path) -> tuple[dict[str, Any], GateResult]:
     """Snapshot the extract into the raw zone (kept even when the gate fails: nothing is lost),
     then run the raw gate on it."""
+    warm_up()
     catalog = ctx.catalog()
     spec = catalog.source(ctx.source)
     extract_sha = sha256_path(extract)
@@ -141,7 +160,8 @@ def ingest(ctx: RunContext, extract: Path) -> tuple[dict[str, Any], GateResult]:
         "recorded_at": utc_now(),
     }
     _record(ctx, source_node)
-    tables = read_extract(extract, spec)
+    with timed(ctx, "ingest", "read"):
+        tables = read_extract(extract, spec)
     checks = suites.raw_checks(spec)
     fields = {
         **_base_manifest(ctx, catalog, "raw", "ingest"),
@@ -149,10 +169,14 @@ def ingest(ctx: RunContext, extract: Path) -> tuple[dict[str, Any], GateResult]:
         "suite_version": suite_version(checks),
         "parameters": {"extract": str(extract.resolve())},
     }
-    snapshot, manifest = write_snapshot(tables, ctx.store / "raw", fields)
+    with timed(ctx, "ingest", "snapshot"):
+        snapshot, manifest = write_snapshot(tables, ctx.store / "raw", fields)
     manifest = {**manifest, "path": str(snapshot)}
     _record(ctx, manifest)
-    result = run_gate(source=ctx.source, layer="ingest", name="raw", frames=tables, checks=checks)
+    with timed(ctx, "ingest", "gate"):
+        result = run_gate(
+            source=ctx.source, layer="ingest", name="raw", frames=tables, checks=checks
+        )
     return manifest, _gate(ctx, result)
 
 
@@ -165,8 +189,11 @@ def normalize(ctx: RunContext, raw_manifest: Mapping[str, Any], out_dir: Path) -
     spec = catalog.source(ctx.source)
     key = load_hmac_key()
     raw_dir = Path(raw_manifest["path"])
-    verify_snapshot(raw_dir)
-    tables, report = normalize_extract(read_tables(raw_dir), spec, key)
+    with timed(ctx, "normalize", "read"):
+        verify_snapshot(raw_dir)
+        raw = read_tables(raw_dir)
+    with timed(ctx, "normalize", "transform"):
+        tables, report = normalize_extract(raw, spec, key)
     fields = {
         **_base_manifest(ctx, catalog, "normalized", "normalize"),
         "parents": [{"kind": "raw", "sha256": raw_manifest["sha256"]}],
@@ -175,23 +202,27 @@ def normalize(ctx: RunContext, raw_manifest: Mapping[str, Any], out_dir: Path) -
         "normalize_report": report.as_dict(),
         "parameters": {},
     }
-    manifest = write_snapshot_at(tables, out_dir, fields)
+    with timed(ctx, "normalize", "write"):
+        manifest = write_snapshot_at(tables, out_dir, fields)
     _record(ctx, manifest, out_dir)
     return manifest
 
 
 def validate(ctx: RunContext, normalized_dir: Path) -> GateResult:
+    warm_up()
     catalog = ctx.catalog()
     spec = catalog.source(ctx.source)
-    verify_snapshot(normalized_dir)
-    frames = suites.split_measurement_batches(read_tables(normalized_dir), spec)
-    result = run_gate(
-        source=ctx.source,
-        layer="validate",
-        name="normalized",
-        frames=frames,
-        checks=suites.normalized_checks(spec),
-    )
+    with timed(ctx, "validate", "read"):
+        verify_snapshot(normalized_dir)
+        frames = suites.split_measurement_batches(read_tables(normalized_dir), spec)
+    with timed(ctx, "validate", "gate"):
+        result = run_gate(
+            source=ctx.source,
+            layer="validate",
+            name="normalized",
+            frames=frames,
+            checks=suites.normalized_checks(spec),
+        )
     return _gate(ctx, result)
 
 
@@ -201,18 +232,23 @@ def validate(ctx: RunContext, normalized_dir: Path) -> GateResult:
 def features(
     ctx: RunContext, normalized_dir: Path, out_dir: Path
 ) -> tuple[dict[str, Any], GateResult]:
+    warm_up()
     catalog = ctx.catalog()
-    normalized = verify_snapshot(normalized_dir)
+    with timed(ctx, "features", "read"):
+        normalized = verify_snapshot(normalized_dir)
+        tables = read_tables(normalized_dir)
     fs = feature_set_for(ctx.source)
-    frame, stats = build_features(ctx.source, read_tables(normalized_dir))
+    with timed(ctx, "features", "compute"):
+        frame, stats = build_features(ctx.source, tables)
     checks = suites.feature_checks(fs)
-    result = run_gate(
-        source=ctx.source,
-        layer="features",
-        name="features",
-        frames={suites.FEATURES_BATCH: frame},
-        checks=checks,
-    )
+    with timed(ctx, "features", "gate"):
+        result = run_gate(
+            source=ctx.source,
+            layer="features",
+            name="features",
+            frames={suites.FEATURES_BATCH: frame},
+            checks=checks,
+        )
     _gate(ctx, result)
     fields = {
         **_base_manifest(ctx, catalog, "features", "features"),
@@ -226,7 +262,8 @@ def features(
         "hmac_key_id": normalized.get("hmac_key_id"),
         "parameters": {},
     }
-    manifest = write_snapshot_at({"features": frame}, out_dir, fields)
+    with timed(ctx, "features", "write"):
+        manifest = write_snapshot_at({"features": frame}, out_dir, fields)
     _record(ctx, manifest, out_dir)
     return manifest, result
 

@@ -8,11 +8,14 @@ assets); ``reports`` renders our own self-contained pages instead.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import re
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -118,9 +121,49 @@ def _gx_view(frame: pd.DataFrame, checks: Sequence[Check]) -> pd.DataFrame:
     return frame.assign(**converted) if converted else frame
 
 
-def _applicable(check: Check, frame: pd.DataFrame) -> bool:
+def _referenced(check: Check) -> set[str] | None:
+    """The columns a check reads, or None when it looks at the whole table."""
+    kw = check.kwargs
+    cols = {kw[k] for k in ("column", "column_A", "column_B") if k in kw}
+    cols |= set(kw.get("column_list", ())) | set(check.columns)
+    return {str(c) for c in cols} or None
+
+
+def _needed_columns(frame: pd.DataFrame, checks: Sequence[Check]) -> pd.DataFrame:
+    """Hand GX only the columns the checks read: its per-batch cost grows with the frame's
+    width (it profiles every column's type), not with the number of checks."""
+    needed: set[str] = set()
+    for check in checks:
+        cols = _referenced(check)
+        if cols is None:
+            return frame
+        needed |= cols
+    return frame[[c for c in frame.columns if c in needed]]
+
+
+def _applicable(check: Check, frame: pd.DataFrame | None) -> bool:
+    if frame is None:
+        frame = pd.DataFrame()
     wanted = [check.kwargs.get("column"), *check.columns]
     return all(c is None or c in frame.columns for c in wanted)
+
+
+# Batches of a large gate are split over the machine's cores: each worker is a forked copy that
+# validates its share with its own ephemeral GX context. Below this many rows, forking costs more.
+PARALLEL_ROWS = 400_000
+Unit = tuple[str, int]  # (batch, index of its column group)
+_FORK_FRAMES: Mapping[str, pd.DataFrame] = {}
+_FORK_GROUPS: Mapping[Unit, Sequence[Check]] = {}
+
+
+def warm_up() -> None:
+    """Start importing Great Expectations in the background (it takes seconds) while the caller
+    reads and transforms data; ``run_gate`` waits for it before validating or forking."""
+    threading.Thread(target=_import_gx, name="gx-import", daemon=True).start()
+
+
+def _import_gx() -> None:
+    import great_expectations  # noqa: F401
 
 
 def run_gate(
@@ -133,68 +176,37 @@ def run_gate(
 ) -> GateResult:
     """Validate every batch with its checks. A check on a column that is absent is skipped: the
     schema check on that table already reports the missing column once, by name."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
     started = time.perf_counter()
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    datasource = context.data_sources.add_pandas(f"{source}-{layer}")
-
+    _import_gx()  # never fork while another thread is still importing
     by_batch: dict[str, list[Check]] = defaultdict(list)
     for check in checks:
         by_batch[check.batch].append(check)
-
-    failures: list[GateFailure] = []
-    outcomes: list[CheckOutcome] = []
-    rows: dict[str, int] = {}
-    for index, (batch, batch_checks) in enumerate(sorted(by_batch.items())):
-        frame = frames.get(batch)
-        if frame is None:
-            frame = pd.DataFrame()
-        rows[batch] = len(frame)
-        runnable = [c for c in batch_checks if _applicable(c, frame)]
-        if not runnable:
-            continue
-        asset = datasource.add_dataframe_asset(f"b{index}")
-        definition = asset.add_batch_definition_whole_dataframe("whole")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{layer}.{batch}"))
-        for check_id, check in enumerate(runnable):
-            suite.add_expectation(_build_expectation(check, check_id))
-        validation = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{layer}.{batch}", data=definition, suite=suite)
+    rows = {b: len(frames[b]) if b in frames else 0 for b in by_batch}
+    groups = {
+        (batch, i): group
+        for batch in sorted(by_batch)
+        for i, group in enumerate(
+            _column_groups([c for c in by_batch[batch] if _applicable(c, frames.get(batch))])
         )
-        run = validation.run(
-            batch_parameters={"dataframe": _gx_view(frame, runnable)},
-            result_format="BASIC",
-        )
-        for check, res in zip(runnable, _ordered_results(runnable, run.results), strict=True):
-            observed = _observed(check, res.result or {}, frame)
-            if res.exception_info and res.exception_info.get("raised_exception"):
-                observed = f"check could not run: {res.exception_info.get('exception_message')}"
-            outcome = CheckOutcome(
-                table=batch,
-                column=check.column,
-                expectation=_snake(check.expectation),
-                purpose=check.purpose,
-                success=bool(res.success),
-                observed=observed,
-            )
-            outcomes.append(outcome)
-            if not res.success:
-                failures.append(
-                    GateFailure(
-                        source=source,
-                        layer=layer,
-                        table=batch,
-                        column=check.column,
-                        expectation=outcome.expectation,
-                        observed=observed,
-                        purpose=check.purpose,
-                        expected=_expected(check),
-                    )
+    }
+    cost = {unit: rows[unit[0]] * len(group) for unit, group in groups.items()}
+    workers = os.cpu_count() or 1
+    shares = _partition(cost, workers) if sum(rows.values()) >= PARALLEL_ROWS else []
+    if len(shares) > 1:
+        global _FORK_FRAMES, _FORK_GROUPS
+        _FORK_FRAMES, _FORK_GROUPS = frames, groups
+        context = multiprocessing.get_context("fork")
+        try:
+            with ProcessPoolExecutor(max_workers=len(shares), mp_context=context) as pool:
+                parts = list(
+                    pool.map(_validate_share, [source] * len(shares), [layer] * len(shares), shares)
                 )
+        finally:
+            _FORK_FRAMES, _FORK_GROUPS = {}, {}
+    else:
+        parts = [_validate_units(source, layer, frames, groups, sorted(groups))]
+    outcomes = sorted((o for part in parts for o in part[0]), key=lambda o: o.table)
+    failures = sorted((f for part in parts for f in part[1]), key=lambda f: f.table)
     return GateResult(
         source=source,
         layer=layer,
@@ -207,6 +219,102 @@ def run_gate(
         rows=rows,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def _partition(cost: Mapping[Unit, int], workers: int) -> list[list[Unit]]:
+    """Greedy split of work units into shares of similar cost (deterministic)."""
+    shares: list[list[Unit]] = [[] for _ in range(max(1, min(workers, 8)))]
+    loads = [0] * len(shares)
+    for unit in sorted(cost, key=lambda u: (-cost[u], u)):
+        lightest = loads.index(min(loads))
+        shares[lightest].append(unit)
+        loads[lightest] += cost[unit]
+    return [sorted(s) for s in shares if s]
+
+
+def _validate_share(
+    source: str, layer: str, units: list[Unit]
+) -> tuple[list[CheckOutcome], list[GateFailure]]:
+    return _validate_units(source, layer, _FORK_FRAMES, _FORK_GROUPS, units)
+
+
+def _validate_units(
+    source: str,
+    layer: str,
+    frames: Mapping[str, pd.DataFrame],
+    groups: Mapping[Unit, Sequence[Check]],
+    units: Sequence[Unit],
+) -> tuple[list[CheckOutcome], list[GateFailure]]:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    datasource = context.data_sources.add_pandas(f"{source}-{layer}")
+    failures: list[GateFailure] = []
+    outcomes: list[CheckOutcome] = []
+    for index, (batch, number) in enumerate(units):
+        group = list(groups[(batch, number)])
+        frame = frames.get(batch)
+        if frame is None:
+            frame = pd.DataFrame()
+        asset = datasource.add_dataframe_asset(f"b{index}")
+        definition = asset.add_batch_definition_whole_dataframe("whole")
+        name = f"{layer}.{batch}.{number}"
+        suite = context.suites.add(gx.ExpectationSuite(name=name))
+        for check_id, check in enumerate(group):
+            suite.add_expectation(_build_expectation(check, check_id))
+        validation = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=definition, suite=suite)
+        )
+        view = _gx_view(_needed_columns(frame, group), group)
+        run = validation.run(batch_parameters={"dataframe": view}, result_format="BASIC")
+        for check, res in zip(group, _ordered_results(group, run.results), strict=True):
+            outcome, failure = _condense(source, layer, batch, check, res, frame)
+            outcomes.append(outcome)
+            if failure is not None:
+                failures.append(failure)
+    return outcomes, failures
+
+
+def _column_groups(checks: Sequence[Check]) -> list[list[Check]]:
+    """Checks grouped by the columns they read. GX's per-check cost grows with the width of the
+    frame it is given (row filtering copies every column), so each group gets only its own."""
+    groups: dict[tuple[str, ...], list[Check]] = {}
+    for check in checks:
+        cols = _referenced(check)
+        groups.setdefault(tuple(sorted(cols)) if cols else ("*",), []).append(check)
+    return [groups[k] for k in sorted(groups)]
+
+
+def _condense(
+    source: str, layer: str, batch: str, check: Check, res: Any, frame: pd.DataFrame
+) -> tuple[CheckOutcome, GateFailure | None]:
+    observed = _observed(check, res.result or {}, frame)
+    if res.exception_info and res.exception_info.get("raised_exception"):
+        observed = f"check could not run: {res.exception_info.get('exception_message')}"
+    outcome = CheckOutcome(
+        table=batch,
+        column=check.column,
+        expectation=_snake(check.expectation),
+        purpose=check.purpose,
+        success=bool(res.success),
+        observed=observed,
+    )
+    if res.success:
+        return outcome, None
+    failure = GateFailure(
+        source=source,
+        layer=layer,
+        table=batch,
+        column=check.column,
+        expectation=outcome.expectation,
+        observed=observed,
+        purpose=check.purpose,
+        expected=_expected(check),
+    )
+    return outcome, failure
 
 
 def _ordered_results(checks: Sequence[Check], results: Sequence[Any]) -> list[Any]:

@@ -99,3 +99,16 @@ def test_diabetes130_keeps_order_as_a_rank_and_maps_codes(catalog, d130_small) -
         "Emergency Room"
     )
     assert enc["max_glu_serum"].notna().all()  # 'None' means "not measured", not missing
+
+
+def test_parallel_tokenization_matches_serial(monkeypatch) -> None:
+    import numpy as np
+
+    import hospital_mlops.normalize as normalize
+
+    values = np.array([f"ENC-{i:08d}" for i in range(5_000)], dtype=object)
+    serial = normalize.token_function(KEY, "encounter_token")(values)
+    monkeypatch.setattr(normalize, "PARALLEL_TOKENS", 1_000)
+    parallel = normalize.token_function(KEY, "encounter_token")(values)
+    assert parallel.tolist() == serial.tolist()
+    assert len(set(serial.tolist())) == len(values)
