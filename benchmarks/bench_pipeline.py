@@ -78,7 +78,18 @@ def _pipeline(source: str, out: Path, extract: Path | None) -> dict:
         cmd += ["--input", str(extract)]
     wall, peak, summary = _run(cmd)
     assert summary["status"] == "succeeded", summary
-    return {"wall_s": round(wall, 2), "peak_rss_mib": round(peak, 1), "metrics": summary["metrics"]}
+    steps: dict[str, float] = {}
+    timings = out / "runs" / summary["run_id"] / "timings.jsonl"
+    for line in timings.read_text().splitlines():
+        t = json.loads(line)
+        steps[f"{t['layer']}/{t['step']}"] = t["seconds"]
+    return {
+        "wall_s": round(wall, 2),
+        "peak_rss_mib": round(peak, 1),
+        "steps_s": steps,
+        "orchestration_s": round(wall - sum(steps.values()), 2),
+        "metrics": summary["metrics"],
+    }
 
 
 def main() -> None:

@@ -92,14 +92,6 @@ def _syn_late(t: Tables, rng: np.random.Generator) -> Tables:
     return _with(t, labs=labs)
 
 
-def _syn_rename(t: Tables, rng: np.random.Generator) -> Tables:
-    return _with(t, vitals=t["vitals"].rename(columns={"heart_rate": "hr"}))
-
-
-def _syn_drop(t: Tables, rng: np.random.Generator) -> Tables:
-    return _with(t, encounters=t["encounters"].drop(columns=["discharge_disposition"]))
-
-
 def _syn_retype(t: Tables, rng: np.random.Generator) -> Tables:
     labs = t["labs"].copy()
     labs["value"] = labs["value"].map(lambda v: f"{v:g} " if pd.notna(v) else None)
@@ -140,6 +132,20 @@ def _syn_new_category(t: Tables, rng: np.random.Generator) -> Tables:
     return _with(t, encounters=enc)
 
 
+def _renamed(table: str, old: str, new: str) -> Injector:
+    def inject(t: Tables, rng: np.random.Generator) -> Tables:
+        return _with(t, **{table: t[table].rename(columns={old: new})})
+
+    return inject
+
+
+def _dropped(table: str, column: str) -> Injector:
+    def inject(t: Tables, rng: np.random.Generator) -> Tables:
+        return _with(t, **{table: t[table].drop(columns=[column])})
+
+    return inject
+
+
 def _empty(t: Tables, rng: np.random.Generator) -> Tables:
     return {name: df.iloc[0:0] for name, df in t.items()}
 
@@ -168,14 +174,6 @@ def _d130_assay(t: Tables, rng: np.random.Generator) -> Tables:
     enc = t["encounters"].copy()
     enc["num_lab_procedures"] = (enc["num_lab_procedures"].astype(int) + 30).astype(str)
     return _with(t, encounters=enc)
-
-
-def _d130_rename(t: Tables, rng: np.random.Generator) -> Tables:
-    return _with(t, encounters=t["encounters"].rename(columns={"A1Cresult": "a1c_result"}))
-
-
-def _d130_drop(t: Tables, rng: np.random.Generator) -> Tables:
-    return _with(t, encounters=t["encounters"].drop(columns=["max_glu_serum"]))
 
 
 def _d130_retype(t: Tables, rng: np.random.Generator) -> Tables:
@@ -266,11 +264,11 @@ SCENARIOS: dict[str, Scenario] = {
             "ingest",
             {
                 "synthetic": (
-                    _syn_rename,
+                    _renamed("vitals", "heart_rate", "hr"),
                     _E("ingest", "vitals", "*", "expect_table_columns_to_match_set"),
                 ),
                 "diabetes130": (
-                    _d130_rename,
+                    _renamed("encounters", "A1Cresult", "a1c_result"),
                     _E("ingest", "encounters", "*", "expect_table_columns_to_match_set"),
                 ),
             },
@@ -281,11 +279,11 @@ SCENARIOS: dict[str, Scenario] = {
             "ingest",
             {
                 "synthetic": (
-                    _syn_drop,
+                    _dropped("encounters", "discharge_disposition"),
                     _E("ingest", "encounters", "*", "expect_table_columns_to_match_set"),
                 ),
                 "diabetes130": (
-                    _d130_drop,
+                    _dropped("encounters", "max_glu_serum"),
                     _E("ingest", "encounters", "*", "expect_table_columns_to_match_set"),
                 ),
             },

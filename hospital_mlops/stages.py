@@ -256,6 +256,8 @@ def features(
         "feature_set": fs.name,
         "feature_set_version": fs.version,
         "suite_version": result.suite_version,
+        # Every gate this snapshot passed, by suite version: what "validated" meant for it.
+        "gate_suites": {g.layer: g.suite_version for g in load_gates(ctx).values()},
         "label": fs.label,
         "label_rate": round(float(frame[fs.label].mean()), 6),
         "cohort": stats,

@@ -186,7 +186,9 @@ def run_gate(
         (batch, i): group
         for batch in sorted(by_batch)
         for i, group in enumerate(
-            _column_groups([c for c in by_batch[batch] if _applicable(c, frames.get(batch))])
+            _column_groups(
+                [c for c in by_batch[batch] if _applicable(c, frames.get(batch))], rows[batch]
+            )
         )
     }
     cost = {unit: rows[unit[0]] * len(group) for unit, group in groups.items()}
@@ -278,9 +280,16 @@ def _validate_units(
     return outcomes, failures
 
 
-def _column_groups(checks: Sequence[Check]) -> list[list[Check]]:
+GROUP_ROWS = 250_000
+
+
+def _column_groups(checks: Sequence[Check], rows: int) -> list[list[Check]]:
     """Checks grouped by the columns they read. GX's per-check cost grows with the width of the
-    frame it is given (row filtering copies every column), so each group gets only its own."""
+    frame it is given (row filtering copies every column), so on a large batch each group gets
+    only its own columns; on a small one the fixed cost of a validation run dominates, so the
+    batch stays whole."""
+    if rows < GROUP_ROWS:
+        return [list(checks)] if checks else []
     groups: dict[tuple[str, ...], list[Check]] = {}
     for check in checks:
         cols = _referenced(check)

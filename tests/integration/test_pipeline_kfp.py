@@ -89,6 +89,7 @@ def test_lineage_resolves_to_the_source_extract(d130_runs) -> None:
         assert chain[0]["feature_set_version"].startswith("readmission_diabetes130@")
         assert {"catalog_version", "code_version", "created_at", "parents"} <= set(chain[0])
         assert {"git_sha", "dirty"} <= set(chain[0]["code_version"])
+        assert set(chain[0]["gate_suites"]) == {"ingest", "validate", "features"}
     text = hmlops("lineage", first["run_id"], "--out", str(out)).stdout
     assert "source_extract 3a17a3b55b6dd4a1" in text
 
