@@ -187,7 +187,8 @@ def run_gate(
         for batch in sorted(by_batch)
         for i, group in enumerate(
             _column_groups(
-                [c for c in by_batch[batch] if _applicable(c, frames.get(batch))], rows[batch]
+                [c for c in by_batch[batch] if _applicable(c, frames.get(batch))],
+                rows[batch] * (frames[batch].shape[1] if batch in frames else 0),
             )
         )
     }
@@ -280,15 +281,15 @@ def _validate_units(
     return outcomes, failures
 
 
-GROUP_ROWS = 250_000
+GROUP_CELLS = 2_500_000
 
 
-def _column_groups(checks: Sequence[Check], rows: int) -> list[list[Check]]:
-    """Checks grouped by the columns they read. GX's per-check cost grows with the width of the
-    frame it is given (row filtering copies every column), so on a large batch each group gets
-    only its own columns; on a small one the fixed cost of a validation run dominates, so the
-    batch stays whole."""
-    if rows < GROUP_ROWS:
+def _column_groups(checks: Sequence[Check], cells: int) -> list[list[Check]]:
+    """Checks grouped by the columns they read. GX's per-check cost grows with the size of the
+    frame it is given (row filtering copies every column), so on a large batch (rows × columns)
+    each group gets only its own columns; on a small one the fixed cost of a validation run
+    dominates, so the batch stays whole."""
+    if cells < GROUP_CELLS:
         return [list(checks)] if checks else []
     groups: dict[tuple[str, ...], list[Check]] = {}
     for check in checks:

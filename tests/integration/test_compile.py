@@ -55,3 +55,16 @@ def test_submit_to_a_real_host() -> None:  # pragma: no cover - cluster only
         )
     )
     assert result["kfp_run_id"]
+
+
+def test_committed_ir_is_current(tmp_path) -> None:
+    """GitOps deploys the committed IR: it must be what the code compiles to today."""
+    from pathlib import Path
+
+    committed = (
+        Path(__file__).resolve().parents[2] / "pipelines" / "compiled" / "data_pipeline.yaml"
+    )
+    fresh = compile_pipeline(tmp_path / "fresh.yaml")
+    assert committed.read_text() == fresh.read_text(), (
+        "pipelines/compiled/data_pipeline.yaml is stale: run `make compile` and commit it"
+    )
