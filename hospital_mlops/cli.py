@@ -17,7 +17,7 @@ from typing import Any
 from hospital_mlops.catalog import CatalogError, UnknownSource, UseNotPermitted, load_catalog
 from hospital_mlops.faults import UnknownScenario
 from hospital_mlops.lineage import LineageNotFound, LineageStore, format_chain
-from hospital_mlops.normalize import DEMO_HMAC_KEY, MissingHmacKey
+from hospital_mlops.normalize import MissingHmacKey
 from hospital_mlops.sources.extract import ExtractError
 
 EXIT_GATE_FAILED = 1
@@ -225,6 +225,3 @@ def _demo(out: Path) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-
-
-__all__ = ["DEMO_HMAC_KEY", "main"]
