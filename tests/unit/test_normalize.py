@@ -64,6 +64,11 @@ def test_synthetic_normalize_converts_units_ids_time_and_drops_identifiers(
     assert report.standardized_ids["encounter_id"] > 0
     assert set(tables["vitals"]["encounter_token"]) <= set(tables["encounters"]["encounter_token"])
 
+    # Tokens are of the canonical ID, whatever the site's spelling (and however computed).
+    digits = raw["encounters"]["encounter_id"].str.extract(r"(\d+)", expand=False).astype(int)
+    expected = tokenize(digits.map("ENC-{:08d}".format), KEY, "encounter_token")
+    assert tables["encounters"]["encounter_token"].tolist() == expected.tolist()
+
     # Identifiers are gone; only tokens and generalized values remain.
     for _name, df in tables.items():
         assert not {"mrn", "patient_name", "birth_date", "zip", "encounter_id"} & set(df.columns)
