@@ -393,3 +393,21 @@ def _row_metrics(nodes: list[dict[str, Any]]) -> dict[str, int]:
             rows = sum(int(t["rows"]) for t in node["tables"].values())
             metrics[f"{node['kind']}_rows"] = rows
     return metrics
+
+
+def run_in_process(ctx: RunContext, extract: Path, work_dir: Path) -> dict[str, Any]:
+    """The same layers in one process, in pipeline order (for tests and quick checks; the
+    pipeline proper runs them as KFP components). Stops at the first failed gate."""
+    error: str | None = None
+    try:
+        raw, _ = ingest(ctx, extract)
+        normalize(ctx, raw, work_dir / "normalized")
+        validate(ctx, work_dir / "normalized")
+        features(ctx, work_dir / "normalized", work_dir / "features")
+        publish(ctx, work_dir / "features")
+    except GateFailed as exc:
+        error = str(exc)
+    summary = finalize_run(ctx)
+    if error:
+        summary["error"] = error
+    return summary

@@ -103,6 +103,16 @@ def raw_checks(spec: SourceSpec) -> list[Check]:
             )
         for col, cspec in table.columns.items():
             checks.extend(_raw_type_checks(spec, tname, col, cspec))
+        for col, rule in table.id_standardization.items():
+            checks.append(
+                Check(
+                    tname,
+                    "ExpectColumnValuesToMatchRegex",
+                    {"column": col, "regex": rule.digits_pattern},
+                    "identifier: every spelling carries the number normalize standardizes",
+                    sensitive=True,
+                )
+            )
     return checks
 
 

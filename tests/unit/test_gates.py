@@ -57,3 +57,20 @@ def test_a_clean_batch_passes() -> None:
     )
     result = run_gate(source="s", layer="validate", name="n", frames={"v": frame}, checks=[check])
     assert result.success and result.outcomes[0].observed == "75"
+
+
+def test_unparseable_identifier_fails_the_raw_gate_without_echoing_it(catalog) -> None:
+    spec = catalog.source("synthetic")
+    checks = [
+        c
+        for c in suites.raw_checks(spec)
+        if c.batch == "vitals" and c.sensitive and c.expectation == "ExpectColumnValuesToMatchRegex"
+    ]
+    assert len(checks) == 1 and checks[0].kwargs["column"] == "encounter_id"
+    frame = pd.DataFrame({"encounter_id": ["ENC-00000001", "enc2", "ENC-UNKNOWN"]})
+    result = run_gate(
+        source="synthetic", layer="ingest", name="raw", frames={"vitals": frame}, checks=checks
+    )
+    assert not result.success
+    assert "1 of 3 rows" in result.failures[0].observed
+    assert "UNKNOWN" not in result.failures[0].observed
