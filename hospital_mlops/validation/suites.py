@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 import pandas as pd
@@ -108,7 +109,8 @@ def raw_checks(spec: SourceSpec) -> list[Check]:
                 Check(
                     tname,
                     "ExpectColumnValuesToMatchRegex",
-                    {"column": col, "regex": rule.digits_pattern},
+                    # the same pattern without its capture group (GX only needs a match)
+                    {"column": col, "regex": re.sub(r"\((?!\?)", "(?:", rule.digits_pattern)},
                     "identifier: every spelling carries the number normalize standardizes",
                     sensitive=True,
                 )
