@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from hospital_mlops.catalog import load_catalog
+from hospital_mlops.catalog import Catalog, load_catalog
 from hospital_mlops.normalize import DEMO_HMAC_KEY, HMAC_KEY_ENV, load_hmac_key
 from hospital_mlops.paths import project_root
 from hospital_mlops.sources.extract import default_extract, preflight_extract
@@ -55,10 +55,9 @@ def resolve_extract(
     *,
     synthetic_encounters: int = 20_000,
     seed: int = 7,
-    catalog: Path | None = None,
+    catalog: Catalog | None = None,
 ) -> Path:
-    cat = load_catalog(catalog)
-    spec = cat.source(source)
+    spec = (catalog or load_catalog()).source(source)
     if extract is None:
         if source == "synthetic":
             from hospital_mlops.sources.synthetic import generate_extract
@@ -105,7 +104,7 @@ def run_locally(
         out,
         synthetic_encounters=synthetic_encounters,
         seed=seed,
-        catalog=catalog,
+        catalog=cat,
     )
     run_id = new_run_id()
     ctx = stages.RunContext(source, use, out, run_id, str(catalog) if catalog else None)

@@ -116,6 +116,13 @@ def _make_read_only(directory: Path) -> None:
             path.chmod(ro)
 
 
+def _seal(staging: Path, final: Path) -> None:
+    """Make a fully written staging directory durable, read-only and visible in one rename."""
+    _fsync_tree(staging)
+    _make_read_only(staging)
+    os.rename(staging, final)
+
+
 def write_snapshot(
     tables: Mapping[str, pd.DataFrame],
     zone: Path,
@@ -130,18 +137,13 @@ def write_snapshot(
     staging = zone / f".staging-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
-        described = write_tables(tables, staging)
-        address = tables_address(described)
-        manifest = {"sha256": address, **manifest_fields, "tables": described}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        final = zone / address
+        manifest = write_snapshot_at(tables, staging, manifest_fields)
+        final = zone / manifest["sha256"]
         if final.exists():
             existing = verify_snapshot(final)
             shutil.rmtree(staging)
             return final, existing
-        _fsync_tree(staging)
-        _make_read_only(staging)
-        os.rename(staging, final)
+        _seal(staging, final)
         return final, manifest
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -172,9 +174,7 @@ def copy_snapshot(source: Path, zone: Path) -> Path:
     try:
         shutil.copytree(source, staging)
         verify_snapshot(staging)
-        _fsync_tree(staging)
-        _make_read_only(staging)
-        os.rename(staging, final)
+        _seal(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

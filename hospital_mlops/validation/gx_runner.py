@@ -106,7 +106,8 @@ def _build_expectation(check: Check, check_id: int) -> Any:
 def _gx_view(frame: pd.DataFrame, checks: Sequence[Check]) -> pd.DataFrame:
     """The frame as GX handles it best, with every value unchanged.
 
-    Set-membership on object columns is GX's slowest path; as categoricals it is ~8x faster.
+    Set-membership on object columns is GX's slowest path; as categoricals it ran about twice
+    as fast per column in a 1M-row measurement.
     GX checks tz-aware datetime columns element by element and cannot type-check them, so they
     are shown as naive UTC (the same instants, still datetime64)."""
     wanted = {
@@ -144,8 +145,7 @@ def _needed_columns(frame: pd.DataFrame, checks: Sequence[Check]) -> pd.DataFram
 def _applicable(check: Check, frame: pd.DataFrame | None) -> bool:
     if frame is None:
         frame = pd.DataFrame()
-    wanted = [check.kwargs.get("column"), *check.columns]
-    return all(c is None or c in frame.columns for c in wanted)
+    return all(c in frame.columns for c in _referenced(check) or ())
 
 
 # Batches of a large gate are split over the machine's cores: each worker is a forked copy that
