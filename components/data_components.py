@@ -136,7 +136,9 @@ def publish_op(
     return str(stages.publish(ctx, Path(features.path))["sha256"])
 
 
-def finalize_op(source: str, use: str, store_root: str, run_id: str, catalog_path: str) -> str:
+def finalize_op(
+    source: str, use: str, store_root: str, run_id: str, catalog_path: str, train_model: bool
+) -> str:
     """Exit handler: record the run (succeeded or failed) in lineage with every gate's result."""
     import json
     from pathlib import Path
@@ -144,7 +146,7 @@ def finalize_op(source: str, use: str, store_root: str, run_id: str, catalog_pat
     from hospital_mlops import stages
 
     ctx = stages.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
-    summary = stages.finalize_run(ctx)
+    summary = stages.finalize_run(ctx, expect_model=train_model)
     return json.dumps({"status": summary["status"], "lineage_path": summary["lineage_path"]})
 
 

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from hospital_mlops.config_files import StrictModel, load_yaml_model
 from hospital_mlops.paths import config_path
 
 ColumnType = Literal["string", "integer", "float", "timestamp", "date", "boolean"]
@@ -38,8 +38,7 @@ class UnknownSource(KeyError):
         return str(self.args[0])
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 class Range(_Strict):
@@ -223,25 +222,10 @@ class Catalog(_Strict):
         return spec
 
 
-def _yaml_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "<root>"
-
-
 def load_catalog(path: Path | str | None = None) -> Catalog:
-    path = Path(path) if path else config_path("catalog.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise CatalogError(f"catalog {path} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"catalog {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise CatalogError(f"catalog {path}: the top level must be a mapping")
-    try:
-        return Catalog.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"  {_yaml_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise CatalogError(f"catalog {path} is invalid:\n" + "\n".join(lines)) from exc
+    return load_yaml_model(
+        Path(path) if path else config_path("catalog.yaml"), Catalog, CatalogError, "catalog"
+    )
 
 
 def catalog_version(catalog: Catalog) -> str:

@@ -16,9 +16,17 @@ from typing import Any
 
 from hospital_mlops.catalog import CatalogError, UnknownSource, UseNotPermitted, load_catalog
 from hospital_mlops.faults import UnknownScenario
+from hospital_mlops.governance.config import ROLES, GovernanceError
+from hospital_mlops.governance.registry import (
+    GoldenMismatch,
+    PromotionRefused,
+    RegistryError,
+    RegistryUnavailable,
+)
 from hospital_mlops.lineage import LineageNotFound, LineageStore, format_chain
 from hospital_mlops.normalize import MissingHmacKey
 from hospital_mlops.sources.extract import ExtractError
+from hospital_mlops.use_case import UseCaseError
 
 EXIT_GATE_FAILED = 1
 EXIT_USAGE = 2
@@ -39,6 +47,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-encounters", type=int, default=20_000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    p.add_argument("--no-model", action="store_true", help="stop after publish (data layers only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=7)
 
     sub.add_parser("scenarios", help="list the named fault scenarios")
+
+    reg = sub.add_parser("registry", help="the MLflow model registry: show, sign off, promote")
+    rsub = reg.add_subparsers(dest="action", required=True)
+    show = rsub.add_parser("show", help="versions, aliases, tags and sign-offs of a model")
+    show.add_argument("--model", required=True)
+    show.add_argument("--json", action="store_true")
+    sign = rsub.add_parser("sign-off", help="record a reviewer's sign-off on a model version")
+    sign.add_argument("--model", required=True)
+    sign.add_argument("--version", type=int, required=True)
+    sign.add_argument("--role", required=True, choices=list(ROLES))
+    sign.add_argument("--by", required=True, help="who signs (name and role)")
+    sign.add_argument("--note", default="")
+    prom = rsub.add_parser("promote", help="point an alias (e.g. champion) at a signed-off version")
+    prom.add_argument("--model", required=True)
+    prom.add_argument("--version", type=int, required=True)
+    prom.add_argument("--alias", default="champion")
+    ver = rsub.add_parser("verify", help="load a model and check its golden predictions")
+    ver.add_argument("--model", required=True)
+    ver.add_argument("--ref", default="champion", help="version number or alias")
     return parser
 
 
@@ -92,9 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         LineageNotFound,
         UsageError,
         UnknownScenario,
+        UseCaseError,
+        GovernanceError,
+        RegistryUnavailable,
+        RegistryError,
     ) as exc:
         print(f"hmlops: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (PromotionRefused, GoldenMismatch) as exc:
+        print(f"hmlops: refused: {exc}", file=sys.stderr)
+        return EXIT_GATE_FAILED
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -129,6 +164,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         path = generate_extract(args.out, args.encounters, seed=args.seed)
         print(f"wrote a synthetic extract of {args.encounters} encounters to {path}")
         return 0
+    if args.command == "registry":
+        return _registry(args)
     if args.command == "scenarios":
         from hospital_mlops.faults import SCENARIOS
 
@@ -165,6 +202,7 @@ def _pipeline_run(args: argparse.Namespace) -> int:
         demo_key=args.demo_key,
         synthetic_encounters=args.synthetic_encounters,
         seed=args.seed,
+        train_model=not args.no_model,
     )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -187,7 +225,61 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"  error: {summary['error']}")
     for art in summary["artifacts"]:
         print(f"  {art['name']:20} {art['sha256'][:16]}  {art['path']}")
+    if "evaluation" in summary:
+        e = summary["evaluation"]
+        print(
+            f"  model: AUROC {e['auroc']:.3f} "
+            f"(95% CI {e['auroc_ci'][0]:.3f}–{e['auroc_ci'][1]:.3f}), ECE {e['ece']:.4f}, "
+            f"slope {e['calibration_slope']:.2f}, comparator AUROC "
+            f"{e['comparator_auroc']:.3f}, {e['alerts_per_100']:.1f} alerts/100"
+        )
+        for g in summary.get("model_gates", []):
+            mark = "pass" if g["passed"] else "FAIL"
+            print(f"  [{mark}] model     {g['name']}: {g['observed']} (required {g['required']})")
+    if summary.get("model"):
+        m = summary["model"]
+        registered = f"version {m['version']}" if m["version"] else "NOT registered (gates failed)"
+        print(f"  registry: {m['name']} {registered}; MLflow run {m['run_id']}")
     print(f"  lineage: {summary['lineage_path']}")
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from hospital_mlops.governance import registry
+
+    if args.action == "show":
+        shown = registry.show(args.model)
+        if args.json:
+            print(json.dumps(shown, indent=2))
+            return 0
+        print(f"{shown['name']}:")
+        for v in shown["versions"]:
+            aliases = f" @{', @'.join(v['aliases'])}" if v["aliases"] else ""
+            signed = ", ".join(f"{r} by {s['by']}" for r, s in v["signoffs"].items()) or "none"
+            print(
+                f"  version {v['version']}{aliases}: gates passed "
+                f"{v['tags'].get(registry.GATES_TAG)}; sign-offs: {signed}"
+            )
+        return 0
+    if args.action == "sign-off":
+        record = registry.sign_off(args.model, args.version, args.role, args.by, args.note)
+        print(f"{args.model} version {args.version}: {args.role} sign-off by {record['by']}")
+        return 0
+    if args.action == "promote":
+        from hospital_mlops.governance.config import load_governance
+
+        required = list(load_governance().required_signoffs)
+        done = registry.promote(args.model, args.version, args.alias, required)
+        print(f"{args.model} version {args.version} is now @{done['alias']}")
+        return 0
+    checked = registry.verify_golden(registry.model_uri(args.model, args.ref))
+    print(
+        f"{checked['model_uri']}: reproduces its {checked['rows']} golden predictions "
+        f"(largest difference {checked['max_abs_difference']:.2g})"
+    )
+    return 0
+
+
+DEMO_REVIEWER = "DEMO reviewer (not a real sign-off)"
 
 
 def _demo(out: Path) -> int:
@@ -195,7 +287,8 @@ def _demo(out: Path) -> int:
 
     print(
         "hospital-mlops demo: the bundled UCI Diabetes 130-US extract through the Kubeflow "
-        "data pipeline (kfp.local), with the labelled DEMO tokenization key.",
+        "pipeline (kfp.local): data layers, then train → evaluate → gate → register in MLflow, "
+        "with the labelled DEMO tokenization key.",
         flush=True,
     )
     summary = run_locally(
@@ -218,9 +311,35 @@ def _demo(out: Path) -> int:
             f"  published feature snapshot:         "
             f"{out / 'published' / 'features' / summary['final_artifact_sha256']}"
         )
+    evidence = {e["name"]: e["path"] for e in summary.get("evidence", [])}
+    if "validation_report.html" in evidence:
+        print(f"  validation report (HTML):           {evidence['validation_report.html']}")
     print(f"  lineage:  hmlops lineage {summary['run_id']} --out {out}")
     print(f"  compiled pipeline IR:  hmlops pipeline compile --out {out / 'data_pipeline.yaml'}")
-    return 0 if summary["status"] == "succeeded" else EXIT_GATE_FAILED
+    if summary["status"] != "succeeded":
+        return EXIT_GATE_FAILED
+    model = summary["model"]
+    _demo_promote(model["name"], int(model["version"]))
+    print(f"  registry:  hmlops registry show --model {model['name']}")
+    return 0
+
+
+def _demo_promote(name: str, version: int) -> None:
+    """Sign off with clearly labelled demo reviewers and promote, so later stages have a
+    champion to serve. A hospital does this with its real reviewers (see docs/validation.md)."""
+    from hospital_mlops.governance import registry
+    from hospital_mlops.governance.config import load_governance
+
+    required = list(load_governance().required_signoffs)
+    for role in required:
+        registry.sign_off(
+            name, version, role, DEMO_REVIEWER, "recorded by `make demo` for the bundled dataset"
+        )
+    registry.promote(name, version, "champion", required)
+    print(
+        f"\n{name} version {version}: demo sign-offs by '{DEMO_REVIEWER}' for "
+        f"{', '.join(required)}; promoted to @champion."
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,3 +32,28 @@ def publish_gate_outputs(
     metrics.log_metric("passed", 1 if gate.success else 0)
     for batch, rows in gate.rows.items():
         metrics.log_metric(f"rows_{batch}", rows)
+
+
+ROC_POINTS = 200  # the dashboard draws the curve from these; more adds size, not information
+
+
+def publish_model_metrics(train_dir: Path, summary: dict[str, Any], roc: Any, metrics: Any) -> None:
+    """ROC curve and confusion matrix (at the primary threshold) as KFP ClassificationMetrics,
+    and the headline numbers as KFP Metrics."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix, roc_curve
+
+    predictions = pd.read_parquet(train_dir / "test_predictions.parquet")
+    fpr, tpr, thresholds = roc_curve(predictions["label"], predictions["score"])
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(ROC_POINTS, len(fpr))).astype(int))
+    # KFP wants finite thresholds; roc_curve starts at +inf
+    finite = np.where(np.isfinite(thresholds[keep]), thresholds[keep], 1.0)
+    roc.log_roc_curve(fpr[keep].tolist(), tpr[keep].tolist(), finite.tolist())
+    threshold = summary["headline"]["threshold"]
+    matrix = confusion_matrix(predictions["label"], (predictions["score"] >= threshold).astype(int))
+    roc.log_confusion_matrix(["no readmission", "readmitted ≤30d"], matrix.tolist())
+    for name, value in summary["headline"].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            metrics.log_metric(name, float(value))
+    metrics.log_metric("gates_passed", 1 if summary["gates"]["passed"] else 0)

@@ -13,3 +13,9 @@ def project_root() -> Path:
 
 def config_path(name: str) -> Path:
     return project_root() / "config" / name
+
+
+def state_dir() -> Path:
+    """Local state (the SQLite model registry and its artifacts) unless configured otherwise."""
+    configured = os.environ.get("HMLOPS_STATE_DIR")
+    return Path(configured) if configured else project_root() / ".hmlops"

@@ -310,13 +310,15 @@ def load_gates(ctx: RunContext) -> dict[str, GateResult]:
 # --- the run record ------------------------------------------------------------------------------
 
 
-def finalize_run(ctx: RunContext) -> dict[str, Any]:
+def finalize_run(ctx: RunContext, expect_model: bool = False) -> dict[str, Any]:
     """Summarize a run from what its layers left in the store (used as the pipeline's exit
-    handler, so a failed run is recorded too). Returns the run-summary contract."""
+    handler, so a failed run is recorded too). Returns the run-summary contract. With
+    ``expect_model`` the run succeeds only if a model was trained, passed its gates and was
+    registered."""
     gates = load_gates(ctx)
     nodes = _run_nodes(ctx)
     published = _published_entry(ctx)
-    order = {"source_extract": 0, "raw": 1, "normalized": 2, "features": 3}
+    order = {"source_extract": 0, "raw": 1, "normalized": 2, "features": 3, "split": 4, "model": 5}
     nodes.sort(key=lambda n: order.get(str(n.get("kind")), 9))
     artifacts = [
         {
@@ -332,6 +334,10 @@ def finalize_run(ctx: RunContext) -> dict[str, Any]:
         )
     gate_list = [gates[layer] for layer in LAYERS if layer in gates]
     status = "succeeded" if published and all(g.success for g in gate_list) else "failed"
+    model_part = _model_summary(ctx)
+    if expect_model and status == "succeeded":
+        registered = model_part.get("model", {}).get("version") is not None
+        status = "succeeded" if model_part.get("model_gates_passed") and registered else "failed"
     summary = {
         "status": status,
         "run_id": ctx.run_id,
@@ -353,10 +359,31 @@ def finalize_run(ctx: RunContext) -> dict[str, Any]:
         | {f"{g.layer}_failures": len(g.failures) for g in gate_list}
         | _row_metrics(nodes),
         "finished_at": utc_now(),
+        **model_part,
     }
     path = ctx.lineage.record_run(summary)
     summary["lineage_path"] = str(path)
     return summary
+
+
+def _model_summary(ctx: RunContext) -> dict[str, Any]:
+    """The model half of the run summary, from the files the model steps left (if any)."""
+    directory = ctx.run_dir / "model"
+    if not (directory / "training.json").exists():
+        return {}
+    training = json.loads((directory / "training.json").read_text())
+    out: dict[str, Any] = {"model_sha256": training["model_sha256"]}
+    if (directory / "evaluation.json").exists():
+        evaluated = json.loads((directory / "evaluation.json").read_text())
+        out["evaluation"] = evaluated["headline"]
+        out["model_gates"] = evaluated["gates"]["gates"]
+        out["model_gates_passed"] = evaluated["gates"]["passed"]
+        out["evidence"] = evaluated["evidence"]
+        out["test_predictions_path"] = evaluated["test_predictions_path"]
+    if (directory / "registry.json").exists():
+        registry = json.loads((directory / "registry.json").read_text())
+        out["model"] = {k: registry[k] for k in ("name", "version", "run_id")}
+    return out
 
 
 def _run_nodes(ctx: RunContext) -> list[dict[str, Any]]:

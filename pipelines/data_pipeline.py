@@ -1,4 +1,5 @@
-"""The hospital data pipeline: ingest → normalize → validate → features → publish.
+"""The hospital pipeline: ingest → normalize → validate → features → publish, then (unless
+``train_model`` is false) train → evaluate → gate → register.
 
 The same definition runs on a laptop (kfp.local) and compiles to KFP IR for a cluster. On a
 cluster, the store is a PersistentVolumeClaim mounted into every step, the HMAC key comes from a
@@ -10,6 +11,7 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
+from components import model_components
 from components.data_components import DEFAULT_IMAGE, build
 
 PIPELINE_NAME = "hospital-data-pipeline"
@@ -22,6 +24,7 @@ PHI_LABEL = "hospital-mlops.io/phi"
 
 def make_pipeline(image: str = DEFAULT_IMAGE) -> Any:
     ops = build(image)
+    model_ops = model_components.build(image)
 
     def _cluster_wiring(task: Any, phi: bool) -> Any:
         kubernetes.mount_pvc(task, pvc_name=STORE_PVC, mount_path=STORE_MOUNT)
@@ -30,7 +33,10 @@ def make_pipeline(image: str = DEFAULT_IMAGE) -> Any:
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="Catalogued extract → validated, content-hashed feature snapshot with lineage.",
+        description=(
+            "Catalogued extract → validated, content-hashed feature snapshot with lineage → "
+            "time-validated, gated model registered in MLflow with its evidence."
+        ),
     )
     def data_pipeline(
         run_id: str,
@@ -39,6 +45,8 @@ def make_pipeline(image: str = DEFAULT_IMAGE) -> Any:
         extract: str = "",
         store_root: str = STORE_MOUNT,
         catalog_path: str = "",
+        train_model: bool = True,
+        mlflow_tracking_uri: str = "",
     ) -> None:
         common = {
             "source": source,
@@ -47,7 +55,7 @@ def make_pipeline(image: str = DEFAULT_IMAGE) -> Any:
             "run_id": run_id,
             "catalog_path": catalog_path,
         }
-        finalize = ops.finalize(**common).set_display_name("record run")
+        finalize = ops.finalize(train_model=train_model, **common).set_display_name("record run")
         _cluster_wiring(finalize, phi=False)
         with dsl.ExitHandler(finalize, name="data-layers"):
             ingest = ops.ingest(extract=extract, **common).set_display_name("ingest")
@@ -76,5 +84,34 @@ def make_pipeline(image: str = DEFAULT_IMAGE) -> Any:
             _cluster_wiring(publish, phi=False)
             for task in (ingest, normalize, validate, features, publish, finalize):
                 task.set_caching_options(False)
+            with dsl.If(train_model == True, name="model"):  # noqa: E712 - a KFP condition
+                train = model_ops.train(published_sha256=publish.output, **common).set_display_name(
+                    "train"
+                )
+                evaluate = model_ops.evaluate(
+                    trained=train.outputs["trained"], **common
+                ).set_display_name("evaluate + gate")
+                for task in (train, evaluate):
+                    _cluster_wiring(task, phi=False)
+                    task.set_caching_options(False)
+                # A model that fails its gates is still logged (its evidence kept), never
+                # registered: the register step reads the gate verdict and acts on it.
+                with dsl.If(evaluate.outputs["Output"] == True, name="gates-passed"):  # noqa: E712
+                    register = model_ops.register(
+                        trained=train.outputs["trained"],
+                        evidence=evaluate.outputs["evidence"],
+                        mlflow_tracking_uri=mlflow_tracking_uri,
+                        **common,
+                    ).set_display_name("register candidate")
+                with dsl.Else(name="gates-failed"):
+                    rejected = model_ops.register(
+                        trained=train.outputs["trained"],
+                        evidence=evaluate.outputs["evidence"],
+                        mlflow_tracking_uri=mlflow_tracking_uri,
+                        **common,
+                    ).set_display_name("log rejected model")
+                for task in (register, rejected):
+                    _cluster_wiring(task, phi=False)
+                    task.set_caching_options(False)
 
     return data_pipeline

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,16 @@ from hospital_mlops.sources.synthetic import generate_extract
 TEST_KEY = "test-only-hmac-key-0123456789abcdef0123456789"
 D130_SUBSET_STEP = 7
 SYNTHETIC_SMALL = 4_000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def registry_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The MLflow registry of the test session: a SQLite store in a temporary directory (every
+    subprocess inherits it), never the developer's own `.hmlops/`."""
+    state = tmp_path_factory.mktemp("hmlops-state")
+    os.environ["HMLOPS_STATE_DIR"] = str(state)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    return state
 
 
 @pytest.fixture(autouse=True)

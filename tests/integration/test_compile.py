@@ -20,8 +20,21 @@ def test_compiled_ir_parses_strictly_and_carries_cluster_wiring(tmp_path) -> Non
     tasks = spec.root.dag.tasks
     assert "exit-handler-1" in tasks and "finalize-op" in tasks
     inner = spec.components["comp-exit-handler-1"].dag.tasks
-    assert set(inner) == {"ingest-op", "normalize-op", "validate-op", "features-op", "publish-op"}
+    data_steps = {"ingest-op", "normalize-op", "validate-op", "features-op", "publish-op"}
+    assert set(inner) == {*data_steps, "condition-2"}
     assert "validate-op" in inner["features-op"].dependent_tasks
+    # the model half runs only when asked (train_model), and registers only past its gates
+    assert "train_model" in inner["condition-2"].trigger_policy.condition
+    model = spec.components["comp-condition-2"].dag.tasks
+    assert set(model) == {"train-op", "evaluate-op", "condition-branches-3"}
+    published = model["train-op"].inputs.parameters["published_sha256"]
+    assert published.component_input_parameter == "pipelinechannel--publish-op-Output"
+    branches = spec.components["comp-condition-branches-3"].dag.tasks
+    conditions = sorted(t.trigger_policy.condition for t in branches.values())
+    assert all("evaluate-op" in c and "Output" in c for c in conditions)
+    assert {"register-op"} == set(spec.components["comp-condition-4"].dag.tasks)
+    assert {"register-op-2"} == set(spec.components["comp-condition-5"].dag.tasks)
+    assert {"train_model", "mlflow_tracking_uri"} <= set(spec.root.input_definitions.parameters)
     images = {e["container"]["image"] for e in spec.deployment_spec["executors"].values()}
     assert images == {"registry.hospital.example/hmlops-pipeline:1.2"}
     platform = yaml.safe_dump(list(yaml.safe_load_all(path.read_text()))[1])

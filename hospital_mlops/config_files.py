@@ -1,0 +1,41 @@
+"""Loading YAML config files into typed models: one place for the errors a reviewer reads.
+
+Every config (catalog, use case, governance) fails the same way: the file, then each wrong key by
+its YAML path and what is wrong with it. Nothing is silently defaulted past a typo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors; loaded config is immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def yaml_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
+
+
+def load_yaml_model(path: Path, model: type[Model], error: type[Exception], what: str) -> Model:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise error(f"{what} {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise error(f"{what} {path}: the top level must be a mapping")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"  {yaml_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise error(f"{what} {path} is invalid:\n" + "\n".join(lines)) from exc

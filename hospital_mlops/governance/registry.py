@@ -1,0 +1,283 @@
+"""The MLflow model registry: candidates with their evidence, sign-offs and promotion.
+
+A model version exists in the registry only if every pre-declared gate passed; a failing model
+is logged as a run (its evidence kept) but never registered. Promotion to an alias such as
+``champion`` requires every sign-off role named in ``config/governance.yaml``. Nothing that
+identifies a patient is written here: parameters, metrics, hashes and token-free feature rows
+only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hospital_mlops.paths import state_dir
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# A registry that cannot be reached must fail in seconds, not after minutes of retries.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+GATES_TAG = "gates.passed"
+SIGNOFF_PREFIX = "signoff."
+
+
+def pip_requirements() -> list[str]:
+    """The scoring function's runtime, pinned to what trained it (xgboost as the CPU-only wheel:
+    plain ``xgboost`` drags in CUDA libraries a CPU predictor never uses)."""
+    from importlib.metadata import version
+
+    pinned = [f"{name}=={version(name)}" for name in ("numpy", "pandas", "pyarrow", "pydantic")]
+    return [f"xgboost-cpu=={version('xgboost-cpu')}", *pinned, "pyyaml>=6"]
+
+
+class RegistryUnavailable(RuntimeError):
+    """The MLflow tracking/registry store cannot be reached or opened."""
+
+
+class PromotionRefused(PermissionError):
+    """A promotion lacks a passed gate or a required sign-off."""
+
+
+class RegistryError(ValueError):
+    """A model or version that does not exist, or a request that does not fit it."""
+
+
+def tracking_uri() -> str:
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    if configured:
+        return configured
+    directory = state_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / 'mlflow.db'}"
+
+
+def client() -> Any:
+    """An MlflowClient on the configured store, probed once so an unreachable store fails here
+    with its URI, before anything is written."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        c.search_experiments(max_results=1)
+    except Exception as exc:
+        detail = str(exc).splitlines()[0][:300].replace(uri, _redact(uri))
+        raise RegistryUnavailable(
+            f"the MLflow store at {_redact(uri)} cannot be reached: {type(exc).__name__}: "
+            f"{_redact_userinfo(detail)}"
+        ) from None  # the chained exception would print the credentials again
+    return c
+
+
+def _redact_userinfo(text: str) -> str:
+    return re.sub(r"://[^/@\s]+@", "://***@", text)
+
+
+def _redact(uri: str) -> str:
+    """Never print credentials embedded in a tracking URI."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+def _experiment(c: Any, name: str) -> str:
+    found = c.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None
+    if tracking_uri().startswith("sqlite:"):
+        location = (state_dir() / "mlartifacts").resolve().as_uri()
+    return str(c.create_experiment(name, artifact_location=location))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Everything the registry records for one trained model."""
+
+    model_dir: Path
+    evidence: dict[str, Path]  # name → file
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    gates_passed: bool
+    input_example: pd.DataFrame
+    golden: pd.DataFrame  # feature rows + "expected_risk"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def log_candidate(model_name: str, candidate: Candidate) -> dict[str, Any]:
+    """Log the run (always) and register a version (only when every gate passed)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from hospital_mlops.governance.pyfunc import RiskPyfunc
+
+    c = client()
+    experiment_id = _experiment(c, model_name)
+    evidence_hashes = {name: _sha256(path) for name, path in candidate.evidence.items()}
+    tags = {
+        **candidate.tags,
+        GATES_TAG: str(candidate.gates_passed).lower(),
+        "evidence.sha256": json.dumps(evidence_hashes, sort_keys=True),
+    }
+    signature = infer_signature(
+        candidate.input_example, pd.DataFrame({"risk": candidate.golden["expected_risk"][:1]})
+    )
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in candidate.params.items()})
+        mlflow.log_metrics(candidate.metrics)
+        mlflow.set_tags(tags)
+        for path in candidate.evidence.values():
+            mlflow.log_artifact(str(path), artifact_path="evidence")
+        golden_path = candidate.model_dir.parent / "golden.parquet"
+        candidate.golden.to_parquet(golden_path, index=False)
+        mlflow.log_artifact(str(golden_path), artifact_path="golden")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=RiskPyfunc(),
+            artifacts={"risk_model": str(candidate.model_dir)},
+            code_paths=[str(Path(__file__).resolve().parent.parent)],
+            signature=signature,
+            input_example=candidate.input_example,
+            pip_requirements=pip_requirements(),
+        )
+        run_id = run.info.run_id
+    result: dict[str, Any] = {
+        "name": model_name,
+        "version": None,
+        "run_id": run_id,
+        "model_uri": info.model_uri,
+        "evidence_sha256": evidence_hashes,
+    }
+    if not candidate.gates_passed:
+        return result
+    version = mlflow.register_model(info.model_uri, model_name, tags=tags)
+    c.set_model_version_tag(model_name, version.version, "run_id", run_id)
+    result["version"] = int(version.version)
+    return result
+
+
+def _version(c: Any, model: str, version: int) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_model_version(model, str(version))
+    except MlflowException as exc:
+        raise RegistryError(f"model {model!r} has no version {version}") from exc
+
+
+def sign_off(model: str, version: int, role: str, by: str, note: str = "") -> dict[str, Any]:
+    from hospital_mlops.governance.config import ROLES
+
+    if role not in ROLES:
+        raise RegistryError(f"role must be one of {list(ROLES)}, not {role!r}")
+    if not by.strip():
+        raise RegistryError("a sign-off needs the name of the person signing (--by)")
+    c = client()
+    _version(c, model, version)
+    record = {"by": by, "at": datetime.now(UTC).isoformat(timespec="seconds"), "note": note}
+    c.set_model_version_tag(model, str(version), SIGNOFF_PREFIX + role, json.dumps(record))
+    return {"model": model, "version": version, "role": role, **record}
+
+
+def signoffs(version: Any) -> dict[str, dict[str, str]]:
+    return {
+        k[len(SIGNOFF_PREFIX) :]: json.loads(v)
+        for k, v in version.tags.items()
+        if k.startswith(SIGNOFF_PREFIX)
+    }
+
+
+def promote(model: str, version: int, alias: str, required_roles: Sequence[str]) -> dict[str, Any]:
+    """Point ``alias`` at the version, or refuse naming everything that is missing."""
+    c = client()
+    mv = _version(c, model, version)
+    missing = []
+    if mv.tags.get(GATES_TAG) != "true":
+        missing.append("passed model gates")
+    signed = signoffs(mv)
+    missing += [f"{role} sign-off" for role in required_roles if role not in signed]
+    if missing:
+        raise PromotionRefused(
+            f"{model} version {version} cannot become {alias!r}; missing: {', '.join(missing)}"
+        )
+    c.set_registered_model_alias(model, alias, str(version))
+    return {"model": model, "version": version, "alias": alias, "signoffs": signed}
+
+
+def show(model: str) -> dict[str, Any]:
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    try:
+        registered = c.get_registered_model(model)
+    except MlflowException as exc:
+        raise RegistryError(f"no registered model named {model!r}") from exc
+    versions = sorted(c.search_model_versions(f"name='{model}'"), key=lambda v: int(v.version))
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (registered.aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    return {
+        "name": model,
+        "versions": [
+            {
+                "version": int(v.version),
+                "run_id": v.run_id,
+                "aliases": sorted(aliases.get(str(v.version), [])),
+                "tags": {k: t for k, t in v.tags.items() if not k.startswith(SIGNOFF_PREFIX)},
+                "signoffs": signoffs(v),
+                "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(),
+            }
+            for v in versions
+        ],
+    }
+
+
+class GoldenMismatch(RuntimeError):
+    """A loaded model does not reproduce the predictions it was registered with."""
+
+
+def model_uri(model: str, ref: str) -> str:
+    """``models:/name/3`` for a version number, ``models:/name@champion`` for an alias."""
+    return f"models:/{model}/{ref}" if ref.isdigit() else f"models:/{model}@{ref}"
+
+
+def verify_golden(uri: str, tolerance: float = 1e-9) -> dict[str, Any]:
+    """Load a registered model and check it reproduces its stored golden predictions; the
+    serving layer runs this at start-up and refuses to serve on a mismatch."""
+    import mlflow
+    import numpy as np
+
+    client()  # fail fast, with the store's URI, when the registry is unreachable
+    loaded = mlflow.pyfunc.load_model(uri)
+    run_id = loaded.metadata.run_id
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="golden")
+    golden = pd.read_parquet(Path(local) / "golden.parquet")
+    expected = golden.pop("expected_risk").to_numpy()
+    got = loaded.predict(golden)["risk"].to_numpy()
+    worst = float(np.max(np.abs(got - expected)))
+    if worst > tolerance:
+        raise GoldenMismatch(
+            f"{uri} does not reproduce its golden predictions: largest difference {worst:.3g} "
+            f"over {len(expected)} rows (tolerance {tolerance:g})"
+        )
+    return {"model_uri": uri, "rows": len(expected), "max_abs_difference": worst}

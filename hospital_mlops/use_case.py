@@ -1,0 +1,160 @@
+"""The use case a model serves: its intended use, split policy, thresholds, subgroups and gates.
+
+Loaded from ``config/use_case.yaml`` and validated here. Gates and thresholds are declared before
+evaluation and read by the pipeline; nothing in evaluation writes back to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from itertools import pairwise
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from hospital_mlops.config_files import StrictModel, load_yaml_model
+from hospital_mlops.paths import config_path
+
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class UseCaseError(ValueError):
+    """The use-case file is missing, malformed or names something that does not exist."""
+
+
+class Fractions(StrictModel):
+    train: Annotated[float, Field(gt=0, lt=1)]
+    validation: Annotated[float, Field(gt=0, lt=1)]
+    test: Annotated[float, Field(gt=0, lt=1)]
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> Fractions:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"train + validation + test must be 1, not {total:g}")
+        return self
+
+
+class SplitPolicy(StrictModel):
+    time_column: str
+    # "time": a timestamp column, windows in days; "order": a rank proxy, windows in encounters
+    axis: Literal["time", "order"]
+    fractions: Fractions
+    label_window: Annotated[int, Field(ge=0)]
+    embargo: Annotated[int, Field(ge=0)]
+
+
+class Subgroup(StrictModel):
+    column: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    bands: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _bands_ascend(self) -> Subgroup:
+        if self.bands is not None and (
+            len(self.bands) < 2 or any(a >= b for a, b in pairwise(self.bands))
+        ):
+            raise ValueError("bands must be at least two ascending edges")
+        return self
+
+
+class Gates(StrictModel):
+    min_auroc_lower_bound: Probability
+    max_auroc: Probability = 1.0
+    calibration_slope: tuple[float, float]
+    max_ece: Probability
+    must_beat_comparator: bool = True
+
+
+class SourceUse(StrictModel):
+    split: SplitPolicy
+    extra_slices: list[str] = Field(default_factory=list)
+    subgroups: dict[str, Subgroup]
+    comparator: Annotated[list[str], Field(min_length=1)]
+    gates: Gates
+
+
+class ThresholdUse(StrictModel):
+    description: str
+    alerts_per_100: Annotated[float, Field(gt=0, lt=100)]
+
+
+class Thresholds(StrictModel):
+    primary: str
+    uses: dict[str, ThresholdUse]
+
+    @model_validator(mode="after")
+    def _primary_exists(self) -> Thresholds:
+        if self.primary not in self.uses:
+            raise ValueError(f"primary threshold {self.primary!r} is not one of {list(self.uses)}")
+        return self
+
+
+class SubgroupPolicy(StrictModel):
+    ratio_bounds: tuple[float, float] = (0.8, 1.25)
+    min_group_rows: Annotated[int, Field(ge=1)] = 200
+    min_group_events: Annotated[int, Field(ge=1)] = 20
+    metrics: list[Literal["sensitivity", "observed_to_expected", "ppv", "selection_rate"]]
+    justifications: dict[str, str] = Field(default_factory=dict)
+
+
+class EvaluationPolicy(StrictModel):
+    bootstrap_replicates: Annotated[int, Field(ge=50)] = 1000
+    ci_level: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    calibration_bins: Annotated[int, Field(ge=2)] = 10
+    decision_curve_thresholds: tuple[Probability, Probability] = (0.05, 0.5)
+    seed: int = 0
+
+
+class TrainingConfig(StrictModel):
+    seed: int = 7
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.05
+    max_depth: Annotated[int, Field(ge=1, le=16)] = 4
+    min_child_weight: Annotated[float, Field(ge=0)] = 20
+    subsample: Annotated[float, Field(gt=0, le=1)] = 0.8
+    colsample_bytree: Annotated[float, Field(gt=0, le=1)] = 0.8
+    max_rounds: Annotated[int, Field(ge=1)] = 2000
+    early_stopping_rounds: Annotated[int, Field(ge=1)] = 100
+
+
+class Label(StrictModel):
+    name: str
+    definition: str
+    window_days: Annotated[int, Field(ge=1)]
+
+
+class UseCase(StrictModel):
+    version: str
+    id: str
+    title: str
+    intended_use: str
+    intended_users: list[str]
+    prediction_time: str
+    out_of_scope: list[str]
+    label: Label
+    sources: dict[str, SourceUse]
+    thresholds: Thresholds
+    subgroup_policy: SubgroupPolicy
+    evaluation: EvaluationPolicy = EvaluationPolicy()
+    training: TrainingConfig = TrainingConfig()
+
+    def for_source(self, source: str) -> SourceUse:
+        if source not in self.sources:
+            raise UseCaseError(
+                f"use case {self.id!r} declares no split, subgroups or gates for source "
+                f"{source!r}; declared: {sorted(self.sources)}"
+            )
+        return self.sources[source]
+
+    @property
+    def content_version(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def load_use_case(path: Path | str | None = None) -> UseCase:
+    return load_yaml_model(
+        Path(path) if path else config_path("use_case.yaml"), UseCase, UseCaseError, "use case"
+    )

@@ -1,0 +1,124 @@
+"""The MLflow registry on a real SQLite store: gated registration, sign-offs, promotion,
+golden predictions, and an unreachable store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hospital_mlops.features import feature_set_for
+from hospital_mlops.governance import registry
+from hospital_mlops.train import train_risk_model
+from hospital_mlops.use_case import TrainingConfig
+
+ROLES = ["clinical", "technical", "privacy", "compliance"]
+
+
+def _features(n: int, seed: int) -> pd.DataFrame:
+    fs = feature_set_for("diabetes130")
+    rng = np.random.default_rng(seed)
+    columns = {}
+    for f in fs.features:
+        if f.kind == "categorical":
+            columns[f.name] = rng.choice(list(f.allowed or ()), n)
+        elif f.kind == "binary":
+            columns[f.name] = rng.integers(0, 2, n).astype(float)
+        else:
+            columns[f.name] = rng.uniform(f.min_value or 0, f.max_value or 10, n)
+    frame = pd.DataFrame(columns)
+    logit = -2 + 0.08 * frame["inpatient_admissions_prior_year"] - 0.01 * frame["age_years"]
+    frame[fs.label] = rng.binomial(1, 1 / (1 + np.exp(-logit)))
+    return frame
+
+
+@pytest.fixture(scope="module")
+def candidate_parts(tmp_path_factory):
+    fs = feature_set_for("diabetes130")
+    model = train_risk_model(
+        _features(3000, 1), _features(1000, 2), fs, TrainingConfig(max_rounds=30)
+    )
+    work = tmp_path_factory.mktemp("candidate")
+    model.save(work / "risk_model")
+    golden = _features(200, 3)[[f.name for f in fs.features]]
+    golden["expected_risk"] = model.predict_risk(golden, fs)
+    report = work / "validation_report.html"
+    report.write_text("<html>report</html>")
+    return work, golden, report
+
+
+def _candidate(parts, passed: bool) -> registry.Candidate:
+    work, golden, report = parts
+    return registry.Candidate(
+        model_dir=work / "risk_model",
+        evidence={"validation_report.html": report},
+        params={"source": "diabetes130"},
+        metrics={"auroc": 0.66},
+        tags={"intended_use": "test"},
+        gates_passed=passed,
+        input_example=golden.drop(columns=["expected_risk"]).head(3),
+        golden=golden,
+    )
+
+
+def test_only_a_gated_model_is_registered_and_promotion_needs_every_signoff(
+    candidate_parts,
+) -> None:
+    name = "test-registry-flow"
+    rejected = registry.log_candidate(name, _candidate(candidate_parts, passed=False))
+    assert rejected["version"] is None and rejected["run_id"]
+    with pytest.raises(registry.RegistryError, match="no registered model"):
+        registry.show(name)
+
+    accepted = registry.log_candidate(name, _candidate(candidate_parts, passed=True))
+    version = accepted["version"]
+    assert version == 1
+    report_hash = accepted["evidence_sha256"]["validation_report.html"]
+    with pytest.raises(registry.PromotionRefused, match="clinical sign-off, technical sign-off"):
+        registry.promote(name, version, "champion", ROLES)
+    for role in ROLES[:3]:
+        registry.sign_off(name, version, role, f"Reviewer {role}", "looked at the report")
+    with pytest.raises(registry.PromotionRefused, match=r"missing: compliance sign-off$"):
+        registry.promote(name, version, "champion", ROLES)
+    registry.sign_off(name, version, "compliance", "Reviewer compliance")
+    registry.promote(name, version, "champion", ROLES)
+
+    shown = registry.show(name)
+    (v,) = shown["versions"]
+    assert v["aliases"] == ["champion"] and set(v["signoffs"]) == set(ROLES)
+    assert v["signoffs"]["clinical"]["by"] == "Reviewer clinical"
+    assert v["tags"][registry.GATES_TAG] == "true"
+    assert json.loads(v["tags"]["evidence.sha256"])["validation_report.html"] == report_hash
+
+    checked = registry.verify_golden(registry.model_uri(name, "champion"))
+    assert checked["rows"] == 200 and checked["max_abs_difference"] < 1e-9
+
+
+def test_bad_signoffs_and_versions_are_refused(candidate_parts) -> None:
+    name = "test-registry-bad"
+    version = registry.log_candidate(name, _candidate(candidate_parts, passed=True))["version"]
+    with pytest.raises(registry.RegistryError, match="role must be one of"):
+        registry.sign_off(name, version, "janitor", "X")
+    with pytest.raises(registry.RegistryError, match="needs the name"):
+        registry.sign_off(name, version, "clinical", "  ")
+    with pytest.raises(registry.RegistryError, match="has no version 99"):
+        registry.sign_off(name, 99, "clinical", "X")
+
+
+def test_a_tampered_model_fails_its_golden_check(candidate_parts, monkeypatch) -> None:
+    name = "test-registry-golden"
+    work, golden, report = candidate_parts
+    shifted = golden.assign(expected_risk=golden["expected_risk"] + 0.01)
+    parts = (work, shifted, report)
+    version = registry.log_candidate(name, _candidate(parts, passed=True))["version"]
+    with pytest.raises(registry.GoldenMismatch, match=r"largest difference 0\.01"):
+        registry.verify_golden(registry.model_uri(name, str(version)))
+
+
+def test_an_unreachable_store_fails_fast_with_its_uri(monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user:secret@127.0.0.1:9")
+    with pytest.raises(registry.RegistryUnavailable, match=r"http://\*\*\*@127\.0\.0\.1:9") as err:
+        registry.client()
+    assert "secret" not in str(err.value)
