@@ -16,6 +16,7 @@ from typing import Any
 
 from hospital_mlops.catalog import CatalogError, UnknownSource, UseNotPermitted, load_catalog
 from hospital_mlops.faults import UnknownScenario
+from hospital_mlops.governance.compare import CompareError
 from hospital_mlops.governance.config import ROLES, GovernanceError
 from hospital_mlops.governance.registry import (
     GoldenMismatch,
@@ -101,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     prom.add_argument("--model", required=True)
     prom.add_argument("--version", type=int, required=True)
     prom.add_argument("--alias", default="champion")
+    cmp_ = rsub.add_parser("compare", help="champion vs challenger on the challenger's test slice")
+    cmp_.add_argument("--model", required=True)
+    cmp_.add_argument("--champion", default="champion", help="version number or alias")
+    cmp_.add_argument("--challenger", default="latest", help="version number, alias or latest")
+    cmp_.add_argument("--out", type=Path, default=Path("out/demo"), help="the store directory")
+    cmp_.add_argument("--json", action="store_true")
     ver = rsub.add_parser("verify", help="load a model and check its golden predictions")
     ver.add_argument("--model", required=True)
     ver.add_argument("--ref", default="champion", help="version number or alias")
@@ -124,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         GovernanceError,
         RegistryUnavailable,
         RegistryError,
+        CompareError,
     ) as exc:
         print(f"hmlops: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -271,12 +279,36 @@ def _registry(args: argparse.Namespace) -> int:
         done = registry.promote(args.model, args.version, args.alias, required)
         print(f"{args.model} version {args.version} is now @{done['alias']}")
         return 0
+    if args.action == "compare":
+        compared = registry.compare(args.model, args.champion, args.challenger, args.out)
+        if args.json:
+            print(json.dumps(compared, indent=2))
+        else:
+            _print_comparison(compared)
+        return 0
     checked = registry.verify_golden(registry.model_uri(args.model, args.ref))
     print(
         f"{checked['model_uri']}: reproduces its {checked['rows']} golden predictions "
         f"(largest difference {checked['max_abs_difference']:.2g})"
     )
     return 0
+
+
+def _print_comparison(compared: dict[str, Any]) -> None:
+    champ, chall = compared["champion"], compared["challenger"]
+    print(
+        f"{compared['model']}: champion v{champ['version']} ({champ['ref']}) vs challenger "
+        f"v{chall['version']} on the challenger's test slice ({compared['rows']:,} encounters, "
+        f"{compared['patients']:,} patients)"
+    )
+    print(f"  {'metric':20} {'champion':>24} {'challenger':>24} {'difference (95% CI)':>28}")
+    for metric, diff in compared["challenger_minus_champion"].items():
+        a = compared["models"]["champion"][metric]
+        b = compared["models"]["challenger"][metric]
+        print(
+            f"  {metric:20} {a['value']:>24.4f} {b['value']:>24.4f} "
+            f"{diff['value']:>+10.4f} ({diff['ci'][0]:+.4f} to {diff['ci'][1]:+.4f})"
+        )
 
 
 DEMO_REVIEWER = "DEMO reviewer (not a real sign-off)"
@@ -314,6 +346,7 @@ def _demo(out: Path) -> int:
     evidence = {e["name"]: e["path"] for e in summary.get("evidence", [])}
     if "validation_report.html" in evidence:
         print(f"  validation report (HTML):           {evidence['validation_report.html']}")
+        print(f"  model card + HTI-1 attributes:      {evidence['model_card.html']}")
     print(f"  lineage:  hmlops lineage {summary['run_id']} --out {out}")
     print(f"  compiled pipeline IR:  hmlops pipeline compile --out {out / 'data_pipeline.yaml'}")
     if summary["status"] != "succeeded":

@@ -25,11 +25,15 @@ from hospital_mlops.evaluate.evaluation import (
     thresholds_from_validation,
 )
 from hospital_mlops.evaluate.gates import check_model_gates
+from hospital_mlops.evaluate.subgroups import group_labels
 from hospital_mlops.features import feature_set_for
+from hospital_mlops.governance import hti1, model_card
+from hospital_mlops.governance.config import load_governance
+from hospital_mlops.governance.evidence import EvidenceContext
 from hospital_mlops.governance.validation_report import validation_html, validation_markdown
 from hospital_mlops.lineage import code_version, utc_now
-from hospital_mlops.snapshots import combine_hashes, read_tables, sha256_file, verify_snapshot
-from hospital_mlops.splits import TemporalSplit, extra_slices, temporal_split
+from hospital_mlops.snapshots import read_tables, sha256_file, verify_snapshot
+from hospital_mlops.splits import TemporalSplit, extra_slices, split_sha256, temporal_split
 from hospital_mlops.stages import RunContext, _record, timed
 from hospital_mlops.train import Comparator, RiskModel, train_comparator, train_risk_model
 from hospital_mlops.use_case import SourceUse, UseCase, load_use_case
@@ -69,9 +73,7 @@ def train(ctx: RunContext, features_dir: Path, out_dir: Path) -> dict[str, Any]:
         "code_version": code_version(),
         "created_at": utc_now(),
     }
-    split_manifest["sha256"] = combine_hashes(
-        {"features": snapshot["sha256"], "policy": json.dumps(split_manifest["policy"])}
-    )
+    split_manifest["sha256"] = split_sha256(snapshot["sha256"], source_use.split)
     _record(ctx, split_manifest)
     with timed(ctx, "train", "fit"):
         model = train_risk_model(split.train, split.validation, fs, use_case.training)
@@ -114,7 +116,19 @@ def _write_training(
     golden["expected_risk"] = predictions[SCORE].head(GOLDEN_ROWS).to_numpy()
     golden.to_parquet(out_dir / "golden.parquet", index=False)
 
+    representativeness = {
+        name: {
+            period: group_labels(split.period(period), name, sub)
+            .value_counts(normalize=True)
+            .round(4)
+            .to_dict()
+            for period in ("train", "test")
+        }
+        for name, sub in source_use.subgroups.items()
+    }
     training = {
+        "created_at": utc_now(),
+        "representativeness": representativeness,
         "model_sha256": model_hash,
         "features_sha256": snapshot["sha256"],
         "split_sha256": split_manifest["sha256"],
@@ -195,6 +209,25 @@ def _gate_and_report(
     (out_dir / "validation_report.md").write_text(
         validation_markdown(evaluation, gate_record, context), encoding="utf-8"
     )
+    evidence_ctx = EvidenceContext(
+        source=ctx.source,
+        run_id=ctx.run_id,
+        use_case=use_case,
+        governance=load_governance(),
+        feature_set=feature_set_for(ctx.source),
+        training=training,
+        evaluation=evaluation,
+        gates=gate_record,
+        code_version=code_version(),
+    )
+    document = model_card.card(evidence_ctx)
+    attributes = hti1.source_attributes(evidence_ctx)
+    _write_json(out_dir / "model_card.json", document)
+    (out_dir / "model_card.xml").write_text(model_card.card_xml(document), encoding="utf-8")
+    (out_dir / "model_card.html").write_text(
+        model_card.card_html(document, attributes), encoding="utf-8"
+    )
+    _write_json(out_dir / "hti1_source_attributes.json", attributes)
     evidence = {
         name: str(out_dir / name)
         for name in (
@@ -202,8 +235,13 @@ def _gate_and_report(
             "validation_report.md",
             "evaluation.json",
             "gates.json",
+            "model_card.html",
+            "model_card.json",
+            "model_card.xml",
+            "hti1_source_attributes.json",
         )
     }
+    evidence["training.json"] = str(train_dir / "training.json")
     evidence["test_predictions.parquet"] = str(train_dir / "test_predictions.parquet")
     summary = {
         "headline": headline(evaluation),
@@ -220,7 +258,6 @@ def _gate_and_report(
 
 def register(ctx: RunContext, train_dir: Path, eval_dir: Path) -> dict[str, Any]:
     """Log the run with its evidence; register a version only if every gate passed."""
-    from hospital_mlops.governance.config import load_governance
     from hospital_mlops.governance.registry import Candidate, log_candidate
 
     governance = load_governance()
@@ -248,6 +285,7 @@ def register(ctx: RunContext, train_dir: Path, eval_dir: Path) -> dict[str, Any]
         tags={
             "intended_use": use_case.intended_use[:4000],
             "use_case": use_case.id,
+            "source": ctx.source,
             "owner": governance.owner.clinical_owner or "MISSING (config/governance.yaml)",
             "training_data.range": f"{split['train']['start']} … {split['train']['end']}",
             "test_data.range": f"{split['test']['start']} … {split['test']['end']}",

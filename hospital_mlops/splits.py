@@ -8,6 +8,7 @@ periods as they do in deployment; how many do is reported, not hidden.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hospital_mlops.snapshots import combine_hashes
 from hospital_mlops.use_case import SplitPolicy
 
 PERIODS = ("train", "validation", "test")
@@ -40,6 +42,13 @@ class TemporalSplit:
 
     def period(self, name: str) -> pd.DataFrame:
         return {"train": self.train, "validation": self.validation, "test": self.test}[name]
+
+
+def split_sha256(features_sha256: str, policy: SplitPolicy) -> str:
+    """The split's lineage address: the snapshot it cut and the policy it cut it with."""
+    return combine_hashes(
+        {"features": features_sha256, "policy": json.dumps(policy.model_dump(mode="json"))}
+    )
 
 
 def time_axis(frame: pd.DataFrame, policy: SplitPolicy) -> np.ndarray:

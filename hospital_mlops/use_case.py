@@ -131,6 +131,8 @@ class UseCase(StrictModel):
     title: str
     intended_use: str
     intended_users: list[str]
+    intended_population: str
+    decision_role: Literal["informs", "augments", "replaces"]
     prediction_time: str
     out_of_scope: list[str]
     label: Label

@@ -30,13 +30,41 @@ class Owner(StrictModel):
     technical_owner: str = ""
 
 
+class Release(StrictModel):
+    stage: str = ""
+    regulatory_approval: str = ""
+    global_availability: str = ""
+
+
+class ExternalValidation(StrictModel):
+    data_source: str = ""
+    party: str = ""
+    representativeness: str = ""
+    process: str = ""
+
+
+class Maintenance(StrictModel):
+    validity_monitoring: str = ""
+    fairness_monitoring: str = ""
+    update_process: str = ""
+    correction_frequency: str = ""
+
+
 class Governance(StrictModel):
     version: str
     registered_model_name: str
     required_signoffs: list[Role]
     developer: Developer
     owner: Owner
+    release: Release = Release()
+    clinical_risk_level: str = ""
     risk_assessment: str
+    stakeholders_consulted: str = ""
+    relevance_to_deployed_setting: str = ""
+    patient_consent_or_disclosure: str = ""
+    external_validation: ExternalValidation = ExternalValidation()
+    outcome_evaluations: list[str] = Field(default_factory=list)
+    maintenance: Maintenance = Maintenance()
     monitoring_links: dict[str, str] = Field(default_factory=dict)
 
 

@@ -281,3 +281,84 @@ def verify_golden(uri: str, tolerance: float = 1e-9) -> dict[str, Any]:
             f"over {len(expected)} rows (tolerance {tolerance:g})"
         )
     return {"model_uri": uri, "rows": len(expected), "max_abs_difference": worst}
+
+
+def _resolve(c: Any, model: str, ref: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    if ref.isdigit():
+        return _version(c, model, int(ref))
+    if ref == "latest":
+        versions = c.search_model_versions(f"name='{model}'")
+        if not versions:
+            raise RegistryError(f"model {model!r} has no versions")
+        return max(versions, key=lambda v: int(v.version))
+    try:
+        return c.get_model_version_by_alias(model, ref)
+    except MlflowException as exc:
+        raise RegistryError(f"model {model!r} has no alias {ref!r}") from exc
+
+
+def _training_record(version: Any) -> dict[str, Any]:
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(
+        run_id=version.run_id, artifact_path="evidence/training.json"
+    )
+    return dict(json.loads(Path(local).read_text()))
+
+
+def compare(model: str, champion: str, challenger: str, store: Path) -> dict[str, Any]:
+    """Score the challenger's own test slice with both versions and compare them on it."""
+    import mlflow
+
+    from hospital_mlops.features import feature_set_for
+    from hospital_mlops.governance.compare import CompareError, compare_scores
+    from hospital_mlops.snapshots import read_tables, verify_snapshot
+    from hospital_mlops.splits import split_sha256, temporal_split
+    from hospital_mlops.use_case import load_use_case
+
+    c = client()
+    versions = {
+        "champion": _resolve(c, model, champion),
+        "challenger": _resolve(c, model, challenger),
+    }
+    feature_sets = {k: v.tags.get("feature_set_version") for k, v in versions.items()}
+    if feature_sets["champion"] != feature_sets["challenger"]:
+        raise CompareError(
+            f"the versions use different feature sets ({feature_sets}); they cannot score the "
+            "same slice with one feature computation"
+        )
+    tags = versions["challenger"].tags
+    source = tags.get("source", "")
+    features_sha = tags.get("lineage.features_sha256", "")
+    snapshot_dir = store / "published" / "features" / features_sha
+    if not snapshot_dir.is_dir():
+        raise CompareError(
+            f"the challenger's feature snapshot {features_sha[:16]} is not in {store}; pass the "
+            "store it was published to (--out)"
+        )
+    verify_snapshot(snapshot_dir)
+    policy = load_use_case().for_source(source).split
+    if split_sha256(features_sha, policy) != tags.get("lineage.split_sha256"):
+        raise CompareError(
+            "the split policy in config/use_case.yaml changed since the challenger was trained; "
+            "its test slice cannot be rebuilt exactly"
+        )
+    fs = feature_set_for(source)
+    test = temporal_split(read_tables(snapshot_dir)["features"], policy, fs.label).test
+    inputs = test[[f.name for f in fs.features]]
+    scores, thresholds = {}, {}
+    primary = load_use_case().thresholds.primary
+    for role, version in versions.items():
+        loaded = mlflow.pyfunc.load_model(model_uri(model, str(version.version)))
+        scores[role] = loaded.predict(inputs)["risk"].to_numpy()
+        thresholds[role] = float(_training_record(version)["thresholds"][primary])
+    result = compare_scores(test[fs.label].to_numpy(), test["patient_token"], scores, thresholds)
+    return {
+        "model": model,
+        "champion": {"ref": champion, "version": int(versions["champion"].version)},
+        "challenger": {"ref": challenger, "version": int(versions["challenger"].version)},
+        "slice": {"source": source, "features_sha256": features_sha, "period": "test"},
+        **result,
+    }

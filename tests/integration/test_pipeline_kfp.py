@@ -42,6 +42,10 @@ def d130_runs(tmp_path_factory):
     return out, first, second, p1, p2
 
 
+def _evidence(summary: dict, name: str) -> str:
+    return next(e["path"] for e in summary["evidence"] if e["name"] == name)
+
+
 def _sha(summary: dict, name: str) -> str:
     return next(a["sha256"] for a in summary["artifacts"] if a["name"] == name)
 
@@ -108,7 +112,17 @@ def test_model_contract_gates_and_registry(d130_runs) -> None:
     assert e["alerts_per_100"] == pytest.approx(10, abs=2)
     assert first["model_gates_passed"] and all(g["passed"] for g in first["model_gates"])
     names = {x["name"] for x in first["evidence"]}
-    assert {"validation_report.html", "evaluation.json", "test_predictions.parquet"} <= names
+    assert {
+        "validation_report.html", "validation_report.md", "evaluation.json", "gates.json",
+        "model_card.html", "model_card.json", "model_card.xml", "hti1_source_attributes.json",
+        "training.json", "test_predictions.parquet",
+    } == names  # fmt: skip
+    hti1 = json.loads(Path(_evidence(first, "hti1_source_attributes.json")).read_text())
+    assert [a["number"] for a in hti1["attributes"]] == list(range(1, 32))
+    assert 2 in hti1["missing"] and 21 not in hti1["missing"]  # funding: human; validity: ours
+    card = json.loads(Path(_evidence(first, "model_card.json")).read_text())
+    assert card["BasicInfo"]["DeveloperContact"] == "MISSING"
+    assert f"{first['evaluation']['auroc']:.3f}" in card["ModelSummary"]["Summary"]
     for item in first["evidence"]:
         assert hashlib.sha256(Path(item["path"]).read_bytes()).hexdigest() == item["sha256"]
     shown = json.loads(hmlops("registry", "show", "--model", "readmission-30d", "--json").stdout)
@@ -155,6 +169,29 @@ def test_promote_refuses_without_signoffs_then_champion_reproduces_golden(d130_r
     assert promoted.returncode == 0, promoted.stderr
     verified = hmlops("registry", "verify", "--model", "readmission-30d", "--ref", "champion")
     assert verified.returncode == 0 and "reproduces its 200 golden predictions" in verified.stdout
+
+
+def test_compare_champion_and_challenger_on_the_same_slice(d130_runs) -> None:
+    out, first, second, _, _ = d130_runs
+    proc = hmlops(
+        "registry", "compare", "--model", "readmission-30d", "--out", str(out),
+        "--champion", str(first["model"]["version"]),
+        "--challenger", str(second["model"]["version"]), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    compared = json.loads(proc.stdout)
+    predictions = pd.read_parquet(second["test_predictions_path"])
+    assert compared["rows"] == len(predictions)
+    champion, challenger = compared["models"]["champion"], compared["models"]["challenger"]
+    # both scored the challenger's test slice; the challenger reproduces its own evaluation
+    assert challenger["auroc"]["value"] == pytest.approx(second["evaluation"]["auroc"], abs=1e-6)
+    # the two runs trained the same model (same snapshot, same seed): no difference at all
+    assert champion == challenger
+    assert all(d["value"] == 0 for d in compared["challenger_minus_champion"].values())
+    wrong_store = hmlops(
+        "registry", "compare", "--model", "readmission-30d", "--out", "/nonexistent"
+    )
+    assert wrong_store.returncode == 2 and "is not in /nonexistent" in wrong_store.stderr
 
 
 def test_lineage_resolves_to_the_source_extract(d130_runs) -> None:
