@@ -33,7 +33,14 @@ from hospital_mlops.governance.evidence import EvidenceContext
 from hospital_mlops.governance.validation_report import validation_html, validation_markdown
 from hospital_mlops.lineage import code_version, utc_now
 from hospital_mlops.snapshots import read_tables, sha256_file, verify_snapshot
-from hospital_mlops.splits import TemporalSplit, extra_slices, split_sha256, temporal_split
+from hospital_mlops.splits import (
+    ERA,
+    TemporalSplit,
+    era_labels,
+    extra_slices,
+    split_sha256,
+    temporal_split,
+)
 from hospital_mlops.stages import RunContext, _record, timed
 from hospital_mlops.train import Comparator, RiskModel, train_comparator, train_risk_model
 from hospital_mlops.use_case import SourceUse, UseCase, load_use_case
@@ -110,6 +117,8 @@ def _write_training(
             **{c: test[c] for c in sorted(keep) if c in test.columns},
         }
     )
+    if ERA in source_use.extra_slices:
+        predictions[ERA] = era_labels(test, source_use.split).to_numpy()
     predictions.to_parquet(out_dir / "test_predictions.parquet", index=False)
     feature_names = [f.name for f in fs.features]
     golden = test[feature_names].head(GOLDEN_ROWS).reset_index(drop=True)

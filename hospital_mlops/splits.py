@@ -163,6 +163,21 @@ def temporal_split(frame: pd.DataFrame, policy: SplitPolicy, label: str) -> Temp
     )
 
 
+ERA = "era"
+
+
+def era_labels(frame: pd.DataFrame, policy: SplitPolicy) -> pd.Series:
+    """Calendar quarter of each row on the split's time axis (e.g. ``2024Q3``): the per-era
+    slices show whether performance drifts within the test period."""
+    if policy.axis != "time":
+        raise SplitError(
+            f"per-era slices need a time axis; {policy.time_column!r} is an order proxy with no "
+            "calendar dates"
+        )
+    stamps = frame[policy.time_column].dt.tz_convert("UTC").dt.tz_localize(None)
+    return stamps.dt.to_period("Q").astype(str)
+
+
 def extra_slices(frame: pd.DataFrame, columns: list[str]) -> dict[str, pd.DataFrame]:
     """Per-site (or other) validation slices of a period, when the source has the column."""
     out: dict[str, pd.DataFrame] = {}

@@ -45,6 +45,17 @@ class SplitPolicy(StrictModel):
     label_window: Annotated[int, Field(ge=0)]
     embargo: Annotated[int, Field(ge=0)]
 
+    @model_validator(mode="after")
+    def _embargo_covers_the_label_window(self) -> SplitPolicy:
+        # Refused here, before any data is read; `splits` checks the actual periods again.
+        if self.embargo < self.label_window:
+            unit = "days" if self.axis == "time" else "encounters"
+            raise ValueError(
+                f"embargo ({self.embargo} {unit}) is shorter than the label window "
+                f"({self.label_window} {unit}): training labels would see into the next period"
+            )
+        return self
+
 
 class Subgroup(StrictModel):
     column: str

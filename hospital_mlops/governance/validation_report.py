@@ -96,6 +96,25 @@ def _table(header: list[str], rows: list[list[str]], row_class: list[str] | None
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def _slices(evaluation: dict[str, Any]) -> str:
+    slices = evaluation.get("slices")
+    if not slices:
+        return ""
+    rows = [
+        [
+            html.escape(name),
+            f"{s['rows']:,}",
+            f"{s['events']:,}",
+            "n/a" if s["auroc"] is None else f"{s['auroc']:.3f}",
+            f"{s['observed_to_expected']:.2f}",
+        ]
+        for name, s in slices.items()
+    ]
+    return "<h2>Extra validation slices (test period)</h2>" + _table(
+        ["slice", "encounters", "events", "AUROC", "observed / expected"], rows
+    )
+
+
 def validation_html(
     evaluation: dict[str, Any], gates: dict[str, Any], context: dict[str, Any]
 ) -> str:
@@ -299,6 +318,7 @@ for {esc(", ".join(use_case.subgroup_policy.metrics))}, when a group has at leas
         )
     }
 <h3>Flags and their justifications</h3><ul>{flag_list}</ul>
+{_slices(evaluation)}
 <h2>Decision curve</h2>
 {plots["decision_curve"]}
 <h2>Known limitations</h2><ul>{"".join(f"<li>{esc(x)}</li>" for x in limitations)}</ul>

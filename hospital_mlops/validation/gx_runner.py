@@ -164,6 +164,12 @@ def warm_up() -> None:
 
 def _import_gx() -> None:
     import great_expectations  # noqa: F401
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    # GX fingerprints every in-memory batch with an md5 over all its values (a batch marker we
+    # never read: our snapshots are already sha256-addressed). On the 1M-encounter raw gate that
+    # hashing was a fifth of the gate's time (22.3 s -> 17.9 s serial without it).
+    pandas_execution_engine.HASH_THRESHOLD = 0
 
 
 def run_gate(

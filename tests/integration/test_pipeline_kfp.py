@@ -281,6 +281,11 @@ def test_synthetic_multi_table_source_end_to_end(tmp_path) -> None:
     assert summary["model_gates_passed"] is False
     assert [g["name"] for g in summary["model_gates"] if not g["passed"]] == ["ece"]
     assert summary["model"]["version"] is None and summary["model"]["run_id"]
+    evaluation = json.loads(Path(_evidence(summary, "evaluation.json")).read_text())
+    slices = set(evaluation["slices"])  # per site and per era (calendar quarter)
+    assert {"site=NORTH", "site=EAST"} <= slices and any(s.startswith("era=20") for s in slices)
+    report = Path(_evidence(summary, "validation_report.html")).read_text()
+    assert "Extra validation slices" in report and "era=" in report
     assert summary["status"] == "failed" and proc.returncode == 1
     kfp_dir = next((tmp_path / "runs" / summary["run_id"] / "kfp").iterdir())
     # the gates-failed branch ran (the second register task), the gates-passed branch did not
@@ -322,6 +327,18 @@ def test_bad_requests_fail_fast_with_a_clear_message(args, key, message, tmp_pat
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "raw").exists()
+
+
+def test_an_unreachable_registry_stops_the_run_before_any_data_is_read(tmp_path) -> None:
+    env_uri = "http://127.0.0.1:9"
+    os.environ["MLFLOW_TRACKING_URI"] = env_uri
+    try:
+        proc = hmlops("pipeline", "run", "--out", str(tmp_path))
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"the MLflow store at {env_uri} cannot be reached" in proc.stderr
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "runs").exists()
 
 
 def test_unreadable_extract_and_malformed_catalog(tmp_path) -> None:

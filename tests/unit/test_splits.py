@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hospital_mlops.splits import SplitError, SplitLeakage, extra_slices, temporal_split
+from hospital_mlops.splits import (
+    SplitError,
+    SplitLeakage,
+    era_labels,
+    extra_slices,
+    temporal_split,
+)
 from hospital_mlops.use_case import SplitPolicy
 
 
@@ -55,8 +61,12 @@ def test_order_axis_uses_encounter_counts() -> None:
 
 
 def test_an_embargo_shorter_than_the_label_window_is_refused() -> None:
+    with pytest.raises(ValueError, match="shorter than the label window"):
+        _policy(embargo=5)
+    # and, defence in depth, on the actual periods (a policy built without validation)
+    unchecked = SplitPolicy.model_construct(**{**_policy().__dict__, "embargo": 5})
     with pytest.raises(SplitLeakage, match="label window is 30 days"):
-        temporal_split(_frame(), _policy(embargo=5), "readmitted_30d")
+        temporal_split(_frame(), unchecked, "readmitted_30d")
 
 
 def test_empty_single_class_and_missing_columns_are_refused() -> None:
@@ -76,3 +86,17 @@ def test_empty_single_class_and_missing_columns_are_refused() -> None:
 def test_fractions_must_sum_to_one() -> None:
     with pytest.raises(ValueError, match="must be 1"):
         _policy(fractions={"train": 0.6, "validation": 0.3, "test": 0.2})
+
+
+def test_era_slices_are_calendar_quarters_of_the_time_axis() -> None:
+    frame = _frame()
+    split = temporal_split(frame, _policy(), "readmitted_30d")
+    eras = era_labels(split.test, _policy())
+    assert eras.str.fullmatch(r"20\d\dQ[1-4]").all() and eras.nunique() >= 2
+    first = split.test["discharge_time"].idxmin()
+    assert eras[first] == f"{split.test['discharge_time'][first].year}Q" + str(
+        split.test["discharge_time"][first].quarter
+    )
+    order = _policy(time_column="encounter_order", axis="order", label_window=40, embargo=50)
+    with pytest.raises(SplitError, match="per-era slices need a time axis"):
+        era_labels(split.test, order)
