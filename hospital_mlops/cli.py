@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("scenarios", help="list the named fault scenarios")
 
+    lic = sub.add_parser("licenses", help="inventory installed licences; flag non-OSI ones")
+    lic.add_argument("--out", type=Path, default=Path("out/licenses.csv"), help=".csv or .json")
+
     reg = sub.add_parser("registry", help="the MLflow model registry: show, sign off, promote")
     rsub = reg.add_subparsers(dest="action", required=True)
     show = rsub.add_parser("show", help="versions, aliases, tags and sign-offs of a model")
@@ -174,6 +177,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "registry":
         return _registry(args)
+    if args.command == "licenses":
+        return _licenses(args.out)
     if args.command == "scenarios":
         from hospital_mlops.faults import SCENARIOS
 
@@ -249,6 +254,24 @@ def _print_summary(summary: dict[str, Any]) -> None:
         registered = f"version {m['version']}" if m["version"] else "NOT registered (gates failed)"
         print(f"  registry: {m['name']} {registered}; MLflow run {m['run_id']}")
     print(f"  lineage: {summary['lineage_path']}")
+
+
+def _licenses(out: Path) -> int:
+    from hospital_mlops.licenses import inventory, write_inventory
+
+    records = inventory()
+    path = write_inventory(records, out)
+    flagged = [r for r in records if r.flag]
+    print(f"{len(records)} installed distributions; inventory written to {path}")
+    print(f"{len(flagged)} flagged:")
+    for r in flagged:
+        print(f"  {r.name} {r.version}: {r.licence} ({r.flag}; from {r.evidence})")
+    print(
+        "alibi and alibi-detect (BSL 1.1) come with the `serving` extra; production use needs a "
+        "licence from Seldon, except at non-profit educational institutions (README, 'Data and "
+        "licences')."
+    )
+    return 0
 
 
 def _registry(args: argparse.Namespace) -> int:
