@@ -259,18 +259,39 @@ def _band_midpoint(bands: pd.Series) -> pd.Series:
     return low + 5.0
 
 
-def compute_diabetes130(tables: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, int]]:
-    enc = tables["encounters"].sort_values(ENCOUNTER_ORDER, kind="stable").reset_index(drop=True)
-    excluded = enc["discharge_disposition_id"].isin(list(_EXCLUDED_DISPOSITIONS)).to_numpy()
-    order = enc[ENCOUNTER_ORDER].astype("int64").to_numpy()
-    # Order is a proxy without durations: history = all earlier encounters of the patient.
-    prior, _, _ = _history(enc["patient_token"], order, order, window=None)
+# The raw encounter columns the diabetes130 features read (what serving must be sent).
+DIABETES130_INPUTS = (
+    "race",
+    "gender",
+    "age",
+    "admission_type_id",
+    "discharge_disposition_id",
+    "admission_source_id",
+    "time_in_hospital",
+    "num_lab_procedures",
+    "num_procedures",
+    "num_medications",
+    "number_outpatient",
+    "number_emergency",
+    "number_inpatient",
+    "number_diagnoses",
+    "diag_1",
+    "max_glu_serum",
+    "A1Cresult",
+    *_MEDICATIONS,
+    "change",
+    "diabetesMed",
+)
+
+
+def diabetes130_features(enc: pd.DataFrame, earlier_encounters: np.ndarray) -> pd.DataFrame:
+    """The diabetes130 features of each encounter row, given its count of earlier encounters.
+
+    One function for the pipeline (which counts earlier encounters in the extract) and for
+    serving (where the EHR sends the count): no training/serving skew by construction."""
     meds = enc[list(_MEDICATIONS)]
     out = pd.DataFrame(
         {
-            "encounter_token": enc["encounter_token"],
-            "patient_token": enc["patient_token"],
-            ENCOUNTER_ORDER: enc[ENCOUNTER_ORDER].astype("int64"),
             "age_years": _band_midpoint(enc["age"]),
             "sex_male": enc["gender"].map({"Male": 1.0, "Female": 0.0}).astype("float64"),
             "race": enc["race"].fillna("missing").astype(object),
@@ -294,12 +315,41 @@ def compute_diabetes130(tables: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFram
             "diabetes_medications_active": (meds != "No").sum(axis=1).astype("float64"),
             "diabetes_medication_changed": (enc["change"] == "Ch").astype("float64"),
             "on_diabetes_medication": (enc["diabetesMed"] == "Yes").astype("float64"),
-            "earlier_encounters_in_extract": prior.astype("float64"),
-            LABEL: (enc["readmitted"] == "<30").astype("int64"),
-        }
+            "earlier_encounters_in_extract": np.asarray(earlier_encounters, dtype="float64"),
+        },
+        index=enc.index,
     )
     for col in ("admission_type", "admission_source", "discharge_disposition"):
         out[col] = out[col].astype(object)
+    return out
+
+
+def diabetes130_out_of_cohort(enc: pd.DataFrame) -> np.ndarray:
+    """Deaths and hospice discharges: they cannot be readmitted, so they are not scored."""
+    return np.asarray(enc["discharge_disposition_id"].isin(list(_EXCLUDED_DISPOSITIONS)))
+
+
+def compute_diabetes130(tables: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, int]]:
+    enc = tables["encounters"].sort_values(ENCOUNTER_ORDER, kind="stable").reset_index(drop=True)
+    excluded = diabetes130_out_of_cohort(enc)
+    order = enc[ENCOUNTER_ORDER].astype("int64").to_numpy()
+    # Order is a proxy without durations: history = all earlier encounters of the patient.
+    prior, _, _ = _history(enc["patient_token"], order, order, window=None)
+    features = diabetes130_features(enc, prior)
+    out = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "encounter_token": enc["encounter_token"],
+                    "patient_token": enc["patient_token"],
+                    ENCOUNTER_ORDER: enc[ENCOUNTER_ORDER].astype("int64"),
+                }
+            ),
+            features,
+            pd.DataFrame({LABEL: (enc["readmitted"] == "<30").astype("int64")}),
+        ],
+        axis=1,
+    )
     kept = out.loc[~excluded].reset_index(drop=True)
     return kept, {"encounters_in": len(enc), "excluded_death_or_hospice": int(excluded.sum())}
 
