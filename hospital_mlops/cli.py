@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("scenarios", help="list the named fault scenarios")
 
+    srv = sub.add_parser("serve", help="serve a registered model on 127.0.0.1 (KServe)")
+    srv.add_argument("--model", default="readmission-30d@champion", help="NAME@ALIAS or NAME@N")
+    srv.add_argument("--port-base", type=int, default=8080, help="the predictor's port")
+
     lic = sub.add_parser("licenses", help="inventory installed licences; flag non-OSI ones")
     lic.add_argument("--out", type=Path, default=Path("out/licenses.csv"), help=".csv or .json")
 
@@ -179,6 +183,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _registry(args)
     if args.command == "licenses":
         return _licenses(args.out)
+    if args.command == "serve":
+        return _serve(args.model, args.port_base)
     if args.command == "scenarios":
         from hospital_mlops.faults import SCENARIOS
 
@@ -254,6 +260,25 @@ def _print_summary(summary: dict[str, Any]) -> None:
         registered = f"version {m['version']}" if m["version"] else "NOT registered (gates failed)"
         print(f"  registry: {m['name']} {registered}; MLflow run {m['run_id']}")
     print(f"  lineage: {summary['lineage_path']}")
+
+
+def _serve(model: str, port: int) -> int:
+    name, _, ref = model.partition("@")
+    if not name or not ref:
+        raise UsageError(f"--model must be NAME@ALIAS or NAME@VERSION, not {model!r}")
+    from serving.server import ModelNotReady, serve_predictor
+
+    print(
+        f"predictor: http://127.0.0.1:{port}/v1/models/readmission:predict "
+        f"(ready: http://127.0.0.1:{port}/v2/health/ready); Ctrl-C stops it",
+        flush=True,
+    )
+    try:
+        serve_predictor(name, ref, port)
+    except ModelNotReady as exc:
+        print(f"hmlops: refused: the model is not ready: {exc}", file=sys.stderr)
+        return EXIT_GATE_FAILED
+    return 0
 
 
 def _licenses(out: Path) -> int:

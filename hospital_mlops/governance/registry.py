@@ -362,3 +362,22 @@ def compare(model: str, champion: str, challenger: str, store: Path) -> dict[str
         "slice": {"source": source, "features_sha256": features_sha, "period": "test"},
         **result,
     }
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Any  # hospital_mlops.train.RiskModel
+    version: int
+    training: dict[str, Any]
+
+
+def load_risk_model(model: str, ref: str) -> LoadedModel:
+    """The registered version's own scoring function (not MLflow's wrapper), with its training
+    record (thresholds); ``ref`` is a version number, an alias or ``latest``."""
+    import mlflow
+
+    c = client()
+    version = _resolve(c, model, ref)
+    loaded = mlflow.pyfunc.load_model(model_uri(model, str(version.version)))
+    risk_model = loaded.unwrap_python_model().model
+    return LoadedModel(risk_model, int(version.version), _training_record(version))

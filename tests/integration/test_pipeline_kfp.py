@@ -356,3 +356,97 @@ def test_unreadable_extract_and_malformed_catalog(tmp_path) -> None:
     proc = hmlops("pipeline", "run", "--out", str(tmp_path), "--catalog", str(catalog))
     assert proc.returncode == 2 and "sources.x.description" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _post(url: str, body: object) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_serve_the_champion_on_loopback(d130_runs, catalog, d130_full) -> None:
+    import signal
+    import time
+    import urllib.request
+
+    from hospital_mlops.features import DIABETES130_INPUTS
+
+    _, first, _, _, _ = d130_runs
+    version = str(first["model"]["version"])
+    for role in ("clinical", "technical", "privacy", "compliance"):
+        hmlops(
+            "registry", "sign-off", "--model", "readmission-30d", "--version", version,
+            "--role", role, "--by", f"Test {role} reviewer",
+        )  # fmt: skip
+    promoted = hmlops("registry", "promote", "--model", "readmission-30d", "--version", version)
+    assert promoted.returncode == 0, promoted.stderr
+    port = _free_port()
+    server = subprocess.Popen(
+        [*HMLOPS, "serve", "--model", "readmission-30d@champion", "--port-base", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HMLOPS_HMAC_KEY": TEST_KEY},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the predictor never became ready")
+        spec = catalog.source("diabetes130")
+        rows = read_extract(d130_full, spec)["encounters"].tail(5)
+        columns = spec.tables["encounters"].columns
+        instances = [
+            {
+                **{
+                    c: None
+                    if pd.isna(row[c]) or row[c] == "?"
+                    else (int(row[c]) if columns[c].type == "integer" else row[c])
+                    for c in DIABETES130_INPUTS
+                },
+                "prior_encounters": 0,
+            }
+            for _, row in rows.iterrows()
+        ]
+        status, body = _post(f"{base}/v1/models/readmission:predict", {"instances": instances})
+        assert status == 200, body
+        answers = body["predictions"]
+        assert len(answers) == 5
+        for a in answers:
+            assert {"risk", "band", "alert", "reasons", "missing_inputs", "model_version",
+                    "prediction_id", "limitations"} <= set(a)  # fmt: skip
+            assert a["model_version"] == f"readmission-30d/{first['model']['version']}"
+            assert a["reasons"] and all(r["text"] for r in a["reasons"])
+        bad = dict(instances[0], time_in_hospital=99)
+        status, body = _post(f"{base}/v1/models/readmission:predict", {"instances": [bad]})
+        assert status == 400 and "time_in_hospital" in body["error"]
+        assert "outside the plausible range" in body["error"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a hung server is a failure
+            server.kill()
+            pytest.fail("the server did not stop on Ctrl-C")

@@ -122,3 +122,14 @@ def test_an_unreachable_store_fails_fast_with_its_uri(monkeypatch) -> None:
     with pytest.raises(registry.RegistryUnavailable, match=r"http://\*\*\*@127\.0\.0\.1:9") as err:
         registry.client()
     assert "secret" not in str(err.value)
+
+
+def test_a_model_that_fails_its_golden_check_is_never_served(candidate_parts) -> None:
+    from serving.server import ModelNotReady, serve_predictor
+
+    name = "test-registry-not-served"
+    work, golden, report = candidate_parts
+    parts = (work, golden.assign(expected_risk=golden["expected_risk"] + 0.01), report)
+    version = registry.log_candidate(name, _candidate(parts, passed=True))["version"]
+    with pytest.raises(ModelNotReady, match=r"GoldenMismatch: .* does not reproduce"):
+        serve_predictor(name, str(version), port=1)  # raises before any socket is opened

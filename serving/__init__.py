@@ -1,0 +1,1 @@
+"""KServe adapters: thin ``kserve.Model`` classes over the library (see hospital_mlops.scoring)."""
