@@ -7,6 +7,8 @@ import html
 import io
 from typing import Any
 
+from hospital_mlops.governance.evidence import LIMITATIONS
+
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
 margin:2em auto;color:#1d2733;line-height:1.45}
@@ -16,19 +18,6 @@ text-align:left;vertical-align:top}th{background:#f1f3f7}.pass{color:#11643a;fon
 .fail{color:#a1161b;font-weight:600}.note{color:#555;font-size:.92em}.flag{background:#fff1f0}
 code{background:#f4f4f6;padding:0 .2em}
 """
-
-LIMITATIONS_DIABETES130 = [
-    "The UCI Diabetes 130-US extract has no dates; encounter order stands in for time. "
-    "Temporal validation is therefore approximate.",
-    "Only diabetic inpatient encounters of 130 US hospitals (1999–2008) are included; practice "
-    "has changed since, and performance at another hospital must be re-validated locally.",
-    "Readmissions to other hospitals are not observed; the label undercounts true readmissions.",
-    "Race is as registered, with missing values; subgroup results for small groups are "
-    "imprecise (see the CIs).",
-]
-LIMITATIONS_SYNTHETIC = [
-    "Synthetic data: these numbers demonstrate the pipeline, not clinical performance.",
-]
 
 
 def _fmt(estimate: dict[str, Any], digits: int = 3) -> str:
@@ -197,7 +186,7 @@ def validation_html(
         )
         or "<li>none</li>"
     )
-    limitations = LIMITATIONS_DIABETES130 if source == "diabetes130" else LIMITATIONS_SYNTHETIC
+    limitations = LIMITATIONS.get(source, [])
     code = context["code_version"]
     body = f"""
 <h1>Validation report: {esc(use_case.title)}</h1>
