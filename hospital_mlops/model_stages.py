@@ -87,11 +87,14 @@ def train(ctx: RunContext, features_dir: Path, out_dir: Path) -> dict[str, Any]:
         comparator = train_comparator(split.train, source_use.comparator, fs.label)
     out_dir.mkdir(parents=True, exist_ok=True)
     with timed(ctx, "train", "predict+write"):
-        return _write_training(ctx, out_dir, model, comparator, split, split_manifest, snapshot)
+        return _write_training(
+            ctx, use_case, out_dir, model, comparator, split, split_manifest, snapshot
+        )
 
 
 def _write_training(
     ctx: RunContext,
+    use_case: UseCase,
     out_dir: Path,
     model: RiskModel,
     comparator: Comparator,
@@ -99,7 +102,6 @@ def _write_training(
     split_manifest: dict[str, Any],
     snapshot: dict[str, Any],
 ) -> dict[str, Any]:
-    use_case = load_use_case()
     source_use = use_case.for_source(ctx.source)
     fs = feature_set_for(ctx.source)
     model_hash = model.save(out_dir / "risk_model")

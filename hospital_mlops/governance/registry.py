@@ -339,7 +339,8 @@ def compare(model: str, champion: str, challenger: str, store: Path) -> dict[str
             "store it was published to (--out)"
         )
     verify_snapshot(snapshot_dir)
-    policy = load_use_case().for_source(source).split
+    use_case = load_use_case()
+    policy = use_case.for_source(source).split
     if split_sha256(features_sha, policy) != tags.get("lineage.split_sha256"):
         raise CompareError(
             "the split policy in config/use_case.yaml changed since the challenger was trained; "
@@ -349,7 +350,7 @@ def compare(model: str, champion: str, challenger: str, store: Path) -> dict[str
     test = temporal_split(read_tables(snapshot_dir)["features"], policy, fs.label).test
     inputs = test[[f.name for f in fs.features]]
     scores, thresholds = {}, {}
-    primary = load_use_case().thresholds.primary
+    primary = use_case.thresholds.primary
     for role, version in versions.items():
         loaded = mlflow.pyfunc.load_model(model_uri(model, str(version.version)))
         scores[role] = loaded.predict(inputs)["risk"].to_numpy()

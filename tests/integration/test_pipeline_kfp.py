@@ -189,8 +189,9 @@ def test_compare_champion_and_challenger_on_the_same_slice(d130_runs) -> None:
     assert champion == challenger
     assert all(d["value"] == 0 for d in compared["challenger_minus_champion"].values())
     wrong_store = hmlops(
-        "registry", "compare", "--model", "readmission-30d", "--out", "/nonexistent"
-    )
+        "registry", "compare", "--model", "readmission-30d", "--out", "/nonexistent",
+        "--champion", str(first["model"]["version"]),
+    )  # fmt: skip
     assert wrong_store.returncode == 2 and "is not in /nonexistent" in wrong_store.stderr
 
 

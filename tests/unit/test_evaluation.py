@@ -106,7 +106,8 @@ def test_too_good_to_be_true_fails_as_leakage(use_case) -> None:
     assert not gates["suspected_leakage"].passed
 
 
-def test_metrics_are_recomputable_from_the_predictions_alone(use_case) -> None:
+def test_evaluation_is_deterministic_given_the_predictions(use_case) -> None:
+    # (recomputing the numbers from saved predictions with sklearn is the integration test's)
     predictions = _predictions()
     assert _evaluate(use_case, predictions) == _evaluate(use_case, predictions.copy())
 
