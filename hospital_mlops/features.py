@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -80,25 +82,53 @@ ICD9_GROUPS = (
 )
 
 
+# (group, [low, high) code range, whole code number); where rules overlap the later one wins.
+_ICD9_RULES: tuple[tuple[str, tuple[int, int] | None, int | None], ...] = (
+    ("circulatory", (390, 460), 785),
+    ("respiratory", (460, 520), 786),
+    ("digestive", (520, 580), 787),
+    ("diabetes", None, 250),
+    ("injury", (800, 1000), None),
+    ("musculoskeletal", (710, 740), None),
+    ("genitourinary", (580, 630), 788),
+    ("neoplasms", (140, 240), None),
+)
+# What the row-wise path parses itself: short plain decimals, where Python's float() and
+# pandas' to_numeric agree exactly. Anything else goes through ``icd9_group``.
+_PLAIN_ICD9_NUMBER = re.compile(r"[0-9]{1,6}(?:\.[0-9]{0,6})?")
+
+
 def icd9_group(codes: pd.Series) -> pd.Series:
     """Strack et al. (2014) diagnosis groups from ICD-9-CM codes."""
     text = codes.astype("string")
     numeric = pd.to_numeric(text.where(~text.str.match(r"^[VE]", na=False)), errors="coerce")
     out = pd.Series("other", index=codes.index, dtype=object)
-    rules = [
-        ("circulatory", ((numeric >= 390) & (numeric < 460)) | (numeric.floordiv(1) == 785)),
-        ("respiratory", ((numeric >= 460) & (numeric < 520)) | (numeric.floordiv(1) == 786)),
-        ("digestive", ((numeric >= 520) & (numeric < 580)) | (numeric.floordiv(1) == 787)),
-        ("diabetes", numeric.floordiv(1) == 250),
-        ("injury", (numeric >= 800) & (numeric < 1000)),
-        ("musculoskeletal", (numeric >= 710) & (numeric < 740)),
-        ("genitourinary", ((numeric >= 580) & (numeric < 630)) | (numeric.floordiv(1) == 788)),
-        ("neoplasms", (numeric >= 140) & (numeric < 240)),
-    ]
-    for group, mask in rules:
+    whole_code = numeric.floordiv(1)
+    for group, span, whole in _ICD9_RULES:
+        parts = [] if span is None else [(numeric >= span[0]) & (numeric < span[1])]
+        parts += [] if whole is None else [whole_code == whole]
+        mask = parts[0] if len(parts) == 1 else parts[0] | parts[1]
         out[mask.fillna(False).to_numpy(dtype=bool)] = group
     out[text.isna().to_numpy()] = "missing"
     return out
+
+
+def icd9_group_of(code: str | None) -> str:
+    """``icd9_group`` of one code, without pandas for the codes a hospital actually sends."""
+    if code is None:
+        return "missing"
+    if code.startswith(("V", "E")):
+        return "other"
+    if _PLAIN_ICD9_NUMBER.fullmatch(code) is None:
+        return str(icd9_group(pd.Series([code], dtype=object)).iloc[0])
+    number = float(code)
+    group = "other"
+    for name, span, whole in _ICD9_RULES:
+        if (span is not None and span[0] <= number < span[1]) or (
+            whole is not None and math.floor(number) == whole
+        ):
+            group = name
+    return group
 
 
 ICD10_GROUPS = (
@@ -212,6 +242,7 @@ _MEDICATIONS = (
     "metformin-rosiglitazone",
     "metformin-pioglitazone",
 )
+_SEX = {"Male": 1.0, "Female": 0.0}
 _ADMISSION_TYPE = {1: "emergency", 2: "urgent", 3: "elective", 7: "emergency"}
 _ADMISSION_SOURCE = {
     1: "referral",
@@ -254,9 +285,15 @@ _LAB_BANDS = {
 }
 
 
+_BAND_LOW = r"\[(\d+)-"  # "[70-80)" → 70
+
+
 def _band_midpoint(bands: pd.Series) -> pd.Series:
-    low = bands.astype("string").str.extract(r"\[(\d+)-", expand=False).astype("float64")
+    low = bands.astype("string").str.extract(_BAND_LOW, expand=False).astype("float64")
     return low + 5.0
+
+
+_BAND_LOW_RE = re.compile(_BAND_LOW)
 
 
 # The raw encounter columns the diabetes130 features read (what serving must be sent).
@@ -293,7 +330,7 @@ def diabetes130_features(enc: pd.DataFrame, earlier_encounters: np.ndarray) -> p
     out = pd.DataFrame(
         {
             "age_years": _band_midpoint(enc["age"]),
-            "sex_male": enc["gender"].map({"Male": 1.0, "Female": 0.0}).astype("float64"),
+            "sex_male": enc["gender"].map(_SEX).astype("float64"),
             "race": enc["race"].fillna("missing").astype(object),
             "admission_type": enc["admission_type_id"].map(_ADMISSION_TYPE).fillna("other"),
             "admission_source": enc["admission_source_id"].map(_ADMISSION_SOURCE).fillna("other"),
@@ -322,6 +359,51 @@ def diabetes130_features(enc: pd.DataFrame, earlier_encounters: np.ndarray) -> p
     for col in ("admission_type", "admission_source", "discharge_disposition"):
         out[col] = out[col].astype(object)
     return out
+
+
+def _number(value: object) -> float:
+    return math.nan if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _band_midpoint_of(band: str | None) -> float:
+    found = None if band is None else _BAND_LOW_RE.search(band)
+    return math.nan if found is None else float(found.group(1)) + 5.0
+
+
+def diabetes130_feature_row(enc: Mapping[str, Any], earlier_encounters: int) -> dict[str, Any]:
+    """``diabetes130_features`` of one validated request row (catalog-typed Python values, None
+    when absent), without pandas: the serving path. It mirrors the frame version line by line,
+    and a test holds the two equal on every real encounter and on generated edge cases."""
+    missing = math.nan  # what the frame version leaves in an unmapped cell
+    insulin = enc["insulin"]
+    return {
+        "age_years": _band_midpoint_of(enc["age"]),
+        "sex_male": _SEX.get(enc["gender"], missing),
+        "race": "missing" if enc["race"] is None else enc["race"],
+        "admission_type": _ADMISSION_TYPE.get(enc["admission_type_id"], "other"),
+        "admission_source": _ADMISSION_SOURCE.get(enc["admission_source_id"], "other"),
+        "discharge_disposition": _DISPOSITION.get(enc["discharge_disposition_id"], "other"),
+        "length_of_stay_days": _number(enc["time_in_hospital"]),
+        "num_lab_procedures": _number(enc["num_lab_procedures"]),
+        "num_procedures": _number(enc["num_procedures"]),
+        "num_medications": _number(enc["num_medications"]),
+        "outpatient_visits_prior_year": _number(enc["number_outpatient"]),
+        "emergency_visits_prior_year": _number(enc["number_emergency"]),
+        "inpatient_admissions_prior_year": _number(enc["number_inpatient"]),
+        "number_diagnoses": _number(enc["number_diagnoses"]),
+        "primary_diagnosis_group": icd9_group_of(enc["diag_1"]),
+        "hba1c_result": _LAB_BANDS.get(enc["A1Cresult"], missing),
+        "max_glucose_result": _LAB_BANDS.get(enc["max_glu_serum"], missing),
+        "insulin": None if insulin is None else insulin.lower(),
+        "diabetes_medications_active": float(sum(enc[m] != "No" for m in _MEDICATIONS)),
+        "diabetes_medication_changed": float(enc["change"] == "Ch"),
+        "on_diabetes_medication": float(enc["diabetesMed"] == "Yes"),
+        "earlier_encounters_in_extract": float(earlier_encounters),
+    }
+
+
+def diabetes130_out_of_cohort_row(enc: Mapping[str, Any]) -> bool:
+    return enc["discharge_disposition_id"] in _EXCLUDED_DISPOSITIONS
 
 
 def diabetes130_out_of_cohort(enc: pd.DataFrame) -> np.ndarray:

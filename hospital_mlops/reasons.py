@@ -9,14 +9,15 @@ direction it pushes the risk.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from hospital_mlops.features import FeatureDef, FeatureSet
-from hospital_mlops.train import RiskModel
+from hospital_mlops.train import Calibration, RiskModel
 
 TOP_REASONS = 3
 
@@ -28,7 +29,8 @@ class Reason:
     contribution: float  # calibrated log-odds; positive raises the risk
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: its recursive deep copy is ~20x slower, for every reason served.
+        return {"feature": self.feature, "text": self.text, "contribution": self.contribution}
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,12 @@ class Attribution:
 def attribute(model: RiskModel, frame: pd.DataFrame, fs: FeatureSet) -> Attribution:
     """TreeSHAP on the booster's log-odds, scaled by the Platt slope: calibrated logit =
     a + b·(Σ contributions + bias), so b·contribution is each feature's share of it."""
-    raw = model.contributions(frame, fs)
-    a, b = model.calibration.intercept, model.calibration.slope
+    return calibrated(model.contributions(frame, fs), model.calibration)
+
+
+def calibrated(raw: np.ndarray, calibration: Calibration) -> Attribution:
+    """Booster contributions (last column: the bias) on the calibrated log-odds scale."""
+    a, b = calibration.intercept, calibration.slope
     return Attribution(contributions=b * raw[:, :-1], baseline=a + b * raw[:, -1])
 
 
@@ -72,22 +78,48 @@ def reason_codes(
 ) -> list[list[Reason]]:
     """The ``top`` largest contributions per row, largest first. A feature that did not move the
     risk (contribution 0, e.g. a tree never split on it) is never a reason."""
-    out: list[list[Reason]] = []
     values = frame.reset_index(drop=True)
-    for row, contributions in enumerate(attribution.contributions):
-        order = np.argsort(-np.abs(contributions), kind="stable")
-        reasons = []
-        for j in order[:top]:
-            if contributions[j] == 0:
-                break
-            feature = fs.features[j]
-            value = values.at[row, feature.name]
-            reasons.append(
-                Reason(
-                    feature=feature.name,
-                    text=reason_text(feature, value, float(contributions[j])),
-                    contribution=round(float(contributions[j]), 6),
-                )
+    return [
+        row_reasons(contributions, _cell_reader(values, row), fs, top)
+        for row, contributions in enumerate(attribution.contributions)
+    ]
+
+
+def _cell_reader(values: pd.DataFrame, row: int) -> Callable[[str], object]:
+    def value_of(name: str) -> object:
+        return values.at[row, name]
+
+    return value_of
+
+
+def reason_codes_of_rows(
+    attribution: Attribution,
+    rows: Sequence[Mapping[str, Any]],
+    fs: FeatureSet,
+    top: int = TOP_REASONS,
+) -> list[list[Reason]]:
+    """``reason_codes`` for feature rows (the serving path) instead of a frame."""
+    return [
+        row_reasons(contributions, row.__getitem__, fs, top)
+        for row, contributions in zip(rows, attribution.contributions, strict=True)
+    ]
+
+
+def row_reasons(
+    contributions: np.ndarray, value_of: Callable[[str], object], fs: FeatureSet, top: int
+) -> list[Reason]:
+    """One row's reasons; ``value_of`` gives the row's value of a feature."""
+    order = np.argsort(-np.abs(contributions), kind="stable")
+    reasons = []
+    for j in order[:top]:
+        if contributions[j] == 0:
+            break
+        feature = fs.features[j]
+        reasons.append(
+            Reason(
+                feature=feature.name,
+                text=reason_text(feature, value_of(feature.name), float(contributions[j])),
+                contribution=round(float(contributions[j]), 6),
             )
-        out.append(reasons)
-    return out
+        )
+    return reasons

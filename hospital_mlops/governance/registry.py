@@ -365,20 +365,44 @@ def compare(model: str, champion: str, challenger: str, store: Path) -> dict[str
     }
 
 
+class ArtifactMismatch(RuntimeError):
+    """The downloaded model files do not hash to the sha256 the registry recorded."""
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     model: Any  # hospital_mlops.train.RiskModel
     version: int
     training: dict[str, Any]
+    sha256: str  # verified against the version's ``lineage.model_sha256`` tag
+    tags: dict[str, str]
 
 
 def load_risk_model(model: str, ref: str) -> LoadedModel:
     """The registered version's own scoring function (not MLflow's wrapper), with its training
-    record (thresholds); ``ref`` is a version number, an alias or ``latest``."""
+    record (thresholds); ``ref`` is a version number, an alias or ``latest``.
+
+    The model files are hashed after download and must equal the sha256 recorded when the
+    version was registered: a swapped or corrupted artifact is refused, not served."""
     import mlflow
+
+    from hospital_mlops.train import model_hash
 
     c = client()
     version = _resolve(c, model, ref)
-    loaded = mlflow.pyfunc.load_model(model_uri(model, str(version.version)))
+    uri = model_uri(model, str(version.version))
+    loaded = mlflow.pyfunc.load_model(uri)
+    expected = version.tags.get("lineage.model_sha256", "")
+    files = Path(loaded._model_impl.context.artifacts["risk_model"])
+    actual = model_hash(files)
+    if not expected:
+        raise ArtifactMismatch(f"{uri} has no recorded model sha256; it cannot be verified")
+    if actual != expected:
+        raise ArtifactMismatch(
+            f"{uri}: the model files hash to {actual[:16]}…, the registry recorded "
+            f"{expected[:16]}…; the artifact was changed after registration"
+        )
     risk_model = loaded.unwrap_python_model().model
-    return LoadedModel(risk_model, int(version.version), _training_record(version))
+    return LoadedModel(
+        risk_model, int(version.version), _training_record(version), actual, dict(version.tags)
+    )

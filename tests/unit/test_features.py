@@ -3,6 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hospital_mlops.features import (
     DIABETES130,
@@ -11,6 +13,7 @@ from hospital_mlops.features import (
     build_features,
     feature_set_for,
     icd9_group,
+    icd9_group_of,
 )
 from hospital_mlops.normalize import HmacKey, normalize_extract
 from hospital_mlops.sources.extract import read_extract
@@ -46,6 +49,21 @@ def test_icd9_groups_follow_strack_et_al() -> None:
         "missing",
         "neoplasms",
     ]
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(
+    st.lists(
+        st.none()
+        | st.from_regex(r"[VE ]?[0-9]{1,7}(\.[0-9]{0,8})?[ ]?", fullmatch=True)
+        | st.sampled_from(["785.9", "459.999999", "460", "1e3", "inf", "-428", "", "０３８"])
+        | st.text(max_size=12),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_one_code_is_grouped_as_in_a_column(codes) -> None:
+    assert [icd9_group_of(c) for c in codes] == icd9_group(pd.Series(codes, dtype=object)).tolist()
 
 
 def test_feature_set_version_is_a_hash_of_the_definitions() -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hospital_mlops.features import feature_set_for
-from hospital_mlops.reasons import attribute, reason_codes
+from hospital_mlops.reasons import attribute, reason_codes, reason_codes_of_rows
 from hospital_mlops.train import logit, train_risk_model
 from hospital_mlops.use_case import TrainingConfig
 from tests.unit.test_registry import _features
@@ -51,3 +51,15 @@ def test_reasons_are_the_largest_contributions_in_clinical_words(fitted) -> None
     assert top.text == "Hospital admissions in the past year: 45 (raises the risk)"
     missing = [r for r in reasons[1] if r.feature == "race"]
     assert all("not recorded" in r.text for r in missing)
+
+
+def test_reasons_of_feature_rows_equal_those_of_a_frame(fitted) -> None:
+    fs, model = fitted
+    frame = _features(40, 7)
+    frame.loc[0, "race"] = None
+    frame.loc[1:3, "inpatient_admissions_prior_year"] = [np.nan, 45, 45]
+    attribution = attribute(model, frame, fs)
+    rows = frame.to_dict("records")
+    assert reason_codes_of_rows(attribution, rows, fs) == reason_codes(attribution, frame, fs)
+    texts = [r.text for row in reason_codes_of_rows(attribution, rows, fs) for r in row]
+    assert any("not recorded" in t for t in texts)

@@ -3,36 +3,47 @@ equal the pipeline's on real encounters."""
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from hospital_mlops.features import DIABETES130_INPUTS, build_features, feature_set_for
+from hospital_mlops.catalog import SourceSpec
+from hospital_mlops.example_requests import jsonable
+from hospital_mlops.features import (
+    DIABETES130_INPUTS,
+    build_features,
+    diabetes130_feature_row,
+    diabetes130_out_of_cohort,
+    diabetes130_out_of_cohort_row,
+    feature_set_for,
+)
 from hospital_mlops.normalize import HmacKey, normalize_extract
+from hospital_mlops.reasons import attribute, reason_codes
 from hospital_mlops.scoring import (
     MAX_INSTANCES,
+    MAX_TEXT,
+    PRIOR_ENCOUNTERS,
+    PRIOR_ENCOUNTERS_MAX,
     InvalidRequest,
+    Tensor,
     diabetes130_features,
+    input_fields,
+    instances_from_v2,
     score,
+    v2_outputs,
     validate_instances,
 )
 from hospital_mlops.sources.extract import read_extract
-from hospital_mlops.train import train_risk_model
+from hospital_mlops.train import RiskModel, RowScorer, _DirectPrediction, train_risk_model
 from hospital_mlops.use_case import TrainingConfig
 from tests.unit.test_registry import _features
-
-
-def _jsonable(value: object) -> object:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +56,7 @@ def real(catalog, d130_small):
     encounters = normalized["encounters"].set_index("encounter_token")
     rows = encounters.loc[pipeline["encounter_token"]]
     instances = [
-        {**{c: _jsonable(row[c]) for c in DIABETES130_INPUTS}, "prior_encounters": int(prior)}
+        {**{c: jsonable(row[c]) for c in DIABETES130_INPUTS}, "prior_encounters": int(prior)}
         for (_, row), prior in zip(
             rows.iterrows(), pipeline["earlier_encounters_in_extract"], strict=True
         )
@@ -62,11 +73,9 @@ def test_serving_features_equal_the_pipelines_on_real_encounters(real) -> None:
     fs = feature_set_for("diabetes130")
     parts, missing = [], []
     for start in range(0, len(instances), MAX_INSTANCES):  # as a client would batch them
-        encounters, prior, absent = validate_instances(
-            instances[start : start + MAX_INSTANCES], spec
-        )
-        parts.append(diabetes130_features(encounters, prior))
-        missing += absent
+        request = validate_instances(instances[start : start + MAX_INSTANCES], spec)
+        parts.append(diabetes130_features(request.encounters, request.prior_encounters))
+        missing += request.missing
     served = pd.concat(parts, ignore_index=True)
     names = [f.name for f in fs.features]
     pd.testing.assert_frame_equal(
@@ -141,3 +150,265 @@ def test_the_answer_per_instance(real) -> None:
         answers[1]["alert"] is False and "outside the intended use" in answers[1]["limitations"][0]
     )
     assert answers[0]["prediction_id"] != answers[1]["prediction_id"]
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    fs = feature_set_for("diabetes130")
+    return fs, train_risk_model(
+        _features(3000, 1), _features(1000, 2), fs, TrainingConfig(max_rounds=40)
+    )
+
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def test_data_freshness_is_the_age_of_the_newest_observation(real, small_model) -> None:
+    spec, _, instances = real
+    fs, model = small_model
+    fresh = dict(
+        instances[0],
+        observation_times={
+            "num_lab_procedures": (NOW - timedelta(hours=3)).isoformat(),
+            "A1Cresult": "2026-11-28T11:00:00Z",
+        },
+    )
+    stale = dict(instances[1], observation_times={"num_medications": "2026-11-25T12:00:00+00:00"})
+    answers = score([fresh, stale, instances[2]], spec, fs, model, 0.15, "7", now=NOW)
+    assert answers[0]["data_freshness"] == {
+        "newest_observation": "2026-11-28T11:00:00Z",
+        "age_seconds": 3600.0,
+        "stale": False,
+    }
+    assert answers[1]["data_freshness"]["stale"] is True
+    assert any("72 hours old" in text for text in answers[1]["limitations"])
+    assert answers[2]["data_freshness"] is None  # no times sent: nothing is invented
+    assert answers[0]["scored_at"] == "2026-11-28T12:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("times", "field", "message"),
+    [
+        ("yesterday", "observation_times", "must be an object"),
+        ({"num_lab_procedures": "2026-11-28T10:00:00"}, "num_lab_procedures", "UTC offset"),
+        ({"num_lab_procedures": "not a time"}, "num_lab_procedures", "ISO 8601"),
+        ({"num_lab_procedures": "2026-11-29T10:00:00Z"}, "num_lab_procedures", "in the future"),
+        ({"shoe_size": "2026-11-28T10:00:00Z"}, "shoe_size", "not an input"),
+    ],
+)
+def test_bad_observation_times_are_named(real, times, field, message) -> None:
+    instance = dict(_clean(real), observation_times=times)
+    with pytest.raises(InvalidRequest) as err:
+        validate_instances([instance], real[0], now=NOW)
+    problem = err.value.errors[0]
+    assert problem.field.endswith(field) and message in problem.message
+
+
+def _as_v2(instances: list[dict]) -> list[Tensor]:
+    tensors = []
+    for name in instances[0]:
+        values = [i.get(name) for i in instances]
+        number = all(isinstance(v, int | float) for v in values if v is not None)
+        tensors.append(Tensor(name, "FP64" if number else "BYTES", [len(values)], values))
+    return tensors
+
+
+def test_v2_tensors_give_the_same_answers_as_v1(real, small_model) -> None:
+    spec, _, instances = real
+    fs, model = small_model
+    sample = instances[:20]
+    from_v2 = instances_from_v2(_as_v2(sample))
+    assert from_v2 == sample
+    v1 = score(sample, spec, fs, model, 0.15, "7", now=NOW)
+    outputs = {t.name: t for t in v2_outputs(v1)}
+    assert outputs["risk"].data == [a["risk"] for a in v1] and outputs["risk"].shape == [20]
+    assert outputs["alert"].datatype == "BOOL"
+    assert [json.loads(r) for r in outputs["reasons"].data] == [a["reasons"] for a in v1]
+
+
+@pytest.mark.parametrize(
+    ("tensors", "field", "message"),
+    [
+        ([], "inputs", "must not be empty"),
+        ([Tensor("age", "BYTES", [2, 2], ["a"] * 4)], "inputs.age", "shape"),
+        ([Tensor("age", "BYTES", [2], ["[70-80)"])], "inputs.age", "must hold 2 values"),
+        ([Tensor("age", "BYTES", [101], ["x"] * 101)], "inputs.age", "rows must be from 1"),
+        ([Tensor("age", "BOOL", [1], [True])], "inputs.age", "datatype"),
+        (
+            [Tensor("age", "BYTES", [1], ["x"]), Tensor("gender", "BYTES", [2], ["F", "M"])],
+            "inputs",
+            "same number of rows",
+        ),
+    ],
+)
+def test_bad_v2_tensors_are_named(tensors, field, message) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        instances_from_v2(tensors)
+    assert err.value.errors[0].field == field and message in err.value.errors[0].message
+
+
+# --- the row-wise serving path equals the pipeline's frame code ---------------------------------
+
+FS = feature_set_for("diabetes130")
+NAMES = [f.name for f in FS.features]
+
+
+def _row_features(request) -> pd.DataFrame:
+    rows = [
+        diabetes130_feature_row(row, int(prior))
+        for row, prior in zip(request.rows, request.prior_encounters, strict=True)
+    ]
+    return pd.DataFrame(rows, columns=NAMES)
+
+
+@pytest.fixture(scope="module")
+def served_rows(real) -> list[dict]:
+    """The serving path's feature rows of every real encounter, in requests of 100."""
+    spec, _, instances = real
+    rows: list[dict] = []
+    for start in range(0, len(instances), MAX_INSTANCES):
+        request = validate_instances(instances[start : start + MAX_INSTANCES], spec)
+        rows += _row_features(request).to_dict("records")
+        assert [diabetes130_out_of_cohort_row(r) for r in request.rows] == (
+            diabetes130_out_of_cohort(request.encounters).tolist()
+        )
+    return rows
+
+
+def test_row_features_equal_the_pipelines_on_every_real_encounter(real, served_rows) -> None:
+    _, pipeline, instances = real
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(served_rows, columns=NAMES), pipeline[NAMES].reset_index(drop=True)
+    )
+    assert len(served_rows) == len(instances) > 10_000
+    served = pd.DataFrame(served_rows)
+    assert (served["race"] == "missing").any()
+    assert served["primary_diagnosis_group"].nunique() == 10  # every group, "missing" included
+
+
+_ICD9_LIKE = st.one_of(
+    st.sampled_from(["428", "250.83", "250", "V57", "E880", "785", "786.05", "996.81", "038"]),
+    st.from_regex(r"[VE]?[0-9]{1,4}(\.[0-9]{0,3})?", fullmatch=True),
+    st.text(max_size=MAX_TEXT),  # the contract accepts any short text for diag_1
+)
+
+
+def _instances(spec: SourceSpec) -> st.SearchStrategy[list[dict]]:
+    """Valid requests over the whole contract: every allowed value and code, the ends of every
+    range, absent optional inputs, ICD-9 codes of every shape."""
+    required, optional = {}, {}
+    for field in input_fields(spec):
+        if field.name == "diag_1":
+            values = _ICD9_LIKE
+        elif field.spec.allowed is not None:
+            values = st.sampled_from(field.spec.allowed)
+        elif field.codes is not None:
+            values = st.sampled_from(sorted(int(c) for c in field.codes))
+        else:
+            assert field.spec.type == "integer" and field.spec.range is not None
+            values = st.integers(int(field.spec.range.min or 0), int(field.spec.range.max or 0))
+        if field.required:
+            required[field.name] = values
+        else:
+            optional[field.name] = st.none() | values
+    required[PRIOR_ENCOUNTERS] = st.integers(0, PRIOR_ENCOUNTERS_MAX)
+    return st.lists(st.fixed_dictionaries(required, optional=optional), min_size=1, max_size=3)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_row_features_equal_the_frame_features_on_generated_requests(catalog, data) -> None:
+    spec = catalog.source("diabetes130")
+    instances = data.draw(_instances(spec))
+    request = validate_instances(instances, spec)
+    frame = diabetes130_features(request.encounters, request.prior_encounters)
+    pd.testing.assert_frame_equal(_row_features(request), frame[NAMES])
+    assert [diabetes130_out_of_cohort_row(r) for r in request.rows] == (
+        diabetes130_out_of_cohort(request.encounters).tolist()
+    )
+
+
+@pytest.fixture(scope="module")
+def real_model(real) -> RiskModel:
+    """A model fitted on real encounters, so its trees split on real categories."""
+    pipeline = real[1]
+    cut = int(len(pipeline) * 0.7)
+    return train_risk_model(
+        pipeline.iloc[:cut], pipeline.iloc[cut:], FS, TrainingConfig(max_rounds=80)
+    )
+
+
+def test_row_scorer_gives_the_models_risks_and_contributions(real, served_rows, real_model):
+    pipeline = real[1]
+    scorer = real_model.row_scorer(FS)
+    assert real_model.row_scorer(FS) is scorer  # built once per model
+    assert scorer.direct  # the C API path is the one measured here
+    parts = [
+        scorer.risk_and_contributions(served_rows[i : i + MAX_INSTANCES])
+        for i in range(0, len(served_rows), MAX_INSTANCES)
+    ]
+    risk = np.concatenate([p[0] for p in parts])
+    contributions = np.concatenate([p[1] for p in parts])
+    expected_risk = real_model.predict_risk(pipeline, FS)
+    expected_contributions = real_model.contributions(pipeline, FS)
+    np.testing.assert_allclose(risk, expected_risk, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(contributions, expected_contributions, rtol=0, atol=1e-9)
+    for i in range(0, len(served_rows), 97):  # one encounter per request, as usually served
+        one_risk, one_contributions = scorer.risk_and_contributions([served_rows[i]])
+        assert abs(one_risk[0] - expected_risk[i]) <= 1e-9
+        np.testing.assert_allclose(one_contributions[0], expected_contributions[i], atol=1e-9)
+    # a value outside the declared categories or a missing one is encoded as in training
+    odd = [
+        {**served_rows[0], "race": "not a category", "insulin": None},
+        {**served_rows[1], "hba1c_result": math.nan, "num_medications": math.nan},
+    ]
+    odd_risk, odd_contributions = scorer.risk_and_contributions(odd)
+    np.testing.assert_allclose(
+        odd_risk, real_model.predict_risk(pd.DataFrame(odd), FS), rtol=0, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        odd_contributions, real_model.contributions(pd.DataFrame(odd), FS), rtol=0, atol=1e-9
+    )
+    config = json.loads(real_model.booster.save_config())
+    assert config["learner"]["generic_param"]["nthread"] == "2"  # the caller's booster as it was
+
+
+def test_without_the_direct_path_the_wrapper_gives_the_same_answers(
+    served_rows, real_model, monkeypatch
+) -> None:
+    direct = real_model.row_scorer(FS)
+    monkeypatch.setattr(_DirectPrediction, "if_identical", classmethod(lambda *args: None))
+    wrapper = RowScorer(real_model, FS)
+    assert direct.direct and not wrapper.direct
+    rows = served_rows[:300]
+    for mine, theirs in zip(
+        direct.risk_and_contributions(rows), wrapper.risk_and_contributions(rows), strict=True
+    ):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_score_answers_as_the_frame_path_does(real, real_model) -> None:
+    spec, _, instances = real
+    hospice = dict(instances[3], discharge_disposition_id=13, race=None, diag_1=None)
+    sample = [instances[0], hospice, *instances[4:200]]
+    for batch in ([sample[0]], [sample[1]], sample[:MAX_INSTANCES], sample[MAX_INSTANCES:]):
+        answers = score(batch, spec, FS, real_model, 0.15, "7", now=NOW)
+        request = validate_instances(batch, spec, now=NOW)
+        features = diabetes130_features(request.encounters, request.prior_encounters)
+        risk = real_model.predict_risk(features, FS)
+        reasons = reason_codes(attribute(real_model, features, FS), features, FS)
+        outside = diabetes130_out_of_cohort(request.encounters)
+        assert [a["risk"] for a in answers] == [round(float(r), 6) for r in risk]
+        assert [a["reasons"] for a in answers] == [[r.as_dict() for r in rr] for rr in reasons]
+        assert [a["alert"] for a in answers] == [
+            bool(r >= 0.15 and not o) for r, o in zip(risk, outside, strict=True)
+        ]
+        assert [a["missing_inputs"] for a in answers] == request.missing
+    hospice_answer = score([hospice], spec, FS, real_model, 0.15, "7", now=NOW)[0]
+    assert "outside the intended use" in hospice_answer["limitations"][0]
+    assert hospice_answer["missing_inputs"] == ["race", "diag_1"]

@@ -1,0 +1,67 @@
+"""The prediction log: every answer kept by prediction id, written off the request path."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from hospital_mlops.prediction_log import (
+    PredictionLog,
+    PredictionNotFound,
+    ServedModel,
+    default_url,
+    records,
+    sqlite_path,
+)
+
+SERVED = ServedModel("readmission-30d", 3, "a" * 64, "diabetes130@abc", "b" * 64, "diabetes130")
+
+
+def _answer(i: int) -> dict:
+    return {
+        "prediction_id": f"00000000-0000-4000-8000-{i:012d}",
+        "scored_at": "2026-11-28T12:00:00Z",
+        "risk": 0.1 + i / 1000,
+    }
+
+
+def test_background_writes_are_all_kept_and_readable(tmp_path) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    for batch in range(50):
+        answers = [_answer(batch * 4 + j) for j in range(4)]
+        instances = [{"age": "[70-80)", "n": j} for j in range(4)]
+        log.append(records(f"req-{batch}", "v1", SERVED, instances, answers))
+    log.flush()
+    assert log.count() == 200
+    row = log.get(_answer(37)["prediction_id"])
+    assert row["request_id"] == "req-9" and row["model_version"] == 3
+    assert row["inputs"] == {"age": "[70-80)", "n": 1} and row["answer"]["risk"] == 0.137
+    assert row["model_sha256"] == "a" * 64 and row["features_sha256"] == "b" * 64
+    log.close()
+    # durable: a new process (a new engine) reads the same rows
+    assert PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}").count() == 200
+
+
+def test_an_unknown_prediction_is_a_clear_error(tmp_path) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    with pytest.raises(PredictionNotFound, match="no prediction 'nope'"):
+        log.get("nope")
+
+
+def test_a_duplicate_prediction_id_is_refused_not_overwritten(tmp_path) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    rows = records("r", "v1", SERVED, [{}], [_answer(1)])
+    log.write(rows)
+    with pytest.raises(Exception, match="UNIQUE"):
+        log.write(rows)
+    assert log.count() == 1
+
+
+def test_the_local_log_is_owner_only(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HMLOPS_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("HMLOPS_PREDICTION_LOG_URL", raising=False)
+    path = sqlite_path(default_url())
+    assert path == tmp_path / "predictions.sqlite"
+    PredictionLog()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
