@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from hospital_mlops.drift import REFERENCE_FILE, write_reference
 from hospital_mlops.evaluate.evaluation import (
     COMPARATOR_SCORE,
     LABEL,
@@ -32,6 +33,7 @@ from hospital_mlops.governance.config import load_governance
 from hospital_mlops.governance.evidence import EvidenceContext
 from hospital_mlops.governance.validation_report import validation_html, validation_markdown
 from hospital_mlops.lineage import code_version, utc_now
+from hospital_mlops.serving_config import load_serving_config
 from hospital_mlops.snapshots import read_tables, sha256_file, verify_snapshot
 from hospital_mlops.splits import (
     ERA,
@@ -126,6 +128,11 @@ def _write_training(
     golden = test[feature_names].head(GOLDEN_ROWS).reset_index(drop=True)
     golden["expected_risk"] = predictions[SCORE].head(GOLDEN_ROWS).to_numpy()
     golden.to_parquet(out_dir / "golden.parquet", index=False)
+    # What the drift detector compares served encounters with: registered as evidence so a
+    # version always carries the population it was trained on.
+    write_reference(
+        out_dir / REFERENCE_FILE, split.train, model, fs, load_serving_config().drift.reference_rows
+    )
 
     representativeness = {
         name: {
@@ -254,6 +261,7 @@ def _gate_and_report(
     }
     evidence["training.json"] = str(train_dir / "training.json")
     evidence["test_predictions.parquet"] = str(train_dir / "test_predictions.parquet")
+    evidence[REFERENCE_FILE] = str(train_dir / REFERENCE_FILE)
     summary = {
         "headline": headline(evaluation),
         "gates": gate_record,

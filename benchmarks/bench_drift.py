@@ -1,0 +1,165 @@
+"""Benchmark the drift detector on the real diabetes130 extract.
+
+A 20,000-row reference from the training slice (written as training writes it) against
+1,000-row windows, with both backends (alibi-detect and scipy):
+- the window test time (every feature + the score): median and p95 over repeats, target
+  ≤ 100 ms;
+- the decision on a window from the training period (disjoint from the reference) and on one
+  from the test period (the later era, which really differs);
+- the intake cost per logged 100-instance request (validation + features, as served);
+- the time to write the reference at training time (target < 2 s) and to build each tester.
+
+Prints and saves benchmarks/results/drift.json.
+
+Usage: python benchmarks/bench_drift.py [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hospital_mlops.example_requests import jsonable
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "drift.json"
+WINDOW = 1000
+REFERENCE_ROWS = 20_000
+TARGET_MS = 100.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+
+    from hospital_mlops.catalog import load_catalog
+    from hospital_mlops.drift import DriftMonitor, DriftTester, read_reference, write_reference
+    from hospital_mlops.features import DIABETES130_INPUTS, build_features, feature_set_for
+    from hospital_mlops.inference_events import InferenceEvent
+    from hospital_mlops.normalize import HmacKey, normalize_extract
+    from hospital_mlops.sources.extract import default_extract, read_extract
+    from hospital_mlops.splits import temporal_split
+    from hospital_mlops.train import train_risk_model
+    from hospital_mlops.use_case import TrainingConfig, load_use_case
+
+    spec = load_catalog().source("diabetes130")
+    fs = feature_set_for("diabetes130")
+    started = time.perf_counter()
+    normalized, _ = normalize_extract(
+        read_extract(default_extract("diabetes130", spec), spec), spec, HmacKey(b"b" * 40, False)
+    )
+    features, _ = build_features("diabetes130", normalized)
+    split = temporal_split(features, load_use_case().for_source("diabetes130").split, fs.label)
+    model = train_risk_model(split.train, split.validation, fs, TrainingConfig(max_rounds=100))
+    prepare_s = time.perf_counter() - started
+
+    work = Path(tempfile.mkdtemp(prefix="bench_drift_"))
+    started = time.perf_counter()
+    write_reference(work / "drift_reference.parquet", split.train, model, fs, REFERENCE_ROWS)
+    write_reference_s = time.perf_counter() - started
+    reference = read_reference(work / "drift_reference.parquet")
+
+    rng = np.random.default_rng(11)
+    # The reference is a seeded sample of the training slice; the "same" window is drawn from
+    # the training rows it did not take.
+    taken = set(split.train.sample(n=REFERENCE_ROWS, random_state=reference.info["seed"]).index)
+    unused = split.train.loc[~split.train.index.isin(taken)]
+    windows = {
+        "train_period": unused.iloc[rng.choice(len(unused), WINDOW, replace=False)],
+        "test_period": split.test.iloc[rng.choice(len(split.test), WINDOW, replace=False)],
+    }
+    scores = {k: model.predict_risk(w, fs) for k, w in windows.items()}
+
+    backends: dict[str, Any] = {}
+    for backend in ("alibi-detect", "scipy"):
+        started = time.perf_counter()
+        tester = DriftTester(reference, fs, backend, 0.05, "bench/1")
+        init_s = time.perf_counter() - started
+        tester.test(windows["train_period"], scores["train_period"])  # warm-up
+        times, cpu = [], []
+        for _ in range(args.repeats):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            tester.test(windows["train_period"], scores["train_period"])
+            times.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - cpu_started) * 1000)
+        decisions = {
+            k: {
+                "is_drift": (r := tester.test(w, scores[k])).is_drift,
+                "drifted_features": r.drifted_features,
+                "score_p_value": r.score_p_value,
+            }
+            for k, w in windows.items()
+        }
+        backends[backend] = {
+            "init_s": round(init_s, 3),
+            "test_ms_median": round(statistics.median(times), 2),
+            "test_ms_p95": round(_percentile(times, 95), 2),
+            "test_ms_max": round(max(times), 2),
+            # CPU time of this process: what the test costs when it does not wait for a core
+            "test_cpu_ms_median": round(statistics.median(cpu), 2),
+            "meets_target": _percentile(times, 95) <= TARGET_MS,
+            "decisions": decisions,
+        }
+
+    # Intake: one logged request of 100 instances (validation + features as served) and its
+    # response, paired in the monitor.
+    encounters = normalized["encounters"].set_index("encounter_token")
+    rows = encounters.loc[split.test["encounter_token"].iloc[:100], list(DIABETES130_INPUTS)]
+    instances = [
+        {**{c: jsonable(v) for c, v in row.items()}, "prior_encounters": int(prior)}
+        for row, prior in zip(
+            rows.to_dict("records"),
+            split.test["earlier_encounters_in_extract"].iloc[:100],
+            strict=True,
+        )
+    ]
+    answer = {"predictions": [{"risk": 0.1}] * 100}
+    monitor = DriftMonitor(tester, spec, WINDOW * 1000)
+    intake_ms = []
+    for n in range(args.repeats):
+        started = time.perf_counter()
+        for kind, body in (("request", {"instances": instances}), ("response", answer)):
+            monitor.collect(InferenceEvent(f"e{n}", kind, "bench", "predictor", "", "", body))  # type: ignore[arg-type]
+        intake_ms.append((time.perf_counter() - started) * 1000)
+
+    report = {
+        "window_rows": WINDOW,
+        "reference_rows": len(reference.features),
+        "features": len(fs.features),
+        "repeats": args.repeats,
+        "target_ms": TARGET_MS,
+        "backends": backends,
+        "intake_ms_per_100_instance_pair_median": round(statistics.median(intake_ms), 2),
+        "intake_ms_per_100_instance_pair_p95": round(_percentile(intake_ms, 95), 2),
+        "write_reference_s": round(write_reference_s, 3),
+        "prepare_s": round(prepare_s, 1),
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.machine(),
+            "cpus": os.cpu_count(),
+            # the development machine is shared: read the times against its load
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(report, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,492 @@
+"""Drift detection on real diabetes130 encounters: the training-time reference, both backends
+(alibi-detect and scipy) on unchanged and shifted populations, request/response pairing, the
+results store and the registered reference."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hospital_mlops.catalog import SourceSpec, load_catalog
+from hospital_mlops.drift import (
+    REFERENCE_FILE,
+    SCORE_COLUMN,
+    DriftMonitor,
+    DriftReference,
+    DriftReferenceError,
+    DriftResult,
+    DriftTester,
+    FeatureEncoding,
+    ScoredWindow,
+    SortedSample,
+    ks_2samp_asymp,
+    read_reference,
+    write_reference,
+)
+from hospital_mlops.drift_store import DriftStore, reference_from_registry
+from hospital_mlops.example_requests import jsonable
+from hospital_mlops.features import DIABETES130_INPUTS, build_features, feature_set_for
+from hospital_mlops.inference_events import InferenceEvent, binary_headers, parse_binary_event
+from hospital_mlops.normalize import HmacKey, normalize_extract
+from hospital_mlops.scoring import diabetes130_features, validate_instances
+from hospital_mlops.sources.extract import read_extract
+from hospital_mlops.train import RiskModel, train_risk_model
+from hospital_mlops.use_case import TrainingConfig
+
+FS = feature_set_for("diabetes130")
+P_VALUE = 0.05
+WINDOW = 1000
+REFERENCE_ROWS = 8000
+BATCH = 100  # instances per logged request, the predictor's limit
+
+
+@dataclass(frozen=True)
+class Population:
+    """Real encounters as the pipeline saw them (features) and as an EHR sends them (raw
+    request instances), in one random order, with a small model trained on them."""
+
+    spec: SourceSpec
+    features: pd.DataFrame
+    instances: list[dict[str, object]]
+    model: RiskModel
+
+
+@functools.lru_cache(maxsize=1)
+def population(extract: Path) -> Population:
+    spec = load_catalog().source("diabetes130")
+    normalized, _ = normalize_extract(read_extract(extract, spec), spec, HmacKey(b"k" * 40, False))
+    pipeline, _ = build_features("diabetes130", normalized)
+    encounters = normalized["encounters"].set_index("encounter_token")
+    rows = encounters.loc[pipeline["encounter_token"], list(DIABETES130_INPUTS)]
+    instances = [
+        {**{c: jsonable(v) for c, v in row.items()}, "prior_encounters": int(prior)}
+        for row, prior in zip(
+            rows.to_dict("records"), pipeline["earlier_encounters_in_extract"], strict=True
+        )
+    ]
+    order = np.random.default_rng(3).permutation(len(pipeline))
+    features = pipeline.iloc[order].reset_index(drop=True)
+    shuffled = [instances[i] for i in order]
+    model = train_risk_model(
+        features.iloc[:6000], features.iloc[6000:8000], FS, TrainingConfig(max_rounds=30)
+    )
+    return Population(spec, features, shuffled, model)
+
+
+def reference_file(pop: Population, directory: Path) -> Path:
+    """The reference as training writes it, from the first REFERENCE_ROWS encounters; every
+    window below is drawn from the others."""
+    path = directory / REFERENCE_FILE
+    if not path.exists():
+        write_reference(path, pop.features.iloc[:REFERENCE_ROWS], pop.model, FS, REFERENCE_ROWS)
+    return path
+
+
+def event_pairs(
+    pop: Population, instances: list[dict[str, object]], prefix: str
+) -> list[tuple[InferenceEvent, InferenceEvent]]:
+    """What the inference logger posts: each request and the predictor's answer (its risk
+    computed from the served features), as binary CloudEvents parsed by the detector's parser."""
+    valid = validate_instances(instances, pop.spec, max_instances=len(instances))
+    risk = pop.model.predict_risk(
+        diabetes130_features(valid.encounters, valid.prior_encounters), FS
+    )
+    pairs = []
+    for n, start in enumerate(range(0, len(instances), BATCH)):
+        answer = {
+            "predictions": [
+                {"risk": float(r), "model_version": "m/1"} for r in risk[start : start + BATCH]
+            ]
+        }
+        request = {"instances": instances[start : start + BATCH]}
+        event_id = f"{prefix}-{n}"
+        pairs.append(
+            (
+                _event(event_id, "request", request),
+                _event(event_id, "response", answer),
+            )
+        )
+    return pairs
+
+
+def windows_of(
+    tester: DriftTester, pop: Population, instances: list[dict[str, object]], prefix: str
+) -> list[ScoredWindow]:
+    monitor = DriftMonitor(tester, pop.spec, WINDOW)
+    windows = []
+    for request, response in event_pairs(pop, instances, prefix):
+        windows += monitor.collect(request).windows
+        windows += monitor.collect(response).windows
+    return windows
+
+
+@pytest.fixture(scope="module")
+def pop(d130_small: Path) -> Population:
+    return population(d130_small)
+
+
+@pytest.fixture(scope="module")
+def reference(pop: Population, tmp_path_factory: pytest.TempPathFactory) -> DriftReference:
+    return read_reference(reference_file(pop, tmp_path_factory.mktemp("reference")))
+
+
+@pytest.fixture(scope="module")
+def testers(reference: DriftReference) -> dict[str, DriftTester]:
+    return {b: DriftTester(reference, FS, b, P_VALUE, "m/1") for b in ("alibi-detect", "scipy")}
+
+
+def _both(testers: dict[str, DriftTester], window: ScoredWindow) -> dict[str, DriftResult]:
+    results = {
+        b: t.test(window.features, window.scores, window.window_id) for b, t in testers.items()
+    }
+    a, s = results["alibi-detect"], results["scipy"]
+    # Same tests, same numbers (alibi-detect keeps p-values in float32), same decision.
+    assert a.is_drift == s.is_drift and a.drifted_features == s.drifted_features
+    for name in a.feature_p_values:
+        assert a.feature_p_values[name] == pytest.approx(
+            s.feature_p_values[name], rel=1e-4, abs=1e-6
+        )
+    assert a.score_p_value == pytest.approx(s.score_p_value, rel=1e-4, abs=1e-6)
+    return results
+
+
+# --- the reference ------------------------------------------------------------------------------
+
+
+def test_reference_is_a_deterministic_token_free_sample_with_its_feature_set(
+    pop: Population, tmp_path: Path
+) -> None:
+    train = pop.features.iloc[:REFERENCE_ROWS]
+    started = time.perf_counter()
+    info = write_reference(tmp_path / "a.parquet", train, pop.model, FS, rows=2000)
+    assert time.perf_counter() - started < 2.0
+    write_reference(tmp_path / "b.parquet", train, pop.model, FS, rows=2000)
+    a, b = read_reference(tmp_path / "a.parquet"), read_reference(tmp_path / "b.parquet")
+    pd.testing.assert_frame_equal(a.features, b.features)
+    assert np.array_equal(a.scores, b.scores)
+    assert len(a.features) == 2000 and info["rows"] == 2000 and info["training_rows"] == len(train)
+    assert a.feature_set_version == FS.version and a.info["slice"] == "train"
+    # model features only: no encounter/patient tokens, no label
+    assert list(a.features.columns) == [f.name for f in FS.features]
+    # the score column is the model's own calibrated risk for those rows
+    assert np.allclose(a.scores, pop.model.predict_risk(a.features, FS))
+    assert a.scores.min() > 0 and a.scores.max() < 1
+    # capped at the training slice's size
+    small = write_reference(tmp_path / "c.parquet", train.head(700), pop.model, FS, rows=2000)
+    assert small["rows"] == 700
+
+
+def test_a_reference_from_another_feature_set_or_without_provenance_is_refused(
+    reference: DriftReference, tmp_path: Path
+) -> None:
+    other = DriftReference(
+        reference.features, reference.scores, {**reference.info, "feature_set_version": "x@1"}
+    )
+    with pytest.raises(DriftReferenceError, match="not the same features"):
+        DriftTester(other, FS, "scipy", P_VALUE, "m/1")
+    plain = tmp_path / "plain.parquet"
+    reference.features.assign(**{SCORE_COLUMN: reference.scores}).to_parquet(plain)
+    with pytest.raises(DriftReferenceError, match=r"no hospital_mlops\.drift_reference record"):
+        read_reference(plain)
+
+
+def test_categories_come_from_the_reference_and_a_new_value_is_one_more(
+    reference: DriftReference,
+) -> None:
+    encoding = FeatureEncoding.from_reference(reference.features, FS)
+    assert set(encoding.categories) == {f.name for f in FS.features if f.kind != "numeric"}
+    assert "missing" in encoding.categories["sex_male"]  # the one nullable feature
+    codes = encoding.encode(reference.features)
+    for name, known in encoding.categories.items():
+        column = codes[:, encoding.names.index(name)].astype(int)
+        labels = reference.features[name].astype(object)
+        labels = labels.where(labels.notna(), "missing").astype(str)
+        assert [known[c] for c in column] == list(labels)
+    window = reference.features.head(3).copy()
+    window.loc[0, "race"] = "a value never seen"
+    window.loc[1, "sex_male"] = np.nan
+    window.loc[2, "num_procedures"] = np.nan
+    encoded = encoding.encode(window)
+    race, sex = encoding.names.index("race"), encoding.names.index("sex_male")
+    assert encoding.category_label("race", encoded[0, race]) == "<unseen>"
+    assert encoding.category_label("sex_male", encoded[1, sex]) == "missing"
+    assert encoded[2, encoding.names.index("num_procedures")] == -1.0
+
+
+# --- the tests on real encounters ---------------------------------------------------------------
+
+
+def test_unchanged_population_raises_no_alarm_with_either_backend(
+    pop: Population, testers: dict[str, DriftTester]
+) -> None:
+    rest = pop.features.iloc[REFERENCE_ROWS:].reset_index(drop=True)
+    risk = pop.model.predict_risk(rest, FS)
+    windows = [
+        ScoredWindow(
+            f"w{n}", rest.iloc[start : start + WINDOW], risk[start : start + WINDOW], "", ""
+        )
+        for n, start in enumerate(range(0, len(rest) - WINDOW + 1, WINDOW))
+    ]
+    assert len(windows) >= 6
+    results = [_both(testers, w) for w in windows]
+    alarms = sum(r["scipy"].is_drift for r in results)
+    # Bonferroni over 22 features + the score at 0.05: at most one false alarm in six windows
+    assert alarms <= 1, [r["scipy"].drifted_features for r in results]
+    first = results[0]["alibi-detect"]
+    assert first.window_size == WINDOW and first.backend == "alibi-detect"
+    assert first.threshold == pytest.approx(P_VALUE / (len(FS.features) + 1))
+    assert set(first.feature_p_values) == {f.name for f in FS.features}
+    assert min(first.feature_p_values.values()) > first.threshold
+
+
+def test_a_window_filled_from_logged_events_is_tested_like_the_pipelines_features(
+    pop: Population, testers: dict[str, DriftTester]
+) -> None:
+    instances = pop.instances[REFERENCE_ROWS : REFERENCE_ROWS + WINDOW]
+    (window,) = windows_of(testers["scipy"], pop, instances, "same")
+    direct = pop.features.iloc[REFERENCE_ROWS : REFERENCE_ROWS + WINDOW]
+    served = testers["scipy"].test(window.features, window.scores)
+    piped = testers["scipy"].test(direct, pop.model.predict_risk(direct, FS))
+    assert served.feature_p_values == piped.feature_p_values
+    assert served.score_p_value == pytest.approx(piped.score_p_value)
+    assert not served.is_drift
+
+
+def test_more_prior_admissions_are_detected_by_both_backends(
+    pop: Population, testers: dict[str, DriftTester]
+) -> None:
+    shifted = [
+        {**i, "number_inpatient": min(int(i["number_inpatient"]) + 1, 50)}  # type: ignore[call-overload]
+        for i in pop.instances[REFERENCE_ROWS : REFERENCE_ROWS + WINDOW]
+    ]
+    (window,) = windows_of(testers["scipy"], pop, shifted, "inpatient")
+    results = _both(testers, window)
+    for result in results.values():
+        assert result.is_drift and result.feature_drift
+        assert "inpatient_admissions_prior_year" in result.drifted_features
+        assert result.feature_p_values["inpatient_admissions_prior_year"] < 1e-6
+        assert "age_years" not in result.drifted_features  # only what changed
+        assert result.score_drift  # prior admissions drive the risk up
+
+
+def test_an_older_case_mix_is_detected_by_both_backends(
+    pop: Population, testers: dict[str, DriftTester]
+) -> None:
+    old = [
+        i for i in pop.instances[REFERENCE_ROWS:] if i["age"] in ("[70-80)", "[80-90)", "[90-100)")
+    ]
+    (window,) = windows_of(testers["scipy"], pop, old[:WINDOW], "older")
+    for result in _both(testers, window).values():
+        assert result.is_drift and "age_years" in result.drifted_features
+        assert result.feature_distances["age_years"] > 0.3  # KS statistic
+
+
+def test_the_scipy_ks_is_ks_2samp_to_the_last_bit(reference: DriftReference) -> None:
+    from scipy.stats import ks_2samp
+
+    rng = np.random.default_rng(5)
+    columns = [
+        reference.features[f.name].to_numpy(dtype="float64")
+        for f in FS.features
+        if f.kind == "numeric"
+    ]
+    cases: list[tuple[np.ndarray, np.ndarray]] = [
+        (c, rng.choice(c, 1000) + shift) for c in columns for shift in (0, 1)
+    ]
+    cases.append((reference.scores, rng.beta(2, 9, 700)))  # continuous, no ties
+    cases.append((rng.normal(size=5000), rng.normal(size=1000)))
+    for ref, sample in cases:
+        expected = ks_2samp(ref, sample, method="asymp")
+        assert ks_2samp_asymp(SortedSample.of(ref), sample) == (
+            float(expected.statistic),
+            float(expected.pvalue),
+        )
+
+
+def test_a_window_test_is_fast_enough_to_run_inline(
+    pop: Population, testers: dict[str, DriftTester]
+) -> None:
+    features = pop.features.iloc[REFERENCE_ROWS : REFERENCE_ROWS + WINDOW]
+    scores = pop.model.predict_risk(features, FS)
+    for tester in testers.values():
+        elapsed = []
+        for _ in range(3):
+            started = time.perf_counter()
+            tester.test(features, scores)
+            elapsed.append(time.perf_counter() - started)
+        # generous on a shared 2-core machine; benchmarks/bench_drift.py measures the target
+        assert min(elapsed) < 0.5
+
+
+# --- pairing ------------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _monitor(pop: Population, testers: dict[str, DriftTester], **kwargs: object) -> DriftMonitor:
+    return DriftMonitor(testers["scipy"], pop.spec, 30, **kwargs)  # type: ignore[arg-type]
+
+
+def _event(event_id: str, kind: str, body: object) -> InferenceEvent:
+    headers = binary_headers(event_id, kind, "readmission")  # type: ignore[arg-type]
+    return parse_binary_event(headers, json.dumps(body).encode())
+
+
+def test_pairs_by_event_id_in_either_order_and_carries_the_remainder(
+    pop: Population, testers: dict[str, DriftTester]
+) -> None:
+    monitor = _monitor(pop, testers)
+    pairs = event_pairs(pop, pop.instances[REFERENCE_ROWS : REFERENCE_ROWS + 20], "p")
+    pairs += event_pairs(pop, pop.instances[REFERENCE_ROWS + 20 : REFERENCE_ROWS + 40], "q")
+    (req_a, resp_a), (req_b, resp_b) = pairs
+    assert monitor.collect(resp_a).windows == []  # the response may arrive first
+    assert monitor.collect(req_b).windows == []
+    assert monitor.pending_events == 2 and monitor.buffered_rows == 0
+    assert monitor.collect(req_a).windows == []
+    assert monitor.buffered_rows == 20 and monitor.pending_events == 1
+    (window,) = monitor.collect(resp_b).windows
+    assert len(window.features) == 30 and len(window.scores) == 30
+    assert monitor.buffered_rows == 10 and monitor.pending_events == 0
+    # the window holds the served features of those encounters, in arrival order
+    expected = pop.features.iloc[REFERENCE_ROWS : REFERENCE_ROWS + 30]
+    names = [f.name for f in FS.features]
+    pd.testing.assert_frame_equal(
+        window.features[names].reset_index(drop=True), expected[names].reset_index(drop=True)
+    )
+    assert np.array_equal(
+        window.scores[:20], np.asarray([p["risk"] for p in resp_a.data["predictions"]])
+    )
+    assert monitor.received == {"request": 2, "response": 2} and not monitor.rejected
+
+
+def test_invalid_requests_and_responses_are_counted_by_field_never_buffered(
+    pop: Population, testers: dict[str, DriftTester]
+) -> None:
+    monitor = _monitor(pop, testers, expected_model_version="m/1")
+    good = pop.instances[REFERENCE_ROWS]
+    ok = {"predictions": [{"risk": 0.1, "model_version": "m/1"}]}
+    cases = [
+        ({"instances": [{**good, "age": "[200-210)"}]}, ok, ("invalid_request", "age")),
+        ({"instances": [{**good, "patient_name": "x"}]}, ok, ("invalid_request", "other")),
+        ({"rows": []}, ok, ("invalid_request", "instances")),
+        ({"instances": [good]}, {"error": "boom"}, ("invalid_response", "predictions")),
+        ({"instances": [good]}, {"predictions": [{"risk": 1.5}]}, ("invalid_response", "risk")),
+        ({"instances": [good, good]}, ok, ("count_mismatch", "predictions")),
+        (
+            {"instances": [good]},
+            {"predictions": [{"risk": 0.1, "model_version": "m/2"}]},
+            ("other_model", "model_version"),
+        ),
+    ]
+    for n, (request, response, expected) in enumerate(cases):
+        first = monitor.collect(_event(f"bad-{n}", "request", request)).rejections
+        second = monitor.collect(_event(f"bad-{n}", "response", response)).rejections
+        got = [(r.reason, r.field) for r in first + second]
+        assert got == [expected], (n, got)
+    assert monitor.buffered_rows == 0 and monitor.pending_events == 0
+    assert sum(monitor.rejected.values()) == len(cases)
+    # a client's own text never becomes a label
+    assert all("patient_name" not in f for _, f in monitor.rejected)
+
+
+def test_unpaired_events_are_evicted_by_age_and_by_count(
+    pop: Population, testers: dict[str, DriftTester]
+) -> None:
+    clock = FakeClock()
+    monitor = _monitor(pop, testers, max_pending=3, max_pending_seconds=60, clock=clock)
+    body = {"instances": [pop.instances[REFERENCE_ROWS]]}
+    for n in range(5):
+        monitor.collect(_event(f"lonely-{n}", "request", body))
+    assert monitor.pending_events == 3 and monitor.rejected[("unpaired", "request")] == 2
+    clock.now = 61
+    monitor.collect(_event("late", "response", {"predictions": [{"risk": 0.2}]}))
+    assert monitor.pending_events == 1 and monitor.rejected[("unpaired", "request")] == 5
+    assert list(monitor.pending) == ["late"]
+
+
+# --- persistence and the registered reference -----------------------------------------------------
+
+
+def _result(window_id: str, version: str, drift: bool) -> DriftResult:
+    return DriftResult(
+        window_id=window_id,
+        window_size=1000,
+        tested_at="2026-01-01T00:00:00Z",
+        is_drift=drift,
+        feature_drift=drift,
+        score_drift=False,
+        drifted_features=["age_years"] if drift else [],
+        feature_p_values={"age_years": 1e-9 if drift else 0.4},
+        feature_distances={"age_years": 0.3},
+        score_p_value=0.5,
+        score_distance=0.01,
+        p_value=0.05,
+        threshold=0.05 / 23,
+        backend="scipy",
+        model_version=version,
+        feature_set_version=FS.version,
+        reference_rows=20000,
+        first_event_time="2026-01-01T00:00:00Z",
+        last_event_time="2026-01-01T00:10:00Z",
+        test_ms=40.0,
+    )
+
+
+def test_results_survive_a_restart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'drift.db'}"
+    store = DriftStore(url)
+    assert store.latest() is None
+    store.save(_result("w1", "m/1", False))
+    store.save(_result("w2", "m/1", True))
+    store.save(_result("w3", "m/2", False))
+    store.close()
+    reopened = DriftStore(url)
+    assert reopened.latest() == _result("w3", "m/2", False)
+    assert reopened.latest("m/1") == _result("w2", "m/1", True)
+    assert reopened.count("m/1") == 2 and reopened.count() == 3
+    assert reopened.latest("m/9") is None
+
+
+def test_the_reference_is_loaded_from_the_registered_versions_evidence(
+    pop: Population, tmp_path: Path
+) -> None:
+    from hospital_mlops.governance import registry
+
+    work = tmp_path / "candidate"
+    pop.model.save(work / "risk_model")
+    golden = pop.features.iloc[:50][[f.name for f in FS.features]].reset_index(drop=True)
+    golden["expected_risk"] = pop.model.predict_risk(golden, FS)
+    path = reference_file(pop, work)
+
+    def candidate(evidence: dict[str, Path]) -> registry.Candidate:
+        return registry.Candidate(
+            model_dir=work / "risk_model",
+            evidence=evidence,
+            params={"source": "diabetes130"},
+            metrics={},
+            tags={},
+            gates_passed=True,
+            input_example=golden.drop(columns=["expected_risk"]).head(3),
+            golden=golden,
+        )
+
+    registry.log_candidate("test-drift-reference", candidate({REFERENCE_FILE: path}))
+    loaded, version = reference_from_registry("test-drift-reference", "latest")
+    assert version == "test-drift-reference/1"
+    expected = read_reference(path)
+    pd.testing.assert_frame_equal(loaded.features, expected.features)
+    assert np.array_equal(loaded.scores, expected.scores)
+    assert loaded.feature_set_version == FS.version
