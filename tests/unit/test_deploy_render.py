@@ -1,0 +1,188 @@
+"""``render_overlay``: a self-contained kustomize directory that pins one registry version at one
+stage, builds with ``kubectl kustomize``, validates, and refuses bad input naming the field."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hospital_mlops import deploy
+from hospital_mlops.deploy import DeployRenderError, render_overlay
+from tests.unit.test_manifests import (
+    build,
+    component_pods,
+    of_kind,
+    one,
+    validate_all,
+    workload_pods,
+)
+
+MODEL = "readmission-30d"
+DIGEST = "sha256:" + "ab" * 32
+IMAGE = f"registry.hospital.example:5000/hospital-mlops/serving@{DIGEST}"
+NAMESPACE = "clinical-ml"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    """Version 7 at every stage, in another namespace, with an image digest."""
+    root = tmp_path_factory.mktemp("rendered")
+    return {
+        stage: build(
+            render_overlay(MODEL, 7, stage, root / stage, image=IMAGE, namespace=NAMESPACE)
+        )
+        for stage in deploy.STAGES
+    }
+
+
+def _containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for pod in workload_pods(docs) for c in pod["spec"]["containers"]]
+
+
+@pytest.mark.parametrize("stage", deploy.STAGES)
+def test_rendered_overlay_pins_version_image_and_namespace(
+    rendered: dict[str, list[dict[str, Any]]], stage: str
+) -> None:
+    docs = rendered[stage]
+    validate_all(docs)
+    containers = _containers(docs)
+    assert containers
+    for c in containers:
+        model_args = [c["args"][i + 1] for i, a in enumerate(c["args"]) if a == "--model"]
+        assert model_args == [f"{MODEL}@7"], c["args"]  # no alias survives
+        assert c["image"] == IMAGE
+    for doc in docs:
+        if doc["kind"] == "Namespace":
+            assert doc["metadata"]["name"] == NAMESPACE
+        else:
+            assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]
+        labels = doc["metadata"]["labels"]
+        assert labels[deploy.MODEL_LABEL] == MODEL and labels[deploy.VERSION_LABEL] == "7"
+
+
+@pytest.mark.parametrize("stage", ["production", "canary"])
+def test_namespace_reaches_the_strings_that_embed_it(
+    rendered: dict[str, list[dict[str, Any]]], stage: str
+) -> None:
+    isvc = one(rendered[stage], "InferenceService", deploy.SERVICE)
+    assert isvc["spec"]["predictor"]["logger"]["url"] == deploy.logger_url(NAMESPACE)
+    args = isvc["spec"]["explainer"]["containers"][0]["args"]
+    host = args[args.index("--predictor_host") + 1]
+    assert host == f"{deploy.SERVICE}-predictor.{NAMESPACE}"
+    detector = one(rendered[stage], "Deployment", deploy.DETECTOR)
+    assert detector["spec"]["template"]["spec"]["containers"][0]["args"] == deploy.detector_args(
+        f"{MODEL}@7"
+    )
+
+
+def test_labels_never_reach_selectors(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """A selector that changed with every version would orphan the running pods."""
+    docs = rendered["production"]
+    deployment = one(docs, "Deployment", deploy.DETECTOR)
+    assert deploy.VERSION_LABEL not in deployment["spec"]["selector"]["matchLabels"]
+    assert deploy.VERSION_LABEL not in one(docs, "Service", deploy.DETECTOR)["spec"]["selector"]
+    for policy in of_kind(docs, "NetworkPolicy"):
+        assert deploy.VERSION_LABEL not in str(policy["spec"]), policy["metadata"]["name"]
+
+
+def test_promoting_a_canary_changes_only_its_traffic_split(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """canary(N) → production(N) must leave the revision that already runs: same labels,
+    annotations and pod specs, only canaryTrafficPercent gone."""
+    canary = one(rendered["canary"], "InferenceService", deploy.SERVICE)
+    production = one(rendered["production"], "InferenceService", deploy.SERVICE)
+    assert canary["metadata"]["labels"] == production["metadata"]["labels"]
+    assert canary["metadata"]["annotations"] == production["metadata"]["annotations"]
+    assert [pod["spec"] for pod in component_pods(canary)] == [
+        pod["spec"] for pod in component_pods(production)
+    ]
+    for component in ("predictor", "explainer"):
+        c, p = dict(canary["spec"][component]), dict(production["spec"][component])
+        assert c.pop("canaryTrafficPercent") == 10
+        assert c == p
+
+
+def test_shadow_render_touches_only_the_shadow(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["shadow"]
+    assert sorted(d["kind"] for d in docs) == ["InferenceService", "Trigger"]
+    shadow = one(docs, "InferenceService", deploy.SHADOW_SERVICE)
+    assert shadow["spec"]["predictor"]["containers"][0]["args"] == deploy.predictor_args(
+        f"{MODEL}@7"
+    )
+    (trigger,) = of_kind(docs, "Trigger")
+    assert trigger["spec"]["filter"]["attributes"]["inferenceservicename"] == deploy.SERVICE
+
+
+def test_render_is_deterministic_self_contained_and_replaceable(tmp_path: Path) -> None:
+    first = render_overlay(MODEL, 3, "canary", tmp_path / "a")
+    second = render_overlay(MODEL, 3, "canary", tmp_path / "b")
+    text = (first / "kustomization.yaml").read_text()
+    assert text == (second / "kustomization.yaml").read_text()
+    assert text.startswith(deploy.HEADER) and f"{MODEL}@3" in text.splitlines()[0]
+    # Moved elsewhere (a GitOps repository), it still builds, to the same objects.
+    moved = shutil.copytree(first, tmp_path / "elsewhere" / "deep" / "canary")
+    assert build(moved) == build(first)
+    assert not list(moved.rglob("examples"))
+    # A later render into the same directory replaces the earlier one.
+    render_overlay(MODEL, 4, "production", first)
+    body = yaml.safe_load((first / "kustomization.yaml").read_text())
+    assert body["resources"] == ["kustomize/overlays/production"]
+    assert body["labels"][0]["pairs"][deploy.VERSION_LABEL] == "4"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"stage": "staging"}, "stage"),
+        ({"version": 0}, "version"),
+        ({"version": -2}, "version"),
+        ({"version": True}, "version"),
+        ({"version": "3"}, "version"),
+        ({"model": "Readmission-30d"}, "model"),
+        ({"model": "readmission_30d"}, "model"),
+        ({"model": "r" * 64}, "model"),
+        ({"model": "-readmission"}, "model"),
+        ({"namespace": "Clinical"}, "namespace"),
+        ({"namespace": ""}, "namespace"),
+        ({"image": "registry.example/serving"}, "image"),
+        ({"image": "registry.example/serving:latest"}, "image"),
+        ({"image": "Registry.example/Serving:1"}, "image"),
+        ({"image": "serving@sha256:short"}, "image"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_field(
+    tmp_path: Path, kwargs: dict[str, Any], field: str
+) -> None:
+    args: dict[str, Any] = {"model": MODEL, "version": 3, "stage": "canary"} | kwargs
+    keyword = {k: args.pop(k) for k in ("image", "namespace") if k in args}
+    with pytest.raises(DeployRenderError) as info:
+        render_overlay(args["model"], args["version"], args["stage"], tmp_path / "out", **keyword)
+    assert str(info.value).startswith(f"{field} ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_images_with_a_tag_a_digest_or_both_are_accepted() -> None:
+    assert deploy.parse_image("registry.example:5000/a/serving:0.1.0") == {
+        "name": deploy.BASE_IMAGE,
+        "newName": "registry.example:5000/a/serving",
+        "newTag": "0.1.0",
+    }
+    both = deploy.parse_image(f"serving:0.1.0@{DIGEST}")
+    assert both == {"name": deploy.BASE_IMAGE, "newName": "serving", "digest": DIGEST}
+
+
+def test_output_directory_is_never_clobbered(tmp_path: Path) -> None:
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "kustomization.yaml").write_text("resources: [mine.yaml]\n")
+    with pytest.raises(DeployRenderError, match=r"^out_dir .*refusing to overwrite"):
+        render_overlay(MODEL, 3, "canary", foreign)
+    assert (foreign / "kustomization.yaml").read_text() == "resources: [mine.yaml]\n"
+    with pytest.raises(DeployRenderError, match=r"^out_dir .*must be outside"):
+        render_overlay(MODEL, 3, "canary", deploy.kustomize_root() / "overlays" / "x")
+    assert not (deploy.kustomize_root() / "overlays" / "x").exists()
