@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# checkov (manifest security scan) needs tabulate<0.10 while requirements.lock pins 0.10: its own venv
+TOOLS       := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
 OUT    ?= out/demo
 export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
@@ -17,18 +20,26 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+$(TOOLS_STAMP): requirements-tools.lock
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --upgrade "pip>=24"
+	$(TOOLS)/bin/pip install --quiet -r requirements-tools.lock
+	touch $(TOOLS_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/hmlops demo --out $(OUT)
 
-test: $(STAMP)
+test:
+	$(MAKE) -j2 $(STAMP) $(TOOLS_STAMP)   # the two venvs install side by side
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint components/Dockerfile
+	$(BIN)/hadolint serving/Dockerfile
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -38,6 +49,9 @@ compile: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/bench_serving.py
+	$(BIN)/python benchmarks/bench_explainer.py
+	$(BIN)/python benchmarks/bench_drift.py
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache

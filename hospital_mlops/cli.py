@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hospital_mlops import cli_serving
 from hospital_mlops.catalog import CatalogError, UnknownSource, UseNotPermitted, load_catalog
 from hospital_mlops.faults import UnknownScenario
 from hospital_mlops.governance.compare import CompareError
 from hospital_mlops.governance.config import ROLES, GovernanceError
 from hospital_mlops.governance.registry import (
+    ArtifactMismatch,
     GoldenMismatch,
     PromotionRefused,
     RegistryError,
@@ -26,6 +29,8 @@ from hospital_mlops.governance.registry import (
 )
 from hospital_mlops.lineage import LineageNotFound, LineageStore, format_chain
 from hospital_mlops.normalize import MissingHmacKey
+from hospital_mlops.prediction_log import PredictionNotFound
+from hospital_mlops.serving_config import ServingConfigError
 from hospital_mlops.sources.extract import ExtractError
 from hospital_mlops.use_case import UseCaseError
 
@@ -55,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hmlops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the data pipeline on the bundled dataset")
+    demo = sub.add_parser(
+        "demo", help="the bundled dataset end to end: pipeline, registry, then serve and ask"
+    )
+    demo.add_argument("--port-base", type=int, default=8080, help="ports for the local servers")
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
 
     pipe = sub.add_parser("pipeline", help="run, compile or submit the Kubeflow pipeline")
@@ -73,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--experiment", default="hospital-data")
 
     lin = sub.add_parser("lineage", help="print the chain from a run or artifact to its source")
-    lin.add_argument("ref", help="run id, or artifact sha256 (a unique prefix is enough)")
+    lin.add_argument(
+        "ref", help="run id, artifact sha256 (a unique prefix is enough) or prediction id"
+    )
     lin.add_argument("--out", type=Path, default=Path("out/demo"), help="the store directory")
     lin.add_argument("--json", action="store_true")
 
@@ -87,9 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("scenarios", help="list the named fault scenarios")
 
-    srv = sub.add_parser("serve", help="serve a registered model on 127.0.0.1 (KServe)")
-    srv.add_argument("--model", default="readmission-30d@champion", help="NAME@ALIAS or NAME@N")
-    srv.add_argument("--port-base", type=int, default=8080, help="the predictor's port")
+    cli_serving.add_parsers(sub)
 
     lic = sub.add_parser("licenses", help="inventory installed licences; flag non-OSI ones")
     lic.add_argument("--out", type=Path, default=Path("out/licenses.csv"), help=".csv or .json")
@@ -115,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--challenger", default="latest", help="version number, alias or latest")
     cmp_.add_argument("--out", type=Path, default=Path("out/demo"), help="the store directory")
     cmp_.add_argument("--json", action="store_true")
+    exp = rsub.add_parser(
+        "export", help="write a version as a self-verifying bundle directory (storage path)"
+    )
+    exp.add_argument("--model", required=True, help="NAME@ALIAS or NAME@VERSION")
+    exp.add_argument("--out", type=Path, required=True, help="a new directory")
     ver = rsub.add_parser("verify", help="load a model and check its golden predictions")
     ver.add_argument("--model", required=True)
     ver.add_argument("--ref", default="champion", help="version number or alias")
@@ -139,17 +152,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         RegistryUnavailable,
         RegistryError,
         CompareError,
+        cli_serving.ServeUsageError,
+        PredictionNotFound,
+        ServingConfigError,
     ) as exc:
         print(f"hmlops: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (PromotionRefused, GoldenMismatch) as exc:
+    except (PromotionRefused, GoldenMismatch, ArtifactMismatch) as exc:
         print(f"hmlops: refused: {exc}", file=sys.stderr)
         return EXIT_GATE_FAILED
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        return _demo(args.out)
+        return _demo(args.out, args.port_base)
     if args.command == "pipeline":
         if args.action == "run":
             return _pipeline_run(args)
@@ -164,6 +180,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(submit(args), indent=2))
         return 0
     if args.command == "lineage":
+        if _is_uuid(args.ref):
+            return cli_serving.print_prediction_lineage(args.ref, args.out, args.json)
         store = LineageStore(args.out)
         chain = store.chain(args.ref)
         if args.json:
@@ -184,7 +202,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "licenses":
         return _licenses(args.out)
     if args.command == "serve":
-        return _serve(args.model, args.port_base)
+        return cli_serving.serve(args)
+    if args.command == "serve-one":
+        return cli_serving.serve_one(args)
+    if args.command == "deploy":
+        return cli_serving.deploy(args)
     if args.command == "scenarios":
         from hospital_mlops.faults import SCENARIOS
 
@@ -262,23 +284,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"  lineage: {summary['lineage_path']}")
 
 
-def _serve(model: str, port: int) -> int:
-    name, _, ref = model.partition("@")
-    if not name or not ref:
-        raise UsageError(f"--model must be NAME@ALIAS or NAME@VERSION, not {model!r}")
-    from serving.server import ModelNotReady, serve_predictor
-
-    print(
-        f"predictor: http://127.0.0.1:{port}/v1/models/readmission:predict "
-        f"(ready: http://127.0.0.1:{port}/v2/health/ready); Ctrl-C stops it",
-        flush=True,
-    )
+def _is_uuid(ref: str) -> bool:
     try:
-        serve_predictor(name, ref, port)
-    except ModelNotReady as exc:
-        print(f"hmlops: refused: the model is not ready: {exc}", file=sys.stderr)
-        return EXIT_GATE_FAILED
-    return 0
+        return str(uuid.UUID(ref)) == ref.lower()
+    except ValueError:
+        return False
 
 
 def _licenses(out: Path) -> int:
@@ -302,6 +312,21 @@ def _licenses(out: Path) -> int:
 def _registry(args: argparse.Namespace) -> int:
     from hospital_mlops.governance import registry
 
+    if args.action == "export":
+        from hospital_mlops.serving_bundle import BundleError, export_bundle, load_bundle
+
+        name, ref = cli_serving.parse_model(args.model)
+        try:
+            path = export_bundle(name, ref, args.out)
+            bundle = load_bundle(path)
+        except BundleError as exc:
+            raise UsageError(str(exc)) from None
+        print(
+            f"exported {bundle.name} version {bundle.version} (sha256 {bundle.sha256[:16]}…, "
+            f"golden predictions verified) to {path}\n"
+            f"  serve it:  hmlops serve-one predictor --model {path} --model-sha256 {bundle.sha256}"
+        )
+        return 0
     if args.action == "show":
         shown = registry.show(args.model)
         if args.json:
@@ -362,7 +387,7 @@ def _print_comparison(compared: dict[str, Any]) -> None:
 DEMO_REVIEWER = "DEMO reviewer (not a real sign-off)"
 
 
-def _demo(out: Path) -> int:
+def _demo(out: Path, serve_port: int = 8080) -> int:
     from hospital_mlops.kfp_runner import run_locally
 
     print(
@@ -402,7 +427,7 @@ def _demo(out: Path) -> int:
     model = summary["model"]
     _demo_promote(model["name"], int(model["version"]))
     print(f"  registry:  hmlops registry show --model {model['name']}")
-    return 0
+    return cli_serving.demo_round_trip(f"{model['name']}@champion", out, port_base=serve_port)
 
 
 def _demo_promote(name: str, version: int) -> None:

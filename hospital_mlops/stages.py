@@ -334,7 +334,7 @@ def finalize_run(ctx: RunContext, expect_model: bool = False) -> dict[str, Any]:
         )
     gate_list = [gates[layer] for layer in LAYERS if layer in gates]
     status = "succeeded" if published and all(g.success for g in gate_list) else "failed"
-    model_part = _model_summary(ctx)
+    model_part = model_summary(ctx)
     if expect_model and status == "succeeded":
         registered = model_part.get("model", {}).get("version") is not None
         status = "succeeded" if model_part.get("model_gates_passed") and registered else "failed"
@@ -366,7 +366,7 @@ def finalize_run(ctx: RunContext, expect_model: bool = False) -> dict[str, Any]:
     return summary
 
 
-def _model_summary(ctx: RunContext) -> dict[str, Any]:
+def model_summary(ctx: RunContext) -> dict[str, Any]:
     """The model half of the run summary, from the files the model steps left (if any)."""
     directory = ctx.run_dir / "model"
     if not (directory / "training.json").exists():

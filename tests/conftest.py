@@ -16,6 +16,27 @@ D130_SUBSET_STEP = 7
 SYNTHETIC_SMALL = 4_000
 
 
+# Tests that share the session's real diabetes130 pipeline run must run in one xdist worker, or
+# each worker would run the pipeline again. (pytest-xdist 3.8's xdist_group mark does not take
+# effect under pytest 9, so the scheduler groups them by file.)
+SHARED_RUN_FILES = (
+    "tests/integration/test_pipeline_kfp.py",
+    "tests/integration/test_serving_stack.py",
+)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "diabetes130-run" if nodeid.startswith(SHARED_RUN_FILES) else nodeid
+
+    return SharedRunScheduling(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def registry_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The MLflow registry of the test session: a SQLite store in a temporary directory (every

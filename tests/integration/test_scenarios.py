@@ -14,18 +14,26 @@ PAIRS = [(name, source) for name, s in SCENARIOS.items() for source in sorted(s.
 BASES = {"diabetes130": "d130_small", "synthetic": "synthetic_small"}
 
 
-def _run(source: str, extract: Path, tmp_path: Path) -> tuple[dict, Path]:
+def _run(source: str, extract: Path, tmp_path: Path, run_id: str = "test-run") -> tuple[dict, Path]:
     store = tmp_path / "store"
-    ctx = stages.RunContext(source, "readmission_risk_model", store, "test-run")
-    return stages.run_in_process(ctx, extract, tmp_path / "work"), store
+    ctx = stages.RunContext(source, "readmission_risk_model", store, run_id)
+    return stages.run_in_process(ctx, extract, tmp_path / run_id), store
 
 
 @pytest.mark.parametrize("source", sorted(BASES))
-def test_the_clean_extract_passes_every_gate(source, request, tmp_path) -> None:
-    summary, store = _run(source, request.getfixturevalue(BASES[source]), tmp_path)
+def test_the_clean_extract_passes_every_gate_and_a_rerun_is_identical(
+    source, request, tmp_path
+) -> None:
+    extract = request.getfixturevalue(BASES[source])
+    summary, store = _run(source, extract, tmp_path)
     assert summary["status"] == "succeeded", summary.get("error")
     assert [g["layer"] for g in summary["gates"]] == ["ingest", "validate", "features"]
     assert (store / "published" / "features" / summary["final_artifact_sha256"]).is_dir()
+    again, _ = _run(source, extract, tmp_path, run_id="rerun")
+    assert again["run_id"] != summary["run_id"]
+    hashes = [(a["name"], a["sha256"]) for a in summary["artifacts"]]
+    assert [(a["name"], a["sha256"]) for a in again["artifacts"]] == hashes
+    assert {name for name, _ in hashes} >= {"raw", "normalized", "features", "published_features"}
 
 
 @pytest.mark.parametrize(("name", "source"), PAIRS)

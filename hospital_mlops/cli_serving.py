@@ -1,0 +1,259 @@
+"""The serving commands of ``hmlops``: serve (the local stack), serve-one (one component, as a
+container runs it) and deploy render (a kustomize overlay for a registry version)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_NOT_READY = 1
+
+
+class ServeUsageError(ValueError):
+    """A bad serving argument; printed as one line, exit 2."""
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    srv = sub.add_parser(
+        "serve", help="serve a registered model on 127.0.0.1: predictor, explainer, drift detector"
+    )
+    srv.add_argument("--model", default="readmission-30d@champion", help="NAME@ALIAS or NAME@N")
+    srv.add_argument(
+        "--port-base", type=int, default=8080, help="predictor on P, explainer P+1, detector P+2"
+    )
+    srv.add_argument(
+        "--print-example-request",
+        action="store_true",
+        help="print a valid v1 request body (a real test-period encounter) and exit",
+    )
+
+    one = sub.add_parser("serve-one", help="run one serving component (a container's command)")
+    one.add_argument("component", choices=["predictor", "explainer", "detector"])
+    one.add_argument("--model", default="readmission-30d@champion", help="NAME@ALIAS or NAME@N")
+    # KServe appends --http_port, --model_name and --predictor_host to a custom explainer's
+    # arguments (and --workers in some modes): accept its spellings as aliases.
+    one.add_argument("--port", "--http_port", dest="port", type=int, default=8080)
+    one.add_argument("--bind", default="127.0.0.1", help="0.0.0.0 inside a pod")
+    one.add_argument("--logger-url", help="predictor: post inference-logger CloudEvents here")
+    one.add_argument(
+        "--predictor-host",
+        "--predictor_host",
+        dest="predictor_host",
+        help="explainer: HOST[:PORT] of the predictor",
+    )
+    one.add_argument("--model_name", default="readmission", help="the served model's name")
+    one.add_argument("--workers", type=int, default=1, help="accepted for KServe; one worker")
+    one.add_argument("--sink", help="detector: post drift-result CloudEvents here")
+    one.add_argument("--model-sha256", help="predictor: refuse any other artifact (pinned)")
+
+    dep = sub.add_parser("deploy", help="render the kustomize overlay for a registry version")
+    dsub = dep.add_subparsers(dest="action", required=True)
+    render = dsub.add_parser("render", help="write the overlay for NAME version N at STAGE")
+    render.add_argument("--model", required=True)
+    render.add_argument("--version", type=int, required=True)
+    render.add_argument("--stage", required=True, choices=["shadow", "canary", "production"])
+    render.add_argument("--out", type=Path, help="default out/deploy/<model>-v<N>-<stage>")
+    render.add_argument("--image", help="the serving image, tagged or by digest")
+    render.add_argument("--namespace", help="the target namespace")
+
+
+def parse_model(model: str) -> tuple[str, str]:
+    """``NAME@REF`` → (name, ref); a bundle directory → (path, "path")."""
+    from hospital_mlops.serving_bundle import is_bundle
+
+    if is_bundle(model):
+        return model, "path"
+    name, _, ref = model.partition("@")
+    if not name or not ref:
+        raise ServeUsageError(
+            f"--model must be NAME@ALIAS, NAME@VERSION or a bundle directory, not {model!r}"
+        )
+    return name, ref
+
+
+def _check_port(port: int, span: int = 1) -> None:
+    if not (port >= 1024 and port + span - 1 <= 65535):
+        raise ServeUsageError(f"ports must be within 1024–65535, not {port}..{port + span - 1}")
+
+
+def serve(args: argparse.Namespace) -> int:
+    name, ref = parse_model(args.model)
+    if args.print_example_request:
+        from hospital_mlops.example_requests import registered_examples
+
+        print(json.dumps({"instances": registered_examples(name, ref, n=1)}, indent=2))
+        return 0
+    _check_port(args.port_base, 3)
+    from serving.local_stack import LocalStack, StackFailed
+
+    stack = LocalStack(args.model, args.port_base)
+    print(f"starting predictor, explainer and drift detector for {args.model} …", flush=True)
+    try:
+        stack.start()
+    except StackFailed as exc:
+        print(f"hmlops: refused: {exc}", file=sys.stderr)
+        return EXIT_NOT_READY
+    for label, url in stack.urls().items():
+        print(f"  {label:16} {url}")
+    print(f"  logs             {stack.log_dir}")
+    print("Ctrl-C stops all three.", flush=True)
+    try:
+        return stack.wait()
+    except KeyboardInterrupt:
+        print("\nstopping …", flush=True)
+        return 0
+    finally:
+        stack.stop()
+
+
+def serve_one(args: argparse.Namespace) -> int:
+    _check_port(args.port)
+    if args.component == "predictor":
+        from serving.server import ModelNotReady, serve_predictor
+
+        name, ref = parse_model(args.model)
+        try:
+            serve_predictor(
+                name,
+                ref,
+                args.port,
+                bind=args.bind,
+                logger_url=args.logger_url,
+                expected_sha256=args.model_sha256,
+            )
+        except ModelNotReady as exc:
+            print(f"hmlops: refused: the model is not ready: {exc}", file=sys.stderr)
+            return EXIT_NOT_READY
+        return 0
+    loopback = args.bind == "127.0.0.1"
+    if args.component == "explainer":
+        if not args.predictor_host:
+            raise ServeUsageError("the explainer needs --predictor-host HOST[:PORT]")
+        from serving.explainer import ExplainerNotReady, serve_explainer
+
+        try:
+            serve_explainer(
+                args.predictor_host, args.port, bind_loopback=loopback, model_name=args.model_name
+            )
+        except ExplainerNotReady as exc:
+            print(f"hmlops: refused: {exc}", file=sys.stderr)
+            return EXIT_NOT_READY
+        return 0
+    from serving.detector import DetectorNotReady, serve_detector
+
+    name, ref = parse_model(args.model)
+    reference = Path(name) / "drift_reference.parquet" if ref == "path" else None
+    try:
+        serve_detector(
+            name, ref, args.port, bind_loopback=loopback, sink=args.sink, reference_path=reference
+        )
+    except DetectorNotReady as exc:
+        print(f"hmlops: refused: the drift detector is not ready: {exc}", file=sys.stderr)
+        return EXIT_NOT_READY
+    return 0
+
+
+def deploy(args: argparse.Namespace) -> int:
+    from hospital_mlops import deploy as rendering
+
+    out = args.out or Path("out/deploy") / f"{args.model}-v{args.version}-{args.stage}"
+    options: dict[str, str] = {}
+    if args.image:
+        options["image"] = args.image
+    if args.namespace:
+        options["namespace"] = args.namespace
+    try:
+        path = rendering.render_overlay(args.model, args.version, args.stage, out, **options)
+    except rendering.DeployRenderError as exc:
+        raise ServeUsageError(str(exc)) from None
+    print(f"wrote the {args.stage} overlay for {args.model} version {args.version} to {path}")
+    print(f"  build:  kubectl kustomize {path}")
+    print(f"  apply:  kubectl apply -k {path}")
+    return 0
+
+
+def print_prediction_lineage(prediction_id: str, store: Path, as_json: bool) -> int:
+    """A prediction → its model version and artifact → the model's lineage to the extract."""
+    from hospital_mlops.lineage import LineageNotFound, LineageStore, format_chain
+    from hospital_mlops.prediction_log import PredictionLog
+
+    record = PredictionLog().get(prediction_id)
+    try:
+        chain = LineageStore(store).chain(record["model_sha256"])
+    except LineageNotFound:
+        chain = []
+    if as_json:
+        nodes = [{"depth": d + 1, **n} for d, n in chain]
+        print(json.dumps([{"depth": 0, "kind": "prediction", **record}, *nodes], default=str))
+        return 0
+    answer = record["answer"]
+    print(
+        f"prediction {record['prediction_id']} at {record['scored_at']} "
+        f"(request {record['request_id']}, {record['protocol']})\n"
+        f"  risk {answer['risk']} band {answer['band']} alert {answer['alert']}\n"
+        f"  model {record['model_name']} version {record['model_version']} "
+        f"sha256 {record['model_sha256'][:16]}… feature set {record['feature_set_version']}\n"
+        f"  trained on features {record['features_sha256'][:16]}… ({record['source']})"
+    )
+    if chain:
+        print(format_chain(chain))
+    else:
+        print(
+            f"  the model's lineage is not in {store}; pass the store it was trained in (--out)",
+        )
+    return 0
+
+
+def demo_round_trip(model: str, store: Path, port_base: int = 8080, n: int = 5) -> int:
+    """Start the three servers, score a few real test-period encounters, print one full answer
+    and one explanation and the detector's state, then stop them."""
+    import httpx
+
+    from hospital_mlops.example_requests import registered_examples
+    from serving.local_stack import PREDICTOR_MODEL, LocalStack, StackFailed
+
+    name, ref = parse_model(model)
+    instances = registered_examples(name, ref, n=n)
+    stack = LocalStack(model, port_base)
+    print(f"\nServing {model}: predictor, explainer and drift detector on 127.0.0.1 …", flush=True)
+    try:
+        stack.start()
+    except StackFailed as exc:
+        print(f"hmlops: refused: {exc}", file=sys.stderr)
+        return EXIT_NOT_READY
+    try:
+        for label, url in stack.urls().items():
+            print(f"  {label:16} {url}")
+        with httpx.Client(timeout=120) as client:
+            answer = client.post(
+                f"{stack.predictor.base_url}/v1/models/{PREDICTOR_MODEL}:predict",
+                json={"instances": instances},
+            )
+            answer.raise_for_status()
+            predictions = answer.json()["predictions"]
+            print(f"\n{len(predictions)} real test-period encounters scored; risks:")
+            for p in predictions:
+                print(
+                    f"  {p['prediction_id']}  risk {p['risk']:.3f}  {p['band']:8} "
+                    f"alert {p['alert']}"
+                )
+            print("\nOne full answer (v1):")
+            print(json.dumps(predictions[0], indent=2))
+            explained = client.post(
+                f"{stack.explainer.base_url}/v1/models/{PREDICTOR_MODEL}:explain",
+                json={"instances": instances[:1]},
+            )
+            print(f"\nIts explanation (clinician view, HTTP {explained.status_code}):")
+            print(json.dumps(explained.json(), indent=2))
+            drift = client.get(f"{stack.detector.base_url}/drift/latest")
+            print(f"\nDrift detector (HTTP {drift.status_code}): {json.dumps(drift.json())}")
+        print(
+            f"\n  lineage of that prediction:  hmlops lineage {predictions[0]['prediction_id']} "
+            f"--out {store}"
+        )
+    finally:
+        stack.stop()
+        print("servers stopped.")
+    return 0

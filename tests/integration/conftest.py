@@ -1,0 +1,71 @@
+"""Integration fixtures: one real diabetes130 pipeline run through kfp.local, shared by the
+pipeline, registry and serving tests (it is the slowest thing the suite does)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_KEY
+
+HMLOPS = [sys.executable, "-m", "hospital_mlops.cli"]
+REVIEW_ROLES = ("clinical", "technical", "privacy", "compliance")
+
+
+def evidence_path(summary: dict, name: str) -> str:
+    return next(e["path"] for e in summary["evidence"] if e["name"] == name)
+
+
+def artifact_sha(summary: dict, name: str) -> str:
+    return next(a["sha256"] for a in summary["artifacts"] if a["name"] == name)
+
+
+def hmlops(*args: str, key: str | None = TEST_KEY) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HMLOPS_HMAC_KEY",)}
+    if key:
+        env["HMLOPS_HMAC_KEY"] = key
+    return subprocess.run([*HMLOPS, *args], capture_output=True, text=True, env=env, timeout=900)
+
+
+def run_json(*args: str) -> tuple[dict, subprocess.CompletedProcess[str]]:
+    proc = hmlops("pipeline", "run", "--json", *args)
+    return json.loads(proc.stdout), proc
+
+
+@pytest.fixture(scope="session")
+def d130_runs(tmp_path_factory: pytest.TempPathFactory):
+    """The full pipeline once through kfp.local, then the model steps again in process on the
+    snapshot it published (a second registered version, for determinism and compare). The
+    data layers' determinism is checked on both sources in test_scenarios."""
+    from hospital_mlops.model_stages import run_model_in_process
+    from hospital_mlops.stages import RunContext, model_summary
+
+    out = tmp_path_factory.mktemp("d130_store")
+    first, proc = run_json("--source", "diabetes130", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    published = Path(
+        next(a["path"] for a in first["artifacts"] if a["name"] == "published_features")
+    )
+    ctx = RunContext("diabetes130", "readmission_risk_model", out, "rerun-of-the-model-steps")
+    run_model_in_process(ctx, published, tmp_path_factory.mktemp("d130_rerun"))
+    second = {"run_id": ctx.run_id, **model_summary(ctx)}
+    return out, first, second, proc, None
+
+
+@pytest.fixture(scope="session")
+def d130_champion(d130_runs) -> int:
+    """The first run's version, signed off by test reviewers and promoted to @champion."""
+    from hospital_mlops.governance import registry
+
+    _, first, _, _, _ = d130_runs
+    version = int(first["model"]["version"])
+    # In process: the sign-off and promote commands themselves are tested in test_pipeline_kfp.
+    for role in REVIEW_ROLES:
+        registry.sign_off("readmission-30d", version, role, f"Test {role} reviewer")
+    registry.promote("readmission-30d", version, "champion", REVIEW_ROLES)
+    return version

@@ -1,0 +1,451 @@
+"""`hmlops serve`: the registered champion behind three real kserve.ModelServer processes on
+127.0.0.1 (predictor P, explainer P+1, drift detector P+2), as a user starts it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hospital_mlops.sources.extract import read_extract
+from tests.conftest import TEST_KEY
+from tests.integration.conftest import HMLOPS, hmlops
+from tests.phi_scan import raw_identifiers, scan
+
+CONTRACT = {
+    "risk", "band", "alert", "reasons", "missing_inputs", "model_version", "prediction_id",
+    "limitations",
+}  # fmt: skip
+
+
+def _free_port_base(span: int = 3) -> int:
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            base = int(sock.getsockname()[1])
+        if base + span < 65_000 and all(_port_free(base + i) for i in range(span)):
+            return base
+    raise RuntimeError("no free port range")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@pytest.fixture(scope="module")
+def example_body(d130_champion) -> dict:
+    proc = hmlops("serve", "--print-example-request")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def stack(d130_champion):
+    base = _free_port_base()
+    server = subprocess.Popen(
+        [*HMLOPS, "serve", "--model", "readmission-30d@champion", "--port-base", str(base)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HMLOPS_HMAC_KEY": TEST_KEY},
+    )
+    urls = {name: f"http://127.0.0.1:{base + i}" for i, name in enumerate(("p", "e", "d"))}
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"hmlops serve exited: {server.stderr.read()[-3000:]}")
+        try:
+            if all(httpx.get(f"{u}/v2/health/ready").status_code == 200 for u in urls.values()):
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("the stack never became ready")
+    yield server, urls
+    if server.poll() is None:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+
+
+def test_the_three_servers_answer_on_loopback_only(stack) -> None:
+    import psutil
+
+    _, urls = stack
+    ports = {int(url.rsplit(":", 1)[1]) for url in urls.values()}
+    for url in urls.values():
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+    listening = {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port in ports
+    }
+    assert listening == {("127.0.0.1", port) for port in ports}
+
+
+def test_v1_and_v2_answer_the_clinical_question(stack, example_body, d130_champion) -> None:
+    _, urls = stack
+    answer = httpx.post(f"{urls['p']}/v1/models/readmission:predict", json=example_body)
+    assert answer.status_code == 200, answer.text
+    [prediction] = answer.json()["predictions"]
+    assert set(prediction) >= CONTRACT
+    assert prediction["model_version"] == f"readmission-30d/{d130_champion}"
+    assert 0 < prediction["risk"] < 1 and prediction["band"] in ("low", "moderate", "high")
+    assert all({"feature", "text", "contribution"} == set(r) for r in prediction["reasons"])
+    instance = example_body["instances"][0]
+    tensors = [
+        {
+            "name": name,
+            "datatype": "BYTES" if isinstance(value, str) or value is None else "INT64",
+            "shape": [1],
+            "data": [value],
+        }
+        for name, value in instance.items()
+    ]
+    v2 = httpx.post(f"{urls['p']}/v2/models/readmission/infer", json={"inputs": tensors})
+    assert v2.status_code == 200, v2.text
+    outputs = {o["name"]: o["data"] for o in v2.json()["outputs"]}
+    assert outputs["risk"] == [prediction["risk"]]  # one scoring core for both protocols
+    assert json.loads(outputs["reasons"][0]) == prediction["reasons"]
+
+
+def test_bad_requests_are_400s_naming_the_field(stack, example_body) -> None:
+    _, urls = stack
+    bad = dict(example_body["instances"][0], time_in_hospital=99)
+    answer = httpx.post(f"{urls['p']}/v1/models/readmission:predict", json={"instances": [bad]})
+    assert answer.status_code == 400
+    errors = json.loads(answer.json()["error"])["errors"]
+    assert errors[0]["field"] == "time_in_hospital" and "plausible range" in errors[0]["message"]
+    no_type = httpx.post(f"{urls['p']}/v2/models/readmission/infer", content=b'{"inputs": []}')
+    assert no_type.status_code == 415 and "content-type" in no_type.text
+    huge = httpx.post(
+        f"{urls['p']}/v1/models/readmission:predict", content=b"[" + b"1," * 600_000 + b"1]"
+    )
+    assert huge.status_code == 413
+
+
+def test_an_explanation_in_both_views(stack, example_body) -> None:
+    _, urls = stack
+    clinician = httpx.post(
+        f"{urls['e']}/v1/models/readmission:explain", json=example_body, timeout=60
+    )
+    assert clinician.status_code == 200, clinician.text
+    technical = httpx.post(
+        f"{urls['e']}/v1/models/readmission:explain",
+        json={**example_body, "view": "technical"},
+        timeout=120,
+    )
+    assert technical.status_code == 200, technical.text
+
+
+def test_the_detector_receives_the_predictors_events(stack, example_body) -> None:
+    _, urls = stack
+    for _ in range(3):
+        httpx.post(f"{urls['p']}/v1/models/readmission:predict", json=example_body)
+    deadline = time.monotonic() + 30
+    latest: dict = {}
+    while time.monotonic() < deadline:
+        latest = httpx.get(f"{urls['d']}/drift/latest").json()
+        if latest.get("buffered_rows", 0) >= 3 or latest.get("window_size"):
+            break
+        time.sleep(0.5)
+    assert latest.get("buffered_rows", 0) >= 3 or latest.get("window_size"), latest
+    metrics = httpx.get(f"{urls['d']}/metrics").text
+    assert "hmlops_drift" in metrics
+
+
+def test_a_prediction_walks_back_to_its_source_extract(stack, example_body, d130_runs) -> None:
+    from tests.integration.test_pipeline_kfp import D130_EXTRACT_SHA
+
+    out = d130_runs[0]
+    _, urls = stack
+    answer = httpx.post(f"{urls['p']}/v1/models/readmission:predict", json=example_body)
+    prediction_id = answer.json()["predictions"][0]["prediction_id"]
+    chain: list = []
+    for _ in range(20):  # the prediction log is written in the background
+        proc = hmlops("lineage", prediction_id, "--out", str(out), "--json")
+        if proc.returncode == 0:
+            chain = json.loads(proc.stdout)
+            break
+        time.sleep(0.25)
+    assert chain, proc.stderr
+    assert chain[0]["kind"] == "prediction" and chain[0]["prediction_id"] == prediction_id
+    assert chain[0]["inputs"] == example_body["instances"][0]
+    kinds = [n["kind"] for n in chain]
+    assert kinds[:6] == ["prediction", "model", "features", "normalized", "raw", "source_extract"]
+    assert chain[5]["sha256"] == D130_EXTRACT_SHA and "split" in kinds
+    missing = hmlops("lineage", "00000000-0000-4000-8000-000000000000", "--out", str(out))
+    assert missing.returncode == 2 and "no prediction" in missing.stderr
+
+
+def test_no_raw_identifier_reaches_the_prediction_log_or_server_logs(
+    stack, catalog, d130_full
+) -> None:
+    raw = read_extract(d130_full, catalog.source("diabetes130"))["encounters"]
+    ids = raw_identifiers(raw["encounter_id"]) | raw_identifiers(raw["patient_nbr"])
+    state = Path(os.environ["HMLOPS_STATE_DIR"])
+    assert (state / "predictions.sqlite").exists()
+    assert scan(state, ids) == []
+
+
+# --- property-based abuse: malformed and adversarial bodies never produce a 5xx ---------------
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+    | st.sampled_from(["", "\u202e", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "' OR 1=1 --", "\x00", "1e309", "[70-80)"])
+)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+NON_FINITE = [b"NaN", b"Infinity", b"-Infinity", b"1e999"]
+
+
+@st.composite
+def instance_bodies(draw: st.DrawFn, valid: dict) -> bytes:
+    """A real instance, broken one way or several: the shapes a buggy or hostile client sends."""
+    instance = dict(valid)
+    kind = draw(st.sampled_from(["value", "drop", "extra", "batch", "body", "non_finite", "bytes"]))
+    if kind == "value":
+        for name in draw(st.lists(st.sampled_from(sorted(instance)), min_size=1, max_size=3)):
+            instance[name] = draw(JSON_VALUES)
+    elif kind == "drop":
+        for name in draw(st.lists(st.sampled_from(sorted(instance)), min_size=1, max_size=5)):
+            instance.pop(name, None)
+    elif kind == "extra":
+        instance[draw(st.text(min_size=1, max_size=30))] = draw(JSON_VALUES)
+    elif kind == "batch":
+        return json.dumps({"instances": [instance] * draw(st.integers(101, 400))}).encode()
+    elif kind == "body":
+        return json.dumps(draw(JSON_VALUES)).encode()
+    elif kind == "non_finite":
+        name = draw(st.sampled_from(["time_in_hospital", "num_medications", "number_inpatient"]))
+        text = json.dumps({"instances": [{**instance, name: 12345}]}).encode()
+        return text.replace(b"12345", draw(st.sampled_from(NON_FINITE)))
+    else:
+        return draw(st.binary(max_size=300))
+    return json.dumps({"instances": [instance]}).encode()
+
+
+@st.composite
+def v2_bodies(draw: st.DrawFn, valid: dict) -> bytes:
+    tensors = [
+        {
+            "name": name,
+            "datatype": "BYTES" if isinstance(v, str) or v is None else "INT64",
+            "shape": [1],
+            "data": [v],
+        }
+        for name, v in valid.items()
+    ]
+    kind = draw(st.sampled_from(["tensor", "shape", "type", "drop", "body"]))
+    i = draw(st.integers(0, len(tensors) - 1))
+    if kind == "tensor":
+        tensors[i]["data"] = draw(JSON_VALUES)
+    elif kind == "shape":
+        tensors[i]["shape"] = draw(JSON_VALUES)
+    elif kind == "type":
+        tensors[i]["datatype"] = draw(st.sampled_from(["FP16", "BOOL", "UINT8", "", "STRING"]))
+    elif kind == "drop":
+        tensors.pop(i)
+    else:
+        return json.dumps(draw(JSON_VALUES)).encode()
+    return json.dumps({"inputs": tensors}).encode()
+
+
+@st.composite
+def cloud_events(draw: st.DrawFn, valid: dict) -> tuple[dict, bytes]:
+    from hospital_mlops.inference_events import binary_headers
+
+    headers = binary_headers(
+        draw(st.uuids()).hex, draw(st.sampled_from(["request", "response"])), "readmission"
+    )
+    kind = draw(st.sampled_from(["header", "drop", "body", "bytes"]))
+    if kind == "header":
+        name = draw(st.sampled_from(sorted(headers)))
+        headers[name] = draw(
+            st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=40)
+        )
+    elif kind == "drop":
+        headers.pop(draw(st.sampled_from(sorted(headers))))
+    if kind == "bytes":
+        return headers, draw(st.binary(max_size=300))
+    if kind == "body":
+        return headers, json.dumps(draw(JSON_VALUES)).encode()
+    return headers, json.dumps({"instances": [valid]}).encode()
+
+
+def _assert_client_error_named(answer: httpx.Response) -> None:
+    assert answer.status_code < 500, (answer.status_code, answer.text[:500])
+    if answer.status_code >= 400:
+        text = answer.text
+        assert '\\"field\\"' in text or '"field"' in text or '"loc"' in text, text[:500]
+        assert "Traceback" not in text
+
+
+JSON_HEADER = {"content-type": "application/json"}
+FUZZ = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def test_fuzz_the_predictor_v1(stack, example_body) -> None:
+    _, urls = stack
+    with httpx.Client(timeout=30) as client:
+
+        @settings(FUZZ, max_examples=2000)
+        @given(body=instance_bodies(example_body["instances"][0]))
+        def run(body: bytes) -> None:
+            _assert_client_error_named(
+                client.post(f"{urls['p']}/v1/models/readmission:predict", content=body)
+            )
+
+        run()
+
+
+def test_fuzz_the_predictor_v2(stack, example_body) -> None:
+    _, urls = stack
+    with httpx.Client(timeout=30) as client:
+
+        @settings(FUZZ, max_examples=1500)
+        @given(body=v2_bodies(example_body["instances"][0]))
+        def run(body: bytes) -> None:
+            _assert_client_error_named(
+                client.post(
+                    f"{urls['p']}/v2/models/readmission/infer", content=body, headers=JSON_HEADER
+                )
+            )
+
+        run()
+
+
+def test_fuzz_the_explainer(stack, example_body) -> None:
+    _, urls = stack
+    with httpx.Client(timeout=60) as client:
+
+        @settings(FUZZ, max_examples=800)
+        @given(body=instance_bodies(example_body["instances"][0]))
+        def run(body: bytes) -> None:
+            _assert_client_error_named(
+                client.post(f"{urls['e']}/v1/models/readmission:explain", content=body)
+            )
+
+        run()
+
+
+def test_fuzz_the_detector_with_invalid_cloud_events(stack, example_body) -> None:
+    _, urls = stack
+    with httpx.Client(timeout=30) as client:
+
+        @settings(FUZZ, max_examples=800)
+        @given(event=cloud_events(example_body["instances"][0]))
+        def run(event: tuple[dict, bytes]) -> None:
+            headers, body = event
+            _assert_client_error_named(client.post(f"{urls['d']}/", content=body, headers=headers))
+
+        run()
+
+
+def test_ctrl_c_stops_all_three(stack) -> None:
+    server, urls = stack
+    server.send_signal(signal.SIGINT)
+    server.wait(timeout=60)
+    for url in urls.values():
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{url}/v2/health/ready", timeout=2)
+
+
+def test_a_changed_model_artifact_is_never_served(d130_runs) -> None:
+    """Append a byte to the registered model's files: predictions are unchanged (golden rows
+    still pass) but the sha256 no longer matches, so the predictor refuses to start."""
+    import mlflow
+
+    from hospital_mlops.governance import registry
+
+    _, _, second, _, _ = d130_runs
+    version = str(second["model"]["version"])
+    registry.client()
+    loaded = mlflow.pyfunc.load_model(registry.model_uri("readmission-30d", version))
+    model_json = Path(loaded._model_impl.context.artifacts["risk_model"]) / "model.json"
+    original = model_json.read_bytes()
+    model_json.write_bytes(original + b"\n")
+    try:
+        proc = hmlops(
+            "serve-one", "predictor", "--model", f"readmission-30d@{version}",
+            "--port", str(_free_port_base(1)),
+        )  # fmt: skip
+    finally:
+        model_json.write_bytes(original)
+    assert proc.returncode == 1
+    assert "ArtifactMismatch" in proc.stderr and "changed after registration" in proc.stderr
+
+
+def test_a_storage_path_bundle_serves_the_same_answers_and_refuses_changes(
+    d130_champion, example_body, tmp_path
+) -> None:
+    """`registry export` writes what KServe's storage initializer would copy to /mnt/models;
+    the predictor serves it without the registry, and only if it verifies."""
+    import asyncio
+    import shutil
+
+    from serving.predictor import ReadmissionPredictor
+
+    bundle = tmp_path / "bundle"
+    exported = hmlops(
+        "registry", "export", "--model", "readmission-30d@champion", "--out", str(bundle)
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    sha = next(w for w in exported.stdout.split() if len(w) == 64)
+    from_registry = ReadmissionPredictor("readmission", "readmission-30d", "champion")
+    from_bundle = ReadmissionPredictor("readmission", str(bundle), "path", expected_sha256=sha)
+    assert from_registry.load() and from_bundle.load(), from_bundle.not_ready_reason
+    ask = example_body["instances"]
+    risk = [
+        asyncio.run(p.predict({"instances": ask}))["predictions"][0]["risk"]
+        for p in (from_registry, from_bundle)
+    ]
+    assert risk[0] == risk[1]
+    assert from_bundle.version == d130_champion
+    for p in (from_registry, from_bundle):
+        p.stop()
+    # a pinned sha256 the bundle does not have, and a changed file: never ready
+    pinned = ReadmissionPredictor("readmission", str(bundle), "path", expected_sha256="0" * 64)
+    assert not pinned.load() and "the deployment expects" in pinned.not_ready_reason
+    changed = tmp_path / "changed"
+    shutil.copytree(bundle, changed)
+    (changed / "risk_model" / "calibration.json").write_text(
+        (bundle / "risk_model" / "calibration.json").read_text() + " "
+    )
+    refused = hmlops(
+        "serve-one", "predictor", "--model", str(changed), "--port", str(_free_port_base(1))
+    )
+    assert refused.returncode == 1 and "changed after export" in refused.stderr
+    again = hmlops(
+        "registry", "export", "--model", "readmission-30d@champion", "--out", str(bundle)
+    )
+    assert again.returncode == 2 and "already exists" in again.stderr
