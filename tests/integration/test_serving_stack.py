@@ -153,20 +153,39 @@ def test_an_explanation_in_both_views(stack, example_body) -> None:
     assert technical.status_code == 200, technical.text
 
 
-def test_the_detector_receives_the_predictors_events(stack, example_body) -> None:
+def test_the_detector_tests_a_window_of_the_predictors_events(stack) -> None:
+    """1,000 real test-period encounters scored in batches of 100: the predictor's logger
+    events fill one window, which the detector tests against the training reference."""
+    from hospital_mlops.example_requests import registered_examples
+
     _, urls = stack
-    for _ in range(3):
-        httpx.post(f"{urls['p']}/v1/models/readmission:predict", json=example_body)
-    deadline = time.monotonic() + 30
+    encounters = registered_examples("readmission-30d", "champion", n=1000, seed=3)
+    for start in range(0, 1000, 100):
+        answer = httpx.post(
+            f"{urls['p']}/v1/models/readmission:predict",
+            json={"instances": encounters[start : start + 100]},
+            timeout=60,
+        )
+        assert answer.status_code == 200
+    deadline = time.monotonic() + 90
     latest: dict = {}
     while time.monotonic() < deadline:
         latest = httpx.get(f"{urls['d']}/drift/latest").json()
-        if latest.get("buffered_rows", 0) >= 3 or latest.get("window_size"):
+        if latest.get("status") == "tested":
             break
         time.sleep(0.5)
-    assert latest.get("buffered_rows", 0) >= 3 or latest.get("window_size"), latest
+    assert latest.get("status") == "tested", latest
+    assert latest["window_size"] == 1000 and isinstance(latest["is_drift"], bool)
+    assert set(latest["feature_p_values"]) >= {"age_years", "inpatient_admissions_prior_year"}
+    assert 0 <= latest["score_p_value"] <= 1
     metrics = httpx.get(f"{urls['d']}/metrics").text
-    assert "hmlops_drift" in metrics
+    tested = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("hmlops_drift_windows_tested_total ")
+    ]
+    assert tested and tested[0] >= 1
+    assert 'hmlops_drift_feature_p_value{feature="age_years"}' in metrics
 
 
 def test_a_prediction_walks_back_to_its_source_extract(stack, example_body, d130_runs) -> None:
