@@ -7,6 +7,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from serving.local_stack import LocalStack
 
 EXIT_NOT_READY = 1
 
@@ -78,6 +82,22 @@ def _check_port(port: int, span: int = 1) -> None:
         raise ServeUsageError(f"ports must be within 1024–65535, not {port}..{port + span - 1}")
 
 
+def _start_stack(model: str, port_base: int) -> LocalStack | None:
+    """Start the three servers and print their URLs; None (reason on stderr) if one fails."""
+    from serving.local_stack import LocalStack, StackFailed
+
+    stack = LocalStack(model, port_base)
+    print(f"starting predictor, explainer and drift detector for {model} …", flush=True)
+    try:
+        stack.start()
+    except StackFailed as exc:
+        print(f"hmlops: refused: {exc}", file=sys.stderr)
+        return None
+    for label, url in stack.urls().items():
+        print(f"  {label:16} {url}")
+    return stack
+
+
 def serve(args: argparse.Namespace) -> int:
     name, ref = parse_model(args.model)
     if args.print_example_request:
@@ -86,17 +106,9 @@ def serve(args: argparse.Namespace) -> int:
         print(json.dumps({"instances": registered_examples(name, ref, n=1)}, indent=2))
         return 0
     _check_port(args.port_base, 3)
-    from serving.local_stack import LocalStack, StackFailed
-
-    stack = LocalStack(args.model, args.port_base)
-    print(f"starting predictor, explainer and drift detector for {args.model} …", flush=True)
-    try:
-        stack.start()
-    except StackFailed as exc:
-        print(f"hmlops: refused: {exc}", file=sys.stderr)
+    stack = _start_stack(args.model, args.port_base)
+    if stack is None:
         return EXIT_NOT_READY
-    for label, url in stack.urls().items():
-        print(f"  {label:16} {url}")
     print(f"  logs             {stack.log_dir}")
     print("Ctrl-C stops all three.", flush=True)
     try:
@@ -212,20 +224,15 @@ def demo_round_trip(model: str, store: Path, port_base: int = 8080, n: int = 5) 
     import httpx
 
     from hospital_mlops.example_requests import registered_examples
-    from serving.local_stack import PREDICTOR_MODEL, LocalStack, StackFailed
+    from serving.local_stack import PREDICTOR_MODEL
 
     name, ref = parse_model(model)
     instances = registered_examples(name, ref, n=n)
-    stack = LocalStack(model, port_base)
-    print(f"\nServing {model}: predictor, explainer and drift detector on 127.0.0.1 …", flush=True)
-    try:
-        stack.start()
-    except StackFailed as exc:
-        print(f"hmlops: refused: {exc}", file=sys.stderr)
+    print()
+    stack = _start_stack(model, port_base)
+    if stack is None:
         return EXIT_NOT_READY
     try:
-        for label, url in stack.urls().items():
-            print(f"  {label:16} {url}")
         with httpx.Client(timeout=120) as client:
             answer = client.post(
                 f"{stack.predictor.base_url}/v1/models/{PREDICTOR_MODEL}:predict",
