@@ -45,7 +45,9 @@ class DriftStore:
 
     def __init__(self, url: str = "") -> None:
         self.url = url or default_store_url()
-        self.engine = sa.create_engine(self.url, future=True, pool_pre_ping=True)
+        self.engine = sa.create_engine(
+            self.url, future=True, pool_pre_ping=True, hide_parameters=True
+        )
         _metadata.create_all(self.engine)
 
     def save(self, result: DriftResult) -> None:

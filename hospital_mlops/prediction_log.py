@@ -78,7 +78,8 @@ def default_url() -> str:
 
 
 def _engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(url, future=True)
+    # hide_parameters: a failed write's error must not carry the patient's inputs into a log.
+    engine = sa.create_engine(url, future=True, hide_parameters=True)
     _metadata.create_all(engine)
     return engine
 

@@ -65,3 +65,18 @@ def test_the_local_log_is_owner_only(tmp_path, monkeypatch) -> None:
     assert path == tmp_path / "predictions.sqlite"
     PredictionLog()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_failed_background_write_is_counted_and_logs_no_inputs(tmp_path, caplog) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    patient = {"age": "[70-80)", "diag_1": "PATIENT-VALUE-428.0"}
+    rows = records("r", "v1", SERVED, [patient], [_answer(1)])
+    log.write(rows)
+    with caplog.at_level("ERROR", logger="hospital_mlops"):
+        log.append(rows)  # the same prediction id again: the database refuses it
+        log.flush()
+    assert log.failed_writes == 1 and log.count() == 1
+    assert "prediction log write failed for 1 rows" in caplog.text
+    # SQLAlchemy quotes a failed statement's parameters unless told not to
+    assert "PATIENT-VALUE" not in caplog.text and "70-80" not in caplog.text
+    log.close()

@@ -42,6 +42,7 @@ from hospital_mlops.scoring import (
 )
 from hospital_mlops.sources.extract import read_extract
 from hospital_mlops.train import RiskModel, RowScorer, _DirectPrediction, train_risk_model
+from hospital_mlops.tree_shap import PathTables
 from hospital_mlops.use_case import TrainingConfig
 from tests.unit.test_registry import _features
 
@@ -348,6 +349,7 @@ def test_row_scorer_gives_the_models_risks_and_contributions(real, served_rows, 
     scorer = real_model.row_scorer(FS)
     assert real_model.row_scorer(FS) is scorer  # built once per model
     assert scorer.direct  # the C API path is the one measured here
+    assert scorer.tables and scorer.risk_from_tables  # and so are the TreeSHAP tables
     parts = [
         scorer.risk_and_contributions(served_rows[i : i + MAX_INSTANCES])
         for i in range(0, len(served_rows), MAX_INSTANCES)
@@ -356,23 +358,23 @@ def test_row_scorer_gives_the_models_risks_and_contributions(real, served_rows, 
     contributions = np.concatenate([p[1] for p in parts])
     expected_risk = real_model.predict_risk(pipeline, FS)
     expected_contributions = real_model.contributions(pipeline, FS)
-    np.testing.assert_allclose(risk, expected_risk, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(contributions, expected_contributions, rtol=0, atol=1e-9)
+    # The risk is XGBoost's, bit for bit; the tables' TreeSHAP (float64) is within 1e-6 of
+    # pred_contribs' (float32) on every real row.
+    np.testing.assert_array_equal(risk, expected_risk)
+    np.testing.assert_allclose(contributions, expected_contributions, rtol=0, atol=1e-6)
     for i in range(0, len(served_rows), 97):  # one encounter per request, as usually served
         one_risk, one_contributions = scorer.risk_and_contributions([served_rows[i]])
-        assert abs(one_risk[0] - expected_risk[i]) <= 1e-9
-        np.testing.assert_allclose(one_contributions[0], expected_contributions[i], atol=1e-9)
+        assert one_risk[0] == expected_risk[i]
+        np.testing.assert_allclose(one_contributions[0], expected_contributions[i], atol=1e-6)
     # a value outside the declared categories or a missing one is encoded as in training
     odd = [
         {**served_rows[0], "race": "not a category", "insulin": None},
         {**served_rows[1], "hba1c_result": math.nan, "num_medications": math.nan},
     ]
     odd_risk, odd_contributions = scorer.risk_and_contributions(odd)
+    np.testing.assert_array_equal(odd_risk, real_model.predict_risk(pd.DataFrame(odd), FS))
     np.testing.assert_allclose(
-        odd_risk, real_model.predict_risk(pd.DataFrame(odd), FS), rtol=0, atol=1e-9
-    )
-    np.testing.assert_allclose(
-        odd_contributions, real_model.contributions(pd.DataFrame(odd), FS), rtol=0, atol=1e-9
+        odd_contributions, real_model.contributions(pd.DataFrame(odd), FS), rtol=0, atol=1e-6
     )
     config = json.loads(real_model.booster.save_config())
     assert config["learner"]["generic_param"]["nthread"] == "2"  # the caller's booster as it was
@@ -392,6 +394,19 @@ def test_without_the_direct_path_the_wrapper_gives_the_same_answers(
         np.testing.assert_array_equal(mine, theirs)
 
 
+def test_without_the_tables_contributions_are_xgboosts_own(
+    served_rows, real_model, monkeypatch
+) -> None:
+    monkeypatch.setattr(PathTables, "of_booster", classmethod(lambda *args: None))
+    plain = RowScorer(real_model, FS)
+    assert not plain.tables and not plain.risk_from_tables
+    rows = served_rows[:300]
+    frame = pd.DataFrame(rows)
+    risk, contributions = plain.risk_and_contributions(rows)
+    np.testing.assert_array_equal(risk, real_model.predict_risk(frame, FS))
+    np.testing.assert_array_equal(contributions, real_model.contributions(frame, FS))
+
+
 def test_score_answers_as_the_frame_path_does(real, real_model) -> None:
     spec, _, instances = real
     hospice = dict(instances[3], discharge_disposition_id=13, race=None, diag_1=None)
@@ -404,7 +419,15 @@ def test_score_answers_as_the_frame_path_does(real, real_model) -> None:
         reasons = reason_codes(attribute(real_model, features, FS), features, FS)
         outside = diabetes130_out_of_cohort(request.encounters)
         assert [a["risk"] for a in answers] == [round(float(r), 6) for r in risk]
-        assert [a["reasons"] for a in answers] == [[r.as_dict() for r in rr] for rr in reasons]
+        served = [[(r["feature"], r["text"]) for r in a["reasons"]] for a in answers]
+        assert served == [[(r.feature, r.text) for r in rr] for rr in reasons]
+        # the served contributions come from the TreeSHAP tables: within 1e-6 (and rounding)
+        np.testing.assert_allclose(
+            [r["contribution"] for a in answers for r in a["reasons"]],
+            [r.contribution for rr in reasons for r in rr],
+            rtol=0,
+            atol=2e-6,
+        )
         assert [a["alert"] for a in answers] == [
             bool(r >= 0.15 and not o) for r, o in zip(risk, outside, strict=True)
         ]
