@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 
 import pytest
@@ -67,16 +68,45 @@ def test_the_local_log_is_owner_only(tmp_path, monkeypatch) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_a_failed_background_write_is_counted_and_logs_no_inputs(tmp_path, caplog) -> None:
+def test_a_failed_background_write_is_counted_and_logs_no_inputs(tmp_path, capfd) -> None:
     log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
     patient = {"age": "[70-80)", "diag_1": "PATIENT-VALUE-428.0"}
     rows = records("r", "v1", SERVED, [patient], [_answer(1)])
     log.write(rows)
-    with caplog.at_level("ERROR", logger="hospital_mlops"):
-        log.append(rows)  # the same prediction id again: the database refuses it
-        log.flush()
+    log.append(rows)  # the same prediction id again: the database refuses it (in the writer)
+    log.flush()
     assert log.failed_writes == 1 and log.count() == 1
-    assert "prediction log write failed for 1 rows" in caplog.text
-    # SQLAlchemy quotes a failed statement's parameters unless told not to
-    assert "PATIENT-VALUE" not in caplog.text and "70-80" not in caplog.text
     log.close()
+    errors = capfd.readouterr().err  # the writer process logs to the server's stderr
+    assert "prediction log write failed for 1 rows" in errors
+    # SQLAlchemy quotes a failed statement's parameters unless told not to
+    assert "PATIENT-VALUE" not in errors and "70-80" not in errors
+
+
+def test_rows_are_written_by_another_process(tmp_path) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    log.append(records("r", "v1", SERVED, [{}], [_answer(1)]))
+    log.flush()
+    writer = log._writer
+    assert writer is not None and writer.pid != os.getpid()
+    assert writer._process.poll() is None and log.count() == 1
+    log.close()
+    assert writer._process.poll() == 0  # stopped cleanly, not left behind
+
+
+def test_if_the_writer_process_dies_rows_are_written_in_process(tmp_path) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    log.append(records("r", "v1", SERVED, [{}], [_answer(1)]))
+    log.flush()
+    writer = log._writer
+    assert writer is not None
+    writer._process.kill()
+    writer._process.wait(timeout=10)
+    for i in range(2, 40):
+        log.append(records(f"r{i}", "v1", SERVED, [{}], [_answer(i)]))
+    log.flush()
+    log.close()
+    # the dead writer's pipe has no reader: the next send fails at once (EPIPE), and every row
+    # from then on is written in the serving process
+    assert not writer.alive
+    assert PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}").count() == 39
