@@ -36,6 +36,7 @@ from hospital_mlops.catalog import SourceSpec
 from hospital_mlops.features import DIABETES130_INPUTS, FeatureSet, diabetes130_features
 from hospital_mlops.inference_events import InferenceEvent
 from hospital_mlops.scoring import (
+    ENCOUNTER_TOKEN,
     MAX_INSTANCES,
     OBSERVATION_TIMES,
     PRIOR_ENCOUNTERS,
@@ -484,7 +485,14 @@ class _Pending:
 
 
 _KNOWN_FIELDS = frozenset(
-    {*DIABETES130_INPUTS, PRIOR_ENCOUNTERS, OBSERVATION_TIMES, "instances", "<instance>"}
+    {
+        *DIABETES130_INPUTS,
+        PRIOR_ENCOUNTERS,
+        OBSERVATION_TIMES,
+        ENCOUNTER_TOKEN,
+        "instances",
+        "<instance>",
+    }
 )
 
 

@@ -61,7 +61,13 @@ predictions = sa.Table(
     sa.Column("source", sa.String(80), nullable=False),
     sa.Column("inputs", sa.Text, nullable=False),  # the instance as received (JSON)
     sa.Column("answer", sa.Text, nullable=False),  # the answer as returned (JSON)
+    # Copied out of the JSON for monitoring, which reads millions of rows: the join key to
+    # outcomes and feedback (the ingest layer's token, when the client sent it), and the answer.
+    sa.Column("encounter_token", sa.String(128), nullable=True, index=True),
+    sa.Column("risk", sa.Float, nullable=True),
+    sa.Column("alert", sa.Boolean, nullable=True),
 )
+_ADDED_COLUMNS = ("encounter_token", "risk", "alert")  # absent from logs written before them
 
 
 class PredictionNotFound(LookupError):
@@ -91,10 +97,48 @@ def default_url() -> str:
     return f"sqlite:///{path}"
 
 
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """A log written by an earlier version lacks the monitoring columns: add them and fill
+    them from the logged JSON, once."""
+    present = {c["name"] for c in sa.inspect(engine).get_columns("predictions")}
+    missing = [c for c in _ADDED_COLUMNS if c not in present]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for name in missing:
+            column = predictions.c[name]
+            conn.execute(
+                sa.text(
+                    f"ALTER TABLE predictions ADD COLUMN {name} "
+                    f"{column.type.compile(dialect=engine.dialect)}"
+                )
+            )
+        rows = conn.execute(
+            sa.select(predictions.c.prediction_id, predictions.c.inputs, predictions.c.answer)
+        ).all()
+        for prediction_id, inputs, answer in rows:
+            conn.execute(
+                predictions.update()
+                .where(predictions.c.prediction_id == prediction_id)
+                .values(_monitoring_columns(json.loads(inputs), json.loads(answer)))
+            )
+    log.info("prediction log: added %s to %d logged rows", ", ".join(missing), len(rows))
+
+
+def _monitoring_columns(instance: Any, answer: dict[str, Any]) -> dict[str, Any]:
+    token = instance.get("encounter_token") if isinstance(instance, dict) else None
+    return {
+        "encounter_token": token if isinstance(token, str) else None,
+        "risk": answer.get("risk"),
+        "alert": answer.get("alert"),
+    }
+
+
 def _engine(url: str) -> sa.Engine:
     # hide_parameters: a failed write's error must not carry the patient's inputs into a log.
     engine = sa.create_engine(url, future=True, hide_parameters=True)
     _metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
 
 
@@ -120,6 +164,7 @@ def records(
             "source": served.source,
             "inputs": json.dumps(instance, sort_keys=True, default=str),
             "answer": json.dumps(answer, sort_keys=True),
+            **_monitoring_columns(instance, answer),
         }
         for instance, answer in zip(instances, answers, strict=True)
     ]

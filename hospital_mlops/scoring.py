@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -40,6 +41,10 @@ MAX_TEXT = 64
 PRIOR_ENCOUNTERS = "prior_encounters"  # sent by the EHR: the patient's earlier admissions
 PRIOR_ENCOUNTERS_MAX = 500
 OBSERVATION_TIMES = "observation_times"  # optional: when each input was observed (ISO 8601)
+# Optional: the encounter's token from the ingest layer (keyed HMAC), never a raw identifier. It
+# is not a model input; it lets outcomes and clinicians' feedback join the logged prediction.
+ENCOUNTER_TOKEN = "encounter_token"
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 STALE_AFTER = timedelta(hours=24)  # inputs older than this get a limitation: re-score
 CLOCK_SKEW = timedelta(minutes=5)  # observation times further in the future are refused
 
@@ -137,6 +142,7 @@ class ValidatedRequest:
     missing: list[list[str]]  # per instance: optional inputs that were absent
     newest_observation: list[datetime | None]  # per instance, when observation times were sent
     fields: tuple[InputField, ...]
+    encounter_tokens: list[str | None]  # per instance, when the client sent one
 
     @cached_property
     def encounters(self) -> pd.DataFrame:
@@ -203,12 +209,13 @@ def validate_instances(
     now = now or datetime.now(UTC)
     fields = _fields_of(source)
     inputs = {f.name for f in fields} | {PRIOR_ENCOUNTERS}
-    known = inputs | {OBSERVATION_TIMES}
+    known = inputs | {OBSERVATION_TIMES, ENCOUNTER_TOKEN}
     errors: list[FieldError] = []
     rows: list[dict[str, Any]] = []
     prior: list[int] = []
     missing: list[list[str]] = []
     newest: list[datetime | None] = []
+    tokens: list[str | None] = []
     for i, instance in enumerate(instances):
         if not isinstance(instance, dict):
             errors.append(FieldError(i, "<instance>", "must be an object of named inputs"))
@@ -243,12 +250,29 @@ def validate_instances(
             )
             count = 0
         newest.append(_newest_observation(i, instance.get(OBSERVATION_TIMES), inputs, now, errors))
+        tokens.append(_encounter_token(i, instance.get(ENCOUNTER_TOKEN), errors))
         rows.append(row)
         prior.append(int(count))
         missing.append(absent)
     if errors:
         raise InvalidRequest(errors)
-    return ValidatedRequest(rows, np.asarray(prior, dtype="int64"), missing, newest, fields)
+    return ValidatedRequest(rows, np.asarray(prior, dtype="int64"), missing, newest, fields, tokens)
+
+
+def _encounter_token(i: int, value: Any, errors: list[FieldError]) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and TOKEN_PATTERN.fullmatch(value):
+        return value
+    errors.append(
+        FieldError(
+            i,
+            ENCOUNTER_TOKEN,
+            "must be the encounter's token from the ingest layer (16-128 letters, digits, '-' "
+            "or '_'), never a raw identifier",
+        )
+    )
+    return None
 
 
 def band_of(risk: float, threshold: float) -> str:

@@ -110,3 +110,53 @@ def test_if_the_writer_process_dies_rows_are_written_in_process(tmp_path) -> Non
     # from then on is written in the serving process
     assert not writer.alive
     assert PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}").count() == 39
+
+
+def test_the_join_key_and_answer_are_columns(tmp_path) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    instances = [{"age": "[70-80)", "encounter_token": "tok_0123456789abcdef"}, {"age": "[50-60)"}]
+    answers = [dict(_answer(1), alert=True), dict(_answer(2), alert=False)]
+    log.write(records("r", "v1", SERVED, instances, answers))
+    first, second = log.get(answers[0]["prediction_id"]), log.get(answers[1]["prediction_id"])
+    assert (first["encounter_token"], first["risk"], first["alert"]) == (
+        "tok_0123456789abcdef",
+        0.101,
+        True,
+    )
+    assert (second["encounter_token"], second["alert"]) == (None, False)
+
+
+def test_a_log_from_before_the_monitoring_columns_gets_them_filled(tmp_path) -> None:
+    import json
+
+    import sqlalchemy as sa
+
+    path = tmp_path / "old.sqlite"
+    old = sa.create_engine(f"sqlite:///{path}")
+    with old.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE predictions (prediction_id VARCHAR(36) PRIMARY KEY, request_id "
+                "VARCHAR(128) NOT NULL, scored_at VARCHAR(40) NOT NULL, protocol VARCHAR(8) NOT "
+                "NULL, model_name VARCHAR(200) NOT NULL, model_version INTEGER NOT NULL, "
+                "model_sha256 VARCHAR(64) NOT NULL, feature_set_version VARCHAR(80) NOT NULL, "
+                "features_sha256 VARCHAR(64) NOT NULL, source VARCHAR(80) NOT NULL, inputs TEXT "
+                "NOT NULL, answer TEXT NOT NULL)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO predictions VALUES ('p1', 'r', 't', 'v1', 'm', 1, 'a', 'f', 'b', "
+                "'s', :inputs, :answer)"
+            ),
+            {
+                "inputs": json.dumps({"encounter_token": "tok_0123456789abcdef"}),
+                "answer": json.dumps({"risk": 0.25, "alert": True}),
+            },
+        )
+    row = PredictionLog(f"sqlite:///{path}").get("p1")
+    assert (row["encounter_token"], row["risk"], row["alert"]) == (
+        "tok_0123456789abcdef",
+        0.25,
+        True,
+    )

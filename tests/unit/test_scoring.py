@@ -187,6 +187,29 @@ def test_data_freshness_is_the_age_of_the_newest_observation(real, small_model) 
     assert answers[0]["scored_at"] == "2026-11-28T12:00:00Z"
 
 
+def test_an_encounter_token_is_accepted_but_is_not_a_model_input(real, small_model) -> None:
+    spec, _, instances = real
+    fs, model = small_model
+    token = "e3b0c44298fc1c149afbf4c8996fb924"
+    with_token = score(
+        [dict(instances[0], encounter_token=token)], spec, fs, model, 0.15, "7", now=NOW
+    )
+    without = score([instances[0]], spec, fs, model, 0.15, "7", now=NOW)
+    assert with_token[0]["risk"] == without[0]["risk"]
+    assert with_token[0]["reasons"] == without[0]["reasons"]
+    request = validate_instances([dict(instances[0], encounter_token=token), instances[1]], spec)
+    assert request.encounter_tokens == [token, None]
+
+
+@pytest.mark.parametrize("token", ["12345678", 12345678, "patient 4/7 ward B", "x" * 129, ""])
+def test_a_raw_identifier_is_refused_as_an_encounter_token(real, token) -> None:
+    spec, _, instances = real
+    with pytest.raises(InvalidRequest) as caught:
+        validate_instances([dict(instances[0], encounter_token=token)], spec)
+    (error,) = caught.value.errors
+    assert error.field == "encounter_token" and "never a raw identifier" in error.message
+
+
 @pytest.mark.parametrize(
     ("times", "field", "message"),
     [
