@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_serving.py
 	$(BIN)/python benchmarks/bench_explainer.py
 	$(BIN)/python benchmarks/bench_drift.py
+	$(BIN)/python benchmarks/bench_monitoring.py
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache

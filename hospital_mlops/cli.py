@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hospital_mlops import cli_serving
+from hospital_mlops import cli_monitoring, cli_serving
 from hospital_mlops.catalog import CatalogError, UnknownSource, UseNotPermitted, load_catalog
 from hospital_mlops.faults import UnknownScenario
 from hospital_mlops.governance.compare import CompareError
@@ -28,6 +28,10 @@ from hospital_mlops.governance.registry import (
     RegistryUnavailable,
 )
 from hospital_mlops.lineage import LineageNotFound, LineageStore, format_chain
+from hospital_mlops.monitoring.feedback import FeedbackRejected
+from hospital_mlops.monitoring.outcomes import OutcomesRejected
+from hospital_mlops.monitoring.policy import MonitoringPolicyError
+from hospital_mlops.monitoring.run import MonitoringError
 from hospital_mlops.normalize import MissingHmacKey
 from hospital_mlops.prediction_log import PredictionNotFound
 from hospital_mlops.serving_config import ServingConfigError
@@ -98,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("scenarios", help="list the named fault scenarios")
 
     cli_serving.add_parsers(sub)
+    cli_monitoring.add_parsers(sub)
 
     lic = sub.add_parser("licenses", help="inventory installed licences; flag non-OSI ones")
     lic.add_argument("--out", type=Path, default=Path("out/licenses.csv"), help=".csv or .json")
@@ -155,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli_serving.ServeUsageError,
         PredictionNotFound,
         ServingConfigError,
+        OutcomesRejected,
+        FeedbackRejected,
+        MonitoringError,
+        MonitoringPolicyError,
     ) as exc:
         print(f"hmlops: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -207,6 +216,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cli_serving.serve_one(args)
     if args.command == "deploy":
         return cli_serving.deploy(args)
+    if args.command == "monitor":
+        return cli_monitoring.dispatch(args)
     if args.command == "scenarios":
         from hospital_mlops.faults import SCENARIOS
 

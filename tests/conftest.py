@@ -22,6 +22,7 @@ SYNTHETIC_SMALL = 4_000
 SHARED_RUN_FILES = (
     "tests/integration/test_pipeline_kfp.py",
     "tests/integration/test_serving_stack.py",
+    "tests/integration/test_monitoring_cli.py",
 )
 
 

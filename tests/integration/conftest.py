@@ -58,8 +58,8 @@ def d130_runs(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def d130_champion(d130_runs) -> int:
-    """The first run's version, signed off by test reviewers and promoted to @champion."""
+def d130_signed_off(d130_runs) -> int:
+    """The first run's version, signed off by test reviewers."""
     from hospital_mlops.governance import registry
 
     _, first, _, _, _ = d130_runs
@@ -67,5 +67,14 @@ def d130_champion(d130_runs) -> int:
     # In process: the sign-off and promote commands themselves are tested in test_pipeline_kfp.
     for role in REVIEW_ROLES:
         registry.sign_off("readmission-30d", version, role, f"Test {role} reviewer")
-    registry.promote("readmission-30d", version, "champion", REVIEW_ROLES)
     return version
+
+
+@pytest.fixture(scope="module")
+def d130_champion(d130_signed_off) -> int:
+    """The first run's version promoted to @champion, at the start of each module that uses it:
+    test_pipeline_kfp promotes the rerun's version in between, whatever the module order."""
+    from hospital_mlops.governance import registry
+
+    registry.promote("readmission-30d", d130_signed_off, "champion", REVIEW_ROLES)
+    return d130_signed_off

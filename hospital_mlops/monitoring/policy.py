@@ -1,0 +1,77 @@
+"""``config/monitoring.yaml``: windows, thresholds and the owner of each kind of alert."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from hospital_mlops.config_files import StrictModel, load_yaml_model
+from hospital_mlops.paths import config_path
+
+AlertKind = Literal[
+    "data_drift", "score_drift", "performance", "calibration", "alert_burden", "workflow"
+]
+
+
+class MonitoringPolicyError(ValueError):
+    pass
+
+
+class Windows(StrictModel):
+    length_hours: float = Field(gt=0, le=24 * 366)
+    min_predictions: int = Field(ge=1)
+    min_outcomes: int = Field(ge=10)
+    outcome_horizon_days: int = Field(ge=1, le=365)
+    feedback_hours: float = Field(gt=0, le=24 * 30)
+    feedback_expected: bool
+    min_judged_alerts: int = Field(ge=1)
+
+
+class Bootstrap(StrictModel):
+    replicates: int = Field(ge=20, le=5000)
+    seed: int = 0
+    ci_level: float = Field(gt=0.5, lt=1)
+
+
+class Thresholds(StrictModel):
+    score_drift_p_value: float = Field(gt=0, lt=0.5)
+    auroc_drop: float = Field(gt=0, lt=0.5)
+    ece_max: float = Field(gt=0, lt=0.5)
+    calibration_bins: int = Field(ge=2, le=50)
+    observed_to_expected: tuple[float, float]
+    alerts_per_100_change: float = Field(gt=0, le=10)
+    override_rate_max: float = Field(gt=0, le=1)
+    acknowledgement_rate_min: float = Field(ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        low, high = self.observed_to_expected
+        if not 0 < low < 1 < high:
+            raise ValueError("observed_to_expected must be [low, high] with 0 < low < 1 < high")
+        return self
+
+
+class MonitoringPolicy(StrictModel):
+    baseline: Literal["registry"]
+    windows: Windows
+    bootstrap: Bootstrap
+    thresholds: Thresholds
+    owners: dict[AlertKind, str]
+
+    @model_validator(mode="after")
+    def _every_kind_owned(self) -> MonitoringPolicy:
+        unowned = sorted(set(AlertKind.__args__) - set(self.owners))  # type: ignore[attr-defined]
+        if unowned:
+            raise ValueError(f"every kind of alert needs an owner; missing: {', '.join(unowned)}")
+        return self
+
+
+def load_monitoring_policy(path: Path | str | None = None) -> MonitoringPolicy:
+    return load_yaml_model(
+        Path(path) if path else config_path("monitoring.yaml"),
+        MonitoringPolicy,
+        MonitoringPolicyError,
+        "monitoring policy",
+    )

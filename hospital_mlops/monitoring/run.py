@@ -1,0 +1,146 @@
+"""One monitoring run: the monitored version's logged predictions with their outcomes, the
+detector's results and the registered baseline → windows and alerts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from hospital_mlops.drift_store import DriftStore, results_table
+from hospital_mlops.monitoring.feedback import responses
+from hospital_mlops.monitoring.outcomes import outcomes_table
+from hospital_mlops.monitoring.policy import MonitoringPolicy
+from hospital_mlops.monitoring.windows import Alert, Baseline, Window, alerts_for, compute_windows
+from hospital_mlops.prediction_log import PredictionLog, predictions
+
+
+class MonitoringError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class MonitoringRun:
+    model: str  # name/version
+    baseline: Baseline
+    predictions: int
+    with_outcomes: int
+    windows: list[Window]
+    alerts: list[Alert]
+
+    def as_dict(self) -> dict[str, Any]:
+        b = self.baseline
+        return {
+            "model": self.model,
+            "baseline": {
+                "auroc": b.auroc,
+                "ece": b.ece,
+                "observed_to_expected": b.observed_to_expected,
+                "alerts_per_100": b.alerts_per_100,
+                "event_rate": b.event_rate,
+                "reference_scores": len(b.scores),
+            },
+            "predictions": self.predictions,
+            "with_outcomes": self.with_outcomes,
+            "windows": [w.as_dict() for w in self.windows],
+            "alerts": [a.as_dict() for a in self.alerts],
+        }
+
+
+def logged_predictions(log: PredictionLog, model: str, version: int) -> pd.DataFrame:
+    """``scored_at`` (UTC), ``risk``, ``alert``, ``outcome`` (NaN until known) per prediction
+    of one registered version."""
+    p, o = predictions, outcomes_table(log)
+    query = (
+        sa.select(p.c.scored_at, p.c.risk, p.c.alert, o.c.readmitted_30d.label("outcome"))
+        .select_from(p.outerjoin(o, p.c.encounter_token == o.c.encounter_token))
+        .where(p.c.model_name == model, p.c.model_version == version, p.c.risk.is_not(None))
+    )
+    with log.engine.connect() as conn:
+        frame = pd.DataFrame(
+            conn.execute(query).all(), columns=["scored_at", "risk", "alert", "outcome"]
+        )
+    frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True, format="ISO8601")
+    frame["risk"] = frame["risk"].astype("float64")
+    frame["alert"] = frame["alert"].astype(bool)
+    frame["outcome"] = pd.to_numeric(frame["outcome"], errors="coerce").astype("float64")
+    return frame
+
+
+def drift_results(store: DriftStore, model_version: str) -> pd.DataFrame:
+    """The detector's results for ``name/version``: ``tested_at``, ``is_drift``,
+    ``drifted_features``."""
+    r = results_table
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(r.c.tested_at, r.c.is_drift, r.c.result).where(
+                r.c.model_version == model_version
+            )
+        ).all()
+    return pd.DataFrame(
+        {
+            "tested_at": pd.to_datetime([t for t, _, _ in rows], utc=True, format="ISO8601"),
+            "is_drift": [bool(d) for _, d, _ in rows],
+            "drifted_features": [json.loads(x).get("drifted_features", []) for _, _, x in rows],
+        }
+    )
+
+
+def baseline_from_registry(model: str, ref: str) -> tuple[Baseline, int]:
+    """The registered version's last validated period: its test-period evaluation and the risks
+    it gave that period (``evidence/test_predictions.parquet``); and its version number. The
+    drift reference (training slice) is not the score baseline: this dataset's risks move between
+    its training and test periods, and a window of the validated period itself would look
+    drifted against it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from hospital_mlops.governance import registry
+
+    version = registry._resolve(registry.client(), model, ref)
+    try:
+        evaluation = mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path="evidence/evaluation.json"
+        )
+        test_period = mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path="evidence/test_predictions.parquet"
+        )
+    except (MlflowException, OSError) as exc:
+        raise MonitoringError(
+            f"{model} version {version.version} lacks its evaluation evidence "
+            f"({type(exc).__name__}): no baseline to monitor against"
+        ) from None
+    with open(evaluation, encoding="utf-8") as handle:
+        record = json.load(handle)
+    scores = pd.read_parquet(Path(test_period), columns=["score"])["score"].to_numpy("float64")
+    label = f"{model}/{version.version}"
+    return Baseline.from_evidence(label, record, scores), int(version.version)
+
+
+def run_monitoring(
+    model: str,
+    ref: str,
+    policy: MonitoringPolicy,
+    log: PredictionLog,
+    store: DriftStore,
+) -> MonitoringRun:
+    baseline, version = baseline_from_registry(model, ref)
+    frame = logged_predictions(log, model, version)
+    answered = responses(log, model, version)
+    if not policy.windows.feedback_expected and answered["response"].isna().all():
+        answered = None  # no feedback channel yet: no workflow numbers, rather than all-ignored
+    windows = compute_windows(
+        frame, baseline, policy, drift_results(store, baseline.model), answered
+    )
+    return MonitoringRun(
+        model=baseline.model,
+        baseline=baseline,
+        predictions=len(frame),
+        with_outcomes=int(frame["outcome"].notna().sum()),
+        windows=windows,
+        alerts=alerts_for(windows, baseline, policy),
+    )

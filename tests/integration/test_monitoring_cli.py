@@ -1,0 +1,152 @@
+"""`hmlops monitor` on the real champion: its own test-period encounters scored as a three-week
+replay, outcomes joined late, windows against the registered baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.integration.conftest import hmlops
+
+MODEL = "readmission-30d"
+WEEK_STARTS = ["2026-01-01T00:00:00Z", "2026-01-08T00:00:00Z", "2026-01-15T00:00:00Z"]
+
+
+@pytest.fixture(scope="module")
+def replay(d130_champion, tmp_path_factory, monkeypatch_module) -> tuple[Path, pd.DataFrame]:
+    """1,500 real test-period encounters scored by the champion, spread over three weeks, in a
+    prediction log of their own; and outcomes for two thirds of them."""
+    from hospital_mlops.catalog import load_catalog
+    from hospital_mlops.example_requests import registered_examples
+    from hospital_mlops.features import feature_set_for
+    from hospital_mlops.governance import registry
+    from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
+    from hospital_mlops.scoring import score
+
+    path = tmp_path_factory.mktemp("monitoring") / "log.sqlite"
+    monkeypatch_module.setenv("HMLOPS_PREDICTION_LOG_URL", f"sqlite:///{path}")
+    loaded = registry.load_risk_model(MODEL, "champion")
+    fs = feature_set_for("diabetes130")
+    spec = load_catalog().source("diabetes130")
+    threshold = float(loaded.training["thresholds"]["discharge_planning"])
+    instances = registered_examples(MODEL, "champion", n=1500, seed=3)
+    for i, instance in enumerate(instances):
+        instance["encounter_token"] = f"enc{i:020d}"
+    served = ServedModel(MODEL, loaded.version, loaded.sha256, fs.version, "", "diabetes130")
+    rng = np.random.default_rng(0)
+    log = PredictionLog(f"sqlite:///{path}")
+    rows = []
+    for start in range(0, len(instances), 100):
+        batch = instances[start : start + 100]
+        answers = score(batch, spec, fs, loaded.model, threshold, f"{MODEL}/{loaded.version}")
+        for j, answer in enumerate(answers):
+            week = (start + j) % 3
+            seconds = int(rng.integers(0, 7 * 86400))
+            when = pd.Timestamp(WEEK_STARTS[week]) + pd.Timedelta(seconds=seconds)
+            answer["scored_at"] = when.isoformat().replace("+00:00", "Z")
+        rows.extend(records("replay", "v1", served, batch, answers))
+    log.write(rows)
+    log.close()
+    # Outcomes drawn with the calibrated risk itself: a clean stream, known ahead
+    risk = np.array([r["risk"] for r in rows])
+    outcome = (rng.random(len(risk)) < risk).astype(int)
+    outcomes = pd.DataFrame(
+        {"encounter_token": [r["encounter_token"] for r in rows], "readmitted_30d": outcome}
+    ).iloc[:1000]
+    return path, outcomes
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_monitor_run_before_outcomes_estimates_and_labels_it_so(replay, d130_champion) -> None:
+    proc = hmlops("monitor", "run", "--model", f"{MODEL}@champion", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = json.loads(proc.stdout)
+    assert run["model"] == f"{MODEL}/{d130_champion}" and run["predictions"] == 1500
+    assert [w["start"] for w in run["windows"]] == WEEK_STARTS
+    for w in run["windows"]:
+        assert w["n"] == 500 and w["auroc"] is None and w["ece"] is None  # no outcomes yet
+        assert 0.55 < w["estimated_auroc"] < 0.8
+        assert set(w) >= {"end", "data_drift", "score_drift", "alerts_per_100", "override_rate"}
+    # the replay is the champion's own test period: its risks are the validated ones
+    assert not any(a["kind"] in ("score_drift", "performance") for a in run["alerts"])
+    assert run["baseline"]["auroc"] > 0.6
+
+
+def test_outcomes_join_and_the_realized_numbers_appear(replay, tmp_path) -> None:
+    _, outcomes = replay
+    path = tmp_path / "outcomes.csv"
+    outcomes.to_csv(path, index=False)
+    proc = hmlops("monitor", "ingest-outcomes", "--input", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    done = json.loads(proc.stdout)
+    assert (done["rows"], done["new"], done["predictions_joined"]) == (1000, 1000, 1000)
+    out = tmp_path / "run.json"
+    proc = hmlops("monitor", "run", "--json", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = json.loads(out.read_text())
+    assert run == json.loads(proc.stdout) and run["with_outcomes"] == 1000
+    for w in run["windows"]:
+        assert w["n_outcomes"] > 300 and w["auroc"] is not None and w["ece"] is not None
+        assert w["auroc_ci"][0] <= w["auroc"] <= w["auroc_ci"][1]
+    # outcomes drawn with the predicted risk: calibration holds, nothing for ML to chase
+    assert not any(a["kind"] in ("calibration", "performance") for a in run["alerts"])
+    # no response recorded yet and none expected (policy): no workflow numbers, no "all ignored"
+    assert all(w["acknowledgement_rate"] is None and w["ignored"] == 0 for w in run["windows"])
+    assert not any(a["kind"] == "workflow" for a in run["alerts"])
+
+
+def test_outcomes_for_unknown_encounters_are_refused_with_nothing_written(replay, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text(
+        "encounter_token,readmitted_30d\nenc00000000000000000001,1\nnosuchencounter000000,0\n"
+    )
+    proc = hmlops("monitor", "ingest-outcomes", "--input", str(path))
+    assert proc.returncode == 2
+    assert "no logged prediction" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_feedback_is_recorded_once_and_feeds_the_workflow_numbers(replay) -> None:
+    import sqlalchemy as sa
+
+    path, _ = replay
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        prediction_id, scored_at = conn.execute(
+            sa.text("SELECT prediction_id, scored_at FROM predictions WHERE alert = 1 LIMIT 1")
+        ).one()
+    engine.dispose()
+    later = (pd.Timestamp(scored_at) + pd.Timedelta(minutes=40)).isoformat()
+    args = ("monitor", "record-feedback", "--prediction-id", prediction_id)
+    done = hmlops(*args, "--response", "overridden", "--responded-at", later, "--reason", "x")
+    assert done.returncode == 0, done.stderr[-2000:]
+    again = hmlops(*args, "--response", "acted_on", "--responded-at", later)
+    assert again.returncode == 2 and "already recorded" in again.stderr
+    early = (pd.Timestamp(scored_at) - pd.Timedelta(hours=2)).isoformat()
+    other = hmlops(
+        "monitor",
+        "record-feedback",
+        "--prediction-id",
+        "no-such-prediction",
+        "--response",
+        "acknowledged",
+        "--responded-at",
+        early,
+    )
+    assert other.returncode == 2 and "no prediction" in other.stderr
+    run = json.loads(hmlops("monitor", "run", "--json").stdout)
+    week = next(w for w in run["windows"] if w["start"] <= scored_at < w["end"])
+    # one answer, every other alert long past its 24 h: the channel is live, and mostly silent
+    assert week["override_rate"] == 1.0 and week["override_reasons"] == {"x": 1}
+    assert week["median_minutes_to_response"] == 40.0
+    assert week["ignored"] == week["alerts_issued"] - 1 and week["pending"] == 0
+    workflow = [a for a in run["alerts"] if a["kind"] == "workflow"]
+    assert workflow and all(a["owner"] == "clinical-operations" for a in workflow)

@@ -1,0 +1,305 @@
+"""Monitoring: the policy file, outcomes joined late, per-window metrics and their alerts.
+
+The streams are simulated from a calibrated model's risk distribution, so "clean" has a precise
+meaning (outcomes drawn with exactly the predicted probability) and each kind of drift is one
+controlled change to it."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hospital_mlops.monitoring.outcomes import (
+    OutcomesRejected,
+    ingest_outcomes,
+    read_outcomes,
+)
+from hospital_mlops.monitoring.policy import MonitoringPolicyError, load_monitoring_policy
+from hospital_mlops.monitoring.windows import (
+    Baseline,
+    alerts_for,
+    compute_windows,
+    estimated_auroc,
+)
+from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
+
+POLICY = load_monitoring_policy()
+WEEK = pd.Timedelta(hours=POLICY.windows.length_hours)
+START = pd.Timestamp("2026-01-01", tz="UTC")  # a Thursday, as 1970-01-01: a window start
+
+
+def _risks(rng: np.random.Generator, n: int) -> np.ndarray:
+    # skewed like a readmission model's calibrated risks: most low, a tail of high ones
+    return np.clip(rng.beta(1.6, 11.0, size=n), 0.005, 0.95)
+
+
+THRESHOLD = float(np.quantile(_risks(np.random.default_rng(99), 200_000), 0.9))
+
+
+def _baseline() -> Baseline:
+    rng = np.random.default_rng(1)
+    risk = _risks(rng, 200_000)
+    y = rng.random(len(risk)) < risk
+    from hospital_mlops.evaluate import weighted
+
+    auroc = float(weighted.auroc(weighted.Scored.of(y, risk), np.ones((1, len(y))))[0])
+    return Baseline(
+        model="readmission-30d/1",
+        auroc=auroc,
+        ece=0.01,
+        observed_to_expected=1.0,
+        alerts_per_100=100 * float((risk >= THRESHOLD).mean()),
+        event_rate=float(y.mean()),
+        scores=risk[:20_000],
+    )
+
+
+BASELINE = _baseline()
+
+
+def _stream(
+    weeks: int,
+    per_week: int,
+    seed: int,
+    *,
+    outcome_scale: float = 1.0,
+    risk_shift: float = 0.0,
+    random_outcomes: bool = False,
+    threshold: float = THRESHOLD,
+    with_outcomes: bool = True,
+) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for week in range(weeks):
+        risk = np.clip(_risks(rng, per_week) + risk_shift, 0.001, 0.999)
+        truth = np.full(per_week, BASELINE.event_rate) if random_outcomes else risk
+        outcome = (rng.random(per_week) < np.clip(truth * outcome_scale, 0, 1)).astype(float)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "scored_at": START
+                    + week * WEEK
+                    + pd.to_timedelta(rng.uniform(0, WEEK.total_seconds(), per_week), unit="s"),
+                    "risk": risk,
+                    "alert": risk >= threshold,
+                    "outcome": outcome if with_outcomes else np.nan,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _kinds(alerts) -> set[tuple[str, str, str]]:
+    return {(a.kind, a.owner, a.severity) for a in alerts}
+
+
+# --- the estimate before outcomes ---------------------------------------------------------------
+
+
+def test_estimated_auroc_is_the_pairwise_expectation_ties_included() -> None:
+    p = np.array([0.1, 0.1, 0.3, 0.5, 0.5, 0.5, 0.9])
+    favourable = pairs = 0.0
+    for i, j in itertools.permutations(range(len(p)), 2):
+        weight = p[i] * (1 - p[j])
+        pairs += weight
+        favourable += weight * (1.0 if p[i] > p[j] else 0.5 if p[i] == p[j] else 0.0)
+    assert estimated_auroc(p) == pytest.approx(favourable / pairs, abs=1e-12)
+
+
+def test_estimated_auroc_matches_the_realized_auroc_of_calibrated_outcomes() -> None:
+    from hospital_mlops.evaluate import weighted
+
+    rng = np.random.default_rng(5)
+    risk = _risks(rng, 20_000)
+    realized = [
+        weighted.auroc(
+            weighted.Scored.of(rng.random(len(risk)) < risk, risk), np.ones((1, 20_000))
+        )[0]
+        for _ in range(20)
+    ]
+    assert estimated_auroc(risk) == pytest.approx(float(np.mean(realized)), abs=0.005)
+
+
+# --- windows and alerts ---------------------------------------------------------------------------
+
+
+def test_a_clean_stream_raises_no_alert_over_many_windows() -> None:
+    for seed in range(3):  # 3 × 8 clean weeks: a false alarm in any would fail
+        windows = compute_windows(_stream(8, 3000, seed), BASELINE, POLICY)
+        assert len(windows) == 8 and all(w.assessable for w in windows)
+        assert alerts_for(windows, BASELINE, POLICY) == []
+        for w in windows:
+            assert w.auroc_ci[0] <= w.auroc <= w.auroc_ci[1]
+            assert abs(w.estimated_auroc - BASELINE.auroc) < 0.03
+            assert w.n_outcomes == w.n == 3000
+
+
+def test_windows_are_epoch_aligned_and_carry_the_contract_fields() -> None:
+    windows = compute_windows(_stream(2, 500, 0), BASELINE, POLICY)
+    assert [(w.start, w.end) for w in windows] == [
+        ("2026-01-01T00:00:00Z", "2026-01-08T00:00:00Z"),
+        ("2026-01-08T00:00:00Z", "2026-01-15T00:00:00Z"),
+    ]
+    # a prediction's window does not depend on what else is in the log
+    later = compute_windows(_stream(2, 500, 0).iloc[600:], BASELINE, POLICY)
+    assert [w.start for w in later] == ["2026-01-08T00:00:00Z"]
+    row = windows[0].as_dict()
+    for key in ("start", "end", "n", "data_drift", "score_drift", "auroc", "ece"):
+        assert key in row
+    for key in ("estimated_auroc", "alerts_per_100", "override_rate"):
+        assert key in row
+    assert row["override_rate"] is None  # no feedback recorded: not invented
+
+
+def test_calibration_decay_is_for_ml_once_outcomes_arrive_and_not_before() -> None:
+    stream = _stream(3, 3000, 7, outcome_scale=1.6)
+    alerts = alerts_for(compute_windows(stream, BASELINE, POLICY), BASELINE, POLICY)
+    assert ("calibration", "ml", "critical") in _kinds(alerts)
+    assert {a.kind for a in alerts} == {"calibration"}  # risks themselves did not move
+    unlabelled = stream.assign(outcome=np.nan)
+    windows = compute_windows(unlabelled, BASELINE, POLICY)
+    assert alerts_for(windows, BASELINE, POLICY) == []
+    assert all(w.auroc is None and w.ece is None for w in windows)
+
+
+def test_lost_discrimination_is_a_critical_performance_alert() -> None:
+    stream = _stream(2, 3000, 3, random_outcomes=True)
+    alerts = alerts_for(compute_windows(stream, BASELINE, POLICY), BASELINE, POLICY)
+    assert ("performance", "ml", "critical") in _kinds(alerts)
+    assert "AUROC" in next(a.message for a in alerts if a.kind == "performance")
+
+
+def test_shifted_risks_are_score_drift_for_data_engineering_and_estimated_performance() -> None:
+    stream = _stream(2, 3000, 4, risk_shift=0.12, with_outcomes=False)
+    windows = compute_windows(stream, BASELINE, POLICY)
+    assert all(w.score_drift for w in windows)
+    kinds = _kinds(alerts_for(windows, BASELINE, POLICY))
+    assert ("score_drift", "data-engineering", "warning") in kinds
+    assert ("alert_burden", "clinical-operations", "warning") in kinds
+
+
+def test_the_detectors_results_become_data_drift_alerts_in_their_window() -> None:
+    stream = _stream(2, 3000, 8)
+    drift = pd.DataFrame(
+        {
+            "tested_at": [START + pd.Timedelta(days=2), START + WEEK + pd.Timedelta(days=1)],
+            "is_drift": [False, True],
+            "drifted_features": [[], ["max_glucose_result", "hba1c_result"]],
+        }
+    )
+    windows = compute_windows(stream, BASELINE, POLICY, drift)
+    assert [w.data_drift for w in windows] == [False, True]
+    (alert,) = alerts_for(windows, BASELINE, POLICY)
+    assert (alert.kind, alert.owner) == ("data_drift", "data-engineering")
+    assert "hba1c_result" in alert.message and alert.window_start == windows[1].start
+
+
+def test_a_window_too_small_to_judge_is_reported_but_raises_nothing() -> None:
+    stream = _stream(1, POLICY.windows.min_predictions - 1, 2, random_outcomes=True)
+    (window,) = compute_windows(stream, BASELINE, POLICY)
+    assert not window.assessable and window.n == POLICY.windows.min_predictions - 1
+    assert alerts_for([window], BASELINE, POLICY) == []
+
+
+# --- the policy file ------------------------------------------------------------------------------
+
+
+def test_the_bundled_policy_gives_every_kind_of_alert_an_owner() -> None:
+    assert POLICY.owners["calibration"] == "ml"
+    assert POLICY.owners["data_drift"] == "data-engineering"
+    assert POLICY.owners["workflow"] == "clinical-operations"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("  workflow: clinical-operations\n", ""), "missing: workflow"),
+        (("observed_to_expected: [0.8, 1.25]", "observed_to_expected: [1.2, 0.8]"), "0 < low"),
+        (("  min_outcomes: 100", "  min_outcomes: 3"), "windows.min_outcomes"),
+        (("  seed: 0\n", "  seed: 0\n  sead: 1\n"), "bootstrap.sead"),
+    ],
+)
+def test_a_malformed_policy_fails_naming_the_path(tmp_path, edit, message) -> None:
+    text = Path("config/monitoring.yaml").read_text()
+    assert edit[0] in text
+    bad = tmp_path / "monitoring.yaml"
+    bad.write_text(text.replace(edit[0], edit[1]))
+    with pytest.raises(MonitoringPolicyError, match=message):
+        load_monitoring_policy(bad)
+
+
+# --- outcomes -------------------------------------------------------------------------------------
+
+SERVED = ServedModel("readmission-30d", 1, "a" * 64, "fs", "b" * 64, "diabetes130")
+
+
+def _token(i: int) -> str:
+    return f"tok{i:020d}"
+
+
+@pytest.fixture
+def logged(tmp_path) -> PredictionLog:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    instances = [{"encounter_token": _token(i)} for i in range(6)]
+    answers = [
+        {"prediction_id": f"p{i}", "scored_at": "2026-01-06T00:00:00Z", "risk": 0.1, "alert": False}
+        for i in range(6)
+    ]
+    instances.append({"encounter_token": _token(0)})  # the same encounter scored twice
+    answers.append({**answers[0], "prediction_id": "p0-again"})
+    log.write(records("r", "v1", SERVED, instances, answers))
+    return log
+
+
+def _csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "outcomes.csv"
+    path.write_text(text)
+    return path
+
+
+def test_outcomes_join_every_prediction_of_their_encounter(logged, tmp_path) -> None:
+    path = _csv(tmp_path, f"encounter_token,readmitted_30d\n{_token(0)},1\n{_token(1)},0\n")
+    frame, digest = read_outcomes(path)
+    done = ingest_outcomes(logged, frame, digest)
+    assert (done.rows, done.new, done.already_known, done.predictions_joined) == (2, 2, 0, 3)
+    again = ingest_outcomes(logged, frame, digest)  # a re-sent file changes nothing
+    assert (again.new, again.already_known) == (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "encounter_token,readmitted_30d\n{t0},1\nunknowntoken0000000000,0\n",
+            "no logged prediction",
+        ),
+        ("encounter_token,readmitted_30d\n{t0},1\n{t0},0\n", "more than once"),
+        ("encounter_token,readmitted_30d\n{t0},yes\n", "not 0 or 1"),
+        ("encounter_token,readmitted_30d\n1234567,1\n", "raw identifiers are refused"),
+        ("encounter_token\n{t0}\n", "missing column"),
+        ("encounter_token,readmitted_30d,mrn\n{t0},1,55\n", "unexpected column"),
+        ("encounter_token,readmitted_30d,recorded_at\n{t0},1,last week\n", "ISO 8601"),
+    ],
+)
+def test_bad_outcomes_are_refused_whole(logged, tmp_path, text, message) -> None:
+    path = _csv(tmp_path, text.format(t0=_token(0)))
+    frame, digest = read_outcomes(path)
+    with pytest.raises(OutcomesRejected, match=message):
+        ingest_outcomes(logged, frame, digest)
+    # nothing half-written: the valid first row was not ingested either
+    good = _csv(tmp_path, f"encounter_token,readmitted_30d\n{_token(0)},0\n")
+    assert ingest_outcomes(logged, *read_outcomes(good)).new == 1
+
+
+def test_an_outcome_that_contradicts_an_earlier_one_is_refused(logged, tmp_path) -> None:
+    first = _csv(tmp_path, f"encounter_token,readmitted_30d\n{_token(2)},1\n")
+    ingest_outcomes(logged, *read_outcomes(first))
+    flipped = _csv(tmp_path, f"encounter_token,readmitted_30d\n{_token(3)},1\n{_token(2)},0\n")
+    with pytest.raises(OutcomesRejected, match="contradict"):
+        ingest_outcomes(logged, *read_outcomes(flipped))
+    third = _csv(tmp_path, f"encounter_token,readmitted_30d\n{_token(3)},0\n")
+    assert ingest_outcomes(logged, *read_outcomes(third)).new == 1  # token 3 was not written
