@@ -53,11 +53,24 @@ class Thresholds(StrictModel):
         return self
 
 
+class Feedback(StrictModel):
+    override_reasons: tuple[str, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Feedback:
+        if len(set(self.override_reasons)) != len(self.override_reasons):
+            raise ValueError("override_reasons must be distinct")
+        if any(not r.strip() or len(r) > 200 for r in self.override_reasons):
+            raise ValueError("each override reason is 1-200 characters")
+        return self
+
+
 class MonitoringPolicy(StrictModel):
     baseline: Literal["registry"]
     windows: Windows
     bootstrap: Bootstrap
     thresholds: Thresholds
+    feedback: Feedback
     owners: dict[AlertKind, str]
 
     @model_validator(mode="after")

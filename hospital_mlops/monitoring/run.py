@@ -31,11 +31,20 @@ class MonitoringRun:
     with_outcomes: int
     windows: list[Window]
     alerts: list[Alert]
+    policy: MonitoringPolicy
 
     def as_dict(self) -> dict[str, Any]:
         b = self.baseline
+        t = self.policy.thresholds
         return {
             "model": self.model,
+            "policy": {
+                "window_hours": self.policy.windows.length_hours,
+                "score_drift_p_value": t.score_drift_p_value,
+                "auroc_drop": t.auroc_drop,
+                "ece_max": t.ece_max,
+                "override_reasons": list(self.policy.feedback.override_reasons),
+            },
             "baseline": {
                 "auroc": b.auroc,
                 "ece": b.ece,
@@ -143,4 +152,5 @@ def run_monitoring(
         with_outcomes=int(frame["outcome"].notna().sum()),
         windows=windows,
         alerts=alerts_for(windows, baseline, policy),
+        policy=policy,
     )

@@ -189,11 +189,20 @@ class Workflow:
     judged: int
 
 
-def workflow_of(alerts: pd.DataFrame, feedback_window: timedelta, now: datetime) -> Workflow:
+OTHER_REASON = "other (not a configured reason)"
+
+
+def workflow_of(
+    alerts: pd.DataFrame,
+    feedback_window: timedelta,
+    now: datetime,
+    configured_reasons: tuple[str, ...] = (),
+) -> Workflow:
     """``alerts``: the window's alerted predictions with ``scored_at``, ``response``,
     ``override_reason``, ``responded_at``. A response after the feedback window counts as
     ignored (the alert did its job late or not at all); an alert still inside its window is
-    pending, not ignored."""
+    pending, not ignored. Reasons outside ``configured_reasons`` are counted as one "other",
+    never named: free text could carry a patient's details into alerts and reports."""
     closes = alerts["scored_at"] + pd.Timedelta(feedback_window)
     responded_at = alerts["responded_at"]
     in_time = alerts["response"].notna() & (responded_at <= closes)
@@ -204,7 +213,10 @@ def workflow_of(alerts: pd.DataFrame, feedback_window: timedelta, now: datetime)
     judged = len(responded) + ignored
     overridden = responded[responded["response"] == "overridden"]
     minutes = (responded["responded_at"] - responded["scored_at"]).dt.total_seconds() / 60
-    reasons = overridden["override_reason"].value_counts().sort_index()
+    named = overridden["override_reason"].where(
+        overridden["override_reason"].isin(configured_reasons), OTHER_REASON
+    )
+    reasons = named.value_counts().sort_index()
     return Workflow(
         alerts_issued=len(alerts),
         pending=pending,
@@ -267,7 +279,12 @@ def compute_windows(
         ks = stats.ks_2samp(risk, baseline.scores)
         summary = _drift_in(drift, start, end)
         work = (
-            workflow_of(answered[answered_starts == start], feedback_window, now)
+            workflow_of(
+                answered[answered_starts == start],
+                feedback_window,
+                now,
+                policy.feedback.override_reasons,
+            )
             if responses is not None
             else None
         )

@@ -89,10 +89,23 @@ def test_outcomes_join_and_the_realized_numbers_appear(replay, tmp_path) -> None
     assert proc.returncode == 0, proc.stderr[-2000:]
     done = json.loads(proc.stdout)
     assert (done["rows"], done["new"], done["predictions_joined"]) == (1000, 1000, 1000)
-    out = tmp_path / "run.json"
-    proc = hmlops("monitor", "run", "--json", "--out", str(out))
+    out, metrics, events = tmp_path / "run.json", tmp_path / "m.prom", tmp_path / "e.jsonl"
+    proc = hmlops(
+        "monitor",
+        "run",
+        "--json",
+        "--out",
+        str(out),
+        "--metrics-file",
+        str(metrics),
+        "--events-file",
+        str(events),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = json.loads(out.read_text())
+    assert 'hmlops_monitoring_latest_window{metric="auroc"' in metrics.read_text()
+    lines = events.read_text().splitlines() if events.exists() else []
+    assert [json.loads(line)["data"] for line in lines] == run["alerts"]
     assert run == json.loads(proc.stdout) and run["with_outcomes"] == 1000
     for w in run["windows"]:
         assert w["n_outcomes"] > 300 and w["auroc"] is not None and w["ece"] is not None
@@ -114,7 +127,7 @@ def test_outcomes_for_unknown_encounters_are_refused_with_nothing_written(replay
     assert "no logged prediction" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_feedback_is_recorded_once_and_feeds_the_workflow_numbers(replay) -> None:
+def test_feedback_is_recorded_once_and_feeds_the_workflow_numbers(replay, tmp_path) -> None:
     import sqlalchemy as sa
 
     path, _ = replay
@@ -126,7 +139,10 @@ def test_feedback_is_recorded_once_and_feeds_the_workflow_numbers(replay) -> Non
     engine.dispose()
     later = (pd.Timestamp(scored_at) + pd.Timedelta(minutes=40)).isoformat()
     args = ("monitor", "record-feedback", "--prediction-id", prediction_id)
-    done = hmlops(*args, "--response", "overridden", "--responded-at", later, "--reason", "x")
+    free_text = hmlops(*args, "--response", "overridden", "--responded-at", later, "--reason", "x")
+    assert free_text.returncode == 2 and "configured reasons" in free_text.stderr
+    reason = "already planned by the care team"  # config/monitoring.yaml
+    done = hmlops(*args, "--response", "overridden", "--responded-at", later, "--reason", reason)
     assert done.returncode == 0, done.stderr[-2000:]
     again = hmlops(*args, "--response", "acted_on", "--responded-at", later)
     assert again.returncode == 2 and "already recorded" in again.stderr
@@ -145,8 +161,13 @@ def test_feedback_is_recorded_once_and_feeds_the_workflow_numbers(replay) -> Non
     run = json.loads(hmlops("monitor", "run", "--json").stdout)
     week = next(w for w in run["windows"] if w["start"] <= scored_at < w["end"])
     # one answer, every other alert long past its 24 h: the channel is live, and mostly silent
-    assert week["override_rate"] == 1.0 and week["override_reasons"] == {"x": 1}
+    assert week["override_rate"] == 1.0 and week["override_reasons"] == {reason: 1}
     assert week["median_minutes_to_response"] == 40.0
     assert week["ignored"] == week["alerts_issued"] - 1 and week["pending"] == 0
     workflow = [a for a in run["alerts"] if a["kind"] == "workflow"]
     assert workflow and all(a["owner"] == "clinical-operations" for a in workflow)
+    page = tmp_path / "report.html"
+    made = hmlops("monitor", "report", "--out", str(page))
+    assert made.returncode == 0, made.stderr[-2000:]
+    html = page.read_text()
+    assert html.count("<svg") == 5 and "<script" not in html and reason in html

@@ -8,7 +8,12 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
-from hospital_mlops.monitoring.windows import alerts_for, compute_windows, workflow_of
+from hospital_mlops.monitoring.windows import (
+    OTHER_REASON,
+    alerts_for,
+    compute_windows,
+    workflow_of,
+)
 from tests.unit.test_monitoring import BASELINE, POLICY, START, WEEK, _stream
 
 FEEDBACK = timedelta(hours=POLICY.windows.feedback_hours)
@@ -21,7 +26,7 @@ def _responses(
     *,
     answered: float = 0.85,
     overridden: float = 0.2,
-    reasons: tuple[str, ...] = ("already planned", "patient declined"),
+    reasons: tuple[str, ...] = POLICY.feedback.override_reasons[:2],
 ) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     alerts = stream[stream["alert"]].reset_index(drop=True)
@@ -57,11 +62,13 @@ def test_ignored_is_derived_and_pending_is_not_ignored() -> None:
         }
     )
     now = (t0 + pd.Timedelta(hours=36)).to_pydatetime()
-    work = workflow_of(alerts, FEEDBACK, now)
+    work = workflow_of(alerts, FEEDBACK, now, ("already planned",))
     # the third alert's 24 h are over: ignored; the fourth's are not: pending
     assert (work.alerts_issued, work.ignored, work.pending, work.judged) == (4, 1, 1, 3)
     assert work.acknowledgement_rate == round(2 / 3, 6)
     assert work.override_rate == 0.5 and work.override_reasons == {"already planned": 1}
+    # a reason outside the configured list is counted, never named
+    assert workflow_of(alerts, FEEDBACK, now).override_reasons == {OTHER_REASON: 1}
     assert work.median_minutes_to_response == 75.0
     # a response after the feedback window counts as ignored, not as an answer
     late = alerts.assign(responded_at=alerts["responded_at"] + pd.Timedelta(hours=30))
@@ -83,7 +90,8 @@ def test_overrides_rising_is_workflow_drift_for_clinical_operations() -> None:
     windows = compute_windows(stream, BASELINE, POLICY, responses=responses, now=NOW)
     alerts = alerts_for(windows, BASELINE, POLICY)
     assert {(a.kind, a.owner) for a in alerts} == {("workflow", "clinical-operations")}
-    assert all("overrode" in a.message and "already planned" in a.message for a in alerts)
+    reason = POLICY.feedback.override_reasons[0]
+    assert all("overrode" in a.message and reason in a.message for a in alerts)
 
 
 def test_alerts_being_ignored_is_workflow_drift() -> None:

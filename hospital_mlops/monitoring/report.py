@@ -1,0 +1,266 @@
+"""The monitoring report: one self-contained HTML page (inline SVG, no script, no external
+asset) that opens on an air-gapped hospital network. It renders a monitoring run's JSON and
+computes nothing new. Counts below ``SMALL_CELL`` are shown as "<11" (the common small-cell
+rule), and the page says so."""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+from typing import Any
+
+from hospital_mlops.governance.validation_report import _STYLE, _svg, _table
+
+SMALL_CELL = 11
+
+
+_WINDOW_HEADER = [
+    "window",
+    "predictions",
+    "with outcomes",
+    "input drift",
+    "score drift",
+    "est. AUROC",
+    "AUROC (95% CI)",
+    "ECE",
+    "obs/exp",
+    "alerts /100",
+    "answered",
+    "overridden",
+    "ignored",
+]
+
+
+def _count(n: int | None) -> str:
+    if n is None:
+        return "—"
+    return f"&lt;{SMALL_CELL}" if 0 < n < SMALL_CELL else f"{n:,}"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _plots(run: dict[str, Any]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.fonttype"] = "none"  # text stays text: no font files
+    windows = run["windows"]
+    labels = [w["start"][:10] for w in windows]
+    x = list(range(len(windows)))
+    base = run["baseline"]
+    out: dict[str, str] = {}
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    ax.plot(
+        x,
+        [max(w["score_drift_p_value"], 1e-300) for w in windows],
+        marker="o",
+        color="#1f5fa8",
+        label="risk distribution vs validated period (KS p)",
+    )
+    drifted = [i for i, w in enumerate(windows) if w["data_drift"]]
+    if drifted:
+        ax.scatter(
+            drifted,
+            [1.0] * len(drifted),
+            marker="v",
+            color="#a1161b",
+            s=60,
+            label="input drift flagged by the detector",
+            zorder=3,
+        )
+    ax.axhline(
+        run["policy"]["score_drift_p_value"],
+        linestyle="--",
+        color="#a1161b",
+        label="alert threshold",
+    )
+    ax.set_yscale("log")
+    ax.set_xticks(x, labels, rotation=30, fontsize=8)
+    ax.set_ylabel("p-value (log)")
+    ax.legend(fontsize=7, loc="lower left")
+    out["drift"] = _svg(fig)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    realized = [(i, w) for i, w in enumerate(windows) if w["auroc"] is not None]
+    if realized:
+        ax.errorbar(
+            [i for i, _ in realized],
+            [w["auroc"] for _, w in realized],
+            yerr=[
+                [w["auroc"] - w["auroc_ci"][0] for _, w in realized],
+                [w["auroc_ci"][1] - w["auroc"] for _, w in realized],
+            ],
+            marker="o",
+            color="#1f5fa8",
+            label="realized AUROC (95% CI)",
+            linestyle="none",
+        )
+    ax.plot(
+        x,
+        [w["estimated_auroc"] for w in windows],
+        marker="x",
+        color="#b5651d",
+        linestyle=":",
+        label="estimated from the risks (before outcomes)",
+    )
+    ax.axhline(base["auroc"], color="#11643a", label="validated")
+    ax.axhline(
+        base["auroc"] - run["policy"]["auroc_drop"],
+        color="#a1161b",
+        linestyle="--",
+        label="alert floor",
+    )
+    ax.set_xticks(x, labels, rotation=30, fontsize=8)
+    ax.set_ylabel("AUROC")
+    ax.legend(fontsize=7, loc="lower left")
+    out["performance"] = _svg(fig)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    top = 0.0
+    for w in windows:
+        bands = [b for b in w["calibration"] if "observed_rate" in b]
+        if not bands:
+            continue
+        xs = [b["expected_rate"] for b in bands]
+        ys = [b["observed_rate"] for b in bands]
+        top = max(top, *xs, *ys)
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, label=w["start"][:10])
+    top = (top or 0.5) * 1.08
+    ax.plot([0, top], [0, top], linestyle="--", color="#888", label="perfect calibration")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("predicted risk (band mean)")
+    ax.set_ylabel("observed 30-day readmission rate")
+    ax.legend(fontsize=6, loc="upper left")
+    out["calibration"] = _svg(fig)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    ax.bar(x, [w["alerts_per_100"] for w in windows], color="#1f5fa8", label="alerts per 100")
+    ax.axhline(base["alerts_per_100"], color="#11643a", label="validated")
+    ax.set_xticks(x, labels, rotation=30, fontsize=8)
+    ax.set_ylabel("alerts per 100 encounters")
+    ax.legend(fontsize=7)
+    out["burden"] = _svg(fig)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    ack = [w["acknowledgement_rate"] for w in windows]
+    over = [w["override_rate"] for w in windows]
+    if any(v is not None for v in ack + over):
+        ax.plot(
+            x,
+            [v if v is not None else float("nan") for v in ack],
+            marker="o",
+            color="#11643a",
+            label="answered in time",
+        )
+        ax.plot(
+            x,
+            [v if v is not None else float("nan") for v in over],
+            marker="s",
+            color="#a1161b",
+            label="overridden (of answered)",
+        )
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+    else:
+        ax.text(
+            0.5,
+            0.5,
+            "no clinician responses recorded",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+    ax.set_xticks(x, labels, rotation=30, fontsize=8)
+    ax.set_ylabel("share of alerts")
+    out["workflow"] = _svg(fig)
+    plt.close(fig)
+    return out
+
+
+def monitoring_html(run: dict[str, Any]) -> str:
+    """``run``: ``MonitoringRun.as_dict()`` plus ``policy`` (the thresholds the plots draw)."""
+    esc = html.escape
+    windows = run["windows"]
+    plots = _plots(run) if windows else {}
+    base = run["baseline"]
+    window_rows = [
+        [
+            esc(f"{w['start'][:10]} → {w['end'][:10]}"),
+            _count(w["n"]),
+            _count(w["n_outcomes"]),
+            {True: "drift", False: "none", None: "not tested"}[w["data_drift"]],
+            "drift" if w["score_drift"] else "none",
+            _num(w["estimated_auroc"]),
+            _num(w["auroc"])
+            + (f" ({w['auroc_ci'][0]:.3f}–{w['auroc_ci'][1]:.3f})" if w["auroc_ci"] else ""),
+            _num(w["ece"]),
+            _num(w["observed_to_expected"], 2),
+            f"{w['alerts_per_100']:.1f}",
+            _num(w["acknowledgement_rate"], 2),
+            _num(w["override_rate"], 2),
+            _count(w["ignored"]) if w["acknowledgement_rate"] is not None else "—",
+        ]
+        for w in windows
+    ]
+    alert_rows = [
+        [esc(a["severity"]), esc(a["kind"]), esc(a["owner"]), esc(a["message"])]
+        for a in run["alerts"]
+    ]
+    alert_class = ["flag" if a["severity"] == "critical" else "" for a in run["alerts"]]
+    # Only the configured reasons are named: anything else (free text recorded through the
+    # API without the list) is counted, never shown, as it could carry a patient's details.
+    configured = set(run["policy"].get("override_reasons", ()))
+    other = "other (not a configured reason; not shown)"
+    reasons: dict[str, int] = {}
+    for w in windows:
+        for reason, n in w["override_reasons"].items():
+            key = reason if reason in configured else other
+            reasons[key] = reasons.get(key, 0) + n
+    reason_rows = [[esc(r), _count(n)] for r, n in sorted(reasons.items())]
+    alerts_table = (
+        _table(["severity", "kind", "owner", "message"], alert_rows, alert_class)
+        if alert_rows
+        else "<p>No alerts.</p>"
+    )
+    made = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    figure = "".join(
+        f"<h3>{esc(title)}</h3>{plots[key]}"
+        for key, title in (
+            ("drift", "Drift over time"),
+            ("performance", "Discrimination: realized and estimated"),
+            ("calibration", "Calibration per window (predictions with outcomes)"),
+            ("burden", "Alert burden"),
+            ("workflow", "Clinicians' responses to alerts"),
+        )
+        if key in plots
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Monitoring report — {esc(run["model"])}</title><style>{_STYLE}</style></head><body>
+<h1>Monitoring report: {esc(run["model"])}</h1>
+<p class="note">Made {made} from {run["predictions"]:,} logged predictions
+({run["with_outcomes"]:,} with outcomes) in {len(windows)} windows. Baseline: the validated
+(test) period of this version: AUROC {base["auroc"]:.3f}, ECE {base["ece"]:.3f},
+{base["alerts_per_100"]:.1f} alerts per 100 encounters. Counts below {SMALL_CELL} are shown as
+"&lt;{SMALL_CELL}". "Estimated" AUROC comes from the calibrated risks before outcomes arrive; it
+is only as good as the calibration.</p>
+<h2>Alerts ({len(run["alerts"])})</h2>
+{alerts_table}
+<h2>Windows</h2>
+{_table(_WINDOW_HEADER, window_rows)}
+<h2>Plots</h2>
+{figure}
+<h2>Override reasons</h2>
+{_table(["reason", "overrides"], reason_rows) if reason_rows else "<p>None recorded.</p>"}
+</body></html>
+"""

@@ -1,0 +1,1 @@
+"""The stepped rollout: shadow → silent → canary → full, gated, with rollback criteria."""
