@@ -234,11 +234,8 @@ class RowScorer:
         """TreeSHAP from tables (a fifth of ``pred_contribs``' time per row), if they agree
         with ``pred_contribs`` on probe rows that take every branch; and the risk from the
         same pass, if the margins and XGBoost's logistic transform redone here give XGBoost's
-        predictions bit for bit on those rows."""
-
-        def reference(x: np.ndarray) -> np.ndarray:
-            return self._through_wrapper(x)[1]
-
+        predictions bit for bit on those rows. The tables are built once and XGBoost is asked
+        once, for both answers."""
         try:
             candidate = PathTables.of_booster(self.booster, self.iterations, n_features, 0.0)
         except (KeyError, ValueError, IndexError, TypeError):
@@ -248,12 +245,15 @@ class RowScorer:
         n = n_features
         edges = np.vstack([np.zeros(n), np.full(n, np.nan), np.arange(float(n)), np.ones(n)])
         probe = np.vstack([edges, candidate.probe_rows(512)])
-        self._tables = PathTables.if_agreeing(self.booster, self.iterations, n, probe, reference)
-        base_margin = _logistic_base_margin(self.booster)
-        if self._tables is None or base_margin is None:
+        expected_risk, expected_contributions = self._through_wrapper(probe)
+        if not candidate.agrees_with(probe, expected_contributions):
             return
-        margins, _ = self._tables.margins_and_contributions(probe, base_margin)
-        if np.array_equal(_xgboost_logistic(margins), self._through_wrapper(probe)[0]):
+        self._tables = candidate
+        base_margin = _logistic_base_margin(self.booster)
+        if base_margin is None:
+            return
+        margins, _ = candidate.margins_and_contributions(probe, base_margin)
+        if np.array_equal(_xgboost_logistic(margins), expected_risk):
             self._base_margin = base_margin
 
     @property

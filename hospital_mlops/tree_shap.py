@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,29 +110,15 @@ class PathTables:
             return None
         return cls(*splits.arrays(), leaves, n_features, bias)
 
-    @classmethod
-    def if_agreeing(
-        cls,
-        booster: Any,
-        iterations: tuple[int, int],
-        n_features: int,
-        probe: np.ndarray,
-        reference: Callable[[np.ndarray], np.ndarray],
-    ) -> PathTables | None:
-        """The tables, if they give ``reference``'s contributions (XGBoost ``pred_contribs``)
-        within ``AGREEMENT`` on the ``probe`` rows; None otherwise."""
-        expected = reference(probe)
+    def agrees_with(self, probe: np.ndarray, expected: np.ndarray) -> bool:
+        """Whether the tables give ``expected`` (XGBoost ``pred_contribs`` on ``probe``) within
+        ``AGREEMENT``. Takes XGBoost's bias column as the tables' own bias when it is the same
+        for every row, as it must be."""
         bias = float(expected[0, -1])
         if not np.all(expected[:, -1] == bias):
-            return None
-        try:
-            tables = cls.of_booster(booster, iterations, n_features, bias)
-        except (KeyError, ValueError, IndexError, TypeError):
-            return None
-        if tables is None:
-            return None
-        got = tables.contributions(probe)
-        return tables if float(np.max(np.abs(got - expected))) <= AGREEMENT else None
+            return False
+        self.bias = bias
+        return float(np.max(np.abs(self.contributions(probe) - expected))) <= AGREEMENT
 
     def probe_rows(self, n: int = 256, seed: int = 0) -> np.ndarray:
         """Rows that send every split both ways: each value is drawn from the split thresholds

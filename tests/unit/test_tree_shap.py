@@ -123,20 +123,17 @@ def test_any_rows_agree(model, rows: np.ndarray) -> None:
     assert np.max(np.abs(tables.contributions(rows) - expected)) <= AGREEMENT
 
 
-def test_if_agreeing_refuses_tables_that_disagree(model) -> None:
+def test_tables_that_disagree_are_refused(model) -> None:
     booster, tables, iterations = model
     probe = tables.probe_rows(64)
-
-    def reference(x: np.ndarray) -> np.ndarray:
-        return _xgboost(booster, x, iterations, pred_contribs=True)
-
-    def off(x: np.ndarray) -> np.ndarray:
-        shifted = reference(x)
-        shifted[:, 0] += 10 * AGREEMENT
-        return shifted
-
-    assert PathTables.if_agreeing(booster, iterations, N_FEATURES, probe, reference) is not None
-    assert PathTables.if_agreeing(booster, iterations, N_FEATURES, probe, off) is None
+    expected = _xgboost(booster, probe, iterations, pred_contribs=True)
+    assert tables.agrees_with(probe, expected)
+    off = expected.copy()
+    off[:, 0] += 10 * AGREEMENT
+    assert not tables.agrees_with(probe, off)
+    uneven_bias = expected.copy()
+    uneven_bias[1, -1] += 1e-3  # a bias column that varies by row is not XGBoost's
+    assert not tables.agrees_with(probe, uneven_bias)
 
 
 def test_paths_deeper_than_the_tables_hold_keep_pred_contribs() -> None:
