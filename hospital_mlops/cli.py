@@ -15,28 +15,54 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hospital_mlops import cli_monitoring, cli_serving
-from hospital_mlops.catalog import CatalogError, UnknownSource, UseNotPermitted, load_catalog
-from hospital_mlops.faults import UnknownScenario
-from hospital_mlops.governance.compare import CompareError
-from hospital_mlops.governance.config import ROLES, GovernanceError
-from hospital_mlops.governance.registry import (
-    ArtifactMismatch,
-    GoldenMismatch,
-    PromotionRefused,
-    RegistryError,
-    RegistryUnavailable,
+from hospital_mlops import cli_monitoring, cli_rollout, cli_serving
+from hospital_mlops.governance.config import ROLES
+
+# The errors a user can act on, by module: the CLI imports a module only when a command needs
+# it (``hmlops --help`` must not load XGBoost), and an error class can only be raised once its
+# module is loaded, so ``main`` checks against the loaded ones.
+USAGE_ERRORS = (
+    ("hospital_mlops.catalog", ("CatalogError", "UnknownSource", "UseNotPermitted")),
+    ("hospital_mlops.sources.extract", ("ExtractError",)),
+    ("hospital_mlops.normalize", ("MissingHmacKey",)),
+    ("hospital_mlops.lineage", ("LineageNotFound",)),
+    ("hospital_mlops.faults", ("UnknownScenario",)),
+    ("hospital_mlops.use_case", ("UseCaseError",)),
+    ("hospital_mlops.governance.config", ("GovernanceError",)),
+    ("hospital_mlops.governance.registry", ("RegistryUnavailable", "RegistryError")),
+    ("hospital_mlops.governance.compare", ("CompareError",)),
+    ("hospital_mlops.cli_serving", ("ServeUsageError",)),
+    ("hospital_mlops.prediction_log", ("PredictionNotFound",)),
+    ("hospital_mlops.serving_config", ("ServingConfigError",)),
+    ("hospital_mlops.monitoring.outcomes", ("OutcomesRejected",)),
+    ("hospital_mlops.monitoring.feedback", ("FeedbackRejected",)),
+    ("hospital_mlops.monitoring.run", ("MonitoringError",)),
+    ("hospital_mlops.monitoring.policy", ("MonitoringPolicyError",)),
+    ("hospital_mlops.rollout.commands", ("RolloutError",)),
+    ("hospital_mlops.rollout.state", ("RolloutStateError",)),
+    ("hospital_mlops.rollout.policy", ("RolloutPolicyError",)),
+    ("hospital_mlops.rollout.audit", ("AuditLogError",)),
+    ("hospital_mlops.rollout.observe", ("ObservationError",)),
+    ("hospital_mlops.rollout.gitops", ("ApplyError",)),
+    ("hospital_mlops.fallback", ("FallbackPolicyError",)),
 )
-from hospital_mlops.lineage import LineageNotFound, LineageStore, format_chain
-from hospital_mlops.monitoring.feedback import FeedbackRejected
-from hospital_mlops.monitoring.outcomes import OutcomesRejected
-from hospital_mlops.monitoring.policy import MonitoringPolicyError
-from hospital_mlops.monitoring.run import MonitoringError
-from hospital_mlops.normalize import MissingHmacKey
-from hospital_mlops.prediction_log import PredictionNotFound
-from hospital_mlops.serving_config import ServingConfigError
-from hospital_mlops.sources.extract import ExtractError
-from hospital_mlops.use_case import UseCaseError
+REFUSALS = (
+    (
+        "hospital_mlops.governance.registry",
+        ("PromotionRefused", "GoldenMismatch", "ArtifactMismatch"),
+    ),
+    ("hospital_mlops.rollout.commands", ("RolloutRefused",)),
+)
+
+
+def _loaded(table: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[type[BaseException], ...]:
+    return tuple(
+        getattr(sys.modules[module], name)
+        for module, names in table
+        if module in sys.modules
+        for name in names
+    )
+
 
 EXIT_GATE_FAILED = 1
 EXIT_USAGE = 2
@@ -103,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_serving.add_parsers(sub)
     cli_monitoring.add_parsers(sub)
+    cli_rollout.add_parsers(sub)
 
     lic = sub.add_parser("licenses", help="inventory installed licences; flag non-OSI ones")
     lic.add_argument("--out", type=Path, default=Path("out/licenses.csv"), help=".csv or .json")
@@ -143,33 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (
-        CatalogError,
-        UnknownSource,
-        UseNotPermitted,
-        ExtractError,
-        MissingHmacKey,
-        LineageNotFound,
-        UsageError,
-        UnknownScenario,
-        UseCaseError,
-        GovernanceError,
-        RegistryUnavailable,
-        RegistryError,
-        CompareError,
-        cli_serving.ServeUsageError,
-        PredictionNotFound,
-        ServingConfigError,
-        OutcomesRejected,
-        FeedbackRejected,
-        MonitoringError,
-        MonitoringPolicyError,
-    ) as exc:
-        print(f"hmlops: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (PromotionRefused, GoldenMismatch, ArtifactMismatch) as exc:
-        print(f"hmlops: refused: {exc}", file=sys.stderr)
-        return EXIT_GATE_FAILED
+    except Exception as exc:
+        if isinstance(exc, (UsageError, *_loaded(USAGE_ERRORS))):
+            print(f"hmlops: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if isinstance(exc, _loaded(REFUSALS)):
+            print(f"hmlops: refused: {exc}", file=sys.stderr)
+            return EXIT_GATE_FAILED
+        raise
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -191,6 +199,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "lineage":
         if _is_uuid(args.ref):
             return cli_serving.print_prediction_lineage(args.ref, args.out, args.json)
+        from hospital_mlops.lineage import LineageStore, format_chain
+
         store = LineageStore(args.out)
         chain = store.chain(args.ref)
         if args.json:
@@ -218,6 +228,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cli_serving.deploy(args)
     if args.command == "monitor":
         return cli_monitoring.dispatch(args)
+    if args.command == "rollout":
+        return cli_rollout.dispatch(args)
     if args.command == "scenarios":
         from hospital_mlops.faults import SCENARIOS
 
@@ -231,7 +243,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _catalog(path: Path | None) -> int:
-    from hospital_mlops.catalog import catalog_version
+    from hospital_mlops.catalog import catalog_version, load_catalog
 
     catalog = load_catalog(path)
     print(f"catalog {catalog.version} (content {catalog_version(catalog)}): valid")

@@ -171,13 +171,15 @@ def deploy(args: argparse.Namespace) -> int:
     from hospital_mlops import deploy as rendering
 
     out = args.out or Path("out/deploy") / f"{args.model}-v{args.version}-{args.stage}"
-    options: dict[str, str] = {}
-    if args.image:
-        options["image"] = args.image
-    if args.namespace:
-        options["namespace"] = args.namespace
     try:
-        path = rendering.render_overlay(args.model, args.version, args.stage, out, **options)
+        path = rendering.render_overlay(
+            args.model,
+            args.version,
+            args.stage,
+            out,
+            image=args.image or rendering.DEFAULT_IMAGE,
+            namespace=args.namespace or rendering.DEFAULT_NAMESPACE,
+        )
     except rendering.DeployRenderError as exc:
         raise ServeUsageError(str(exc)) from None
     print(f"wrote the {args.stage} overlay for {args.model} version {args.version} to {path}")

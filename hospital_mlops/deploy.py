@@ -117,6 +117,15 @@ def _check_stage(stage: object) -> Stage:
     return stage
 
 
+def _check_canary_percent(stage: Stage, percent: object) -> None:
+    if percent is None:
+        return
+    if stage != "canary":
+        raise DeployRenderError(f"canary_percent {percent!r}: only the canary stage splits traffic")
+    if isinstance(percent, bool) or not isinstance(percent, int) or not 0 < percent < 100:
+        raise DeployRenderError(f"canary_percent {percent!r}: must be a whole number in 1..99")
+
+
 def parse_image(image: str) -> dict[str, str]:
     """``name[:tag][@sha256:…]`` → a kustomize ``images`` entry for the base's placeholder.
 
@@ -174,7 +183,9 @@ def _patch(target: dict[str, str], replacements: dict[str, Any]) -> dict[str, An
     return {"target": target, "patch": _dump(ops)}
 
 
-def _stage_patches(stage: Stage, ref: str, namespace: str) -> list[dict[str, Any]]:
+def _stage_patches(
+    stage: Stage, ref: str, namespace: str, canary_percent: int | None = None
+) -> list[dict[str, Any]]:
     isvc = {"group": "serving.kserve.io", "version": "v1beta1", "kind": "InferenceService"}
     if stage == "shadow":
         # The add-on holds the shadow InferenceService only; the champion's stack is untouched.
@@ -185,24 +196,32 @@ def _stage_patches(stage: Stage, ref: str, namespace: str) -> list[dict[str, Any
             )
         ]
     detector = {"group": "apps", "version": "v1", "kind": "Deployment", "name": DETECTOR}
-    return [
-        _patch(
-            {**isvc, "name": SERVICE},
-            {
-                "/spec/predictor/containers/0/args": predictor_args(ref),
-                "/spec/explainer/containers/0/args": explainer_args(
-                    ref, predictor_host(SERVICE, namespace)
-                ),
-                "/spec/predictor/logger/url": logger_url(namespace),
-            },
+    replacements: dict[str, Any] = {
+        "/spec/predictor/containers/0/args": predictor_args(ref),
+        "/spec/explainer/containers/0/args": explainer_args(
+            ref, predictor_host(SERVICE, namespace)
         ),
+        "/spec/predictor/logger/url": logger_url(namespace),
+    }
+    if canary_percent is not None:
+        # the rollout's current canary step (the overlay's own value is the first step)
+        replacements["/spec/predictor/canaryTrafficPercent"] = canary_percent
+        replacements["/spec/explainer/canaryTrafficPercent"] = canary_percent
+    return [
+        _patch({**isvc, "name": SERVICE}, replacements),
         # The detector's drift reference is the pinned version's training data.
         _patch(detector, {"/spec/template/spec/containers/0/args": detector_args(ref)}),
     ]
 
 
 def _kustomization(
-    model: str, version: int, stage: Stage, image: str, namespace: str, provenance: str
+    model: str,
+    version: int,
+    stage: Stage,
+    image: str,
+    namespace: str,
+    provenance: str,
+    canary_percent: int | None = None,
 ) -> str:
     ref = model_ref(model, version)
     body: dict[str, Any] = {
@@ -218,15 +237,16 @@ def _kustomization(
                 "includeSelectors": False,
             }
         ],
-        "patches": _stage_patches(stage, ref, namespace),
+        "patches": _stage_patches(stage, ref, namespace, canary_percent),
     }
+    traffic = "" if canary_percent is None else f" ({canary_percent}% of traffic)"
     apply_hint = (
         "next to the running production overlay; delete it to end the shadow"
         if stage == "shadow"
         else "it replaces the namespace's current production or canary"
     )
     header = (
-        f"{HEADER}: {ref} at stage {stage!r} in namespace {namespace!r}.\n"
+        f"{HEADER}: {ref} at stage {stage!r}{traffic} in namespace {namespace!r}.\n"
         f"# From hospital-mlops {provenance}. Apply with `kubectl apply -k <this dir>`, "
         f"{apply_hint}.\n"
     )
@@ -248,18 +268,20 @@ def render_overlay(
     *,
     image: str = DEFAULT_IMAGE,
     namespace: str = DEFAULT_NAMESPACE,
+    canary_percent: int | None = None,
 ) -> Path:
     """Write ``out_dir/kustomization.yaml`` (plus a copy of the kustomize tree) that deploys
     ``model`` version ``version`` at ``stage``; return ``out_dir``.
 
     Raises ``DeployRenderError`` naming the field for a bad model name, version, stage, image,
-    namespace or output directory. An earlier render in ``out_dir`` is replaced; anything else
-    there is never overwritten.
+    namespace, canary percentage or output directory. An earlier render in ``out_dir`` is
+    replaced; anything else there is never overwritten.
     """
     _check_dns_label("model", model)
     _check_version(version)
     _check_stage(stage)
     _check_dns_label("namespace", namespace)
+    _check_canary_percent(stage, canary_percent)
     parse_image(image)
     source = kustomize_root()
     if not (source / "overlays" / stage / "kustomization.yaml").is_file():
@@ -269,7 +291,7 @@ def render_overlay(
         )
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, source)
-    text = _kustomization(model, version, stage, image, namespace, _provenance())
+    text = _kustomization(model, version, stage, image, namespace, _provenance(), canary_percent)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     copy = out_dir / "kustomize"

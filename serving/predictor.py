@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,9 @@ class ReadmissionPredictor(Model):
             source=self.source,
         )
         self.emitter = None
+        from serving.metrics import RequestMetrics
+
+        self.metrics = RequestMetrics(self.registered_model, loaded.version)
         if self.logger_url:
             from serving.event_emitter import EventEmitter
 
@@ -154,6 +158,21 @@ class ReadmissionPredictor(Model):
 
     async def predict(
         self, payload: Any, headers: dict[str, str] | None = None, response_headers: Any = None
+    ) -> dict[str, Any] | InferResponse:
+        started = time.perf_counter()
+        try:
+            answer = self._predict(payload, headers)
+        except InvalidInput:
+            self.metrics.invalid()
+            raise
+        except Exception:
+            self.metrics.failed()
+            raise
+        self.metrics.answered(time.perf_counter() - started)
+        return answer
+
+    def _predict(
+        self, payload: Any, headers: dict[str, str] | None
     ) -> dict[str, Any] | InferResponse:
         headers = {k.lower(): v for k, v in (headers or {}).items()}
         # A shadow deployment receives the champion's logged request: its ce-id pairs the two.

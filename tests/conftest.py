@@ -23,6 +23,8 @@ SHARED_RUN_FILES = (
     "tests/integration/test_pipeline_kfp.py",
     "tests/integration/test_serving_stack.py",
     "tests/integration/test_monitoring_cli.py",
+    "tests/integration/test_rollout_cli.py",
+    "tests/integration/test_fallback_faults.py",
 )
 
 

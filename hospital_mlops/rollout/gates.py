@@ -146,8 +146,8 @@ def _after(policy: RolloutPolicy, state: RolloutState) -> RolloutState:
 def decide(
     policy: RolloutPolicy, state: RolloutState, obs: Observations, signoffs_complete: bool
 ) -> Decision:
-    """Roll back if a criterion trips; else advance if every gate of the stage passes (and, into
-    full, every registry sign-off exists); else hold."""
+    """Roll back if a criterion trips; else advance if every gate of the stage passes (and,
+    into a stage whose answers reach clinicians, every registry sign-off exists); else hold."""
     before = state.label(policy)
     if state.stage == "full":
         return Decision(before, before, "hold", [], [], 100, state)
@@ -156,7 +156,7 @@ def decide(
     if not all(c.passed for c in criteria):
         return Decision(before, "rolled back", "rollback", gates, criteria, 0, None)
     after = _after(policy, state)
-    if after.stage == "full":
+    if STAGES.index(after.stage) >= STAGES.index(policy.signoffs_required_from):
         gates = [
             *gates,
             GateResult("registry_signoffs", signoffs_complete, signoffs_complete, True),

@@ -67,6 +67,9 @@ class Rollback(StrictModel):
 class RolloutPolicy(StrictModel):
     stages: Stages
     rollback: Rollback
+    # From this stage on the candidate's answers reach clinicians: entering it needs every
+    # registry sign-off (config/governance.yaml). Shadow and silent expose no one.
+    signoffs_required_from: Literal["canary", "full"] = "canary"
 
     def stage(self, name: Stage) -> StagePolicy:
         if name == "full":

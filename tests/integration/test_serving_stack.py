@@ -139,6 +139,34 @@ def test_bad_requests_are_400s_naming_the_field(stack, example_body) -> None:
     assert huge.status_code == 413
 
 
+def test_the_predictor_exports_the_series_the_rollout_gates_read(
+    stack, example_body, d130_champion
+) -> None:
+    from hospital_mlops.rollout.observe import parse_service_metrics
+
+    _, urls = stack
+
+    def scrape():
+        text = httpx.get(f"{urls['p']}/metrics").text
+        return parse_service_metrics([text], "readmission-30d", d130_champion)
+
+    before = scrape()
+    for _ in range(3):
+        ok = httpx.post(f"{urls['p']}/v1/models/readmission:predict", json=example_body)
+        assert ok.status_code == 200
+    bad = dict(example_body["instances"][0], time_in_hospital=99)
+    assert (
+        httpx.post(
+            f"{urls['p']}/v1/models/readmission:predict", json={"instances": [bad]}
+        ).status_code
+        == 400
+    )
+    moved = scrape().since(before)
+    assert moved.counts == {"ok": 3, "invalid": 1, "error": 0}
+    assert moved.error_rate == 0.0
+    assert 0 < moved.latency_quantile_ms(0.99) < 1000
+
+
 def test_an_explanation_in_both_views(stack, example_body) -> None:
     _, urls = stack
     clinician = httpx.post(

@@ -554,7 +554,7 @@ def test_the_explainers_calls_never_reach_drift_or_shadow() -> None:
     """KernelSHAP sends the predictor synthetic coalitions. The explainer marks its calls with a
     header; the logger copies that header into each event's ``metadata`` attribute (a JSON map,
     "{}" when absent), and every Trigger on the champion's events takes only "{}"."""
-    from serving.explainer import CALLER_HEADER
+    from serving.predictor_client import CALLER_HEADER
 
     isvc = one(built("production"), "InferenceService", deploy.SERVICE)
     headers = isvc["spec"]["predictor"]["logger"]["metadataHeaders"]

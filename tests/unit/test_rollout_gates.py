@@ -69,12 +69,17 @@ def test_each_failing_gate_holds_the_stage_and_is_named(stage, change, gate) -> 
     assert failed == [gate]
 
 
-def test_full_needs_the_registry_signoffs() -> None:
-    held = decide(POLICY, RolloutState("canary", 1), HEALTHY, signoffs_complete=False)
-    assert held.decision == "hold"
-    assert [g.name for g in held.gates if not g.passed] == ["registry_signoffs"]
-    # an earlier step does not ask for them yet
-    assert decide(POLICY, RolloutState("canary", 0), HEALTHY, False).decision == "advance"
+def test_stages_that_reach_clinicians_need_the_registry_signoffs() -> None:
+    for state in (RolloutState("silent"), RolloutState("canary", 0), RolloutState("canary", 1)):
+        held = decide(POLICY, state, HEALTHY, signoffs_complete=False)
+        assert held.decision == "hold"
+        assert [g.name for g in held.gates if not g.passed] == ["registry_signoffs"]
+    # shadow → silent exposes no one: no sign-offs asked yet
+    assert decide(POLICY, RolloutState("shadow"), HEALTHY, False).decision == "advance"
+    # a policy may ask for them only before full
+    late = POLICY.model_copy(update={"signoffs_required_from": "full"})
+    assert decide(late, RolloutState("canary", 0), HEALTHY, False).decision == "advance"
+    assert decide(late, RolloutState("canary", 1), HEALTHY, False).decision == "hold"
 
 
 @pytest.mark.parametrize(
