@@ -1,0 +1,178 @@
+"""Fault injection for config/fallback.yaml: each mode against real failures. A real predictor
+process answers, then is killed (SIGKILL, as an OOM kill would); a server that accepts and never
+answers; one that answers 503 (a model that failed verification stays unready), one that
+answers 500. The caller's own 400 is never covered up by a fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from hospital_mlops.fallback import load_fallback_policy
+from hospital_mlops.prediction_log import PredictionLog
+from serving.fallback_scoring import cache_from_log, score_or_fallback
+from serving.predictor_client import PredictorClient, PredictorRefused
+
+MODEL = "readmission-30d"
+POLICY = load_fallback_policy()
+MODES = {
+    "no_score": POLICY,
+    "static_rule": POLICY.model_copy(update={"mode": "static_rule"}),
+    "last_cached_score": POLICY.model_copy(update={"mode": "last_cached_score"}),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _score(port: int, instances: list, mode: str = "no_score", cached=None, timeout=5.0) -> list:
+    client = PredictorClient(f"127.0.0.1:{port}", "readmission", timeout)
+    kwargs = {"cached": cached} if cached else {}
+    return asyncio.run(score_or_fallback(client, instances, MODES[mode], **kwargs))
+
+
+@pytest.fixture(scope="module")
+def instances(d130_champion) -> list[dict]:
+    from hospital_mlops.example_requests import registered_examples
+
+    chosen = registered_examples(MODEL, "champion", n=2, seed=21)
+    for i, instance in enumerate(chosen):
+        instance["encounter_token"] = f"fallback{i:016d}"
+    # the first one meets the rule (3 earlier admissions); the second does not
+    chosen[0].update(number_inpatient=3, number_emergency=0, time_in_hospital=2)
+    chosen[1].update(number_inpatient=0, number_emergency=0, time_in_hospital=2)
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def killed_predictor(d130_champion, instances, tmp_path_factory) -> Iterator[tuple[int, str, list]]:
+    """A real predictor that scored the instances (logging them), then was SIGKILLed."""
+    log_url = f"sqlite:///{tmp_path_factory.mktemp('fallback') / 'log.sqlite'}"
+    port = _free_port()
+    env = dict(os.environ, HMLOPS_PREDICTION_LOG_URL=log_url, MLFLOW_DISABLE_TELEMETRY="true")
+    argv = [sys.executable, "-m", "hospital_mlops.cli", "serve-one", "predictor",
+            "--model", f"{MODEL}@champion", "--port", str(port)]  # fmt: skip
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the predictor did not become ready"
+            time.sleep(0.3)
+        answers = _score(port, instances)
+        assert all(not a.get("fallback") and 0 < a["risk"] < 1 for a in answers)
+        bad = [dict(instances[0], time_in_hospital=99)]
+        with pytest.raises(PredictorRefused) as refused:  # the caller's input: no fallback
+            _score(port, bad)
+        assert refused.value.status == 400 and "time_in_hospital" in refused.value.body
+        # the predictor's log writer flushes before the kill: what it answered was logged
+        deadline = time.monotonic() + 10
+        log = PredictionLog(log_url)
+        while log.count() < len(instances) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        log.close()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        process.stderr.close()
+    yield port, log_url, answers
+
+
+def test_a_killed_predictor_gets_the_default_no_score(killed_predictor, instances) -> None:
+    port, _, _ = killed_predictor
+    answers = _score(port, instances)
+    assert [a["mode"] for a in answers] == ["no_score", "no_score"]
+    assert all(a["fallback"] and a["risk"] is None and a["alert"] is None for a in answers)
+    assert all(a["cause"] == "unavailable" for a in answers)
+
+
+def test_the_static_rule_mode_flags_by_its_criteria(killed_predictor, instances) -> None:
+    port, _, _ = killed_predictor
+    flagged, clear = _score(port, instances, "static_rule")
+    assert flagged["mode"] == "static_rule" and flagged["alert"] is True
+    assert flagged["criteria_met"] == ["number_inpatient ≥ 2"]
+    assert clear["mode"] == "static_rule" and clear["alert"] is False
+    assert flagged["risk"] is None and "not the model's risk" in flagged["message"]
+
+
+def test_the_cached_mode_shows_the_score_given_before_the_kill(killed_predictor, instances):
+    port, log_url, before = killed_predictor
+    log = PredictionLog(log_url)
+    try:
+        answers = _score(port, instances, "last_cached_score", cache_from_log(log, MODEL))
+    finally:
+        log.close()
+    for answer, earlier in zip(answers, before, strict=True):
+        assert answer["mode"] == "last_cached_score" and answer["fallback"]
+        assert answer["risk"] == earlier["risk"] and answer["band"] == earlier["band"]
+        assert answer["prediction_id"] == earlier["prediction_id"]
+        assert answer["model_version"] == earlier["model_version"]
+        assert 0 <= answer["age_hours"] < 0.5
+        assert f"{round(100 * earlier['risk'])}%" in answer["message"]
+    # an encounter never scored has no cached score: the policy's when_no_cached_score
+    unseen = [dict(instances[0], encounter_token="neverscored0000000000")]
+    log = PredictionLog(log_url)
+    try:
+        [answer] = _score(port, unseen, "last_cached_score", cache_from_log(log, MODEL))
+    finally:
+        log.close()
+    assert answer["mode"] == "no_score"
+
+
+class _Answering(http.server.BaseHTTPRequestHandler):
+    status = 503
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(self.status)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"error": "Model with name readmission is not ready."}')
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "cause"), [(503, "not_ready"), (500, "failed")])
+def test_an_unready_or_failing_service_is_named_as_such(instances, status, cause) -> None:
+    handler = type("Handler", (_Answering,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        answers = _score(server.server_address[1], instances, "static_rule")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [a["cause"] for a in answers] == [cause, cause]
+    assert [a["alert"] for a in answers] == [True, False]
+
+
+def test_a_service_that_never_answers_times_out_into_the_fallback(instances) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepts connections, never reads or answers
+        started = time.monotonic()
+        answers = _score(silent.getsockname()[1], instances, timeout=1.0)
+        waited = time.monotonic() - started
+    assert [a["cause"] for a in answers] == ["unavailable", "unavailable"]
+    assert waited < 10  # the client's timeout applies: nobody waits on a dead service
