@@ -46,6 +46,7 @@ typecheck: $(STAMP)
 
 compile: $(STAMP)
 	$(BIN)/hmlops pipeline compile --out pipelines/compiled/data_pipeline.yaml
+	$(BIN)/hmlops monitor pipeline compile --out pipelines/compiled/monitoring_pipeline.yaml
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py

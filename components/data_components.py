@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
+
+from components.kfp_component import component_builder
 
 DEFAULT_IMAGE = "hospital-mlops/pipeline-python:0.1.0"
 
@@ -161,9 +162,7 @@ class DataComponents:
 
 
 def build(image: str = DEFAULT_IMAGE) -> DataComponents:
-    def component(func: Callable[..., Any]) -> Any:
-        return dsl.component(func=func, base_image=image, install_kfp_package=False)
-
+    component = component_builder(image)
     return DataComponents(
         ingest=component(ingest_op),
         normalize=component(normalize_op),

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Markdown, Metrics, Model, Output
+
+from components.kfp_component import component_builder
 
 
 def train_op(
@@ -97,9 +98,7 @@ class ModelComponents:
 
 
 def build(image: str) -> ModelComponents:
-    def component(func: Callable[..., Any]) -> Any:
-        return dsl.component(func=func, base_image=image, install_kfp_package=False)
-
+    component = component_builder(image)
     return ModelComponents(
         train=component(train_op),
         evaluate=component(evaluate_op),

@@ -45,13 +45,16 @@ USAGE_ERRORS = (
     ("hospital_mlops.rollout.observe", ("ObservationError",)),
     ("hospital_mlops.rollout.gitops", ("ApplyError",)),
     ("hospital_mlops.fallback", ("FallbackPolicyError",)),
+    ("hospital_mlops.monitoring.challenger", ("ChallengerError",)),
+    ("hospital_mlops.kfp_monitoring", ("RecurringRunError",)),
 )
 REFUSALS = (
     (
         "hospital_mlops.governance.registry",
-        ("PromotionRefused", "GoldenMismatch", "ArtifactMismatch"),
+        ("PromotionRefused", "GoldenMismatch", "ArtifactMismatch", "ModelRetired"),
     ),
     ("hospital_mlops.rollout.commands", ("RolloutRefused",)),
+    ("hospital_mlops.governance.retire", ("RetirementRefused",)),
 )
 
 
@@ -145,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--role", required=True, choices=list(ROLES))
     sign.add_argument("--by", required=True, help="who signs (name and role)")
     sign.add_argument("--note", default="")
+    ret = rsub.add_parser(
+        "retire", help="take a version out of use for good, keeping its evidence (recorded)"
+    )
+    ret.add_argument("--model", required=True)
+    ret.add_argument("--version", type=int, required=True)
+    ret.add_argument("--by", required=True, help="who retires it (name and role)")
+    ret.add_argument("--reason", required=True, help="why, for the record (no patient data)")
+    ret.add_argument(
+        "--withdraw", action="store_true", help="the champion too: the model is withdrawn"
+    )
+    ret.add_argument("--json", action="store_true")
     prom = rsub.add_parser("promote", help="point an alias (e.g. champion) at a signed-off version")
     prom.add_argument("--model", required=True)
     prom.add_argument("--version", type=int, required=True)
@@ -367,6 +381,20 @@ def _registry(args: argparse.Namespace) -> int:
     if args.action == "sign-off":
         record = registry.sign_off(args.model, args.version, args.role, args.by, args.note)
         print(f"{args.model} version {args.version}: {args.role} sign-off by {record['by']}")
+        return 0
+    if args.action == "retire":
+        from hospital_mlops.governance.retire import retire
+
+        done = retire(args.model, args.version, args.by, args.reason, withdraw=args.withdraw)
+        if args.json:
+            print(json.dumps(done, indent=2))
+        else:
+            removed = ", ".join(done["aliases_removed"]) or "none"
+            print(
+                f"{args.model} version {args.version} retired by {done['by']} (aliases removed: "
+                f"{removed}); its evidence stays in the registry. Audit decision "
+                f"#{done['audit_seq']}."
+            )
         return 0
     if args.action == "promote":
         from hospital_mlops.governance.config import load_governance

@@ -38,6 +38,35 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     run.add_argument("--events-file", type=Path, help="append one CloudEvent per alert (JSONL)")
     run.add_argument("--json", action="store_true")
+    cmp = msub.add_parser(
+        "compare", help="a challenger against the champion on the recent window's outcomes"
+    )
+    cmp.add_argument("--challenger", type=int, required=True, help="the challenger's version")
+    cmp.add_argument("--model", default="readmission-30d@champion", help="NAME@ALIAS or NAME@N")
+    cmp.add_argument("--policy", type=Path, help="default: config/monitoring.yaml")
+    cmp.add_argument("--until", help="end of the window (ISO 8601 with offset; default now)")
+    cmp.add_argument("--json", action="store_true")
+    pipe = msub.add_parser("pipeline", help="the monitoring KFP pipeline")
+    psub = pipe.add_subparsers(dest="pipeline_action", required=True)
+    prun = psub.add_parser("run", help="run it locally with kfp.local")
+    prun.add_argument("--model", default="readmission-30d@champion", help="NAME@ALIAS or NAME@N")
+    prun.add_argument("--out", type=Path, default=Path("out/monitoring"))
+    prun.add_argument(
+        "--store", type=Path, help="the feature store to retrain from (default: --out)"
+    )
+    prun.add_argument("--policy", type=Path, help="default: config/monitoring.yaml")
+    prun.add_argument("--protocol-change", default="", help="declare a protocol change: why")
+    prun.add_argument("--json", action="store_true")
+    pcomp = psub.add_parser("compile", help="compile to KFP IR (strictly validated)")
+    pcomp.add_argument(
+        "--out", type=Path, default=Path("pipelines/compiled/monitoring_pipeline.yaml")
+    )
+    pcomp.add_argument("--image", help="pipeline image (default: the project's)")
+    psched = psub.add_parser("schedule", help="create its recurring run on a KFP host")
+    psched.add_argument("--host", required=True, help="the KFP API endpoint")
+    psched.add_argument(
+        "--file", type=Path, help="default: deploy/kfp/monitoring-recurring-run.yaml"
+    )
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -51,6 +80,10 @@ def dispatch(args: argparse.Namespace) -> int:
             return _feedback(log, args)
         if args.action == "report":
             return _report(log, args)
+        if args.action == "compare":
+            return _compare(args)
+        if args.action == "pipeline":
+            return _pipeline(args)
         return _run(log, args)
     finally:
         log.close()
@@ -162,4 +195,93 @@ def _run(log: object, args: argparse.Namespace) -> int:
         print(f"  ALERT [{a.severity}] {a.kind} → {a.owner}: {a.message}")
     if not result.alerts:
         print("  no alerts")
+    return 0
+
+
+def _utc_arg(text: str | None, flag: str) -> Any:
+    from datetime import UTC, datetime
+
+    from hospital_mlops.monitoring.run import MonitoringError
+
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise MonitoringError(f"{flag} {text!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise MonitoringError(f"{flag} needs a UTC offset (e.g. 2026-11-28T10:00:00Z)")
+    return parsed.astimezone(UTC)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from hospital_mlops.monitoring.pipeline_stages import compare
+
+    name, _, ref = args.model.partition("@")
+    policy = str(args.policy) if args.policy else ""
+    result = compare(
+        name, ref or "champion", args.challenger, policy, _utc_arg(args.until, "--until")
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    models = result["models"]
+    diff = result["challenger_minus_champion"]
+    print(
+        f"{name}: version {result['challenger']} against the champion (version "
+        f"{result['champion']}) on {result['rows']} predictions with outcomes, "
+        f"{result['window']['since']} to {result['window']['until']}"
+    )
+    for metric in ("auroc", "ece", "alerts_per_100"):
+        d = diff[metric]
+        print(
+            f"  {metric:15} champion {models['champion'][metric]['value']:.4f}  challenger "
+            f"{models['challenger'][metric]['value']:.4f}  difference {d['value']:+.4f} "
+            f"(95% CI {d['ci'][0]:+.4f} to {d['ci'][1]:+.4f})"
+        )
+    for check in result["checks"]:
+        print(f"  {check['name']}: {'pass' if check['passed'] else 'FAIL'}")
+    verdict = "may start" if result["challenger_fit_for_rollout"] else "may not start"
+    print(f"  → its rollout {verdict} (hmlops rollout advance --version {result['challenger']})")
+    return 0
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from hospital_mlops import kfp_monitoring
+
+    if args.pipeline_action == "compile":
+        path = kfp_monitoring.compile_monitoring(args.out, image=args.image)
+        print(f"compiled {path}")
+        return 0
+    if args.pipeline_action == "schedule":
+        spec = kfp_monitoring.load_recurring_run(args.file)
+        package = kfp_monitoring.project_root() / spec.pipeline_package
+        print(json.dumps(kfp_monitoring.schedule(args.host, spec, package), indent=2))
+        return 0
+    name, _, ref = args.model.partition("@")
+    found = kfp_monitoring.run_monitoring_locally(
+        out=args.out,
+        model=name,
+        ref=ref or "champion",
+        store_root=args.store,
+        policy_path=args.policy,
+        protocol_change=args.protocol_change,
+    )
+    if args.json:
+        print(json.dumps(found, indent=2, default=str))
+        return 0
+    monitoring = found.get("monitoring", {})
+    decision = found.get("decision", {})
+    print(
+        f"monitoring run {found['run_id']}: {monitoring.get('predictions', 0)} predictions, "
+        f"{len(monitoring.get('alerts', []))} alerts; report {found.get('report')}"
+    )
+    for trigger in decision.get("triggers", []):
+        print(f"  trigger {trigger['kind']}: {trigger['detail']}")
+    if decision.get("suppressed_because"):
+        print(f"  retraining suppressed: {decision['suppressed_because']}")
+    print(f"  retrain: {decision.get('retrain')}")
+    if "comparison" in found:
+        verdict = found["comparison"]["challenger_fit_for_rollout"]
+        print(f"  challenger {found['comparison']['challenger']} fit for rollout: {verdict}")
     return 0

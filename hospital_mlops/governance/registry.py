@@ -211,6 +211,8 @@ def promote(model: str, version: int, alias: str, required_roles: Sequence[str])
     """Point ``alias`` at the version, or refuse naming everything that is missing."""
     c = client()
     mv = _version(c, model, version)
+    if mv.tags.get(RETIRED_TAG):
+        raise PromotionRefused(f"{model} version {version} is retired: {mv.tags[RETIRED_TAG]}")
     missing = []
     if mv.tags.get(GATES_TAG) != "true":
         missing.append("passed model gates")
@@ -369,6 +371,23 @@ class ArtifactMismatch(RuntimeError):
     """The downloaded model files do not hash to the sha256 the registry recorded."""
 
 
+class ModelRetired(RuntimeError):
+    """The version was retired (docs/runbooks/retirement.md): it is never served again."""
+
+
+RETIRED_TAG = "retired"
+
+
+def _refuse_retired(model: str, version: Any) -> None:
+    record = version.tags.get(RETIRED_TAG)
+    if record:
+        why = json.loads(record)
+        raise ModelRetired(
+            f"{model} version {version.version} was retired on {why['at']} by {why['by']}: "
+            f"{why['reason']}"
+        )
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     model: Any  # hospital_mlops.train.RiskModel
@@ -390,6 +409,7 @@ def load_risk_model(model: str, ref: str) -> LoadedModel:
 
     c = client()
     version = _resolve(c, model, ref)
+    _refuse_retired(model, version)
     uri = model_uri(model, str(version.version))
     loaded = mlflow.pyfunc.load_model(uri)
     expected = version.tags.get("lineage.model_sha256", "")

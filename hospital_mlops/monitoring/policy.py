@@ -65,6 +65,17 @@ class Feedback(StrictModel):
         return self
 
 
+class RetrainingPolicy(StrictModel):
+    """When monitoring starts retraining, and what a retrained challenger must show on the
+    recent window before anyone may start its rollout."""
+
+    on_critical_alerts: tuple[Literal["performance", "calibration"], ...]
+    data_drift_windows: int = Field(ge=1)
+    max_model_age_days: int = Field(ge=1)
+    comparison_window_days: int = Field(ge=1, le=365)
+    challenger_max_auroc_loss: float = Field(ge=0, lt=0.5)
+
+
 class MonitoringPolicy(StrictModel):
     baseline: Literal["registry"]
     windows: Windows
@@ -72,6 +83,7 @@ class MonitoringPolicy(StrictModel):
     thresholds: Thresholds
     feedback: Feedback
     owners: dict[AlertKind, str]
+    retraining: RetrainingPolicy
 
     @model_validator(mode="after")
     def _every_kind_owned(self) -> MonitoringPolicy:

@@ -32,6 +32,24 @@ def hmlops(*args: str, key: str | None = TEST_KEY) -> subprocess.CompletedProces
     return subprocess.run([*HMLOPS, *args], capture_output=True, text=True, env=env, timeout=900)
 
 
+def hmlops_here(*args: str) -> subprocess.CompletedProcess[str]:
+    """``hmlops`` in this process: the same ``main`` the console script runs, without paying
+    the interpreter's and MLflow's start-up per call (for tests that make many calls; the
+    subprocess form above is what the CLI tests of each command use)."""
+    import contextlib
+    import io
+
+    from hospital_mlops.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = int(exc.code or 0)
+    return subprocess.CompletedProcess(["hmlops", *args], code, out.getvalue(), err.getvalue())
+
+
 def run_json(*args: str) -> tuple[dict, subprocess.CompletedProcess[str]]:
     proc = hmlops("pipeline", "run", "--json", *args)
     return json.loads(proc.stdout), proc

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.integration.conftest import hmlops
+from tests.integration.conftest import hmlops, hmlops_here
 
 MODEL = "readmission-30d"
 WEEK_STARTS = ["2026-01-01T00:00:00Z", "2026-01-08T00:00:00Z", "2026-01-15T00:00:00Z"]
@@ -139,15 +139,16 @@ def test_feedback_is_recorded_once_and_feeds_the_workflow_numbers(replay, tmp_pa
     engine.dispose()
     later = (pd.Timestamp(scored_at) + pd.Timedelta(minutes=40)).isoformat()
     args = ("monitor", "record-feedback", "--prediction-id", prediction_id)
-    free_text = hmlops(*args, "--response", "overridden", "--responded-at", later, "--reason", "x")
+    overridden = ("--response", "overridden", "--responded-at", later)
+    free_text = hmlops_here(*args, *overridden, "--reason", "x")
     assert free_text.returncode == 2 and "configured reasons" in free_text.stderr
     reason = "already planned by the care team"  # config/monitoring.yaml
     done = hmlops(*args, "--response", "overridden", "--responded-at", later, "--reason", reason)
     assert done.returncode == 0, done.stderr[-2000:]
-    again = hmlops(*args, "--response", "acted_on", "--responded-at", later)
+    again = hmlops_here(*args, "--response", "acted_on", "--responded-at", later)
     assert again.returncode == 2 and "already recorded" in again.stderr
     early = (pd.Timestamp(scored_at) - pd.Timedelta(hours=2)).isoformat()
-    other = hmlops(
+    other = hmlops_here(
         "monitor",
         "record-feedback",
         "--prediction-id",
@@ -171,3 +172,45 @@ def test_feedback_is_recorded_once_and_feeds_the_workflow_numbers(replay, tmp_pa
     assert made.returncode == 0, made.stderr[-2000:]
     html = page.read_text()
     assert html.count("<svg") == 5 and "<script" not in html and reason in html
+
+
+def test_the_monitoring_pipeline_runs_and_a_waiting_challenger_holds_retraining(
+    replay, d130_runs, tmp_path
+) -> None:
+    """kfp.local: monitor → triggers. A declared protocol change fires, but the rerun's version
+    is newer than the champion and not rolled out: retraining waits, and says why."""
+    _, _, second, _, _ = d130_runs
+    proc = hmlops(
+        "monitor", "pipeline", "run", "--out", str(tmp_path), "--json",
+        "--protocol-change", "new discharge pathway on the medical wards",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout)
+    assert found["monitoring"]["predictions"] == 1500
+    assert Path(found["report"]).is_file()
+    decision = found["decision"]
+    assert [t["kind"] for t in decision["triggers"]] == ["protocol_change"]
+    assert decision["retrain"] is False
+    assert f"version {second['model']['version']} is newer" in decision["suppressed_because"]
+    assert "comparison" not in found  # the retrain branch did not run
+
+
+def test_a_challenger_is_compared_on_the_recent_window(replay, d130_runs) -> None:
+    """The rerun's version re-scores the champion's logged requests exactly as received: the
+    same model bits give the same risks, so the comparison shows no difference at all."""
+    _, _, second, _, _ = d130_runs
+    challenger = str(second["model"]["version"])
+    until = "2026-01-22T00:00:00Z"  # the replay's three weeks, outcomes ingested above
+    proc = hmlops("monitor", "compare", "--challenger", challenger, "--until", until, "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["rows"] == 1000 and result["challenger"] == int(challenger)
+    models = result["models"]
+    assert models["challenger"]["auroc"]["value"] == models["champion"]["auroc"]["value"]
+    assert result["challenger_minus_champion"]["auroc"]["ci"] == [0.0, 0.0]
+    assert result["challenger_fit_for_rollout"] is True
+    before = "2025-06-01T00:00:00Z"
+    early = hmlops_here("monitor", "compare", "--challenger", challenger, "--until", before)
+    assert early.returncode == 2 and "have outcomes; the comparison needs 100" in early.stderr
+    unknown = hmlops_here("monitor", "compare", "--challenger", "99", "--until", until)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from hospital_mlops.sources.extract import read_extract
-from tests.integration.conftest import artifact_sha, evidence_path, hmlops
+from tests.integration.conftest import artifact_sha, evidence_path, hmlops, hmlops_here
 from tests.phi_scan import raw_identifiers, scan
 
 D130_EXTRACT_SHA = "3a17a3b55b6dd4a1926703185c0ad8e2ed30bc8e2f9b927cdd1000b733d1de8e"
@@ -126,7 +126,7 @@ def test_promote_refuses_without_signoffs_then_champion_reproduces_golden(d130_r
     assert refused.returncode == 1
     assert "missing: clinical sign-off, technical sign-off" in refused.stderr
     for role in ("clinical", "technical", "privacy", "compliance"):
-        signed = hmlops(
+        signed = hmlops_here(
             "registry", "sign-off", "--model", "readmission-30d", "--version", version,
             "--role", role, "--by", f"Test {role} reviewer",
         )  # fmt: skip

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.integration.conftest import REVIEW_ROLES, hmlops
+from tests.integration.conftest import REVIEW_ROLES, hmlops, hmlops_here
 
 MODEL = "readmission-30d"
 T0 = pd.Timestamp("2026-01-01T00:00:00Z")
@@ -107,7 +107,7 @@ def rollout_env(d130_runs, d130_champion, tmp_path_factory):
 
 
 def _rollout(env, action: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return hmlops(
+    return hmlops_here(
         "rollout", action, "--model", MODEL, "--version", str(env["candidate"]),
         "--gitops-dir", str(env["root"] / "gitops"), "--actor", "test-operator", *args,
     )  # fmt: skip
@@ -166,7 +166,7 @@ def walked(rollout_env):
     champion_rows += replay.score(env["champion"], "main", batch, times, ids)
     replay.score(env["candidate"], "shadow", batch, times, ids)
     clean = replay.outcomes(champion_rows, 0.6, 1.0, env["root"] / "outcomes-clean.csv")
-    ingested = hmlops("monitor", "ingest-outcomes", "--input", str(clean))
+    ingested = hmlops_here("monitor", "ingest-outcomes", "--input", str(clean))
     assert ingested.returncode == 0, ingested.stderr
     steps["observed"] = observed
     return steps
@@ -200,7 +200,7 @@ def test_a_plan_names_the_gates_that_hold_and_records_nothing(walked) -> None:
     assert walked["audit_after_plan"] == 1
 
 
-def test_shadow_advances_to_silent_on_its_evidence(walked) -> None:
+def test_shadow_advances_to_silent_on_its_evidence(rollout_env, walked) -> None:
     silent = walked["silent"]
     assert (silent["stage_before"], silent["stage_after"], silent["decision"]) == (
         "shadow",
@@ -211,6 +211,11 @@ def test_shadow_advances_to_silent_on_its_evidence(walked) -> None:
     assert silent["observations"]["predictions"] == 1200
     assert silent["sources"]["paired_with_champion"] == 1200
     assert silent["patch_path"] is None  # silent runs on the same shadow add-on
+    mid = hmlops_here(
+        "registry", "retire", "--model", MODEL, "--version", str(rollout_env["candidate"]),
+        "--by", "Test clinical owner", "--reason", "changed our mind",
+    )  # fmt: skip
+    assert mid.returncode == 1 and "mid-rollout (silent): roll it back first" in mid.stderr
 
 
 def test_canary_is_refused_without_signoffs_then_entered(rollout_env, walked) -> None:
@@ -249,7 +254,7 @@ def test_calibration_decay_in_canary_rolls_back_to_the_champion(rollout_env, wal
     batch, times, ids = replay.encounters(700, 21.05, 24.5)
     rows = replay.score(env["candidate"], "main", batch, times, ids)  # canary answers are real
     decayed = replay.outcomes(rows, 0.9, 2.5, env["root"] / "outcomes-decayed.csv")
-    assert hmlops("monitor", "ingest-outcomes", "--input", str(decayed)).returncode == 0
+    assert hmlops_here("monitor", "ingest-outcomes", "--input", str(decayed)).returncode == 0
     back = _json(
         _rollout(env, "advance", "--as-of", _at(25), "--observations", str(walked["observed"]),
                  "--json")
@@ -273,7 +278,7 @@ def test_calibration_decay_in_canary_rolls_back_to_the_champion(rollout_env, wal
     entry = _audit(env)[-1]
     assert entry["decided_by"] == "policy" and entry["actor"] == "test-operator"
     assert entry["result_state"]["phase"] == "rolled_back"
-    status = _json(hmlops("rollout", "status", "--model", MODEL, "--json"))
+    status = _json(hmlops_here("rollout", "status", "--model", MODEL, "--json"))
     assert status["stage"] == "rolled_back" and status["last_decision"]["decision"] == "rollback"
 
 
@@ -385,3 +390,46 @@ def test_a_rolled_back_version_may_start_again_and_reach_full(rollout_env, walke
     assert again.returncode == 2 and "already the champion" in again.stderr
     history = json.loads(_state_file().read_text())["history"]
     assert [h["stage"] for h in history] == ["shadow", "silent", "canary", "full"]
+
+
+def test_retiring_keeps_the_evidence_and_the_version_is_never_served_again(rollout_env) -> None:
+    """After the full rollout, the old champion is retired: aliases gone, the action recorded,
+    loading and promoting it refused, its evidence still in the registry."""
+    import mlflow
+
+    from hospital_mlops.governance import registry
+
+    env = rollout_env
+    old, new = str(env["champion"]), str(env["candidate"])
+    retire = ("registry", "retire", "--model", MODEL, "--by", "Test clinical owner")
+    champion = hmlops_here(*retire, "--version", new, "--reason", "superseded")
+    assert champion.returncode == 1 and "is the champion: promote its successor" in champion.stderr
+    c = registry.client()
+    c.set_registered_model_alias(MODEL, "previous", old)
+    try:
+        done = hmlops(*retire, "--version", old, "--reason", "superseded by the rerun", "--json")
+        assert done.returncode == 0, done.stderr[-2000:]
+        record = json.loads(done.stdout)
+        assert record["aliases_removed"] == ["previous"] and record["by"] == "Test clinical owner"
+        assert "previous" not in (c.get_registered_model(MODEL).aliases or {})
+        entry = _audit(env)[-1]
+        assert (entry["command"], entry["version"], entry["note"]) == (
+            "retire",
+            int(old),
+            "superseded by the rerun",
+        )
+        with pytest.raises(registry.ModelRetired, match="superseded by the rerun"):
+            registry.load_risk_model(MODEL, old)
+        refused = hmlops_here("registry", "promote", "--model", MODEL, "--version", old)
+        assert refused.returncode == 1 and "is retired" in refused.stderr
+        again = hmlops_here(*retire, "--version", old, "--reason", "twice")
+        assert again.returncode == 1 and "already retired" in again.stderr
+        # nothing deleted: the run's evidence and the version itself are still there
+        run_id = c.get_model_version(MODEL, old).run_id
+        evaluation = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="evidence/evaluation.json"
+        )
+        assert json.loads(Path(evaluation).read_text())["discrimination"]["auroc"]["value"] > 0.6
+    finally:
+        # the session's other modules promote this version again
+        c.delete_model_version_tag(MODEL, old, registry.RETIRED_TAG)

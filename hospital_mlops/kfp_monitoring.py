@@ -1,0 +1,157 @@
+"""The monitoring pipeline on KFP: run locally (kfp.local), compile to IR, and create its
+recurring run on a cluster from ``deploy/kfp/monitoring-recurring-run.yaml``.
+
+KFP v2 keeps recurring runs in its own database, created through its API (the backend then
+makes the ScheduledWorkflow); the file is the reviewed, version-controlled description of that
+API call, validated here before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from hospital_mlops.config_files import StrictModel, load_yaml_model
+from hospital_mlops.paths import project_root
+
+
+class RecurringRunError(ValueError):
+    pass
+
+
+class RecurringRunSpec(StrictModel):
+    name: str = Field(min_length=1, max_length=128)
+    experiment: str = Field(min_length=1)
+    pipeline_package: str = Field(min_length=1)
+    # KFP's cron has six fields, seconds first: "0 0 6 * * *" is 06:00 every day
+    cron: str
+    max_concurrency: int = Field(default=1, ge=1, le=10)
+    no_catchup: bool = True
+    parameters: dict[str, str | int | bool] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _six_fields(cls, value: str) -> str:
+        if len(value.split()) != 6:
+            raise ValueError(
+                f"{value!r}: KFP cron has six fields, seconds first (e.g. '0 0 6 * * *')"
+            )
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _known(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import inspect
+
+        from pipelines.monitoring_pipeline import make_monitoring_pipeline
+
+        if "run_id" in value:
+            raise ValueError("run_id is set per run, not in the schedule")
+        signature = inspect.signature(make_monitoring_pipeline().pipeline_func)
+        accepted = set(signature.parameters) - {"run_id"}
+        unknown = sorted(set(value) - accepted)
+        if unknown:
+            raise ValueError(f"unknown pipeline parameters {unknown}; it takes {sorted(accepted)}")
+        return value
+
+
+def recurring_run_path() -> Path:
+    return project_root() / "deploy" / "kfp" / "monitoring-recurring-run.yaml"
+
+
+def load_recurring_run(path: Path | None = None) -> RecurringRunSpec:
+    return load_yaml_model(
+        path or recurring_run_path(), RecurringRunSpec, RecurringRunError, "recurring run"
+    )
+
+
+def compile_monitoring(out: Path, image: str | None = None) -> Path:
+    from kfp import compiler
+
+    from components.data_components import DEFAULT_IMAGE
+    from hospital_mlops.kfp_runner import validate_ir
+    from pipelines.monitoring_pipeline import make_monitoring_pipeline
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(make_monitoring_pipeline(image or DEFAULT_IMAGE), str(out))
+    validate_ir(out)
+    return out
+
+
+def run_monitoring_locally(
+    *,
+    out: Path,
+    model: str = "readmission-30d",
+    ref: str = "champion",
+    source: str = "diabetes130",
+    store_root: Path | None = None,
+    policy_path: Path | None = None,
+    protocol_change: str = "",
+) -> dict[str, Any]:
+    """One monitoring run through kfp.local; returns what each step produced."""
+    from kfp import local
+
+    from hospital_mlops.kfp_runner import _ensure_import_path, _stdout_to_stderr, new_run_id
+    from pipelines.monitoring_pipeline import make_monitoring_pipeline
+
+    run_id = new_run_id()
+    root = out.resolve() / "monitoring" / run_id
+    _ensure_import_path()
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        raise_on_error=True,
+    )
+    with _stdout_to_stderr():
+        make_monitoring_pipeline()(
+            run_id=run_id,
+            model=model,
+            ref=ref,
+            source=source,
+            store_root=str((store_root or out).resolve()),
+            policy_path=str(policy_path.resolve()) if policy_path else "",
+            protocol_change=protocol_change,
+            # the laptop's stores come from this process's environment
+            prediction_log_url=os.environ.get("HMLOPS_PREDICTION_LOG_URL", ""),
+            drift_store_url=os.environ.get("HMLOPS_DRIFT_DB_URL", ""),
+            mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
+        )
+    return _collect(root, run_id)
+
+
+def _collect(root: Path, run_id: str) -> dict[str, Any]:
+    """The steps' outputs, found under kfp.local's pipeline root."""
+    found: dict[str, Any] = {"run_id": run_id, "pipeline_root": str(root)}
+    for run_json in root.rglob("run/run.json"):
+        found["monitoring"] = json.loads(run_json.read_text())
+        found["report"] = str(run_json.parent / "monitoring_report.html")
+    for decision in root.rglob("decision"):
+        if decision.is_file():
+            found["decision"] = json.loads(decision.read_text())
+    for comparison in root.rglob("comparison"):
+        if comparison.is_file():
+            found["comparison"] = json.loads(comparison.read_text())
+    return found
+
+
+def schedule(host: str, spec: RecurringRunSpec, package: Path) -> dict[str, Any]:
+    """Create the recurring run on a KFP host (a real cluster; tested when one is given)."""
+    import kfp
+
+    client = kfp.Client(host=host)
+    experiment = client.create_experiment(spec.experiment)
+    job = client.create_recurring_run(
+        experiment_id=experiment.experiment_id,
+        job_name=spec.name,
+        cron_expression=spec.cron,
+        max_concurrency=spec.max_concurrency,
+        no_catchup=spec.no_catchup,
+        pipeline_package_path=str(package),
+        params=dict(spec.parameters),
+        enable_caching=False,
+    )
+    return {"recurring_run_id": job.recurring_run_id, "name": spec.name, "cron": spec.cron}

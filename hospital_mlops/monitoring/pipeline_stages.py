@@ -1,0 +1,170 @@
+"""The monitoring pipeline's steps as functions over paths (the KFP components call these):
+monitor → decide on retraining → retrain on the newest published snapshot → compare the
+challenger with the champion on the recent window.
+
+Nothing here starts a rollout: a challenger that passes the comparison waits for
+``hmlops rollout advance``, which a person runs (and the audit log records).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from hospital_mlops.monitoring.policy import MonitoringPolicy, load_monitoring_policy
+
+
+def _policy(path: str) -> MonitoringPolicy:
+    return load_monitoring_policy(Path(path) if path else None)
+
+
+def monitor(model: str, ref: str, policy_path: str, out_dir: Path) -> dict[str, Any]:
+    """Windows and alerts → ``run.json``, ``monitoring_report.html``, ``summary.md``."""
+    from hospital_mlops.drift_store import DriftStore
+    from hospital_mlops.monitoring.publish import prometheus_text
+    from hospital_mlops.monitoring.report import monitoring_html
+    from hospital_mlops.monitoring.run import run_monitoring
+    from hospital_mlops.prediction_log import PredictionLog
+    from hospital_mlops.serving_config import load_serving_config
+
+    log = PredictionLog()
+    store = DriftStore(load_serving_config().drift.store_url)
+    try:
+        result = run_monitoring(model, ref, _policy(policy_path), log, store)
+    finally:
+        store.close()
+        log.close()
+    summary = result.as_dict()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "monitoring_report.html").write_text(monitoring_html(summary), encoding="utf-8")
+    (out_dir / "metrics.prom").write_text(prometheus_text(summary))
+    lines = [
+        f"# Monitoring: {summary['model']}",
+        "",
+        f"{summary['predictions']} predictions, {summary['with_outcomes']} with outcomes, "
+        f"{len(summary['windows'])} windows.",
+        "",
+    ]
+    lines += [f"- **{a['severity']}** {a['kind']} → {a['owner']}: {a['message']}"
+              for a in summary["alerts"]] or ["No alerts."]  # fmt: skip
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    return summary
+
+
+def _registered_at(version: Any) -> datetime:
+    return datetime.fromtimestamp(version.creation_timestamp / 1000, UTC)
+
+
+def decide(
+    run: dict[str, Any],
+    model: str,
+    ref: str,
+    policy_path: str,
+    protocol_change: str = "",
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The retraining decision for the monitored version, with the registry's dates."""
+    from hospital_mlops.governance import registry
+    from hospital_mlops.monitoring.triggers import retraining_decision
+
+    policy = _policy(policy_path)
+    c = registry.client()
+    champion = registry._resolve(c, model, ref)
+    newest = registry._resolve(c, model, "latest")
+    pending = int(newest.version) if int(newest.version) > int(champion.version) else None
+    decision = retraining_decision(
+        run,
+        policy.retraining,
+        min_predictions=policy.windows.min_predictions,
+        champion_registered_at=_registered_at(champion),
+        now=now or datetime.now(UTC),
+        protocol_change=protocol_change,
+        pending_challenger=pending,
+    )
+    return {"champion": int(champion.version), **decision.as_dict()}
+
+
+def newest_snapshot(store_root: Path, source: str) -> dict[str, Any] | None:
+    """The newest published feature snapshot of ``source`` (the publish index)."""
+    index = store_root / "published" / "index.jsonl"
+    if not index.exists():
+        return None
+    entries = [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
+    mine = [e for e in entries if e.get("source") == source]
+    return max(mine, key=lambda e: e["published_at"]) if mine else None
+
+
+def retrain(
+    source: str,
+    use: str,
+    store_root: Path,
+    run_id: str,
+    catalog_path: str,
+    model: str,
+    ref: str,
+    work_dir: Path,
+) -> dict[str, Any]:
+    """Train, evaluate and (gates permitting) register on the newest published snapshot. Refuses
+    to retrain on the very snapshot the champion learnt from: that would be the same model."""
+    from hospital_mlops.governance import registry
+    from hospital_mlops.model_stages import run_model_in_process
+    from hospital_mlops.stages import RunContext
+
+    latest = newest_snapshot(store_root, source)
+    champion = registry._resolve(registry.client(), model, ref)
+    learnt_from = champion.tags.get("lineage.features_sha256", "")
+    if latest is None:
+        return {"retrained": False, "version": 0, "reason": f"no published {source} snapshot"}
+    if latest["sha256"] == learnt_from:
+        return {
+            "retrained": False,
+            "version": 0,
+            "reason": (
+                f"the newest published {source} snapshot ({latest['sha256'][:12]}) is the one "
+                f"version {champion.version} was trained on: run the data pipeline on a newer "
+                "extract first"
+            ),
+        }
+    ctx = RunContext(source, use, store_root, run_id, catalog_path or None)
+    result = run_model_in_process(ctx, Path(latest["path"]), work_dir)
+    version = int(result.get("version") or 0)
+    return {
+        "retrained": True,
+        "version": version,
+        "features_sha256": latest["sha256"],
+        "reason": "registered" if version else "the new model failed its gates: not registered",
+    }
+
+
+def compare(
+    model: str, ref: str, challenger: int, policy_path: str, until: datetime | None = None
+) -> dict[str, Any]:
+    """The challenger against the champion on the policy's recent window."""
+    from hospital_mlops.governance import registry
+    from hospital_mlops.monitoring.challenger import ChallengerPolicy, compare_on_window
+    from hospital_mlops.prediction_log import PredictionLog
+
+    policy = _policy(policy_path)
+    champion = int(registry._resolve(registry.client(), model, ref).version)
+    end = until or datetime.now(UTC)
+    start = end - timedelta(days=policy.retraining.comparison_window_days)
+    log = PredictionLog()
+    try:
+        return compare_on_window(
+            log,
+            model,
+            champion,
+            challenger,
+            start,
+            end,
+            ChallengerPolicy(
+                max_auroc_loss=policy.retraining.challenger_max_auroc_loss,
+                ece_max=policy.thresholds.ece_max,
+                min_outcomes=policy.windows.min_outcomes,
+            ),
+        )
+    finally:
+        log.close()
