@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hospital_mlops.monitoring.breakdowns import breakdown_cells
 from hospital_mlops.monitoring.outcomes import outcomes_table
 from hospital_mlops.monitoring.policy import load_monitoring_policy
 from hospital_mlops.monitoring.run import logged_predictions
@@ -45,6 +46,31 @@ def _risks(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.clip(rng.beta(1.6, 11.0, size=n), 0.005, 0.95)
 
 
+def _inputs(rng: np.random.Generator, m: int) -> list[str]:
+    """Requests of a real request's size and shape (a bundled example's fields), varied in the
+    fields the break-downs read, so the JSON extraction is measured on realistic rows."""
+    from hospital_mlops.example_requests import example_instances
+
+    template = example_instances((80_000, 80_100), n=1, seed=0)[0]
+    races = rng.choice(["Caucasian", "AfricanAmerican", "Hispanic", "Asian", "Other"], m)
+    sexes = rng.choice(["Female", "Male"], m)
+    ages = rng.choice([f"[{d}-{d + 10})" for d in range(0, 100, 10)], m)
+    sources = rng.choice([1, 2, 4, 6, 7, 17], m)
+    return [
+        json.dumps(
+            template
+            | {
+                "race": str(races[i]),
+                "gender": str(sexes[i]),
+                "age": str(ages[i]),
+                "admission_source_id": int(sources[i]),
+            },
+            sort_keys=True,
+        )
+        for i in range(m)
+    ]
+
+
 def build_log(url: str, n: int, seed: int = 0) -> None:
     log = PredictionLog(url)
     table = outcomes_table(log)
@@ -58,6 +84,7 @@ def build_log(url: str, n: int, seed: int = 0) -> None:
             seconds = start + rng.integers(0, WEEKS * 7 * 86400, size=m)
             when = pd.to_datetime(seconds, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ")
             tokens = [f"enc{offset + i:020d}" for i in range(m)]
+            inputs = _inputs(rng, m)
             rows = [
                 {
                     "prediction_id": f"00000000-0000-4000-8000-{offset + i:012d}",
@@ -70,7 +97,7 @@ def build_log(url: str, n: int, seed: int = 0) -> None:
                     "feature_set_version": "bench",
                     "features_sha256": "0" * 64,
                     "source": "bench",
-                    "inputs": "{}",
+                    "inputs": inputs[i],
                     "answer": "{}",
                     "encounter_token": tokens[i],
                     "risk": float(risk[i]),
@@ -106,7 +133,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    path = args.work / f"log-{args.predictions}.sqlite"
+    path = args.work / f"log-v2-{args.predictions}.sqlite"
     url = f"sqlite:///{path}"
     if not path.exists():
         print(f"building a prediction log of {args.predictions:,} predictions in {path} …")
@@ -122,14 +149,17 @@ def main() -> None:
     log = PredictionLog(url)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    frame = logged_predictions(log, MODEL, VERSION)
-    timings["read_predictions_and_outcomes_s"] = time.perf_counter() - started
+    frame = logged_predictions(log, MODEL, VERSION, policy.breakdowns.by)
+    timings["read_predictions_outcomes_and_groups_s"] = time.perf_counter() - started
     mark = time.perf_counter()
     windows = compute_windows(frame, baseline, policy)
     timings["windows_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     alerts = alerts_for(windows, baseline, policy)
     timings["alerts_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    cells = breakdown_cells(frame, policy)
+    timings["breakdowns_s"] = time.perf_counter() - mark
     total = time.perf_counter() - started
     log.close()
     result = {
@@ -143,6 +173,7 @@ def main() -> None:
         "with_outcomes": int(frame["outcome"].notna().sum()),
         "windows": len(windows),
         "alerts": len(alerts),
+        "breakdown_cells": len(cells),
         "bootstrap_replicates": policy.bootstrap.replicates,
         "seconds": {k: round(v, 2) for k, v in timings.items()} | {"total": round(total, 2)},
         "target_seconds": TARGET_SECONDS,

@@ -76,6 +76,27 @@ class RetrainingPolicy(StrictModel):
     challenger_max_auroc_loss: float = Field(ge=0, lt=0.5)
 
 
+class Breakdowns(StrictModel):
+    """Per-window break-downs: name → the request field that holds the group."""
+
+    small_cell_min: int = Field(ge=1)
+    by: dict[str, str]
+
+    @model_validator(mode="after")
+    def _fields_are_request_inputs(self) -> Breakdowns:
+        from hospital_mlops.catalog import load_catalog
+        from hospital_mlops.scoring import input_fields
+
+        known = {f.name for f in input_fields(load_catalog().source("diabetes130"))}
+        unknown = {name: field for name, field in self.by.items() if field not in known}
+        if unknown:
+            raise ValueError(
+                f"break-downs {unknown} name fields the request does not carry; it has "
+                f"{', '.join(sorted(known))}"
+            )
+        return self
+
+
 class MonitoringPolicy(StrictModel):
     baseline: Literal["registry"]
     windows: Windows
@@ -84,6 +105,7 @@ class MonitoringPolicy(StrictModel):
     feedback: Feedback
     owners: dict[AlertKind, str]
     retraining: RetrainingPolicy
+    breakdowns: Breakdowns
 
     @model_validator(mode="after")
     def _every_kind_owned(self) -> MonitoringPolicy:

@@ -232,6 +232,7 @@ def monitoring_html(run: dict[str, Any]) -> str:
         if alert_rows
         else "<p>No alerts.</p>"
     )
+    breakdown_section = _breakdowns(run.get("breakdowns", []))
     made = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     figure = "".join(
         f"<h3>{esc(title)}</h3>{plots[key]}"
@@ -262,5 +263,45 @@ is only as good as the calibration.</p>
 {figure}
 <h2>Override reasons</h2>
 {_table(["reason", "overrides"], reason_rows) if reason_rows else "<p>None recorded.</p>"}
+{breakdown_section}
 </body></html>
 """
+
+
+def _breakdowns(cells: list[dict[str, Any]]) -> str:
+    """The latest window's cells per break-down; suppressed cells listed without numbers."""
+    if not cells:
+        return ""
+    esc = html.escape
+    latest = max(c["window_start"] for c in cells)
+    rows, classes = [], []
+    for c in sorted(
+        (c for c in cells if c["window_start"] == latest),
+        key=lambda c: (c["breakdown"], c["group"]),
+    ):
+        if c["suppressed"]:
+            rows.append([esc(c["breakdown"]), esc(c["group"]), f"&lt;{SMALL_CELL}"] + ["—"] * 5)
+        else:
+            rows.append(
+                [
+                    esc(c["breakdown"]),
+                    esc(c["group"]),
+                    _count(c["n"]),
+                    f"{c['alerts_per_100']:.1f}",
+                    _num(c["expected_event_rate"]),
+                    _num(c["observed_event_rate"]),
+                    _num(c["observed_to_expected"], 2),
+                    _num(c["auroc"]),
+                ]
+            )
+        off = c["observed_to_expected"]
+        classes.append("flag" if off is not None and not 0.8 <= off <= 1.25 else "")
+    header = ["break-down", "group", "n", "alerts / 100", "expected rate", "observed rate",
+              "observed / expected", "AUROC"]  # fmt: skip
+    return (
+        f"<h2>By subgroup (window starting {esc(latest[:10])})</h2>"
+        f'<p class="note">Groups with fewer than {SMALL_CELL} predictions are listed without '
+        "numbers. Observed/expected outside 0.8–1.25 is flagged. AUROC is a point estimate, "
+        "shown once the group has enough outcomes; the window's own numbers carry the CIs.</p>"
+        + _table(header, rows, classes)
+    )

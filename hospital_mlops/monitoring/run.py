@@ -4,7 +4,7 @@ detector's results and the registered baseline → windows and alerts."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from hospital_mlops.drift_store import DriftStore, results_table
+from hospital_mlops.monitoring.breakdowns import Cell, breakdown_cells, json_field
 from hospital_mlops.monitoring.feedback import responses
 from hospital_mlops.monitoring.outcomes import outcomes_table
 from hospital_mlops.monitoring.policy import MonitoringPolicy
@@ -32,6 +33,7 @@ class MonitoringRun:
     windows: list[Window]
     alerts: list[Alert]
     policy: MonitoringPolicy
+    breakdowns: list[Cell] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         b = self.baseline
@@ -57,22 +59,29 @@ class MonitoringRun:
             "with_outcomes": self.with_outcomes,
             "windows": [w.as_dict() for w in self.windows],
             "alerts": [a.as_dict() for a in self.alerts],
+            "breakdowns": [c.as_dict() for c in self.breakdowns],
         }
 
 
-def logged_predictions(log: PredictionLog, model: str, version: int) -> pd.DataFrame:
+def logged_predictions(
+    log: PredictionLog, model: str, version: int, groups: dict[str, str] | None = None
+) -> pd.DataFrame:
     """``scored_at`` (UTC), ``risk``, ``alert``, ``outcome`` (NaN until known) per prediction
-    of one registered version."""
+    of one registered version; and per ``groups`` entry (name → request field) that field as
+    the request sent it."""
     p, o = predictions, outcomes_table(log)
+    groups = groups or {}
+    extra = [
+        json_field(log.engine, p.c.inputs, field).label(name) for name, field in groups.items()
+    ]
     query = (
-        sa.select(p.c.scored_at, p.c.risk, p.c.alert, o.c.readmitted_30d.label("outcome"))
+        sa.select(p.c.scored_at, p.c.risk, p.c.alert, o.c.readmitted_30d.label("outcome"), *extra)
         .select_from(p.outerjoin(o, p.c.encounter_token == o.c.encounter_token))
         .where(p.c.model_name == model, p.c.model_version == version, p.c.risk.is_not(None))
     )
+    columns = ["scored_at", "risk", "alert", "outcome", *groups]
     with log.engine.connect() as conn:
-        frame = pd.DataFrame(
-            conn.execute(query).all(), columns=["scored_at", "risk", "alert", "outcome"]
-        )
+        frame = pd.DataFrame(conn.execute(query).all(), columns=columns)
     frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True, format="ISO8601")
     frame["risk"] = frame["risk"].astype("float64")
     frame["alert"] = frame["alert"].astype(bool)
@@ -138,7 +147,7 @@ def run_monitoring(
     store: DriftStore,
 ) -> MonitoringRun:
     baseline, version = baseline_from_registry(model, ref)
-    frame = logged_predictions(log, model, version)
+    frame = logged_predictions(log, model, version, policy.breakdowns.by)
     answered = responses(log, model, version)
     if not policy.windows.feedback_expected and answered["response"].isna().all():
         answered = None  # no feedback channel yet: no workflow numbers, rather than all-ignored
@@ -153,4 +162,5 @@ def run_monitoring(
         windows=windows,
         alerts=alerts_for(windows, baseline, policy),
         policy=policy,
+        breakdowns=breakdown_cells(frame, policy),
     )

@@ -110,6 +110,16 @@ def test_outcomes_join_and_the_realized_numbers_appear(replay, tmp_path) -> None
     for w in run["windows"]:
         assert w["n_outcomes"] > 300 and w["auroc"] is not None and w["ece"] is not None
         assert w["auroc_ci"][0] <= w["auroc"] <= w["auroc_ci"][1]
+    # break-downs by the requests' own fields, per window; small groups listed without numbers
+    cells = run["breakdowns"]
+    assert {c["breakdown"] for c in cells} == {"race", "sex", "age", "admission_source"}
+    for w in run["windows"]:
+        mine = [c for c in cells if c["window_start"] == w["start"] and c["breakdown"] == "sex"]
+        shown = [c for c in mine if not c["suppressed"]]
+        assert {c["group"] for c in shown} >= {"Female", "Male"}
+        assert sum(c["n"] for c in shown) <= w["n"]
+        assert all(c["observed_to_expected"] is not None for c in shown)
+    assert all(c["n"] is None for c in cells if c["suppressed"])
     # outcomes drawn with the predicted risk: calibration holds, nothing for ML to chase
     assert not any(a["kind"] in ("calibration", "performance") for a in run["alerts"])
     # no response recorded yet and none expected (policy): no workflow numbers, no "all ignored"

@@ -1,0 +1,110 @@
+"""Per-window break-downs by the request's own fields, with small cells suppressed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+import yaml
+from sqlalchemy.dialects import postgresql
+
+from hospital_mlops.monitoring.breakdowns import MISSING, breakdown_cells, json_field
+from hospital_mlops.monitoring.policy import MonitoringPolicyError, load_monitoring_policy
+from hospital_mlops.monitoring.report import monitoring_html
+from hospital_mlops.monitoring.run import logged_predictions
+from hospital_mlops.paths import config_path
+from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
+
+POLICY = load_monitoring_policy()
+
+
+def _frame(rng: np.random.Generator) -> pd.DataFrame:
+    n = 2000
+    race = rng.choice(["Caucasian", "AfricanAmerican", "Asian"], n, p=[0.7, 0.297, 0.003])
+    risk = rng.uniform(0.05, 0.4, n)
+    # the model under-predicts for one group: its observed events are doubled
+    inflate = np.where(race == "AfricanAmerican", 2.0, 1.0)
+    outcome = (rng.random(n) < np.clip(risk * inflate, 0, 1)).astype(float)
+    outcome[n // 2 :] = np.nan  # half still waiting for outcomes
+    return pd.DataFrame(
+        {
+            "scored_at": pd.Timestamp("2026-01-08T00:00:00Z")
+            + pd.to_timedelta(rng.integers(0, 6 * 86400, n), unit="s"),
+            "risk": risk,
+            "alert": risk > 0.3,
+            "outcome": outcome,
+            "race": race,
+            "sex": rng.choice(["Female", "Male", None], n, p=[0.5, 0.45, 0.05]),
+            "age": "[70-80)",
+            "admission_source": "7",
+        }
+    )
+
+
+def test_cells_per_window_and_group_with_small_ones_suppressed() -> None:
+    cells = breakdown_cells(_frame(np.random.default_rng(0)), POLICY)
+    by = {(c.breakdown, c.group): c for c in cells}
+    assert {c.window_start for c in cells} == {"2026-01-08T00:00:00Z"}
+    asian = by[("race", "Asian")]
+    assert asian.suppressed and asian.n is None and asian.alerts_per_100 is None
+    white, black = by[("race", "Caucasian")], by[("race", "AfricanAmerican")]
+    assert not white.suppressed and white.n > 1000
+    assert 0.8 < white.observed_to_expected < 1.25  # outcomes drawn from the risks
+    assert black.observed_to_expected > 1.6  # the group the model under-predicts stands out
+    assert white.auroc is not None and 0.5 < white.auroc < 0.8
+    assert by[("sex", MISSING)].n is not None  # a field the request did not send is its own group
+    assert sum(c.n or 0 for c in cells if c.breakdown == "age") == 2000
+
+
+def test_a_breakdown_must_name_a_request_field(tmp_path: Path) -> None:
+    raw = yaml.safe_load(config_path("monitoring.yaml").read_text())
+    raw["breakdowns"]["by"]["site"] = "site"
+    path = tmp_path / "monitoring.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(MonitoringPolicyError, match=r"\{'site': 'site'\}"):
+        load_monitoring_policy(path)
+
+
+def test_fields_come_out_of_the_logged_request_in_the_database(tmp_path: Path) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    served = ServedModel("m", 1, "0" * 64, "fs", "", "diabetes130")
+    answers = [
+        {"prediction_id": f"{i:036d}", "scored_at": "2026-01-08T01:00:00Z", "risk": 0.2,
+         "alert": False}
+        for i in range(2)
+    ]  # fmt: skip
+    instances = [{"race": "Asian", "gender": "Female", "admission_source_id": 7}, {"age": None}]
+    log.write(records("r", "v1", served, instances, answers))
+    frame = logged_predictions(log, "m", 1, POLICY.breakdowns.by)
+    log.close()
+    assert frame[["race", "sex", "admission_source"]].iloc[0].tolist() == ["Asian", "Female", "7"]
+    assert frame[["race", "age"]].iloc[1].isna().all()
+    # PostgreSQL: the same field through its own JSON operator
+    column = sa.table("predictions", sa.column("inputs", sa.Text)).c.inputs
+    pg = sa.create_mock_engine("postgresql://", lambda *a, **k: None)
+    sql = str(sa.select(json_field(pg, column, "race")).compile(dialect=postgresql.dialect()))
+    assert "->>" in sql and "JSONB" in sql
+
+
+def test_the_report_shows_the_latest_window_and_hides_small_cells() -> None:
+    cells = [c.as_dict() for c in breakdown_cells(_frame(np.random.default_rng(1)), POLICY)]
+    run = {
+        "model": "m/1",
+        "predictions": 2000,
+        "with_outcomes": 1000,
+        "windows": [],
+        "alerts": [],
+        "baseline": {"auroc": 0.68, "ece": 0.01, "alerts_per_100": 20.0},
+        "policy": {"override_reasons": []},
+        "breakdowns": cells,
+    }
+    page = monitoring_html(run)
+    assert "By subgroup (window starting 2026-01-08)" in page
+    row = page[page.index("<td>Asian</td>") :].split("</tr>")[0]
+    assert "&lt;11" in row and "0." not in row  # listed, no numbers
+    assert '<tr class="flag"><td>race</td><td>AfricanAmerican</td>' in page
+    json.dumps(run)  # the run stays JSON
