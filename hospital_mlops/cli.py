@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--port-base", type=int, default=8080, help="ports for the local servers")
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
+    demo.add_argument(
+        "--no-story", action="store_true", help="skip the monitoring and rollout story"
+    )
 
     pipe = sub.add_parser("pipeline", help="run, compile or submit the Kubeflow pipeline")
     psub = pipe.add_subparsers(dest="action", required=True)
@@ -196,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        return _demo(args.out, args.port_base)
+        return _demo(args.out, args.port_base, story=not args.no_story)
     if args.command == "pipeline":
         if args.action == "run":
             return _pipeline_run(args)
@@ -438,7 +441,7 @@ def _print_comparison(compared: dict[str, Any]) -> None:
 DEMO_REVIEWER = "DEMO reviewer (not a real sign-off)"
 
 
-def _demo(out: Path, serve_port: int = 8080) -> int:
+def _demo(out: Path, serve_port: int = 8080, story: bool = True) -> int:
     from hospital_mlops.kfp_runner import run_locally
 
     print(
@@ -478,7 +481,12 @@ def _demo(out: Path, serve_port: int = 8080) -> int:
     model = summary["model"]
     _demo_promote(model["name"], int(model["version"]))
     print(f"  registry:  hmlops registry show --model {model['name']}")
-    return cli_serving.demo_round_trip(f"{model['name']}@champion", out, port_base=serve_port)
+    served = cli_serving.demo_round_trip(f"{model['name']}@champion", out, port_base=serve_port)
+    if served != 0 or not story:
+        return served
+    from hospital_mlops.demo_story import run_story
+
+    return run_story(model["name"], int(model["version"]), out, out, serve_port)
 
 
 def _demo_promote(name: str, version: int) -> None:

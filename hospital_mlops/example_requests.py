@@ -43,6 +43,15 @@ def test_period(training: dict[str, Any]) -> tuple[int, int]:
 
 def example_instances(period: tuple[int, int], n: int = 5, seed: int = 7) -> list[dict[str, Any]]:
     """``n`` real encounters from the order range ``period`` (inclusive), as v1 instances."""
+    return labelled_instances(period, n, seed)[0]
+
+
+def labelled_instances(
+    period: tuple[int, int], n: int, seed: int, scenario: str | None = None
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """As ``example_instances``, with each encounter's real 30-day readmission (1/0). With
+    ``scenario``, the data issue's fault is injected into those encounters first, as a feed
+    would deliver them (the monitoring demo's stream)."""
     spec = load_catalog().source(SOURCE)
     raw = read_extract(default_extract(SOURCE, spec), spec)["encounters"]
     ids = pd.to_numeric(raw["encounter_id"])
@@ -57,17 +66,25 @@ def example_instances(period: tuple[int, int], n: int = 5, seed: int = 7) -> lis
         in_period, size=min(n, len(in_period)), replace=False
     )
     chosen.sort()
+    tables = {"encounters": raw.iloc[chosen]}
+    if scenario:
+        from hospital_mlops.faults import scenario as fault
+
+        inject, _ = fault(scenario, SOURCE)
+        tables = inject(tables, np.random.default_rng(seed))
+    labels = (tables["encounters"]["readmitted"].astype(str).str.strip() == "<30").to_numpy()
     # A throwaway key: identifiers are dropped by normalization; nothing here needs tokens.
     key = HmacKey(secrets.token_bytes(32), False)
-    normalized, _ = normalize_extract({"encounters": raw.iloc[chosen]}, spec, key)
+    normalized, _ = normalize_extract(tables, spec, key)
     rows = normalized["encounters"].reset_index(drop=True)
-    return [
+    instances = [
         {
             **{c: jsonable(rows.at[i, c]) for c in DIABETES130_INPUTS},
             PRIOR_ENCOUNTERS: int(earlier.iloc[pos]),
         }
         for i, pos in enumerate(chosen)
     ]
+    return instances, labels.astype("int64")
 
 
 def registered_examples(model: str, ref: str, n: int = 5, seed: int = 7) -> list[dict[str, Any]]:

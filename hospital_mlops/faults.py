@@ -218,6 +218,22 @@ SCENARIOS: dict[str, Scenario] = {
             },
         ),
         Scenario(
+            "diagnoses_truncated",
+            "an interface upgrade sends only the principal diagnosis (diagnosis count 1)",
+            "validate",
+            {
+                "diabetes130": (
+                    _d130_column("number_diagnoses", lambda s: s.map(lambda _: "1"), 1.0),
+                    _E(
+                        "validate",
+                        "encounters",
+                        "number_diagnoses",
+                        "expect_column_median_to_be_between",
+                    ),
+                ),
+            },
+        ),
+        Scenario(
             "duplicates",
             "encounters resent with a different ID spelling (duplicates behind formatting)",
             "validate",

@@ -1,0 +1,340 @@
+"""The monitoring story of ``make demo``: a retrained candidate mid-canary, a feed fault half-way
+through a replayed stream, and what the system does about it.
+
+Everything runs for real on this laptop: the three KServe servers for the champion, the
+candidate's own predictor, the prediction logs, the drift detector, the registry, the rollout
+commands and their audit log. What is compressed is time, and it is labelled so:
+
+* the monitoring windows are 30 seconds long, not a week, and the stream is paced into them;
+* the rollout's stage minimums are a few hundred predictions and no hours;
+* outcomes "arrive" at once: they are the dataset's real 30-day readmissions of the replayed
+  encounters.
+
+Locally there is no Knative to split canary traffic: the replay client sends each encounter to
+the champion or the candidate as the canary percentage says (by a hash of the encounter, as a
+sticky split would), and in shadow it sends each request to both with one request id, as the
+inference logger's copy would arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import yaml
+
+from hospital_mlops.paths import config_path
+
+FAULT = "diagnoses_truncated"
+WINDOW_SECONDS = 30
+SEED = 23
+PHASE = 1500  # encounters per phase (clean, then faulty)
+BATCH = 10  # encounters per request
+
+
+def _demo_policies(directory: Path) -> tuple[Path, Path]:
+    """The shipped policies with the demo's compressed time, written where the commands and
+    the report can name them."""
+    monitoring = yaml.safe_load(config_path("monitoring.yaml").read_text())
+    monitoring["windows"].update(
+        length_hours=WINDOW_SECONDS / 3600, min_predictions=100, min_outcomes=100,
+        feedback_hours=1, min_judged_alerts=20,
+    )  # fmt: skip
+    rollout = yaml.safe_load(config_path("rollout.yaml").read_text())
+    for stage in ("shadow", "silent", "canary"):
+        rollout["stages"][stage].update(min_hours=0, min_predictions=200)
+    # the silent stage's outcome-based gates need outcomes the demo only brings later
+    for gate in ("ece_max", "alerts_per_100_change_max"):
+        rollout["stages"]["silent"]["gates"].pop(gate, None)
+    rollout["stages"]["canary"]["steps"] = [50]
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = directory / "monitoring.yaml", directory / "rollout.yaml"
+    header = "# The demo's compressed time (hospital_mlops/demo_story.py); not for production.\n"
+    for path, body in zip(paths, (monitoring, rollout), strict=True):
+        path.write_text(header + yaml.safe_dump(body, sort_keys=False))
+    return paths
+
+
+def _hmlops(*args: str) -> dict[str, Any]:
+    """A command as an operator runs it (same process: the CLI's own ``main``)."""
+    import contextlib
+    import io
+
+    from hospital_mlops.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    if code != 0:
+        raise RuntimeError(f"hmlops {' '.join(args)} failed ({code}): {err.getvalue()[-1500:]}")
+    text = out.getvalue()
+    return json.loads(text) if text.lstrip().startswith(("{", "[")) else {"text": text}
+
+
+class Predictor:
+    """The candidate's own predictor process (on a cluster: its InferenceService revision)."""
+
+    def __init__(self, model: str, port: int, log_url: str, log_file: Path) -> None:
+        env = dict(os.environ, HMLOPS_PREDICTION_LOG_URL=log_url, MLFLOW_DISABLE_TELEMETRY="true")
+        argv = [sys.executable, "-m", "hospital_mlops.cli", "serve-one", "predictor",
+                "--model", model, "--port", str(port)]  # fmt: skip
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_file = log_file
+        with log_file.open("wb") as sink:
+            self.process = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the candidate predictor exited; see {log_file}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the candidate predictor was not ready; see {log_file}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def _post(client: httpx.Client, base: str, batch: list[dict], request_id: str) -> None:
+    answer = client.post(
+        f"{base}/v1/models/readmission:predict",
+        json={"instances": batch},
+        headers={"x-request-id": request_id},
+    )
+    answer.raise_for_status()
+
+
+def _warm_up(base: str, batch: list[dict[str, Any]], rounds: int = 20) -> None:
+    """A new server's first requests pay its start-up (lazy imports, first allocations); as a
+    readiness warm-up on a cluster would, send a few marked as probes (never logged as
+    predictions) before its latency counts."""
+    with httpx.Client(timeout=60) as client:
+        for _ in range(rounds):
+            answer = client.post(
+                f"{base}/v1/models/readmission:predict",
+                json={"instances": batch},
+                headers={"x-hmlops-explainer": "probe"},
+            )
+            answer.raise_for_status()
+
+
+def _wait_for_next_window() -> None:
+    now = time.time()
+    time.sleep(WINDOW_SECONDS - now % WINDOW_SECONDS + 0.5)
+
+
+def _encounters(
+    period: tuple[int, int], scenario: str | None, offset: int, seed: int
+) -> tuple[list[dict[str, Any]], Any]:
+    from hospital_mlops.example_requests import labelled_instances
+
+    instances, labels = labelled_instances(period, PHASE, seed, scenario)
+    for i, instance in enumerate(instances):
+        instance["encounter_token"] = f"demo-encounter-{offset + i:08d}"
+    return instances, labels
+
+
+def _detector_after(client: httpx.Client, base: str, since: datetime) -> dict[str, Any]:
+    """The detector's latest result once it has tested a window that ends after ``since``
+    (it tests asynchronously, a window of its events at a time)."""
+    deadline = time.monotonic() + 60
+    while True:
+        latest: dict[str, Any] = client.get(f"{base}/drift/latest").json()
+        tested = latest.get("tested_at")
+        if tested and datetime.fromisoformat(tested.replace("Z", "+00:00")) >= since:
+            return latest
+        if time.monotonic() > deadline:
+            return latest
+        time.sleep(0.5)
+
+
+def _print_drift(result: dict[str, Any]) -> None:
+    features = result.get("drifted_features") or []
+    print(
+        f"drift detector, latest window ({result.get('window_size')} scored encounters, "
+        f"tested {result.get('tested_at')}): drift {result.get('is_drift')}; "
+        f"{len(features)} features drifted, e.g. {', '.join(features[:6])}"
+    )
+    print(
+        "  (its reference is the training years; this dataset's later years already differ "
+        "from them, number_diagnoses most of all, so it flags clean windows too. The "
+        "monitoring windows below compare with the validated period instead.)"
+    )
+
+
+def _to_candidate(instance: dict, percent: int) -> bool:
+    return zlib.crc32(instance["encounter_token"].encode()) % 100 < percent
+
+
+def run_story(model: str, champion: int, store: Path, out: Path, port_base: int) -> int:
+    try:
+        return _run_story(model, champion, store, out, port_base)
+    except RuntimeError as exc:
+        print(f"hmlops demo: the monitoring story stopped: {exc}", file=sys.stderr)
+        return 1
+
+
+def _end_earlier_rollout(model: str, rollout_policy: Path, gitops: Path) -> None:
+    """A demo run that was interrupted leaves its candidate mid-rollout; the rollout tool
+    rightly refuses a second one, so this run rolls it back first, on the record."""
+    status = _hmlops("rollout", "status", "--model", model, "--policy", str(rollout_policy),
+                     "--json")  # fmt: skip
+    state = status.get("state")
+    if state and state["stage"] not in ("full", "rolled_back"):
+        _hmlops("rollout", "rollback", "--model", model, "--version",
+                str(state["candidate_version"]), "--policy", str(rollout_policy),
+                "--gitops-dir", str(gitops), "--actor", "make demo",
+                "--reason", "an earlier demo run was interrupted; a new run starts")  # fmt: skip
+        print(f"rolled back version {state['candidate_version']}, left mid-rollout by an "
+              "earlier demo run")  # fmt: skip
+
+
+def _run_story(model: str, champion: int, store: Path, out: Path, port_base: int) -> int:
+    from hospital_mlops.example_requests import test_period
+    from hospital_mlops.governance import registry
+    from hospital_mlops.model_stages import run_model_in_process
+    from hospital_mlops.stages import RunContext
+    from serving.local_stack import LocalStack
+
+    story = out / "story"
+    story.mkdir(parents=True, exist_ok=True)
+    main_log = f"sqlite:///{(story / 'predictions.sqlite').resolve()}"
+    shadow_log = f"sqlite:///{(story / 'shadow-predictions.sqlite').resolve()}"
+    os.environ["HMLOPS_PREDICTION_LOG_URL"] = main_log
+    os.environ["HMLOPS_SHADOW_PREDICTION_LOG_URL"] = shadow_log
+    monitoring_policy, rollout_policy = _demo_policies(story / "policies")
+    gitops = story / "gitops"
+    print("\n=== The monitoring story (compressed time: 30-second windows) ===", flush=True)
+    _end_earlier_rollout(model, rollout_policy, gitops)
+
+    # 1. A candidate version. The demo has one extract, so it learns from the same snapshot.
+    published = store / "published" / "index.jsonl"
+    latest = [json.loads(line) for line in published.read_text().splitlines() if line.strip()]
+    ctx = RunContext("diabetes130", "readmission_risk_model", store, f"story-{int(time.time())}")
+    registered = run_model_in_process(ctx, Path(latest[-1]["path"]), story / "retrain")
+    candidate = int(registered["version"])
+    from hospital_mlops.cli import DEMO_REVIEWER
+    from hospital_mlops.governance.config import load_governance
+
+    for role in load_governance().required_signoffs:
+        registry.sign_off(model, candidate, role, DEMO_REVIEWER, "recorded by `make demo`")
+    print(f"candidate: {model} version {candidate} (retrained; demo sign-offs)")
+    period = test_period(
+        registry._training_record(registry._resolve(registry.client(), model, str(champion)))
+    )
+
+    rollout = ("rollout", "advance", "--model", model, "--version", str(candidate),
+               "--policy", str(rollout_policy), "--monitoring-policy", str(monitoring_policy),
+               "--gitops-dir", str(gitops), "--actor", "make demo", "--json")  # fmt: skip
+    stack = LocalStack(f"{model}@{champion}", port_base, story / "logs")
+    stack.start()
+    champion_url = stack.predictor.base_url
+    candidate_proc = None
+    try:
+        # 2. Shadow, then silent: the candidate answers copies of the champion's requests.
+        candidate_proc = Predictor(
+            f"{model}@{candidate}",
+            port_base + 3,
+            shadow_log,
+            story / "logs" / "candidate-shadow.log",
+        )
+        metrics = ("--metrics-url", f"{candidate_proc.url}/metrics")
+        warmup, _ = _encounters(period, None, 0, SEED + 1)
+        _warm_up(candidate_proc.url, warmup[:BATCH])
+        step = _hmlops(*rollout, *metrics)  # its /metrics now, so the stage counts only its own
+        print(f"rollout: {step['stage_before']} → {step['stage_after']}")
+        with httpx.Client(timeout=60) as client:
+            for n, start in enumerate(range(0, 600, BATCH)):
+                batch = warmup[start : start + BATCH]
+                for base in (champion_url, candidate_proc.url):
+                    _post(client, base, batch, f"demo-shadow-{n}")
+                if start == 300 - BATCH:
+                    step = _hmlops(*rollout, *metrics)
+                    print(f"rollout: {step['stage_before']} → {step['stage_after']}")
+        step = _hmlops(*rollout, *metrics)
+        print(f"rollout: {step['stage_before']} → {step['stage_after']} "
+              f"(candidate traffic {step['traffic_percent_after']}%)")  # fmt: skip
+        percent = int(step["traffic_percent_after"])
+        if step["stage_after"] != f"canary {percent}%":
+            held = [g for g in step["gates"] if not g["passed"]]
+            print(f"the candidate did not reach canary; gates that held it: {held}")
+            return 1
+        candidate_proc.stop()
+        # 3. Canary: the candidate's answers now reach clinicians and its main log.
+        candidate_proc = Predictor(
+            f"{model}@{candidate}", port_base + 3, main_log, story / "logs" / "candidate-canary.log"
+        )
+        _warm_up(candidate_proc.url, warmup[:BATCH])
+        # 4. The stream: one clean window, then the fault.
+        phases = [("clean", None, 10_000), (f"fault: {FAULT}", FAULT, 20_000)]
+        outcomes = []
+        with httpx.Client(timeout=60) as client:
+            for label, scenario, offset in phases:
+                encounters, labels = _encounters(period, scenario, offset, SEED)
+                _wait_for_next_window()
+                fault_started = datetime.now(UTC)
+                started = fault_started.strftime("%H:%M:%S")
+                for start in range(0, len(encounters), BATCH):
+                    batch = encounters[start : start + BATCH]
+                    to_candidate = [e for e in batch if _to_candidate(e, percent)]
+                    to_champion = [e for e in batch if not _to_candidate(e, percent)]
+                    if to_champion:
+                        _post(client, champion_url, to_champion, f"demo-{offset + start}-a")
+                    if to_candidate:
+                        _post(client, candidate_proc.url, to_candidate, f"demo-{offset + start}-b")
+                print(f"replayed {len(encounters)} encounters from {started} UTC ({label})")
+                outcomes += [
+                    {"encounter_token": e["encounter_token"], "readmitted_30d": int(y)}
+                    for e, y in zip(encounters, labels, strict=True)
+                ]
+            drift = _detector_after(client, stack.detector.base_url, fault_started)
+        _print_drift(drift)
+    finally:
+        if candidate_proc is not None:
+            candidate_proc.stop()
+        stack.stop()
+
+    # 5. Outcomes arrive (here: the encounters' real 30-day readmissions).
+    outcomes_file = story / "outcomes.csv"
+    pd.DataFrame(outcomes).to_csv(outcomes_file, index=False)
+    _hmlops("monitor", "ingest-outcomes", "--input", str(outcomes_file), "--json")
+    run = _hmlops("monitor", "run", "--model", f"{model}@{champion}", "--policy",
+                  str(monitoring_policy), "--json",
+                  "--events-file", str(story / "alert-events.jsonl"),
+                  "--metrics-file", str(story / "monitoring.prom"))  # fmt: skip
+    print(f"\nmonitoring the champion: {len(run['windows'])} windows, alerts to their owners:")
+    for alert in run["alerts"]:
+        print(f"  [{alert['severity']}] {alert['kind']} → {alert['owner']}: {alert['message']}")
+    # 6. The canary's own numbers trip a rollback criterion (its predictor is gone by now: the
+    # service numbers are not re-read; the monitoring ones decide).
+    step = _hmlops(*rollout)
+    tripped = [c for c in step["rollback_criteria"] if not c["passed"]]
+    print(f"\nrollout: {step['stage_before']} → {step['stage_after']} ({step['decision']})")
+    for c in tripped:
+        print(f"  criterion {c['name']}: observed {c['observed']}, limit {c['limit']}")
+    print(f"  GitOps change to commit: {step['patch_path']}")
+    report = story / "monitoring_report.html"
+    _hmlops("monitor", "report", "--model", f"{model}@{champion}", "--policy",
+            str(monitoring_policy), "--out", str(report))  # fmt: skip
+    print(f"\nmonitoring report (self-contained HTML): {report}")
+    print(f"audit log: hmlops rollout audit --model {model}")
+    return 0 if step["decision"] == "rollback" else 1
