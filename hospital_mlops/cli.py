@@ -183,6 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_captured(argv: Sequence[str]) -> tuple[int, str, str]:
+    """``main`` in this process with its output captured: the exit code, stdout and stderr
+    (for callers that run many commands, without an interpreter's and MLflow's start-up each)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse's usage errors
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -66,17 +66,11 @@ def _demo_policies(directory: Path) -> tuple[Path, Path]:
 
 def _hmlops(*args: str) -> dict[str, Any]:
     """A command as an operator runs it (same process: the CLI's own ``main``)."""
-    import contextlib
-    import io
+    from hospital_mlops.cli import run_captured
 
-    from hospital_mlops.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
+    code, text, err = run_captured(args)
     if code != 0:
-        raise RuntimeError(f"hmlops {' '.join(args)} failed ({code}): {err.getvalue()[-1500:]}")
-    text = out.getvalue()
+        raise RuntimeError(f"hmlops {' '.join(args)} failed ({code}): {err[-1500:]}")
     return json.loads(text) if text.lstrip().startswith(("{", "[")) else {"text": text}
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import getpass
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -103,7 +103,6 @@ class Result:
     removed: tuple[str, ...] = ()
     applied: bool = False
     audit_seq: int | None = None
-    state: RolloutRecord | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = self.decision
@@ -411,7 +410,6 @@ def _act(
             settings.audit_file, _entry(settings, command, result, decided_by, None, note)
         )
         result.audit_seq = written["seq"]
-        result.state = record
         return result
     phase, step = _phase_of(result.decision)
     nxt = _next_record(settings, record, registered, phase, step, snapshot)
@@ -440,7 +438,6 @@ def _act(
     )
     save_state(settings.state_file, nxt)
     result.audit_seq = written["seq"]
-    result.state = nxt
     return result
 
 
@@ -526,7 +523,3 @@ def status(settings: Settings) -> dict[str, Any]:
             )
         },
     }
-
-
-def settings_with(settings: Settings, **changes: Any) -> Settings:
-    return replace(settings, **changes)

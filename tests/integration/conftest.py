@@ -33,21 +33,13 @@ def hmlops(*args: str, key: str | None = TEST_KEY) -> subprocess.CompletedProces
 
 
 def hmlops_here(*args: str) -> subprocess.CompletedProcess[str]:
-    """``hmlops`` in this process: the same ``main`` the console script runs, without paying
-    the interpreter's and MLflow's start-up per call (for tests that make many calls; the
-    subprocess form above is what the CLI tests of each command use)."""
-    import contextlib
-    import io
+    """``hmlops`` in this process (``cli.run_captured``): the same ``main`` the console script
+    runs, without paying the interpreter's and MLflow's start-up per call (for tests that make
+    many calls; the subprocess form above is what the CLI tests of each command use)."""
+    from hospital_mlops.cli import run_captured
 
-    from hospital_mlops.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse's usage errors
-            code = int(exc.code or 0)
-    return subprocess.CompletedProcess(["hmlops", *args], code, out.getvalue(), err.getvalue())
+    code, out, err = run_captured(args)
+    return subprocess.CompletedProcess(["hmlops", *args], code, out, err)
 
 
 def run_json(*args: str) -> tuple[dict, subprocess.CompletedProcess[str]]:
