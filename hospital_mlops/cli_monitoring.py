@@ -25,6 +25,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     fb.add_argument("--reason", help="required for overridden")
     fb.add_argument("--source", default="cli", help="where the response came from")
     fb.add_argument("--json", action="store_true")
+    api = msub.add_parser(
+        "feedback-api", help="serve the feedback API over HTTP (POST /v1/feedback) on 127.0.0.1"
+    )
+    api.add_argument("--port", type=int, default=8090)
+    api.add_argument("--bind", default="127.0.0.1", help="0.0.0.0 inside a pod")
     rep = msub.add_parser("report", help="the monitoring run as self-contained HTML")
     rep.add_argument("--model", default="readmission-30d@champion", help="NAME@ALIAS or NAME@N")
     rep.add_argument("--policy", type=Path, help="default: config/monitoring.yaml")
@@ -71,6 +76,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def dispatch(args: argparse.Namespace) -> int:
     from hospital_mlops.prediction_log import PredictionLog
+
+    if args.action == "feedback-api":
+        from hospital_mlops.cli_serving import _check_port
+        from serving.feedback_api import serve_feedback_api
+
+        _check_port(args.port)
+        serve_feedback_api(args.port, args.bind)
+        return 0
 
     log = PredictionLog()
     try:

@@ -50,6 +50,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     one.add_argument("--model_name", default="readmission", help="the served model's name")
     one.add_argument("--workers", type=int, default=1, help="accepted for KServe; one worker")
     one.add_argument("--sink", help="detector: post drift-result CloudEvents here")
+    one.add_argument(
+        "--window",
+        type=int,
+        help="detector: scored encounters per test (default: drift.window in config/serving.yaml)",
+    )
     one.add_argument("--model-sha256", help="predictor: refuse any other artifact (pinned)")
 
     dep = sub.add_parser("deploy", help="render the kustomize overlay for a registry version")
@@ -153,13 +158,22 @@ def serve_one(args: argparse.Namespace) -> int:
             print(f"hmlops: refused: {exc}", file=sys.stderr)
             return EXIT_NOT_READY
         return 0
+    from hospital_mlops.drift import MIN_WINDOW
     from serving.detector import DetectorNotReady, serve_detector
 
+    if args.window is not None and args.window < MIN_WINDOW:
+        raise ServeUsageError(f"--window must be at least {MIN_WINDOW}, not {args.window}")
     name, ref = parse_model(args.model)
     reference = Path(name) / "drift_reference.parquet" if ref == "path" else None
     try:
         serve_detector(
-            name, ref, args.port, bind_loopback=loopback, sink=args.sink, reference_path=reference
+            name,
+            ref,
+            args.port,
+            bind_loopback=loopback,
+            sink=args.sink,
+            reference_path=reference,
+            window=args.window,
         )
     except DetectorNotReady as exc:
         print(f"hmlops: refused: the drift detector is not ready: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import zlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,23 +36,46 @@ import yaml
 from hospital_mlops.paths import config_path
 
 FAULT = "diagnoses_truncated"
-WINDOW_SECONDS = 30
 SEED = 23
-PHASE = 1500  # encounters per phase (clean, then faulty)
 BATCH = 10  # encounters per request
 
 
-def _demo_policies(directory: Path) -> tuple[Path, Path]:
+@dataclass(frozen=True)
+class Pace:
+    """The story's compressed time: the demo's, or a shorter one for the test suite."""
+
+    window_seconds: int = 30
+    phase: int = 1500  # encounters per phase (clean, then faulty)
+    shadow: int = 600  # encounters answered by both in shadow, then silent (half each)
+    # The detector's test size: about three tests per phase of the champion's half of the
+    # canary, so its results fall inside the phase they describe (1,000 would straddle them).
+    detector_window: int = 250
+    stage_min_predictions: int = 200
+
+
+DEMO_PACE = Pace()
+
+
+@dataclass(frozen=True)
+class StoryOutcome:
+    candidate: int
+    monitoring: dict[str, Any]  # `hmlops monitor run --json` of the champion
+    decision: dict[str, Any]  # the last `hmlops rollout advance --json`
+    report: Path
+    story_dir: Path
+
+
+def _demo_policies(directory: Path, pace: Pace = DEMO_PACE) -> tuple[Path, Path]:
     """The shipped policies with the demo's compressed time, written where the commands and
     the report can name them."""
     monitoring = yaml.safe_load(config_path("monitoring.yaml").read_text())
     monitoring["windows"].update(
-        length_hours=WINDOW_SECONDS / 3600, min_predictions=100, min_outcomes=100,
+        length_hours=pace.window_seconds / 3600, min_predictions=100, min_outcomes=100,
         feedback_hours=1, min_judged_alerts=20,
     )  # fmt: skip
     rollout = yaml.safe_load(config_path("rollout.yaml").read_text())
     for stage in ("shadow", "silent", "canary"):
-        rollout["stages"][stage].update(min_hours=0, min_predictions=200)
+        rollout["stages"][stage].update(min_hours=0, min_predictions=pace.stage_min_predictions)
     # the silent stage's outcome-based gates need outcomes the demo only brings later
     for gate in ("ece_max", "alerts_per_100_change_max"):
         rollout["stages"]["silent"]["gates"].pop(gate, None)
@@ -131,60 +155,71 @@ def _warm_up(base: str, batch: list[dict[str, Any]], rounds: int = 20) -> None:
             answer.raise_for_status()
 
 
-def _wait_for_next_window() -> None:
+def _wait_for_next_window(seconds: int) -> None:
     now = time.time()
-    time.sleep(WINDOW_SECONDS - now % WINDOW_SECONDS + 0.5)
+    time.sleep(seconds - now % seconds + 0.5)
 
 
 def _encounters(
-    period: tuple[int, int], scenario: str | None, offset: int, seed: int
+    period: tuple[int, int], scenario: str | None, offset: int, seed: int, n: int
 ) -> tuple[list[dict[str, Any]], Any]:
     from hospital_mlops.example_requests import labelled_instances
 
-    instances, labels = labelled_instances(period, PHASE, seed, scenario)
+    instances, labels = labelled_instances(period, n, seed, scenario)
     for i, instance in enumerate(instances):
         instance["encounter_token"] = f"demo-encounter-{offset + i:08d}"
     return instances, labels
 
 
-def _detector_after(client: httpx.Client, base: str, since: datetime) -> dict[str, Any]:
-    """The detector's latest result once it has tested a window that ends after ``since``
-    (it tests asynchronously, a window of its events at a time)."""
-    deadline = time.monotonic() + 60
-    while True:
-        latest: dict[str, Any] = client.get(f"{base}/drift/latest").json()
-        tested = latest.get("tested_at")
-        if tested and datetime.fromisoformat(tested.replace("Z", "+00:00")) >= since:
-            return latest
-        if time.monotonic() > deadline:
-            return latest
-        time.sleep(0.5)
+def _wait_for_detector(client: httpx.Client, base: str, since: datetime) -> None:
+    """Until the detector has tested every full window of what was sent: it tests
+    asynchronously, so wait for a result after ``since``, nothing pending, less than a window
+    buffered, and no new result for a second."""
+    deadline, last = time.monotonic() + 60, None
+    while time.monotonic() < deadline:
+        view: dict[str, Any] = client.get(f"{base}/drift/latest").json()
+        tested = view.get("tested_at")
+        settled = (
+            tested is not None
+            and datetime.fromisoformat(tested.replace("Z", "+00:00")) >= since
+            and view["pending_events"] == 0
+            and view["buffered_rows"] < view["window"]
+        )
+        if settled and tested == last:
+            return
+        last = tested
+        time.sleep(1.0)
 
 
-def _print_drift(result: dict[str, Any]) -> None:
-    features = result.get("drifted_features") or []
-    print(
-        f"drift detector, latest window ({result.get('window_size')} scored encounters, "
-        f"tested {result.get('tested_at')}): drift {result.get('is_drift')}; "
-        f"{len(features)} features drifted, e.g. {', '.join(features[:6])}"
-    )
-    print(
-        "  (its reference is the training years; this dataset's later years already differ "
-        "from them, number_diagnoses most of all, so it flags clean windows too. The "
-        "monitoring windows below compare with the validated period instead.)"
-    )
+def _print_windows(windows: list[dict[str, Any]]) -> None:
+    """What the detector and the score test said per monitoring window."""
+    for w in windows:
+        if w["data_drift"] is None:
+            inputs = "no detector test"
+        elif w["data_drift"]:
+            inputs = f"inputs DRIFTED ({', '.join(w['drifted_features'])})"
+        else:
+            inputs = "inputs unchanged"
+        print(
+            f"  {w['start'][11:19]}–{w['end'][11:19]} UTC, {w['n']:>4} predictions: {inputs}; "
+            f"score KS p {w['score_drift_p_value']:.2g}"
+        )
 
 
 def _to_candidate(instance: dict, percent: int) -> bool:
     return zlib.crc32(instance["encounter_token"].encode()) % 100 < percent
 
 
-def run_story(model: str, champion: int, store: Path, out: Path, port_base: int) -> int:
+def run_story(
+    model: str, champion: int, store: Path, out: Path, port_base: int, pace: Pace = DEMO_PACE
+) -> int:
+    """The story as ``make demo`` tells it: 0 when the canary was rolled back."""
     try:
-        return _run_story(model, champion, store, out, port_base)
+        outcome = play_story(model, champion, store, out, port_base, pace)
     except RuntimeError as exc:
         print(f"hmlops demo: the monitoring story stopped: {exc}", file=sys.stderr)
         return 1
+    return 0 if outcome.decision["decision"] == "rollback" else 1
 
 
 def _end_earlier_rollout(model: str, rollout_policy: Path, gitops: Path) -> None:
@@ -202,7 +237,10 @@ def _end_earlier_rollout(model: str, rollout_policy: Path, gitops: Path) -> None
               "earlier demo run")  # fmt: skip
 
 
-def _run_story(model: str, champion: int, store: Path, out: Path, port_base: int) -> int:
+def play_story(
+    model: str, champion: int, store: Path, out: Path, port_base: int, pace: Pace = DEMO_PACE
+) -> StoryOutcome:
+    """Tell the story (printing it) and return what it decided; RuntimeError if a step fails."""
     from hospital_mlops.example_requests import test_period
     from hospital_mlops.governance import registry
     from hospital_mlops.model_stages import run_model_in_process
@@ -215,9 +253,14 @@ def _run_story(model: str, champion: int, store: Path, out: Path, port_base: int
     shadow_log = f"sqlite:///{(story / 'shadow-predictions.sqlite').resolve()}"
     os.environ["HMLOPS_PREDICTION_LOG_URL"] = main_log
     os.environ["HMLOPS_SHADOW_PREDICTION_LOG_URL"] = shadow_log
-    monitoring_policy, rollout_policy = _demo_policies(story / "policies")
+    # the story's drift results stay with its logs, out of the champion's everyday store
+    os.environ["HMLOPS_DRIFT_DB_URL"] = f"sqlite:///{(story / 'drift.sqlite').resolve()}"
+    monitoring_policy, rollout_policy = _demo_policies(story / "policies", pace)
     gitops = story / "gitops"
-    print("\n=== The monitoring story (compressed time: 30-second windows) ===", flush=True)
+    print(
+        f"\n=== The monitoring story (compressed time: {pace.window_seconds}-second windows) ===",
+        flush=True,
+    )
     _end_earlier_rollout(model, rollout_policy, gitops)
 
     # 1. A candidate version. The demo has one extract, so it learns from the same snapshot.
@@ -239,7 +282,9 @@ def _run_story(model: str, champion: int, store: Path, out: Path, port_base: int
     rollout = ("rollout", "advance", "--model", model, "--version", str(candidate),
                "--policy", str(rollout_policy), "--monitoring-policy", str(monitoring_policy),
                "--gitops-dir", str(gitops), "--actor", "make demo", "--json")  # fmt: skip
-    stack = LocalStack(f"{model}@{champion}", port_base, story / "logs")
+    stack = LocalStack(
+        f"{model}@{champion}", port_base, story / "logs", detector_window=pace.detector_window
+    )
     stack.start()
     champion_url = stack.predictor.base_url
     candidate_proc = None
@@ -252,16 +297,16 @@ def _run_story(model: str, champion: int, store: Path, out: Path, port_base: int
             story / "logs" / "candidate-shadow.log",
         )
         metrics = ("--metrics-url", f"{candidate_proc.url}/metrics")
-        warmup, _ = _encounters(period, None, 0, SEED + 1)
+        warmup, _ = _encounters(period, None, 0, SEED + 1, pace.shadow)
         _warm_up(candidate_proc.url, warmup[:BATCH])
         step = _hmlops(*rollout, *metrics)  # its /metrics now, so the stage counts only its own
         print(f"rollout: {step['stage_before']} → {step['stage_after']}")
         with httpx.Client(timeout=60) as client:
-            for n, start in enumerate(range(0, 600, BATCH)):
+            for n, start in enumerate(range(0, pace.shadow, BATCH)):
                 batch = warmup[start : start + BATCH]
                 for base in (champion_url, candidate_proc.url):
                     _post(client, base, batch, f"demo-shadow-{n}")
-                if start == 300 - BATCH:
+                if start == pace.shadow // 2 - BATCH:
                     step = _hmlops(*rollout, *metrics)
                     print(f"rollout: {step['stage_before']} → {step['stage_after']}")
         step = _hmlops(*rollout, *metrics)
@@ -270,8 +315,7 @@ def _run_story(model: str, champion: int, store: Path, out: Path, port_base: int
         percent = int(step["traffic_percent_after"])
         if step["stage_after"] != f"canary {percent}%":
             held = [g for g in step["gates"] if not g["passed"]]
-            print(f"the candidate did not reach canary; gates that held it: {held}")
-            return 1
+            raise RuntimeError(f"the candidate did not reach canary; gates that held it: {held}")
         candidate_proc.stop()
         # 3. Canary: the candidate's answers now reach clinicians and its main log.
         candidate_proc = Predictor(
@@ -283,8 +327,8 @@ def _run_story(model: str, champion: int, store: Path, out: Path, port_base: int
         outcomes = []
         with httpx.Client(timeout=60) as client:
             for label, scenario, offset in phases:
-                encounters, labels = _encounters(period, scenario, offset, SEED)
-                _wait_for_next_window()
+                encounters, labels = _encounters(period, scenario, offset, SEED, pace.phase)
+                _wait_for_next_window(pace.window_seconds)
                 fault_started = datetime.now(UTC)
                 started = fault_started.strftime("%H:%M:%S")
                 for start in range(0, len(encounters), BATCH):
@@ -300,8 +344,7 @@ def _run_story(model: str, champion: int, store: Path, out: Path, port_base: int
                     {"encounter_token": e["encounter_token"], "readmitted_30d": int(y)}
                     for e, y in zip(encounters, labels, strict=True)
                 ]
-            drift = _detector_after(client, stack.detector.base_url, fault_started)
-        _print_drift(drift)
+            _wait_for_detector(client, stack.detector.base_url, fault_started)
     finally:
         if candidate_proc is not None:
             candidate_proc.stop()
@@ -315,7 +358,12 @@ def _run_story(model: str, champion: int, store: Path, out: Path, port_base: int
                   str(monitoring_policy), "--json",
                   "--events-file", str(story / "alert-events.jsonl"),
                   "--metrics-file", str(story / "monitoring.prom"))  # fmt: skip
-    print(f"\nmonitoring the champion: {len(run['windows'])} windows, alerts to their owners:")
+    print(
+        f"\nmonitoring the champion: {len(run['windows'])} windows against the validated period "
+        f"(the drift detector tests every {pace.detector_window} scored encounters):"
+    )
+    _print_windows(run["windows"])
+    print("alerts to their owners:")
     for alert in run["alerts"]:
         print(f"  [{alert['severity']}] {alert['kind']} → {alert['owner']}: {alert['message']}")
     # 6. The canary's own numbers trip a rollback criterion (its predictor is gone by now: the
@@ -331,4 +379,4 @@ def _run_story(model: str, champion: int, store: Path, out: Path, port_base: int
             str(monitoring_policy), "--out", str(report))  # fmt: skip
     print(f"\nmonitoring report (self-contained HTML): {report}")
     print(f"audit log: hmlops rollout audit --model {model}")
-    return 0 if step["decision"] == "rollback" else 1
+    return StoryOutcome(candidate, run, step, report, story)

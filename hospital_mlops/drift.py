@@ -1,8 +1,11 @@
-"""Drift of the scored population against the training slice: the reference, the tests, and the
-monitor that turns KServe inference-logger events into test windows.
+"""Drift of the scored population against the last validated period: the reference, the tests,
+and the monitor that turns KServe inference-logger events into test windows.
 
-The reference is written at training time (``write_reference``) from the training slice's model
+The reference is written at training time (``write_reference``) from the held-out test slice (the
+newest period the model was validated on, which is what deployment follows) with its model
 features and the model's calibrated score, and registered as evidence with the model version.
+The training slice is not used: on a multi-year extract its older case mix differs from the
+deployment period by itself, so clean windows would alarm.
 At serving time the monitor pairs each logged request with its response (same ``ce-id``),
 recomputes the features from the raw request with the predictor's own code
 (``scoring.validate_instances`` + ``features.diabetes130_features``) and, each time a window is
@@ -33,7 +36,12 @@ import numpy as np
 import pandas as pd
 
 from hospital_mlops.catalog import SourceSpec
-from hospital_mlops.features import DIABETES130_INPUTS, FeatureSet, diabetes130_features
+from hospital_mlops.features import (
+    DIABETES130_INPUTS,
+    FeatureSet,
+    diabetes130_features,
+    diabetes130_out_of_cohort,
+)
 from hospital_mlops.inference_events import InferenceEvent
 from hospital_mlops.scoring import (
     ENCOUNTER_TOKEN,
@@ -48,11 +56,15 @@ from hospital_mlops.train import RiskModel
 Backend = Literal["alibi-detect", "scipy"]
 
 REFERENCE_FILE = "drift_reference.parquet"
-REFERENCE_SEED = 20_130_101  # fixed: the same training slice always gives the same reference
+REFERENCE_SEED = 20_130_101  # fixed: the same slice always gives the same reference
 SCORE_COLUMN = "risk"
 METADATA_KEY = b"hospital_mlops.drift_reference"
 MISSING_CATEGORY = "missing"
-UNSEEN_CATEGORY = "<unseen>"
+RARE_CATEGORY = "<rare or unseen>"
+# Chi-square needs expected counts of about 5 or more per cell (Cochran): a category rarer than
+# that in a window would make a single encounter of it "drift".
+MIN_EXPECTED = 5.0
+DEFAULT_WINDOW = 1000
 # Every numeric feature is non-negative; a missing value becomes its own point below the range
 # so missingness shifts are seen by KS instead of breaking it.
 MISSING_NUMERIC = -1.0
@@ -80,12 +92,14 @@ class DriftReference:
 
 
 def reference_frame(
-    train: pd.DataFrame, model: RiskModel, fs: FeatureSet, rows: int, seed: int = REFERENCE_SEED
+    rows_in: pd.DataFrame, model: RiskModel, fs: FeatureSet, rows: int, seed: int = REFERENCE_SEED
 ) -> pd.DataFrame:
-    """A deterministic sample of the training slice: its model features and calibrated score.
+    """A deterministic sample of a slice: its model features and calibrated score.
     Identifiers and the label are left out: the detector never sees either."""
     names = [f.name for f in fs.features]
-    sample = train.sample(n=min(rows, len(train)), random_state=seed) if len(train) else train
+    sample = (
+        rows_in.sample(n=min(rows, len(rows_in)), random_state=seed) if len(rows_in) else rows_in
+    )
     frame = sample[names].reset_index(drop=True)
     frame[SCORE_COLUMN] = model.predict_risk(frame, fs)
     return frame
@@ -93,24 +107,27 @@ def reference_frame(
 
 def write_reference(
     path: Path,
-    train: pd.DataFrame,
+    slice_rows: pd.DataFrame,
     model: RiskModel,
     fs: FeatureSet,
     rows: int,
     seed: int = REFERENCE_SEED,
+    *,
+    slice_name: str = "test",
 ) -> dict[str, Any]:
-    """Write ``drift_reference.parquet`` with its provenance in the parquet metadata."""
+    """Write ``drift_reference.parquet`` from ``slice_rows`` (the ``slice_name`` period of the
+    split) with its provenance in the parquet metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    frame = reference_frame(train, model, fs, rows, seed)
+    frame = reference_frame(slice_rows, model, fs, rows, seed)
     info = {
         "feature_set": fs.name,
         "feature_set_version": fs.version,
         "source": fs.source,
-        "slice": "train",
+        "slice": slice_name,
         "rows": len(frame),
-        "training_rows": len(train),
+        "slice_rows": len(slice_rows),
         "seed": seed,
         "score_column": SCORE_COLUMN,
         "categorical": [f.name for f in fs.features if f.kind != "numeric"],
@@ -150,22 +167,38 @@ def read_reference(path: Path) -> DriftReference:
 @dataclass(frozen=True)
 class FeatureEncoding:
     """Feature frame → float matrix. Categorical (and binary) features become codes of the
-    categories seen in the reference; a value the reference never had becomes one extra code."""
+    categories common enough in the reference to be tested (an expected ``MIN_EXPECTED`` or
+    more per window). The rest, and values the reference never had, share one code: the rare
+    pool. When even the pool is too rare to test on its own, it joins the least common tested
+    category, so one unusual encounter cannot make a window drift, while many still do."""
 
     names: tuple[str, ...]
-    categories: dict[str, tuple[str, ...]]  # categorical features only
+    categories: dict[str, tuple[str, ...]]  # categorical features only: the tested categories
+    rare: dict[str, tuple[str, ...]] = field(default_factory=dict)  # pooled reference categories
+    pool_code: dict[str, int] = field(default_factory=dict)  # the rare pool's code
 
     @classmethod
-    def from_reference(cls, reference: pd.DataFrame, fs: FeatureSet) -> FeatureEncoding:
+    def from_reference(
+        cls, reference: pd.DataFrame, fs: FeatureSet, window: int = DEFAULT_WINDOW
+    ) -> FeatureEncoding:
         missing = [f.name for f in fs.features if f.name not in reference.columns]
         if missing:
             raise DriftReferenceError(f"drift reference lacks features {missing}")
-        categories = {
-            f.name: tuple(sorted(set(_as_labels(reference[f.name]))))
-            for f in fs.features
-            if f.kind != "numeric"
-        }
-        return cls(tuple(f.name for f in fs.features), categories)
+        # a category is tested when its expected count in a window is at least MIN_EXPECTED
+        least = MIN_EXPECTED * len(reference) / max(window, 1)
+        categories, rare, pool_code = {}, {}, {}
+        for f in fs.features:
+            if f.kind == "numeric":
+                continue
+            counts = pd.Series(_as_labels(reference[f.name])).value_counts()
+            common = sorted(counts[counts >= least].index) or [str(counts.index[0])]
+            pooled = sorted(set(counts.index) - set(common))
+            categories[f.name], rare[f.name] = tuple(common), tuple(pooled)
+            if counts[pooled].sum() >= least or len(common) == 1:
+                pool_code[f.name] = len(common)  # its own code
+            else:
+                pool_code[f.name] = common.index(min(common, key=lambda c: (counts[c], c)))
+        return cls(tuple(f.name for f in fs.features), categories, rare, pool_code)
 
     @property
     def categorical_indices(self) -> list[int]:
@@ -186,17 +219,20 @@ class FeatureEncoding:
         the same labels as ``_as_labels``, without a string per row."""
         known = self.categories[name]
         lookup = {label: code for code, label in enumerate(known)}
+        pool = self.pool_code.get(name, len(known))
         codes, uniques = pd.factorize(values, use_na_sentinel=True)
         table = np.array(
-            [lookup.get(str(u), len(known)) for u in uniques]
-            + [lookup.get(MISSING_CATEGORY, len(known))],
+            [lookup.get(str(u), pool) for u in uniques] + [lookup.get(MISSING_CATEGORY, pool)],
             dtype="float64",
         )
         return np.asarray(table[codes])  # the missing sentinel -1 picks the last entry
 
     def category_label(self, name: str, code: float) -> str:
         known = self.categories[name]
-        return known[int(code)] if int(code) < len(known) else UNSEEN_CATEGORY
+        label = known[int(code)] if int(code) < len(known) else RARE_CATEGORY
+        if int(code) == self.pool_code.get(name, len(known)) and int(code) < len(known):
+            return f"{label} + {RARE_CATEGORY}"
+        return label
 
 
 def _as_labels(values: pd.Series) -> np.ndarray:
@@ -390,6 +426,7 @@ class DriftTester:
         backend: Backend,
         p_value: float,
         model_version: str,
+        window: int = DEFAULT_WINDOW,
     ) -> None:
         if reference.feature_set_version and reference.feature_set_version != fs.version:
             raise DriftReferenceError(
@@ -400,7 +437,7 @@ class DriftTester:
         self.reference = reference
         self.p_value = p_value
         self.model_version = model_version
-        self.encoding = FeatureEncoding.from_reference(reference.features, fs)
+        self.encoding = FeatureEncoding.from_reference(reference.features, fs, window)
         self.threshold = p_value / (len(self.encoding.names) + 1)
         x_ref = self.encoding.encode(reference.features)
         cls = AlibiDetectBackend if backend == "alibi-detect" else ScipyBackend
@@ -480,6 +517,7 @@ class _Pending:
     arrived: float
     time: str
     features: pd.DataFrame | None = None  # requests (None: the request was invalid)
+    in_use: np.ndarray | None = None  # requests: rows inside the intended use
     scores: np.ndarray | None = None  # responses (None: the response was invalid)
     model_versions: frozenset[str] = frozenset()
 
@@ -546,6 +584,9 @@ class DriftMonitor:
         self.received: Counter[str] = Counter()
         self.rejected: Counter[tuple[str, str]] = Counter()
         self.windows_filled = 0
+        # Scored rows outside the intended use (deaths, hospice): the reference has none, so
+        # they stay out of the windows; the predictor flags each as a limitation.
+        self.outside_intended_use = 0
 
     def collect(self, event: InferenceEvent) -> Intake:
         intake = Intake()
@@ -606,6 +647,7 @@ class DriftMonitor:
             return item
         item.features = diabetes130_features(valid.encounters, valid.prior_encounters)
         item.features = item.features.reset_index(drop=True)
+        item.in_use = ~diabetes130_out_of_cohort(valid.encounters)
         return item
 
     def _response(self, event: InferenceEvent, intake: Intake) -> _Pending:
@@ -644,13 +686,20 @@ class DriftMonitor:
         if expected and response.model_versions and response.model_versions != {expected}:
             intake.rejections.append(Rejection("other_model", "model_version"))
             return
+        features, scores = request.features, response.scores
+        if request.in_use is not None and not request.in_use.all():
+            self.outside_intended_use += int((~request.in_use).sum())
+            features = features.loc[request.in_use].reset_index(drop=True)
+            scores = scores[request.in_use]
+            if not len(scores):
+                return
         times = sorted(t for t in (request.time, response.time) if t)
         if times and not self.window_first_time:
             self.window_first_time = times[0]
         if times:
             self.window_last_time = max(self.window_last_time, times[-1])
-        self.chunks.append((request.features, response.scores))
-        self.buffered_rows += len(response.scores)
+        self.chunks.append((features, scores))
+        self.buffered_rows += len(scores)
         while self.buffered_rows >= self.window:
             intake.windows.append(self._cut())
 

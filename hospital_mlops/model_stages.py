@@ -128,10 +128,15 @@ def _write_training(
     golden = test[feature_names].head(GOLDEN_ROWS).reset_index(drop=True)
     golden["expected_risk"] = predictions[SCORE].head(GOLDEN_ROWS).to_numpy()
     golden.to_parquet(out_dir / "golden.parquet", index=False)
-    # What the drift detector compares served encounters with: registered as evidence so a
-    # version always carries the population it was trained on.
+    # What the drift detector compares served encounters with: the newest validated period, which
+    # is what deployment follows. Registered as evidence so a version carries its own baseline.
     write_reference(
-        out_dir / REFERENCE_FILE, split.train, model, fs, load_serving_config().drift.reference_rows
+        out_dir / REFERENCE_FILE,
+        test,
+        model,
+        fs,
+        load_serving_config().drift.reference_rows,
+        slice_name="test",
     )
 
     representativeness = {

@@ -59,6 +59,10 @@ EVENTS_INVALID = Counter(
     "Events or request/response pairs left out of the windows, by reason and field name",
     ["reason", "field"],
 )
+OUTSIDE_INTENDED_USE = Gauge(
+    "hmlops_drift_rows_outside_intended_use",
+    "Scored encounters left out of the windows: outside the intended use (death, hospice)",
+)
 WINDOWS_TESTED = Counter("hmlops_drift_windows_tested", "Windows tested for drift")
 WINDOWS_DROPPED = Counter(
     "hmlops_drift_windows_dropped", "Full windows not tested because tests fell behind"
@@ -163,13 +167,19 @@ class DriftDetector(Model):
                 )
                 expected = self.model_version
             fs = feature_set_for(self.source)
+            window = self.window_override or config.drift.window
             tester = DriftTester(
-                reference, fs, config.drift_backend, config.drift.p_value, self.model_version
+                reference,
+                fs,
+                config.drift_backend,
+                config.drift.p_value,
+                self.model_version,
+                window,
             )
             self.monitor = DriftMonitor(
                 tester,
                 load_catalog().source(self.source),
-                self.window_override or config.drift.window,
+                window,
                 expected_model_version=expected,
                 max_instances=config.limits.max_instances,
             )
@@ -224,6 +234,7 @@ class DriftDetector(Model):
             self._enqueue(window)
         BUFFERED_ROWS.set(self.monitor.buffered_rows)
         PENDING_EVENTS.set(self.monitor.pending_events)
+        OUTSIDE_INTENDED_USE.set(self.monitor.outside_intended_use)
         return {
             "status": "accepted",
             "kind": event.kind,
@@ -321,6 +332,7 @@ class DriftDetector(Model):
             "window": self.monitor.window,
             "buffered_rows": self.monitor.buffered_rows,
             "pending_events": self.monitor.pending_events,
+            "rows_outside_intended_use": self.monitor.outside_intended_use,
             "events_received": dict(self.monitor.received),
             "events_invalid": {
                 f"{r}:{f}": n for (r, f), n in sorted(self.monitor.rejected.items())

@@ -51,8 +51,16 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 class LocalStack:
-    def __init__(self, model: str, port_base: int, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        port_base: int,
+        log_dir: Path | None = None,
+        *,
+        detector_window: int | None = None,
+    ) -> None:
         self.model = model
+        self.detector_window = detector_window
         self.components = {
             name: Component(name, port_base + offset) for offset, name in enumerate(COMPONENTS)
         }
@@ -88,7 +96,8 @@ class LocalStack:
             return [*base, "--model", self.model, "--logger-url", self.detector.base_url + "/"]
         if name == "explainer":
             return [*base, "--predictor-host", f"127.0.0.1:{self.predictor.port}"]
-        return [*base, "--model", self.model]
+        window = [] if self.detector_window is None else ["--window", str(self.detector_window)]
+        return [*base, "--model", self.model, *window]
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"

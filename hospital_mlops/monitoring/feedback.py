@@ -38,8 +38,18 @@ feedback = sa.Table(
 )
 
 
+RejectionKind = Literal["invalid", "unknown_prediction", "duplicate"]
+
+
 class FeedbackRejected(ValueError):
-    """The response cannot be recorded; nothing was written."""
+    """The response cannot be recorded; nothing was written. ``field`` names the input at
+    fault; ``kind`` tells an invalid response from an unknown prediction and a duplicate (an
+    HTTP adapter answers 400, 404 and 409)."""
+
+    def __init__(self, message: str, kind: RejectionKind = "invalid") -> None:
+        super().__init__(message)
+        self.kind: RejectionKind = kind
+        self.field, _, self.detail = message.partition(": ")
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,9 @@ def record_feedback(
             sa.select(predictions.c.scored_at).where(predictions.c.prediction_id == prediction_id)
         ).scalar_one_or_none()
         if scored is None:
-            raise FeedbackRejected(f"prediction_id: no prediction {prediction_id[:40]!r} logged")
+            raise FeedbackRejected(
+                f"prediction_id: no prediction {prediction_id[:40]!r} logged", "unknown_prediction"
+            )
         skew = (_utc(scored, "scored_at") - when).total_seconds()
         if skew > CLOCK_SKEW.total_seconds():
             raise FeedbackRejected(
@@ -121,7 +133,8 @@ def record_feedback(
         if existing is not None:
             raise FeedbackRejected(
                 f"prediction_id: a response ({existing}) is already recorded for this "
-                "prediction; duplicates are refused"
+                "prediction; duplicates are refused",
+                "duplicate",
             )
         feedback_id = str(uuid.uuid4())
         stamped = when.isoformat().replace("+00:00", "Z")
@@ -136,6 +149,18 @@ def record_feedback(
         }
         conn.execute(table.insert(), [row])
     return FeedbackRecorded(feedback_id, prediction_id, response, stamped, max(skew, 0.0))
+
+
+def recorded_feedback(log: PredictionLog, prediction_id: str) -> dict[str, Any] | None:
+    """The response recorded for one prediction, or None."""
+    table = feedback_table(log)
+    with log.engine.connect() as conn:
+        row = (
+            conn.execute(sa.select(table).where(table.c.prediction_id == prediction_id))
+            .mappings()
+            .one_or_none()
+        )
+    return dict(row) if row is not None else None
 
 
 def responses(log: PredictionLog, model: str, version: int) -> pd.DataFrame:

@@ -73,8 +73,6 @@ def decide(
     policy = _policy(policy_path)
     c = registry.client()
     champion = registry._resolve(c, model, ref)
-    newest = registry._resolve(c, model, "latest")
-    pending = int(newest.version) if int(newest.version) > int(champion.version) else None
     decision = retraining_decision(
         run,
         policy.retraining,
@@ -82,9 +80,27 @@ def decide(
         champion_registered_at=_registered_at(champion),
         now=now or datetime.now(UTC),
         protocol_change=protocol_change,
-        pending_challenger=pending,
+        pending_challenger=_waiting_challenger(model, int(champion.version)),
     )
     return {"champion": int(champion.version), **decision.as_dict()}
+
+
+def _waiting_challenger(model: str, champion: int) -> int | None:
+    """The newest version after the champion that may still roll out: not retired, and not
+    left rolled back by its last rollout (a rolled-back candidate must not hold retraining)."""
+    from hospital_mlops.governance import registry
+    from hospital_mlops.rollout.audit import read_audit, rolled_back_versions
+    from hospital_mlops.rollout.commands import rollout_dir
+
+    rolled_back = rolled_back_versions(read_audit(rollout_dir() / "audit.jsonl"), model)
+    newer = [
+        int(v.version)
+        for v in registry.client().search_model_versions(f"name='{model}'")
+        if int(v.version) > champion
+        and int(v.version) not in rolled_back
+        and not v.tags.get(registry.RETIRED_TAG)
+    ]
+    return max(newer, default=None)
 
 
 def newest_snapshot(store_root: Path, source: str) -> dict[str, Any] | None:

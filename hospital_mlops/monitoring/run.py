@@ -110,10 +110,9 @@ def drift_results(store: DriftStore, model_version: str) -> pd.DataFrame:
 
 def baseline_from_registry(model: str, ref: str) -> tuple[Baseline, int]:
     """The registered version's last validated period: its test-period evaluation and the risks
-    it gave that period (``evidence/test_predictions.parquet``); and its version number. The
-    drift reference (training slice) is not the score baseline: this dataset's risks move between
-    its training and test periods, and a window of the validated period itself would look
-    drifted against it."""
+    it gave that period (``evidence/test_predictions.parquet``, every encounter of it, with
+    labels); and its version number. The drift detector's reference is a label-free sample of
+    the same period."""
     import mlflow
     from mlflow.exceptions import MlflowException
 

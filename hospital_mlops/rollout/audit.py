@@ -92,6 +92,16 @@ def append_audit(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
     return stamped
 
 
+def rolled_back_versions(entries: list[dict[str, Any]], model: str) -> set[int]:
+    """The model's versions whose last rollout decision left them rolled back."""
+    last_phase: dict[int, str] = {}
+    for entry in entries:
+        state = entry.get("result_state")
+        if entry.get("model") == model and entry.get("changed_state") and state:
+            last_phase[int(state["candidate_version"])] = str(state["phase"])
+    return {v for v, phase in last_phase.items() if phase == "rolled_back"}
+
+
 def last_action(entries: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
     """The model's last entry that changed its rollout (refusals and plans change nothing)."""
     for entry in reversed(entries):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,26 @@ def evidence_path(summary: dict, name: str) -> str:
 
 def artifact_sha(summary: dict, name: str) -> str:
     return next(a["sha256"] for a in summary["artifacts"] if a["name"] == name)
+
+
+def free_port_base(span: int = 3) -> int:
+    """The first of ``span`` consecutive free loopback ports."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            base = int(sock.getsockname()[1])
+        if base + span < 65_000 and all(_port_free(base + i) for i in range(span)):
+            return base
+    raise RuntimeError("no free port range")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def hmlops(*args: str, key: str | None = TEST_KEY) -> subprocess.CompletedProcess[str]:

@@ -103,7 +103,14 @@ def rollout_env(d130_runs, d130_champion, tmp_path_factory):
         patch.setenv("HMLOPS_PREDICTION_LOG_URL", f"sqlite:///{root / 'main.sqlite'}")
         patch.setenv("HMLOPS_SHADOW_PREDICTION_LOG_URL", f"sqlite:///{root / 'shadow.sqlite'}")
         replay = Replay(root / "main.sqlite", root / "shadow.sqlite", d130_champion, candidate)
-        yield {"root": root, "candidate": candidate, "champion": d130_champion, "replay": replay}
+        start = len(_audit({"audit_start": 0}))
+        yield {
+            "root": root,
+            "candidate": candidate,
+            "champion": d130_champion,
+            "replay": replay,
+            "audit_start": start,
+        }
 
 
 def _rollout(env, action: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -119,10 +126,11 @@ def _json(proc: subprocess.CompletedProcess[str]) -> dict:
 
 
 def _audit(env) -> list[dict]:
+    """This module's entries: the session's log may hold other tests' rollouts before them."""
     from hospital_mlops.rollout.audit import read_audit
     from hospital_mlops.rollout.commands import rollout_dir
 
-    return read_audit(rollout_dir() / "audit.jsonl")
+    return read_audit(rollout_dir() / "audit.jsonl")[env["audit_start"] :]
 
 
 def _state_file() -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,32 +17,13 @@ from hypothesis import strategies as st
 
 from hospital_mlops.sources.extract import read_extract
 from tests.conftest import TEST_KEY
-from tests.integration.conftest import HMLOPS, hmlops
+from tests.integration.conftest import HMLOPS, free_port_base, hmlops
 from tests.phi_scan import raw_identifiers, scan
 
 CONTRACT = {
     "risk", "band", "alert", "reasons", "missing_inputs", "model_version", "prediction_id",
     "limitations",
 }  # fmt: skip
-
-
-def _free_port_base(span: int = 3) -> int:
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        if base + span < 65_000 and all(_port_free(base + i) for i in range(span)):
-            return base
-    raise RuntimeError("no free port range")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +35,7 @@ def example_body(d130_champion) -> dict:
 
 @pytest.fixture(scope="module")
 def stack(d130_champion):
-    base = _free_port_base()
+    base = free_port_base()
     server = subprocess.Popen(
         [*HMLOPS, "serve", "--model", "readmission-30d@champion", "--port-base", str(base)],
         stdout=subprocess.PIPE,
@@ -182,13 +162,19 @@ def test_an_explanation_in_both_views(stack, example_body) -> None:
 
 
 def test_the_detector_tests_a_window_of_the_predictors_events(stack) -> None:
-    """1,000 real test-period encounters scored in batches of 100: the predictor's logger
-    events fill one window, which the detector tests against the training reference."""
+    """1,100 real test-period encounters scored in batches of 100: the predictor's logger
+    events fill one window of 1,000 inside the intended use (deaths and hospice discharges are
+    left out and counted), which the detector tests against the validated period's reference."""
     from hospital_mlops.example_requests import registered_examples
+    from hospital_mlops.features import diabetes130_out_of_cohort_row
 
     _, urls = stack
-    encounters = registered_examples("readmission-30d", "champion", n=1000, seed=3)
-    for start in range(0, 1000, 100):
+    # the store keeps the version's last result across restarts: wait for a new one
+    before = httpx.get(f"{urls['d']}/drift/latest").json()
+    encounters = registered_examples("readmission-30d", "champion", n=1100, seed=3)
+    outside = sum(diabetes130_out_of_cohort_row(e) for e in encounters)
+    assert 0 < outside < 100  # the extract's ~3% are in the sample, and 1,000 remain
+    for start in range(0, 1100, 100):
         answer = httpx.post(
             f"{urls['p']}/v1/models/readmission:predict",
             json={"instances": encounters[start : start + 100]},
@@ -199,10 +185,12 @@ def test_the_detector_tests_a_window_of_the_predictors_events(stack) -> None:
     latest: dict = {}
     while time.monotonic() < deadline:
         latest = httpx.get(f"{urls['d']}/drift/latest").json()
-        if latest.get("status") == "tested":
+        if latest.get("status") == "tested" and latest.get("window_id") != before.get("window_id"):
             break
         time.sleep(0.5)
     assert latest.get("status") == "tested", latest
+    left_out = latest["rows_outside_intended_use"] - before["rows_outside_intended_use"]
+    assert left_out == outside
     assert latest["window_size"] == 1000 and isinstance(latest["is_drift"], bool)
     assert set(latest["feature_p_values"]) >= {"age_years", "inpatient_admissions_prior_year"}
     assert 0 <= latest["score_p_value"] <= 1
@@ -416,7 +404,7 @@ def test_a_changed_model_artifact_is_never_served(d130_runs) -> None:
     try:
         proc = hmlops(
             "serve-one", "predictor", "--model", f"readmission-30d@{version}",
-            "--port", str(_free_port_base(1)),
+            "--port", str(free_port_base(1)),
         )  # fmt: skip
     finally:
         model_json.write_bytes(original)
@@ -461,7 +449,7 @@ def test_a_storage_path_bundle_serves_the_same_answers_and_refuses_changes(
         (bundle / "risk_model" / "calibration.json").read_text() + " "
     )
     refused = hmlops(
-        "serve-one", "predictor", "--model", str(changed), "--port", str(_free_port_base(1))
+        "serve-one", "predictor", "--model", str(changed), "--port", str(free_port_base(1))
     )
     assert refused.returncode == 1 and "changed after export" in refused.stderr
     again = hmlops(

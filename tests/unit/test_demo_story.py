@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hospital_mlops.demo_story import FAULT, WINDOW_SECONDS, _demo_policies, _to_candidate
+from hospital_mlops.demo_story import DEMO_PACE, FAULT, _demo_policies, _to_candidate
 from hospital_mlops.example_requests import labelled_instances
 from hospital_mlops.monitoring.policy import load_monitoring_policy
 from hospital_mlops.rollout.policy import load_rollout_policy
@@ -19,7 +19,7 @@ def test_the_demo_policies_are_the_shipped_ones_with_compressed_time(tmp_path) -
     assert monitoring_path.read_text().startswith("# The demo's compressed time")
     monitoring = load_monitoring_policy(monitoring_path)  # the real validators
     shipped = load_monitoring_policy()
-    assert monitoring.windows.length_hours * 3600 == WINDOW_SECONDS
+    assert monitoring.windows.length_hours * 3600 == DEMO_PACE.window_seconds
     assert monitoring.thresholds == shipped.thresholds  # the alerts are the real ones
     assert monitoring.owners == shipped.owners
     rollout = load_rollout_policy(rollout_path)

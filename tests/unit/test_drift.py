@@ -16,6 +16,8 @@ import pytest
 
 from hospital_mlops.catalog import SourceSpec, load_catalog
 from hospital_mlops.drift import (
+    MIN_EXPECTED,
+    RARE_CATEGORY,
     REFERENCE_FILE,
     SCORE_COLUMN,
     DriftMonitor,
@@ -171,14 +173,14 @@ def test_reference_is_a_deterministic_token_free_sample_with_its_feature_set(
     a, b = read_reference(tmp_path / "a.parquet"), read_reference(tmp_path / "b.parquet")
     pd.testing.assert_frame_equal(a.features, b.features)
     assert np.array_equal(a.scores, b.scores)
-    assert len(a.features) == 2000 and info["rows"] == 2000 and info["training_rows"] == len(train)
-    assert a.feature_set_version == FS.version and a.info["slice"] == "train"
+    assert len(a.features) == 2000 and info["rows"] == 2000 and info["slice_rows"] == len(train)
+    assert a.feature_set_version == FS.version and a.info["slice"] == "test"
     # model features only: no encounter/patient tokens, no label
     assert list(a.features.columns) == [f.name for f in FS.features]
     # the score column is the model's own calibrated risk for those rows
     assert np.allclose(a.scores, pop.model.predict_risk(a.features, FS))
     assert a.scores.min() > 0 and a.scores.max() < 1
-    # capped at the training slice's size
+    # capped at the slice's size
     small = write_reference(tmp_path / "c.parquet", train.head(700), pop.model, FS, rows=2000)
     assert small["rows"] == 700
 
@@ -197,27 +199,57 @@ def test_a_reference_from_another_feature_set_or_without_provenance_is_refused(
         read_reference(plain)
 
 
-def test_categories_come_from_the_reference_and_a_new_value_is_one_more(
+def test_categories_come_from_the_reference_and_rare_or_new_values_share_one_code(
     reference: DriftReference,
 ) -> None:
-    encoding = FeatureEncoding.from_reference(reference.features, FS)
+    encoding = FeatureEncoding.from_reference(reference.features, FS, WINDOW)
     assert set(encoding.categories) == {f.name for f in FS.features if f.kind != "numeric"}
-    assert "missing" in encoding.categories["sex_male"]  # the one nullable feature
+    least = MIN_EXPECTED * len(reference.features) / WINDOW
     codes = encoding.encode(reference.features)
     for name, known in encoding.categories.items():
-        column = codes[:, encoding.names.index(name)].astype(int)
         labels = reference.features[name].astype(object)
         labels = labels.where(labels.notna(), "missing").astype(str)
-        assert [known[c] for c in column] == list(labels)
+        counts = labels.value_counts()
+        # tested: the categories expected MIN_EXPECTED times or more in a window; the rest pooled
+        assert set(known) == set(counts[counts >= least].index), name
+        assert set(encoding.rare[name]) == set(counts[counts < least].index), name
+        column = codes[:, encoding.names.index(name)].astype(int)
+        pool = encoding.pool_code[name]
+        expected = [known.index(v) if v in known else pool for v in labels]
+        assert column.tolist() == expected, name
+    # sex_male's missing value is one row in thousands: pooled, never its own cell
+    assert "missing" in encoding.rare["sex_male"]
     window = reference.features.head(3).copy()
     window.loc[0, "race"] = "a value never seen"
     window.loc[1, "sex_male"] = np.nan
     window.loc[2, "num_procedures"] = np.nan
     encoded = encoding.encode(window)
     race, sex = encoding.names.index("race"), encoding.names.index("sex_male")
-    assert encoding.category_label("race", encoded[0, race]) == "<unseen>"
-    assert encoding.category_label("sex_male", encoded[1, sex]) == "missing"
+    assert encoded[0, race] == encoding.pool_code["race"]
+    assert RARE_CATEGORY in encoding.category_label("race", encoded[0, race])
+    assert encoded[1, sex] == encoding.pool_code["sex_male"]
     assert encoded[2, encoding.names.index("num_procedures")] == -1.0
+
+
+@pytest.mark.parametrize("backend", ["alibi-detect", "scipy"])
+def test_one_unusual_encounter_is_not_drift_but_many_are(
+    pop: Population, reference: DriftReference, backend: str
+) -> None:
+    """Chi-square on a cell expected 0.05 times calls a single encounter drift; pooled, it takes
+    a real change in the share."""
+    size = 250  # small windows are where an expected count of 0.03 happens
+    tester = DriftTester(reference, FS, backend, P_VALUE, "m/1", size)  # type: ignore[arg-type]
+    window = pop.features.iloc[REFERENCE_ROWS : REFERENCE_ROWS + size].reset_index(drop=True)
+    scores = pop.model.predict_risk(window, FS)
+    assert "sex_male" not in tester.test(window, scores).drifted_features
+    one = window.copy()
+    one.loc[0, "sex_male"] = np.nan  # the rare "Unknown/Invalid" sex
+    one.loc[1, "race"] = "a value never seen"
+    result = tester.test(one, scores)
+    assert "sex_male" not in result.drifted_features and "race" not in result.drifted_features
+    many = window.copy()
+    many.loc[: size // 5, "race"] = "a value never seen"  # a fifth of the window
+    assert "race" in tester.test(many, scores).drifted_features
 
 
 # --- the tests on real encounters ---------------------------------------------------------------
@@ -370,6 +402,27 @@ def test_pairs_by_event_id_in_either_order_and_carries_the_remainder(
         window.scores[:20], np.asarray([p["risk"] for p in resp_a.data["predictions"]])
     )
     assert monitor.received == {"request": 2, "response": 2} and not monitor.rejected
+
+
+def test_encounters_outside_the_intended_use_stay_out_of_the_windows_and_are_counted(
+    pop: Population, testers: dict[str, DriftTester]
+) -> None:
+    """Deaths and hospice discharges are scored (with a limitation) but are not in the
+    reference's population: in a window they would read as a shift in discharge disposition."""
+    monitor = _monitor(pop, testers)
+    served = list(pop.instances[REFERENCE_ROWS : REFERENCE_ROWS + 40])
+    for i in (3, 17, 18, 35):
+        served[i] = {**served[i], "discharge_disposition_id": 11}  # expired
+    (window,) = [w for req, resp in event_pairs(pop, served, "u") for w in
+                 monitor.collect(req).windows + monitor.collect(resp).windows]  # fmt: skip
+    assert monitor.outside_intended_use == 4 and monitor.buffered_rows == 36 - 30
+    kept = [i for i in range(40) if i not in (3, 17, 18, 35)]
+    names = [f.name for f in FS.features]
+    expected = pop.features.iloc[[REFERENCE_ROWS + i for i in kept[:30]]]
+    pd.testing.assert_frame_equal(
+        window.features[names].reset_index(drop=True), expected[names].reset_index(drop=True)
+    )
+    assert not monitor.rejected  # left out, not rejected
 
 
 def test_invalid_requests_and_responses_are_counted_by_field_never_buffered(

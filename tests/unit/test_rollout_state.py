@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from hospital_mlops.rollout.audit import AuditLogError, append_audit, last_action, read_audit
+from hospital_mlops.rollout.audit import (
+    AuditLogError,
+    append_audit,
+    last_action,
+    read_audit,
+    rolled_back_versions,
+)
 from hospital_mlops.rollout.policy import load_rollout_policy
 from hospital_mlops.rollout.state import (
     RolloutRecord,
@@ -115,6 +121,24 @@ def test_the_audit_chain_records_and_verifies(tmp_path) -> None:
     assert last_action(entries, "m")["sha256"] == first["sha256"]  # the hold changed nothing
     assert last_action(entries, "other")["sha256"] == third["sha256"]
     assert last_action(entries, "nobody") is None
+
+
+def test_a_version_counts_as_rolled_back_only_while_its_last_rollout_says_so(tmp_path) -> None:
+    path = tmp_path / "audit.jsonl"
+
+    def decided(model: str, version: int, phase: str, changed: bool = True) -> None:
+        state = {"candidate_version": version, "phase": phase} if changed else None
+        append_audit(path, {"model": model, "changed_state": changed, "result_state": state})
+
+    decided("m", 2, "shadow")
+    decided("m", 2, "rolled_back")
+    decided("m", 3, "canary")
+    decided("m", 3, "rolled_back")
+    decided("m", 3, "shadow")  # tried again after a fix: waiting once more
+    decided("m", 4, "rolled_back", changed=False)  # a refusal changes nothing
+    decided("other", 5, "rolled_back")
+    assert rolled_back_versions(read_audit(path), "m") == {2}
+    assert rolled_back_versions(read_audit(path), "other") == {5}
 
 
 @pytest.mark.parametrize("tamper", ["edit", "delete", "reorder", "garbage"])
