@@ -18,9 +18,6 @@ Usage: python benchmarks/bench_drift.py [--repeats 30]
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -29,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_common import save_and_print
 
 from hospital_mlops.example_requests import jsonable
 
@@ -159,18 +157,8 @@ def main() -> None:
         "intake_ms_per_100_instance_pair_p95": round(_percentile(intake_ms, 95), 2),
         "write_reference_s": round(write_reference_s, 3),
         "prepare_s": round(prepare_s, 1),
-        "machine": {
-            "python": platform.python_version(),
-            "processor": platform.machine(),
-            "cpus": os.cpu_count(),
-            # the development machine is shared: read the times against its load
-            "load_average_1m": round(os.getloadavg()[0], 2),
-        },
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(report, indent=2, sort_keys=True))
+    save_and_print(report, RESULTS)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hospital_mlops import cli_monitoring, cli_rollout, cli_serving
+from hospital_mlops import cli_cds, cli_monitoring, cli_rollout, cli_serving
 from hospital_mlops.governance.config import ROLES
 
 # The errors a user can act on, by module: the CLI imports a module only when a command needs
@@ -32,6 +32,9 @@ USAGE_ERRORS = (
     ("hospital_mlops.governance.registry", ("RegistryUnavailable", "RegistryError")),
     ("hospital_mlops.governance.compare", ("CompareError",)),
     ("hospital_mlops.cli_serving", ("ServeUsageError",)),
+    ("hospital_mlops.cli_cds", ("CdsUsageError",)),
+    ("hospital_mlops.fhir_mapping", ("FhirMappingError",)),
+    ("hospital_mlops.cds_config", ("CdsConfigError",)),
     ("hospital_mlops.prediction_log", ("PredictionNotFound",)),
     ("hospital_mlops.serving_config", ("ServingConfigError",)),
     ("hospital_mlops.monitoring.outcomes", ("OutcomesRejected",)),
@@ -136,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_serving.add_parsers(sub)
     cli_monitoring.add_parsers(sub)
     cli_rollout.add_parsers(sub)
+    cli_cds.add_parsers(sub)
 
     lic = sub.add_parser("licenses", help="inventory installed licences; flag non-OSI ones")
     lic.add_argument("--out", type=Path, default=Path("out/licenses.csv"), help=".csv or .json")
@@ -262,6 +266,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cli_monitoring.dispatch(args)
     if args.command == "rollout":
         return cli_rollout.dispatch(args)
+    if args.command == "cds":
+        return cli_cds.dispatch(args)
     if args.command == "scenarios":
         from hospital_mlops.faults import SCENARIOS
 

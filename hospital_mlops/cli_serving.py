@@ -272,6 +272,7 @@ def demo_round_trip(model: str, store: Path, port_base: int = 8080, n: int = 5) 
             print(json.dumps(explained.json(), indent=2))
             drift = client.get(f"{stack.detector.base_url}/drift/latest")
             print(f"\nDrift detector (HTTP {drift.status_code}): {json.dumps(drift.json())}")
+            _demo_cds_card(stack.predictor.base_url, port_base + 3, stack.log_dir)
         print(
             f"\n  lineage of that prediction:  hmlops lineage {predictions[0]['prediction_id']} "
             f"--out {store}"
@@ -280,3 +281,36 @@ def demo_round_trip(model: str, store: Path, port_base: int = 8080, n: int = 5) 
         stack.stop()
         print("servers stopped.")
     return 0
+
+
+def _demo_cds_card(predictor_url: str, port: int, log_dir: Path) -> None:
+    """Start the CDS Hooks service against the predictor, post one encounter-discharge call
+    built from example FHIR data (a real test-period encounter), print the card, stop it."""
+    import subprocess
+
+    import httpx
+
+    from hospital_mlops.cli_cds import example_request
+    from serving.readiness import wait_until_ready
+
+    log_file = log_dir / "cds.log"
+    argv = [sys.executable, "-m", "hospital_mlops.cli", "cds", "serve", "--port", str(port),
+            "--predictor-url", predictor_url]  # fmt: skip
+    with log_file.open("wb") as sink:
+        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{base}/cds-services", process, log_file, timeout=120)
+        request = example_request("complete")
+        answer = httpx.post(
+            f"{base}/cds-services/readmission-risk-discharge", json=request, timeout=30
+        )
+        print(
+            f"\nCDS Hooks: encounter-discharge for the example patient (a FHIR Bundle of "
+            f"{len(request['prefetch']['bundle']['entry'])} resources) → HTTP "
+            f"{answer.status_code}, the card:"
+        )
+        print(json.dumps(answer.json(), indent=2))
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

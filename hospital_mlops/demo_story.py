@@ -34,6 +34,7 @@ import pandas as pd
 import yaml
 
 from hospital_mlops.paths import config_path
+from serving.readiness import NotReady, wait_until_ready
 
 FAULT = "diagnoses_truncated"
 SEED = 23
@@ -109,19 +110,11 @@ class Predictor:
         self.log_file = log_file
         with log_file.open("wb") as sink:
             self.process = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 240
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the candidate predictor exited; see {log_file}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the candidate predictor was not ready; see {log_file}")
-            time.sleep(0.3)
+        try:
+            wait_until_ready(f"{self.url}/v2/health/ready", self.process, log_file)
+        except NotReady as exc:
+            self.stop()
+            raise RuntimeError(f"the candidate predictor: {exc}") from None
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -34,6 +34,7 @@ BASE_IMAGE = "hospital-mlops-serving"
 SERVICE = "readmission"  # the InferenceService clients call
 SHADOW_SERVICE = f"{SERVICE}-shadow"
 DETECTOR = "readmission-drift-detector"
+CDS = "readmission-cds"
 BROKER = "hmlops-inference-events"
 PORT = 8080
 
@@ -84,6 +85,11 @@ def explainer_args(ref: str, predictor: str) -> list[str]:
 
 def detector_args(ref: str) -> list[str]:
     return ["serve-one", "detector", "--model", ref, "--port", str(PORT), "--bind", "0.0.0.0"]
+
+
+def cds_args(namespace: str) -> list[str]:
+    url = f"http://{predictor_host(SERVICE, namespace)}"
+    return ["cds", "serve", "--port", str(PORT), "--bind", "0.0.0.0", "--predictor-url", url]
 
 
 def predictor_host(service: str, namespace: str) -> str:
@@ -211,6 +217,11 @@ def _stage_patches(
         _patch({**isvc, "name": SERVICE}, replacements),
         # The detector's drift reference is the pinned version's training data.
         _patch(detector, {"/spec/template/spec/containers/0/args": detector_args(ref)}),
+        # The CDS service calls whichever version the InferenceService serves, in this namespace.
+        _patch(
+            {**detector, "name": CDS},
+            {"/spec/template/spec/containers/0/args": cds_args(namespace)},
+        ),
     ]
 
 

@@ -53,7 +53,9 @@ def test_rendered_overlay_pins_version_image_and_namespace(
     assert containers
     for c in containers:
         model_args = [c["args"][i + 1] for i, a in enumerate(c["args"]) if a == "--model"]
-        assert model_args == [f"{MODEL}@7"], c["args"]  # no alias survives
+        # no alias survives; the CDS service names no model (it calls the served predictor)
+        expected = [] if c["args"][:2] == ["cds", "serve"] else [f"{MODEL}@7"]
+        assert model_args == expected, c["args"]
         assert c["image"] == IMAGE
     for doc in docs:
         if doc["kind"] == "Namespace":
@@ -73,6 +75,9 @@ def test_namespace_reaches_the_strings_that_embed_it(
     args = isvc["spec"]["explainer"]["containers"][0]["args"]
     host = args[args.index("--predictor_host") + 1]
     assert host == f"{deploy.SERVICE}-predictor.{NAMESPACE}"
+    cds = one(rendered[stage], "Deployment", deploy.CDS)["spec"]["template"]["spec"]
+    args = cds["containers"][0]["args"]
+    assert args[args.index("--predictor-url") + 1] == f"http://{host}"
     detector = one(rendered[stage], "Deployment", deploy.DETECTOR)
     assert detector["spec"]["template"]["spec"]["containers"][0]["args"] == deploy.detector_args(
         f"{MODEL}@7"

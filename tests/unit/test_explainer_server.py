@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 
+from hospital_mlops.evaluate.evaluation import LABEL, SCORE
 from hospital_mlops.explain import JARGON, MEDICATION_GROUP
 from hospital_mlops.features import feature_set_for
 from hospital_mlops.governance import registry
@@ -89,8 +91,9 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"server on {port} not ready in {START_TIMEOUT} s:\n{log.read_text()[-3000:]}")
 
 
-def _register(real: Real, work: Path) -> None:
-    """A servable version, registered, signed off and promoted as the pipeline would."""
+def _register(real: Real, work: Path, model_name: str = MODEL) -> None:
+    """A servable version, registered, signed off and promoted as the pipeline would, with its
+    test-period predictions as evidence (the CDS card's calibration reads them)."""
     fs = feature_set_for("diabetes130")
     model = real_model(real)
     model_dir = work / "risk_model"
@@ -101,11 +104,15 @@ def _register(real: Real, work: Path) -> None:
     training = work / "training.json"
     primary = load_use_case().thresholds.primary
     training.write_text(json.dumps({"thresholds": {primary: 0.15}, "split": real.split.summary}))
+    test_predictions = work / "test_predictions.parquet"
+    pd.DataFrame(
+        {SCORE: model.predict_risk(real.split.test, fs), LABEL: real.split.test[fs.label]}
+    ).to_parquet(test_predictions, index=False)
     version = registry.log_candidate(
-        MODEL,
+        model_name,
         registry.Candidate(
             model_dir=model_dir,
-            evidence={"training.json": training},
+            evidence={"training.json": training, "test_predictions.parquet": test_predictions},
             params={"source": "diabetes130"},
             metrics={},
             tags={"lineage.model_sha256": digest, "feature_set_version": fs.version},
@@ -116,8 +123,8 @@ def _register(real: Real, work: Path) -> None:
     )["version"]
     roles = list(load_governance().required_signoffs)
     for role in roles:
-        registry.sign_off(MODEL, version, role, "Test reviewer")
-    registry.promote(MODEL, version, "champion", roles)
+        registry.sign_off(model_name, version, role, "Test reviewer")
+    registry.promote(model_name, version, "champion", roles)
 
 
 @dataclass

@@ -400,13 +400,16 @@ def test_secrets_are_referenced_never_shipped(name: str) -> None:
                     assert not ref.get("optional"), f"{env_name}: a missing Secret must block"
 
 
-def test_the_hmac_key_reaches_only_the_predictors() -> None:
-    """Least privilege for the tokenization key: the explainer and the detector never get it."""
+def test_the_hmac_key_reaches_only_the_predictors_and_the_cds_service() -> None:
+    """Least privilege for the tokenization key: the explainer and the detector never get it;
+    the CDS service does, to tokenize the EHR's encounter id before the predictor sees it."""
     docs = built("production") + built("shadow")
     for pod in workload_pods(docs):
         containers = pod["spec"]["containers"]
         has_key = any("HMLOPS_HMAC_KEY" in _env(c) for c in containers)
-        assert has_key == (pod["metadata"]["labels"].get("component") == "predictor"), pod
+        labels = pod["metadata"]["labels"]
+        needs = labels.get("component") == "predictor" or pod["metadata"]["name"] == deploy.CDS
+        assert has_key == needs, pod["metadata"]["name"]
 
 
 def test_example_secrets_are_fake_complete_and_outside_every_build() -> None:
@@ -468,7 +471,9 @@ def test_no_policy_opens_a_pod_to_everyone() -> None:
 def test_every_pod_has_its_paths_and_only_those(name: str) -> None:
     docs = built(name)
     pods = {p["metadata"]["name"]: p for p in workload_pods(docs)}
-    assert set(pods) == {"readmission-predictor", "readmission-explainer", deploy.DETECTOR}
+    assert set(pods) == {
+        "readmission-predictor", "readmission-explainer", deploy.DETECTOR, deploy.CDS
+    }  # fmt: skip
     for pod in pods.values():
         ingress = [p["metadata"]["name"] for p in _policies(docs, pod, "Ingress")]
         egress = [p["metadata"]["name"] for p in _policies(docs, pod, "Egress")]
@@ -502,6 +507,15 @@ def test_every_pod_has_its_paths_and_only_those(name: str) -> None:
     assert predictor_in == {"istio-system", "knative-serving", "same"}
     explainer_out = {ns for ns, _, _ in peers("readmission-explainer", "egress")}
     assert "hospital-mlops-db" not in explainer_out and "knative-eventing" not in explainer_out
+    # the EHR reaches the CDS service only through the ingress gateway; it reaches out to the
+    # predictor, the registry, the feedback store and (via the egress gateway) the FHIR server
+    gateway = json.dumps({"matchLabels": {"istio": "ingressgateway"}}, sort_keys=True)
+    assert peers(deploy.CDS, "ingress") == [("istio-system", gateway, 8080)]
+    cds_out = {(ns, port) for ns, _, port in peers(deploy.CDS, "egress")}
+    assert cds_out >= {("mlflow", 5000), ("hospital-mlops-db", 5432), ("istio-system", 8443)}
+    assert {ns for ns, _ in cds_out} == {
+        "kube-system", "istio-system", "knative-serving", "same", "mlflow", "hospital-mlops-db"
+    }  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- wiring: events
@@ -592,6 +606,7 @@ def test_commands_are_the_ones_the_renderer_writes(name: str, ref: str) -> None:
     host = deploy.predictor_host(deploy.SERVICE, NAMESPACE)
     assert args["readmission-explainer"] == deploy.explainer_args(model_ref, host)
     assert args[deploy.DETECTOR] == deploy.detector_args("readmission-30d@champion")
+    assert args[deploy.CDS] == deploy.cds_args(NAMESPACE)
     for pod in workload_pods(built(name)):
         assert pod["spec"]["containers"][0]["command"] == ["hmlops"]
 
@@ -603,6 +618,15 @@ def test_the_cli_accepts_the_explainer_command_as_kserve_runs_it() -> None:
     args = build_parser().parse_args(kserve_explainer_args(isvc))
     assert args.predictor_host == deploy.predictor_host(deploy.SERVICE, NAMESPACE)
     assert args.port == deploy.PORT
+
+
+def test_the_cli_accepts_the_cds_command_the_manifest_runs() -> None:
+    from hospital_mlops.cli import build_parser
+
+    cds = one(built("production"), "Deployment", deploy.CDS)["spec"]["template"]["spec"]
+    args = build_parser().parse_args(cds["containers"][0]["args"])
+    assert (args.command, args.action, args.port, args.bind) == ("cds", "serve", 8080, "0.0.0.0")
+    assert args.predictor_url == f"http://{deploy.predictor_host(deploy.SERVICE, NAMESPACE)}"
 
 
 # ----------------------------------------------------------------------------------------- stages

@@ -1,0 +1,135 @@
+"""Benchmark the CDS Hooks card latency beside the bare predictor call.
+
+Starts the real predictor (``hmlops serve-one predictor``) and the CDS Hooks service
+(``hmlops cds serve``) as processes on 127.0.0.1, then times, sequentially over keep-alive
+connections:
+
+- ``card``: ``POST /cds-services/readmission-risk-discharge`` with the prefetch as one patient
+  Bundle (FHIR validation + mapping + the predictor call + the card);
+- ``predictor``: the same encounter's v1 instance posted straight to the predictor.
+
+The Bundles are built from real test-period encounters (``fhir_examples``), cycled. Warm-up calls
+are not counted. Target (CDS Hooks issue): card p99 ≤ 150 ms (EHR clients commonly time out near
+500 ms). Prints and saves benchmarks/results/cds.json with the machine.
+
+Usage: python benchmarks/bench_cds.py --state DIR [--requests 500] [--port-base 18950]
+``--state`` is a state directory with a registered champion (e.g. the one ``make demo`` made).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from bench_common import save_and_print
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "cds.json"
+TARGET_P99_MS = 150.0
+WARM_UP = 30
+BODIES = 40  # distinct real encounters cycled through
+DEMO_KEY = "DEMO-KEY-hospital-mlops-not-for-real-PHI-0000000000"
+
+
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p95_ms": round(float(np.percentile(a, 95)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "max_ms": round(float(a.max()), 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+    }
+
+
+def _time(client: httpx.Client, url: str, bodies: list[Any], n: int) -> list[float]:
+    out = []
+    for i in range(WARM_UP + n):
+        started = time.perf_counter()
+        answer = client.post(url, json=bodies[i % len(bodies)])
+        elapsed = (time.perf_counter() - started) * 1000
+        answer.raise_for_status()
+        if i >= WARM_UP:
+            out.append(elapsed)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--state", type=Path, required=True)
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--port-base", type=int, default=18950)
+    args = parser.parse_args()
+
+    env = dict(
+        os.environ,
+        HMLOPS_STATE_DIR=str(args.state),
+        HMLOPS_HMAC_KEY=os.environ.get("HMLOPS_HMAC_KEY", DEMO_KEY),
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    os.environ.update(HMLOPS_STATE_DIR=str(args.state))
+    from hospital_mlops.cli_cds import example_request
+    from hospital_mlops.fhir_examples import example_instance
+    from serving.readiness import wait_until_ready
+
+    predictor_port, cds_port = args.port_base, args.port_base + 1
+    logs = Path(args.state) / "bench-cds"
+    logs.mkdir(parents=True, exist_ok=True)
+    hmlops = [sys.executable, "-m", "hospital_mlops.cli"]
+    commands = {
+        "predictor": [*hmlops, "serve-one", "predictor", "--port", str(predictor_port)],
+        "cds": [*hmlops, "cds", "serve", "--port", str(cds_port),
+                "--predictor-url", f"http://127.0.0.1:{predictor_port}"],
+    }  # fmt: skip
+    processes = {}
+    try:
+        for name, argv in commands.items():
+            with (logs / f"{name}.log").open("wb") as sink:
+                processes[name] = subprocess.Popen(argv, env=env, stdout=sink, stderr=sink)
+        wait_until_ready(
+            f"http://127.0.0.1:{predictor_port}/v2/health/ready",
+            processes["predictor"],
+            logs / "predictor.log",
+        )
+        wait_until_ready(
+            f"http://127.0.0.1:{cds_port}/cds-services", processes["cds"], logs / "cds.log"
+        )
+        seeds = range(1, BODIES + 1)
+        calls = [example_request("complete", seed) for seed in seeds]
+        instances = [{"instances": [example_instance(seed)]} for seed in seeds]
+        bundle_resources = statistics.median(len(c["prefetch"]["bundle"]["entry"]) for c in calls)
+        card_url = f"http://127.0.0.1:{cds_port}/cds-services/readmission-risk-discharge"
+        predict_url = f"http://127.0.0.1:{predictor_port}/v1/models/readmission:predict"
+        with httpx.Client(timeout=30) as client:
+            cards = _time(client, card_url, calls, args.requests)
+            bare = _time(client, predict_url, instances, args.requests)
+    finally:
+        for process in processes.values():
+            process.terminate()
+            process.wait(timeout=20)
+
+    card = _percentiles(cards)
+    report = {
+        "requests": args.requests,
+        "warm_up": WARM_UP,
+        "distinct_encounters": BODIES,
+        "median_resources_per_bundle": bundle_resources,
+        "card": card,
+        "predictor": _percentiles(bare),
+        "card_overhead_p50_ms": round(card["p50_ms"] - _percentiles(bare)["p50_ms"], 2),
+        "target_card_p99_ms": TARGET_P99_MS,
+        "meets_target": card["p99_ms"] <= TARGET_P99_MS,
+    }
+    save_and_print(report, RESULTS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""``hmlops cds``: the CDS Hooks service, and an example request to try it with."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+class CdsUsageError(ValueError):
+    pass
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cds = sub.add_parser("cds", help="the CDS Hooks service: the risk as a card in the EHR")
+    csub = cds.add_subparsers(dest="action", required=True)
+    serve = csub.add_parser("serve", help="serve the CDS Hooks service on 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8091)
+    serve.add_argument("--bind", default="127.0.0.1", help="0.0.0.0 inside a pod")
+    serve.add_argument(
+        "--predictor-url", default="http://127.0.0.1:8080", help="the predictor (http://HOST:PORT)"
+    )
+    example = csub.add_parser(
+        "example", help="print a valid encounter-discharge request built from example FHIR data"
+    )
+    example.add_argument(
+        "--scenario",
+        choices=["complete", "sparse", "unmapped"],
+        default="complete",
+        help="complete record; no labs, procedures or medications sent; codes the mapping lacks",
+    )
+    example.add_argument("--seed", type=int, default=7, help="which real encounter to build from")
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.action == "serve":
+        from hospital_mlops.cli_serving import _check_port
+        from serving.cds_service import serve_cds
+
+        _check_port(args.port)
+        try:
+            serve_cds(args.port, args.predictor_url, args.bind)
+        except ValueError as exc:
+            raise CdsUsageError(str(exc)) from None
+        return 0
+    print(json.dumps(example_request(args.scenario, args.seed), indent=2))
+    return 0
+
+
+def example_request(scenario: str = "complete", seed: int = 7) -> dict[str, Any]:
+    """An ``encounter-discharge`` call for a real test-period encounter of the bundled extract,
+    its FHIR data in one ``bundle`` prefetch key."""
+    from hospital_mlops.fhir_examples import example_bundle
+
+    bundle = example_bundle(scenario, seed)
+    return {
+        "hook": "encounter-discharge",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {
+            "userId": "Practitioner/example",
+            "patientId": "example-patient",
+            "encounterId": "example-encounter",
+        },
+        "prefetch": {"bundle": bundle},
+    }

@@ -1,0 +1,125 @@
+"""``config/fhir_mapping.yaml``: which FHIR code becomes which of the model's input codes,
+validated at load (a wrong key fails with its path)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from hospital_mlops.config_files import StrictModel, load_yaml_model
+from hospital_mlops.features import _MEDICATIONS, ICD9_GROUPS, icd9_group_of
+from hospital_mlops.paths import config_path
+
+Gender = Literal["Male", "Female", "Unknown/Invalid"]
+Race = Literal["Caucasian", "AfricanAmerican", "Hispanic", "Asian", "Other"]
+
+
+class FhirMappingError(ValueError):
+    pass
+
+
+class RaceMap(StrictModel):
+    omb: dict[str, Race] = Field(min_length=1)
+    hispanic_ethnicity: str
+
+
+class CodeMap(StrictModel):
+    """One code system's codes → the extract's code."""
+
+    system: str = Field(min_length=1)
+    codes: dict[str, int] = Field(min_length=1)
+
+
+class Icd10Range(StrictModel):
+    from_: str = Field(alias="from", pattern=r"^[A-Z][0-9]{2}$")
+    to: str = Field(pattern=r"^[A-Z][0-9]{2}$")
+    icd9: str
+    group: str
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Icd10Range:
+        if self.from_ > self.to:
+            raise ValueError(f"{self.from_}..{self.to} is empty")
+        if self.group not in ICD9_GROUPS or icd9_group_of(self.icd9) != self.group:
+            raise ValueError(
+                f"representative ICD-9 {self.icd9} is in group {icd9_group_of(self.icd9)}, "
+                f"not {self.group}"
+            )
+        return self
+
+
+class SnomedEntry(StrictModel):
+    icd9: str
+    display: str
+
+
+class DiagnosisMap(StrictModel):
+    icd9_system: str
+    icd10_system: str
+    snomed_system: str
+    icd10_ranges: tuple[Icd10Range, ...] = Field(min_length=1)
+    snomed: dict[str, SnomedEntry]
+
+
+class LabCodes(StrictModel):
+    codes: tuple[str, ...] = Field(min_length=1)
+    units: tuple[str, ...] = Field(min_length=1)
+
+
+class LabMap(StrictModel):
+    loinc_system: str
+    hba1c: LabCodes
+    glucose: LabCodes
+
+    @model_validator(mode="after")
+    def _known_units(self) -> LabMap:
+        if set(self.hba1c.units) - {"%", "mmol/mol"}:
+            raise ValueError("hba1c units: only % and mmol/mol are converted")
+        if set(self.glucose.units) - {"mg/dL", "mmol/L"}:
+            raise ValueError("glucose units: only mg/dL and mmol/L are converted")
+        return self
+
+
+class MedicationMap(StrictModel):
+    rxnorm_system: str
+    ingredients: dict[str, str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _known_columns(self) -> MedicationMap:
+        unknown = sorted(set(self.ingredients.values()) - set(_MEDICATIONS))
+        if unknown:
+            raise ValueError(f"not medication columns of the model: {unknown}")
+        return self
+
+
+class FhirMapping(StrictModel):
+    version: str
+    lookback_days: int = Field(ge=1, le=3650)
+    race: RaceMap
+    gender: dict[str, Gender]
+    admission_type: tuple[CodeMap, ...] = Field(min_length=1)  # in order of preference
+    admission_source: tuple[CodeMap, ...] = Field(min_length=1)
+    discharge_disposition: tuple[CodeMap, ...] = Field(min_length=1)
+    diagnosis: DiagnosisMap
+    labs: LabMap
+    medications: MedicationMap
+
+    def icd10_to_icd9(self, code: str) -> str | None:
+        """A representative ICD-9-CM code of the same group, or None when no range covers it."""
+        head = code.strip().upper().replace(".", "")[:3]
+        for r in self.diagnosis.icd10_ranges:
+            if r.from_ <= head <= r.to:
+                return r.icd9
+        return None
+
+
+def load_fhir_mapping(path: Path | str | None = None) -> FhirMapping:
+    return _load(str(path) if path else str(config_path("fhir_mapping.yaml")))
+
+
+@lru_cache(maxsize=4)
+def _load(path: str) -> FhirMapping:
+    return load_yaml_model(Path(path), FhirMapping, FhirMappingError, "FHIR mapping")

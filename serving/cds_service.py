@@ -1,0 +1,441 @@
+"""The CDS Hooks 2.0 service: the readmission risk inside the EHR, as a card.
+
+``GET  /cds-services``                discovery: the services, their hooks and prefetch templates
+``POST /cds-services/{id}``           a hook call → ``{"cards": [...]}``
+``POST /cds-services/{id}/feedback``  the spec's feedback → recorded against the prediction id
+``POST /v1/feedback`` …               the feedback API (serving/feedback_api.py), mounted here too
+
+A call's FHIR data comes from its prefetch (declared templates, or one ``bundle`` key holding a
+whole patient Bundle); what is missing is fetched from ``fhirServer`` with the supplied
+``fhirAuthorization`` token, and when neither is possible the answer is 412, as the spec says.
+The token and the FHIR data are never logged. The EHR's encounter id reaches the predictor only
+as its HMAC token. When the predictor cannot answer, ``config/fallback.yaml`` decides the card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import numpy as np
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from hospital_mlops.cds_card import (
+    CalibrationTable,
+    fallback_card,
+    not_scored_card,
+    risk_card,
+)
+from hospital_mlops.cds_config import CdsConfig, Service
+from hospital_mlops.fallback import FallbackPolicy
+from hospital_mlops.fhir_inputs import BUNDLE_KEY, FhirInputError, gather, model_inputs
+from hospital_mlops.fhir_mapping import FhirMapping
+from hospital_mlops.monitoring.feedback import FeedbackRejected, record_feedback
+from hospital_mlops.normalize import HmacKey, token_function
+from hospital_mlops.prediction_log import PredictionLog
+from hospital_mlops.scoring import ENCOUNTER_TOKEN
+from serving.fallback_scoring import cache_from_log, score_or_fallback
+from serving.feedback_api import BodyTooLarge, capped_body, feedback_router
+from serving.predictor_client import PredictorClient, PredictorRefused
+
+log = logging.getLogger("hospital_mlops.serving.cds")
+
+MAX_BODY_BYTES = 5_000_000  # a whole patient Bundle fits; a runaway export does not
+ENCOUNTER_TEMPLATES = {
+    "patient": "Patient/{{context.patientId}}",
+    "encounter": "Encounter/{{context.encounterId}}",
+    "conditions": "Condition?patient={{context.patientId}}&encounter={{context.encounterId}}",
+    "observations": (
+        "Observation?patient={{context.patientId}}&encounter={{context.encounterId}}"
+        "&category=laboratory"
+    ),
+    "medications": (
+        "MedicationRequest?patient={{context.patientId}}&encounter={{context.encounterId}}"
+    ),
+    "procedures": "Procedure?patient={{context.patientId}}&encounter={{context.encounterId}}",
+    # CDS Hooks templates cannot compute dates: the service keeps the last year itself
+    "priorEncounters": "Encounter?patient={{context.patientId}}&_sort=-date&_count=200",
+}
+PATIENT_TEMPLATES = {
+    key: template.replace("&encounter={{context.encounterId}}", "")
+    for key, template in ENCOUNTER_TEMPLATES.items()
+    if key != "encounter"
+}
+TOKEN = re.compile(r"\{\{context\.(\w+)\}\}")
+# the feedback store's field names → the spec's
+FEEDBACK_FIELDS = {
+    "prediction_id": ".card",
+    "responded_at": ".outcomeTimestamp",
+    "override_reason": ".overrideReason",
+}
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR's id datatype
+
+
+class CdsRequestError(ValueError):
+    def __init__(self, status: int, problems: list[tuple[str, str]]) -> None:
+        self.status = status
+        self.problems = problems
+        super().__init__(problems[0][1])
+
+
+def templates_for(service: Service) -> dict[str, str]:
+    return dict(ENCOUNTER_TEMPLATES if service.hook == "encounter-discharge" else PATIENT_TEMPLATES)
+
+
+def discovery(config: CdsConfig) -> dict[str, Any]:
+    return {
+        "services": [
+            {
+                "hook": s.hook,
+                "title": s.title,
+                "description": s.description,
+                "id": s.id,
+                "prefetch": templates_for(s),
+                "usageRequirements": (
+                    "Send the prefetch (or one 'bundle' key with the patient's Bundle), or a "
+                    "fhirServer with read access to these resources."
+                ),
+            }
+            for s in config.services
+        ]
+    }
+
+
+def _problem_body(problems: list[tuple[str, str]]) -> dict[str, Any]:
+    return {"errors": [{"field": where, "message": message} for where, message in problems]}
+
+
+def check_call(body: Any, service: Service) -> dict[str, Any]:
+    """The CDS Hooks request's own fields (FHIR content is checked later)."""
+    if not isinstance(body, dict):
+        raise CdsRequestError(400, [("body", "must be a JSON object")])
+    problems = []
+    if body.get("hook") != service.hook:
+        problems.append(("hook", f"this service answers {service.hook!r}"))
+    if not isinstance(body.get("hookInstance"), str) or not body["hookInstance"]:
+        problems.append(("hookInstance", "is required (a UUID)"))
+    context = body.get("context")
+    if not isinstance(context, dict):
+        problems.append(("context", "is required"))
+        context = {}
+    needed = ("userId", "patientId", "encounterId")
+    for key in needed if service.hook == "encounter-discharge" else needed[:2]:
+        value = context.get(key)
+        if not isinstance(value, str) or not value:
+            problems.append((f"context.{key}", "is required"))
+    for key in ("patientId", "encounterId"):
+        value = context.get(key)
+        if isinstance(value, str) and value and not ID_PATTERN.fullmatch(value):
+            problems.append((f"context.{key}", "is not a FHIR id"))
+    prefetch = body.get("prefetch", {})
+    if prefetch is not None and not isinstance(prefetch, dict):
+        problems.append(("prefetch", "must be an object"))
+    server = body.get("fhirServer")
+    if server is not None and (not isinstance(server, str) or not server.startswith("http")):
+        problems.append(("fhirServer", "must be an http(s) URL"))
+    auth = body.get("fhirAuthorization")
+    if auth is not None:
+        if server is None:
+            problems.append(("fhirAuthorization", "is given without a fhirServer"))
+        if not isinstance(auth, dict) or not isinstance(auth.get("access_token"), str):
+            problems.append(("fhirAuthorization.access_token", "is required"))
+    if problems:
+        raise CdsRequestError(400, problems)
+    return body
+
+
+async def fetch_missing(body: dict[str, Any], service: Service, timeout: float) -> dict[str, Any]:
+    """The prefetch, completed from ``fhirServer`` where keys are missing (absent or null);
+    412 when a key is absent and there is no server to ask."""
+    prefetch = dict(body.get("prefetch") or {})
+    if prefetch.get(BUNDLE_KEY) is not None:
+        return prefetch
+    missing = [k for k in templates_for(service) if prefetch.get(k) is None]
+    if not missing:
+        return prefetch
+    server = body.get("fhirServer")
+    if server is None:
+        absent = [k for k in missing if k not in prefetch]
+        if absent:
+            raise CdsRequestError(
+                412,
+                [("prefetch", f"missing {', '.join(absent)} and no fhirServer to fetch them from")],
+            )
+        return prefetch  # the client tried and could not: those types stay unknown
+    headers = {"Accept": "application/fhir+json"}
+    auth = body.get("fhirAuthorization")
+    if auth:
+        headers["Authorization"] = f"Bearer {auth['access_token']}"
+    context = body["context"]
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+
+        async def one(key: str) -> tuple[str, Any]:
+            path = TOKEN.sub(
+                lambda m: str(context.get(m.group(1), "")), templates_for(service)[key]
+            )
+            try:
+                answer = await client.get(f"{server.rstrip('/')}/{path}", headers=headers)
+            except httpx.HTTPError as exc:
+                raise CdsRequestError(
+                    412,
+                    [(f"prefetch.{key}", f"the FHIR server did not answer ({type(exc).__name__})")],
+                ) from None
+            if answer.status_code != 200:
+                raise CdsRequestError(
+                    412,
+                    [(f"prefetch.{key}", f"the FHIR server answered {answer.status_code}")],
+                )
+            try:
+                return key, answer.json()
+            except ValueError:
+                raise CdsRequestError(
+                    412, [(f"prefetch.{key}", "the FHIR server sent no JSON")]
+                ) from None
+
+        for key, value in await asyncio.gather(*(one(k) for k in missing)):
+            prefetch[key] = value
+    return prefetch
+
+
+@dataclass
+class CdsService:
+    config: CdsConfig
+    mapping: FhirMapping
+    fallback: FallbackPolicy
+    predictor: PredictorClient
+    prediction_log: PredictionLog
+    key: HmacKey
+    model: str = "readmission-30d"
+    calibration: dict[str, CalibrationTable | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._token = token_function(self.key, ENCOUNTER_TOKEN)
+        self._cached = cache_from_log(self.prediction_log, self.model)
+
+    def encounter_token(self, encounter_id: str) -> str:
+        return str(self._token(np.array([encounter_id], dtype=object))[0])
+
+    def calibration_of(self, model_version: str) -> CalibrationTable | None:
+        """The validation period's observed rates for ``name/version`` (from the registry's
+        evidence), cached; None when the registry cannot say (the card then says so)."""
+        if model_version not in self.calibration:
+            self.calibration[model_version] = _registry_calibration(model_version)
+        return self.calibration[model_version]
+
+    async def call(self, service: Service, body: Any, now: datetime | None = None) -> dict:
+        now = now or datetime.now(UTC)
+        request = check_call(body, service)
+        prefetch = await fetch_missing(request, service, self.config.timeouts.fhir_seconds)
+        try:
+            record = gather(prefetch, request["context"])
+            inputs = model_inputs(record, self.mapping, now)
+        except FhirInputError as exc:
+            raise CdsRequestError(400, exc.problems) from None
+        if not inputs.scorable:
+            return {"cards": [not_scored_card(inputs.why_not_scored(), inputs, self.config)]}
+        instance = {**inputs.instance, ENCOUNTER_TOKEN: self.encounter_token(record.encounter.id)}
+        try:
+            (answer,) = await score_or_fallback(
+                self.predictor,
+                [instance],
+                self.fallback,
+                cached=self._cached,
+                request_id=str(request["hookInstance"])[:64],
+                now=now,
+            )
+        except PredictorRefused as exc:
+            # the mapping produced an input the model refuses: say which, never guess
+            return {"cards": [not_scored_card(_refusal_reasons(exc), inputs, self.config)]}
+        if answer.get("fallback"):
+            card = fallback_card(answer, self.config)
+            return {"cards": [card] if card else []}
+        table = self.calibration_of(str(answer.get("model_version", "")))
+        return {"cards": [risk_card(answer, inputs, self.config, table, now)]}
+
+    def feedback(self, service: Service, body: Any) -> dict[str, Any]:
+        """The spec's feedback: checked whole first, then recorded (nothing half-written)."""
+        items = body.get("feedback") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            raise CdsRequestError(400, [("feedback", "must be a non-empty list")])
+        reasons = self.config.override_reasons
+        parsed, problems = [], []
+        for n, item in enumerate(items):
+            where = f"feedback[{n}]"
+            if not isinstance(item, dict):
+                problems.append((where, "must be an object"))
+                continue
+            card, outcome = item.get("card"), item.get("outcome")
+            stamp = item.get("outcomeTimestamp")
+            if not isinstance(card, str) or not card:
+                problems.append((f"{where}.card", "is required (the card's uuid)"))
+            if outcome not in ("accepted", "overridden"):
+                problems.append((f"{where}.outcome", "must be accepted or overridden"))
+            if not isinstance(stamp, str):
+                problems.append((f"{where}.outcomeTimestamp", "is required"))
+            reason = None
+            if outcome == "overridden":
+                code = ((item.get("overrideReason") or {}).get("reason") or {}).get("code")
+                if code not in reasons:
+                    problems.append(
+                        (f"{where}.overrideReason.reason.code", "is not one of the card's reasons")
+                    )
+                reason = reasons.get(str(code))
+            # userComment is free text a clinician typed: never stored (it may name a patient)
+            parsed.append((where, str(card), str(outcome), str(stamp), reason))
+        if problems:
+            raise CdsRequestError(400, problems)
+        recorded = []
+        for where, card, outcome, stamp, reason in parsed:
+            try:
+                done = record_feedback(
+                    self.prediction_log,
+                    card,
+                    "overridden" if outcome == "overridden" else "acknowledged",
+                    stamp,
+                    override_reason=reason,
+                    allowed_reasons=tuple(reasons.values()),
+                    source=f"cds-hooks:{service.id}"[:40],
+                )
+            except FeedbackRejected as exc:
+                status = 409 if exc.kind == "duplicate" else 400
+                detail = exc.detail
+                if exc.kind == "unknown_prediction":
+                    detail = "no card with this uuid was issued"
+                spec_field = FEEDBACK_FIELDS.get(exc.field, "")
+                raise CdsRequestError(status, [(f"{where}{spec_field}", detail)]) from None
+            recorded.append(done.feedback_id)
+        return {"recorded": len(recorded)}
+
+
+def _refusal_reasons(exc: PredictorRefused) -> list[str]:
+    try:
+        errors = json.loads(json.loads(exc.body)["error"])["errors"]
+        return [f"{e['field']}: {e['message']}" for e in errors][:5]
+    except (ValueError, KeyError, TypeError):
+        return [f"the model refused the inputs (HTTP {exc.status})"]
+
+
+def _registry_calibration(model_version: str) -> CalibrationTable | None:
+    import mlflow
+    import pandas as pd
+
+    from hospital_mlops.evaluate.evaluation import LABEL, SCORE
+    from hospital_mlops.governance import registry
+
+    name, _, version = model_version.partition("/")
+    if not version.isdigit():
+        return None
+    try:
+        mv = registry._resolve(registry.client(), name, version)
+        path = mlflow.artifacts.download_artifacts(
+            run_id=mv.run_id, artifact_path="evidence/test_predictions.parquet"
+        )
+        frame = pd.read_parquet(path, columns=[SCORE, LABEL])
+    except Exception as exc:  # the card then states the calibrated risk itself
+        log.warning("no calibration table for %s: %s", model_version, type(exc).__name__)
+        return None
+    return CalibrationTable.from_scores(
+        frame[SCORE].to_numpy("float64"), frame[LABEL].to_numpy("float64")
+    )
+
+
+def create_app(service: CdsService) -> FastAPI:
+    app = FastAPI(title="hospital-mlops CDS Hooks", docs_url=None, redoc_url=None)
+    config = service.config
+
+    async def body_of(request: Request) -> Any:
+        try:
+            raw = await capped_body(request, MAX_BODY_BYTES)
+        except BodyTooLarge as exc:
+            raise CdsRequestError(413, [("body", str(exc))]) from None
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise CdsRequestError(400, [("body", "is not valid JSON")]) from None
+
+    def lookup(service_id: str) -> Service:
+        found = config.service(service_id)
+        if found is None:
+            raise CdsRequestError(404, [("id", f"no CDS service {service_id[:64]!r}")])
+        return found
+
+    @app.exception_handler(CdsRequestError)
+    async def refused(_: Request, exc: CdsRequestError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content=_problem_body(exc.problems))
+
+    async def discover() -> dict[str, Any]:
+        return discovery(config)
+
+    async def call(service_id: str, request: Request) -> JSONResponse:
+        found = lookup(service_id)
+        body = await body_of(request)
+        return JSONResponse(content=await service.call(found, body))
+
+    async def feedback(service_id: str, request: Request) -> JSONResponse:
+        found = lookup(service_id)
+        body = await body_of(request)
+        return JSONResponse(content=service.feedback(found, body))
+
+    async def live() -> dict[str, str]:
+        return {"status": "alive"}
+
+    async def ready() -> JSONResponse:
+        # ready when the feedback store answers; the predictor's outages are the fallback's job
+        try:
+            with service.prediction_log.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            return JSONResponse(status_code=503, content={"status": type(exc).__name__})
+        return JSONResponse(content={"status": "ready"})
+
+    app.add_api_route("/v2/health/live", live, methods=["GET"])
+    app.add_api_route("/v2/health/ready", ready, methods=["GET"], response_model=None)
+    app.add_api_route("/cds-services", discover, methods=["GET"])
+    app.add_api_route("/cds-services/{service_id}", call, methods=["POST"], response_model=None)
+    app.add_api_route(
+        "/cds-services/{service_id}/feedback", feedback, methods=["POST"], response_model=None
+    )
+    reasons = tuple(config.override_reasons.values())
+    app.include_router(feedback_router(service.prediction_log, reasons, source="api"))
+    return app
+
+
+def build_service(predictor_url: str, model: str = "readmission-30d") -> CdsService:
+    """The service over the shipped configuration, the predictor at ``predictor_url`` and the
+    prediction log (``HMLOPS_PREDICTION_LOG_URL`` or the state directory's SQLite)."""
+    from urllib.parse import urlparse
+
+    from hospital_mlops.cds_config import load_cds_config
+    from hospital_mlops.fallback import load_fallback_policy
+    from hospital_mlops.fhir_mapping import load_fhir_mapping
+    from hospital_mlops.normalize import load_hmac_key
+
+    parsed = urlparse(predictor_url)
+    if parsed.scheme != "http" or not parsed.netloc:
+        raise ValueError(f"--predictor-url must be http://HOST:PORT, not {predictor_url!r}")
+    config = load_cds_config()
+    return CdsService(
+        config=config,
+        mapping=load_fhir_mapping(),
+        fallback=load_fallback_policy(),
+        predictor=PredictorClient(parsed.netloc, "readmission", config.timeouts.predictor_seconds),
+        prediction_log=PredictionLog(),
+        key=load_hmac_key(),
+        model=model,
+    )
+
+
+def serve_cds(port: int, predictor_url: str, bind: str = "127.0.0.1") -> None:
+    """Run the service (blocking) on ``bind:port``."""
+    import uvicorn
+
+    app = create_app(build_service(predictor_url))
+    uvicorn.run(app, host=bind, port=port, log_level="info")

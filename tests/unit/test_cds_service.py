@@ -1,0 +1,411 @@
+"""The CDS Hooks service against a real KServe predictor on 127.0.0.1 (a model trained on real
+encounters, registered in this session's registry): discovery, cards from complete, sparse and
+unmapped Bundles, FHIR fetched with the EHR's token when the prefetch is missing, 412 when it
+cannot be, 400s that name the problem, feedback that reaches the workflow numbers, the fallback
+card when the predictor is down, and no 5xx under fuzzing."""
+
+from __future__ import annotations
+
+import copy
+import http.server
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hospital_mlops.cds_config import load_cds_config
+from hospital_mlops.cli_cds import example_request
+from hospital_mlops.fallback import load_fallback_policy
+from hospital_mlops.fhir_examples import example_bundle, example_instance
+from hospital_mlops.fhir_inputs import gather, model_inputs
+from hospital_mlops.fhir_mapping import load_fhir_mapping
+from hospital_mlops.monitoring.feedback import recorded_feedback, responses
+from hospital_mlops.normalize import HmacKey
+from hospital_mlops.prediction_log import PredictionLog, PredictionNotFound
+from serving.cds_service import CdsService, create_app
+from serving.predictor_client import PredictorClient
+from tests.unit.test_explain import real_data
+from tests.unit.test_explainer_server import PREDICTOR, _free_port, _register, _start, _wait_ready
+
+MODEL = "test-cds-model"
+CONFIG = load_cds_config()
+DISCHARGE = "/cds-services/readmission-risk-discharge"
+TOKEN = "secret-ehr-token-0123456789"
+
+
+@dataclass
+class Cds:
+    client: TestClient
+    predictor: str
+    log: PredictionLog
+
+
+def _service(predictor_host: str, log: PredictionLog) -> CdsService:
+    return CdsService(
+        config=CONFIG,
+        mapping=load_fhir_mapping(),
+        fallback=load_fallback_policy(),
+        predictor=PredictorClient(predictor_host, "readmission", 5.0),
+        prediction_log=log,
+        key=HmacKey(b"t" * 40, False),
+        model=MODEL,
+    )
+
+
+@pytest.fixture(scope="module")
+def cds(catalog, d130_small, tmp_path_factory) -> Iterator[Cds]:
+    work = tmp_path_factory.mktemp("cds")
+    url = f"sqlite:///{work / 'predictions.sqlite'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HMLOPS_PREDICTION_LOG_URL", url)  # the predictor's log is the service's
+        _register(real_data(catalog, d130_small), work, MODEL)
+        port = _free_port()
+        process = _start(PREDICTOR, [MODEL, str(port)], work / "predictor.log")
+        try:
+            _wait_ready(port, process, work / "predictor.log")
+            log = PredictionLog(url)
+            with TestClient(create_app(_service(f"127.0.0.1:{port}", log))) as client:
+                yield Cds(client, f"http://127.0.0.1:{port}/v1/models/readmission:predict", log)
+        finally:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _call(cds: Cds, body: Any) -> httpx.Response:
+    return cds.client.post(DISCHARGE, json=body)
+
+
+def _logged(cds: Cds, prediction_id: str) -> dict[str, Any]:
+    """The predictor logs through a writer process: a prediction lands within moments."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return cds.log.get(prediction_id)
+        except PredictionNotFound:
+            assert time.monotonic() < deadline, f"prediction {prediction_id} never logged"
+            time.sleep(0.1)
+
+
+def _card(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    (card,) = response.json()["cards"]
+    return card
+
+
+def test_discovery_declares_both_hooks_with_their_prefetch_templates(cds) -> None:
+    services = {s["id"]: s for s in cds.client.get("/cds-services").json()["services"]}
+    discharge = services["readmission-risk-discharge"]
+    assert discharge["hook"] == "encounter-discharge"
+    assert set(discharge) >= {"hook", "title", "description", "id", "prefetch"}
+    assert set(discharge["prefetch"]) == {
+        "patient", "encounter", "conditions", "observations", "medications", "procedures",
+        "priorEncounters",
+    }  # fmt: skip
+    assert discharge["prefetch"]["patient"] == "Patient/{{context.patientId}}"
+    view = services["readmission-risk-patient-view"]
+    assert view["hook"] == "patient-view" and "encounterId" not in json.dumps(view["prefetch"])
+
+
+def test_a_complete_bundle_gets_the_models_card_for_that_encounter(cds) -> None:
+    card = _card(_call(cds, example_request("complete")))
+    # the card is the prediction: the same risk the predictor gives the encounter's own inputs
+    direct = httpx.post(cds.predictor, json={"instances": [example_instance()]}, timeout=30)
+    (answer,) = direct.json()["predictions"]
+    logged = _logged(cds, card["uuid"])
+    assert logged["answer"]["risk"] == answer["risk"]
+    assert (
+        f"{round(answer['risk'] * 100)}%" in card["summary"] and answer["band"] in card["summary"]
+    )
+    assert len(card["summary"]) <= 140
+    assert card["indicator"] == CONFIG.indicator_by_band[answer["band"]]
+    detail = card["detail"]
+    for n, reason in enumerate(answer["reasons"][:3], start=1):
+        assert f"{n}. {reason['text']}" in detail
+    assert "of 100 similar patients in the validation period, about" in detail
+    assert re.search(r"\*\*Data used:\*\* from .* UTC; the newest is \d+ minutes old", detail)
+    assert "re-score with current data" not in detail  # a discharge happening now is fresh
+    assert f"{MODEL}/1" in detail
+    assert card["source"]["url"] == CONFIG.source.model_card_url
+    reasons = {r["code"]: r["display"] for r in card["overrideReasons"]}
+    assert reasons == CONFIG.override_reasons
+    assert any(card["uuid"] in link["url"] for link in card["links"])
+    # the EHR's encounter id reached the predictor only as its token
+    assert "example-encounter" not in json.dumps(logged)
+
+
+def test_a_sparse_bundle_is_scored_and_names_what_the_record_lacks(cds) -> None:
+    card = _card(_call(cds, example_request("sparse")))
+    assert "30-day readmission risk" in card["summary"]
+    assert "**Not in the record:** admission_source_id, admission_type_id, race." in card["detail"]
+
+
+def test_unmapped_codes_are_shown_on_the_card(cds) -> None:
+    card = _card(_call(cds, example_request("unmapped")))
+    assert "**Codes the model cannot read:**" in card["detail"]
+    assert "diag_1 (404684003)" in card["detail"]
+
+
+def test_a_stay_the_model_does_not_know_gets_a_card_that_says_so(cds) -> None:
+    request = example_request("complete")
+    for entry in request["prefetch"]["bundle"]["entry"]:
+        if entry["resource"]["id"] == "example-encounter":
+            period = entry["resource"]["period"]
+            end = datetime.fromisoformat(period["end"].replace("Z", "+00:00"))
+            period["start"] = (end - timedelta(days=40)).isoformat()
+    card = _card(_call(cds, request))
+    assert card["summary"] == "30-day readmission risk not available for this stay"
+    assert "time_in_hospital: 40 days" in card["detail"]
+
+
+class _FhirServer(http.server.BaseHTTPRequestHandler):
+    """A stand-in EHR FHIR server: reads and searches over the example patient's resources."""
+
+    resources: ClassVar[dict[str, list[dict[str, Any]]]] = {}
+    seen_auth: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        type(self).seen_auth.append(self.headers.get("Authorization"))
+        parsed = urlparse(self.path)
+        kind, _, ident = parsed.path.strip("/").partition("/")
+        found = self.resources.get(kind, [])
+        if ident:
+            match = [r for r in found if r["id"] == ident]
+            body = match[0] if match else None
+        else:
+            query = parse_qs(parsed.query)
+            encounter = query.get("encounter", [None])[0]
+            hits = [
+                r
+                for r in found
+                if not encounter or r.get("encounter") == {"reference": f"Encounter/{encounter}"}
+            ]
+            body = {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "entry": [{"resource": r} for r in hits],
+            }
+        self.send_response(200 if body else 404)
+        self.send_header("content-type", "application/fhir+json")
+        self.end_headers()
+        self.wfile.write(json.dumps(body or {}).encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def fhir_server() -> Iterator[str]:
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for entry in example_bundle("complete")["entry"]:
+        by_type.setdefault(entry["resource"]["resourceType"], []).append(entry["resource"])
+    _FhirServer.resources = by_type
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FhirServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_missing_prefetch_is_fetched_with_the_ehrs_token_which_is_never_logged(
+    cds, fhir_server, caplog
+) -> None:
+    request = example_request("complete")
+    expected = _card(_call(cds, request))
+    del request["prefetch"]
+    request["fhirServer"] = fhir_server
+    request["fhirAuthorization"] = {"access_token": TOKEN, "token_type": "Bearer",
+                                    "expires_in": 300, "scope": "patient/*.read",
+                                    "subject": "cds-service"}  # fmt: skip
+    _FhirServer.seen_auth.clear()
+    with caplog.at_level(logging.DEBUG):
+        fetched = _card(_call(cds, request))
+    assert set(_FhirServer.seen_auth) == {f"Bearer {TOKEN}"} and len(_FhirServer.seen_auth) == 7
+    assert fetched["summary"] == expected["summary"]
+    assert TOKEN not in caplog.text
+
+
+def test_without_prefetch_or_a_fhir_server_the_answer_is_412(cds) -> None:
+    request = example_request("complete")
+    del request["prefetch"]
+    answer = _call(cds, request)
+    assert answer.status_code == 412
+    assert "no fhirServer" in answer.json()["errors"][0]["message"]
+    request["fhirServer"] = "http://127.0.0.1:9"  # nothing listens
+    assert _call(cds, request).status_code == 412
+
+
+def _edit(change) -> dict[str, Any]:
+    request = example_request("complete")
+    change({e["resource"]["id"]: e["resource"] for e in request["prefetch"]["bundle"]["entry"]})
+    return request
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (
+            _edit(lambda r: r["example-patient"].pop("birthDate")),
+            "Patient/example-patient",
+            "birthDate",
+        ),
+        (
+            _edit(lambda r: r["example-encounter"].pop("period")),
+            "Encounter/example-encounter",
+            "period",
+        ),
+        (_edit(lambda r: r["lab-0"].update(status=7)), "Observation/lab-0", "FHIR R4 validation"),
+        (
+            _edit(
+                lambda r: r["cond-0"].update(code={"coding": [{"system": "urn:x", "code": "1"}]})
+            ),
+            "Condition/cond-0.code",
+            "unknown systems",
+        ),
+        (
+            _edit(lambda r: r["proc-0"].update(subject={"reference": "Patient/other"})),
+            "Procedure/proc-0",
+            "not Patient/example-patient",
+        ),
+        ({**example_request("complete"), "hook": "order-select"}, "hook", "encounter-discharge"),
+        (
+            {**example_request("complete"), "context": {"patientId": "example-patient"}},
+            "context.encounterId",
+            "required",
+        ),
+    ],
+)
+def test_bad_calls_get_a_400_naming_the_problem(cds, body, field, message) -> None:
+    answer = _call(cds, body)
+    assert answer.status_code == 400, answer.text
+    errors = answer.json()["errors"]
+    assert any(e["field"] == field and message in e["message"] for e in errors), errors
+
+
+def test_malformed_json_is_a_400_not_a_crash(cds) -> None:
+    answer = cds.client.post(
+        DISCHARGE, content=b'{"hook": ', headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 400 and answer.json()["errors"][0]["field"] == "body"
+    assert cds.client.post("/cds-services/nope", json={}).status_code == 404
+
+
+def test_feedback_is_recorded_against_the_card_and_reaches_the_workflow_numbers(cds) -> None:
+    accepted = _card(_call(cds, example_request("complete", seed=11)))
+    overridden = _card(_call(cds, example_request("complete", seed=12)))
+    for card in (accepted, overridden):
+        _logged(cds, card["uuid"])  # feedback comes after its card is in the log
+    code, display = next(iter(CONFIG.override_reasons.items()))
+    late = "2099-01-01T00:00:00Z"
+    body = {
+        "feedback": [{"card": accepted["uuid"], "outcome": "accepted", "outcomeTimestamp": late}]
+    }
+    future = cds.client.post(f"{DISCHARGE}/feedback", json=body)
+    assert future.status_code == 400 and "in the future" in future.text
+    assert future.json()["errors"][0]["field"] == "feedback[0].outcomeTimestamp"
+    now = datetime.now(UTC).isoformat()
+    body = {"feedback": [
+        {"card": accepted["uuid"], "outcome": "accepted", "outcomeTimestamp": now},
+        {"card": overridden["uuid"], "outcome": "overridden", "outcomeTimestamp": now,
+         "overrideReason": {"reason": {"code": code, "system": CONFIG.override_reasons_system},
+                            "userComment": "Mr Jones said he would rather not"}},
+    ]}  # fmt: skip
+    answer = cds.client.post(f"{DISCHARGE}/feedback", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"recorded": 2}
+    assert recorded_feedback(cds.log, accepted["uuid"])["response"] == "acknowledged"
+    stored = recorded_feedback(cds.log, overridden["uuid"])
+    assert stored["response"] == "overridden" and stored["override_reason"] == display
+    assert stored["source"] == "cds-hooks:readmission-risk-discharge"
+    assert "Jones" not in json.dumps(stored)  # the free-text comment is never kept
+    # the workflow numbers read them: every alerted card's response, by prediction id
+    frame = responses(cds.log, MODEL, 1).set_index("prediction_id")
+    for card, response in ((accepted, "acknowledged"), (overridden, "overridden")):
+        if _logged(cds, card["uuid"])["answer"]["alert"]:
+            assert frame.loc[card["uuid"], "response"] == response
+        else:
+            assert card["uuid"] not in frame.index  # not an alert: not in the alert workflow
+    again = cds.client.post(f"{DISCHARGE}/feedback", json=body)
+    assert again.status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("item", "status", "message"),
+    [
+        ({"card": "never-issued", "outcome": "accepted"}, 400, "no card with this uuid"),
+        ({"card": "x", "outcome": "maybe"}, 400, "accepted or overridden"),
+        (
+            {"card": "x", "outcome": "overridden", "overrideReason": {"reason": {"code": "bored"}}},
+            400,
+            "card's reasons",
+        ),
+    ],
+)
+def test_bad_feedback_is_refused_and_nothing_is_written(cds, item, status, message) -> None:
+    body = {"feedback": [{"outcomeTimestamp": "2026-11-28T12:00:00Z", **item}]}
+    answer = cds.client.post(f"{DISCHARGE}/feedback", json=body)
+    assert answer.status_code == status and message in answer.text, answer.text
+
+
+def test_a_dead_predictor_gets_the_fallback_card_not_an_error(cds) -> None:
+    dead = _service(f"127.0.0.1:{_free_port()}", cds.log)
+    with TestClient(create_app(dead)) as client:
+        answer = client.post(DISCHARGE, json=example_request("complete"))
+    card = _card(answer)
+    policy = load_fallback_policy()
+    assert policy.mode == "no_score"  # the shipped default
+    assert card["summary"] == "30-day readmission risk unavailable right now"
+    assert policy.messages.no_score.split(".")[0] in card["detail"]
+    assert card["indicator"] == "info"
+
+
+def _fuzzed() -> st.SearchStrategy[Any]:
+    base = example_request("sparse")
+    leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20))
+    tree = st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+        ),
+        max_leaves=8,
+    )
+    keys = st.sampled_from(
+        ["hook", "hookInstance", "context", "prefetch", "fhirServer", "fhirAuthorization"]
+    )
+    return st.one_of(
+        tree,
+        st.builds(lambda k, v: {**copy.deepcopy(base), k: v}, keys, tree),
+        st.builds(lambda v: {**copy.deepcopy(base), "prefetch": {"bundle": v}}, tree),
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=_fuzzed())
+def test_fuzzed_calls_never_get_a_5xx(cds, body) -> None:
+    answer = _call(cds, body)
+    assert answer.status_code < 500, answer.text
+    feedback = cds.client.post(f"{DISCHARGE}/feedback", json=body)
+    assert feedback.status_code < 500, feedback.text
+
+
+def test_the_round_trip_of_the_example_is_exact(cds) -> None:
+    """The card test above compares with the predictor on the encounter's own inputs: that
+    holds because this example's features survive FHIR exactly."""
+    from hospital_mlops.features import diabetes130_feature_row
+
+    request = example_request("complete")
+    derived = model_inputs(gather(request["prefetch"], request["context"]), load_fhir_mapping())
+    original = example_instance()
+    assert diabetes130_feature_row(
+        original, original["prior_encounters"]
+    ) == diabetes130_feature_row(derived.instance, derived.instance["prior_encounters"])

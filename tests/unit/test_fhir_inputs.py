@@ -1,0 +1,219 @@
+"""FHIR R4 → the model's inputs, on Bundles built from real diabetes130 encounters: the round
+trip gives the features the model was trained on; gaps are reported, never defaulted; what
+cannot be read is refused naming the resource."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from hospital_mlops.example_requests import labelled_instances
+from hospital_mlops.features import diabetes130_feature_row
+from hospital_mlops.fhir_examples import bundle_from_instance, example_bundle
+from hospital_mlops.fhir_inputs import FhirInputError, gather, model_inputs
+from hospital_mlops.fhir_mapping import FhirMappingError, load_fhir_mapping
+from hospital_mlops.scoring import PRIOR_ENCOUNTERS
+
+MAPPING = load_fhir_mapping()
+CONTEXT = {"patientId": "example-patient", "encounterId": "example-encounter"}
+NOW = datetime(2026, 3, 10, 16, 0, tzinfo=UTC)
+_example = functools.partial(example_bundle, discharged_at=datetime(2026, 3, 10, 15, 0, tzinfo=UTC))
+# what FHIR cannot say (docs/ehr-integration.md): a medication switch without a dose change,
+# and the extract's own earlier-encounter count where the year's admissions exceed it
+KNOWN_GAPS = {"diabetes_medication_changed", "earlier_encounters_in_extract"}
+
+
+@functools.lru_cache(maxsize=1)
+def _real(n: int = 300) -> list[dict[str, Any]]:
+    instances, _ = labelled_instances((81_000, 101_765), n, seed=5)
+    return instances
+
+
+def _read(bundle: dict[str, Any], **context: str):
+    record = gather({"bundle": bundle}, {**CONTEXT, **context})
+    return model_inputs(record, MAPPING, NOW)
+
+
+def _features(instance: dict[str, Any]) -> dict[str, Any]:
+    return diabetes130_feature_row(instance, int(instance[PRIOR_ENCOUNTERS]))
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b or (a != a and b != b)  # NaN == NaN here
+
+
+def test_real_encounters_round_trip_to_the_features_the_model_was_trained_on() -> None:
+    exact = 0
+    for original in _real():
+        derived = _read(bundle_from_instance(original, MAPPING)).instance
+        want, got = _features(original), _features(derived)
+        differ = {k for k in want if not _same(want[k], got[k])}
+        assert differ <= KNOWN_GAPS, (differ, original)
+        exact += not differ
+        # the documented gaps, exactly as documented
+        prior = max(int(original[PRIOR_ENCOUNTERS]), int(original["number_inpatient"]))
+        assert derived[PRIOR_ENCOUNTERS] == prior
+        changed = any(derived[m] in ("Up", "Down") for m in derived if m in original)
+        assert derived["change"] == ("Ch" if changed else "No")
+    assert exact >= 0.6 * len(_real())  # most encounters are exact in every feature
+
+
+def test_a_complete_bundle_reports_nothing_missing_and_dates_its_data() -> None:
+    inputs = _read(_example("complete"))
+    assert inputs.scorable and not inputs.unmapped and not inputs.out_of_range
+    assert inputs.missing == []
+    assert inputs.data_start < inputs.data_end <= NOW
+    times = inputs.instance["observation_times"]
+    assert set(times) >= {"time_in_hospital", "A1Cresult"}
+
+
+def test_a_sparse_bundle_is_scored_with_its_gaps_reported_not_guessed() -> None:
+    inputs = _read(_example("sparse"))
+    assert inputs.scorable
+    assert set(inputs.missing) == {"race", "admission_type_id", "admission_source_id"}
+    # the extract's own codes for "not available", as its source systems sent them
+    assert inputs.instance["admission_type_id"] == 5 and inputs.instance["race"] is None
+    assert inputs.instance["A1Cresult"] == "None" and inputs.instance["num_procedures"] == 0
+
+
+def test_unmapped_codes_are_reported_with_their_system() -> None:
+    inputs = _read(_example("unmapped"))
+    unmapped = {(u.input, u.code) for u in inputs.unmapped}
+    assert unmapped == {("diag_1", "404684003"), ("discharge_disposition_id", "21")}
+    assert inputs.instance["diag_1"] is None  # the model's "missing" group, not a guess
+    assert inputs.instance["discharge_disposition_id"] == 25  # the extract's "Not Mapped"
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "group"),
+    [
+        ("http://hl7.org/fhir/sid/icd-10-cm", "E11.65", "diabetes"),
+        ("http://hl7.org/fhir/sid/icd-10-cm", "I50.9", "circulatory"),
+        ("http://hl7.org/fhir/sid/icd-10-cm", "R07.9", "respiratory"),
+        ("http://hl7.org/fhir/sid/icd-10-cm", "N39.0", "genitourinary"),
+        ("http://hl7.org/fhir/sid/icd-10-cm", "D50.9", "other"),
+        ("http://snomed.info/sct", "42343007", "circulatory"),
+        ("http://snomed.info/sct", "44054006", "diabetes"),
+        ("http://hl7.org/fhir/sid/icd-9-cm", "486", "respiratory"),
+    ],
+)
+def test_primary_diagnoses_map_to_the_trained_group_from_each_system(system, code, group) -> None:
+    bundle = _example("complete")
+    condition = next(e["resource"] for e in bundle["entry"] if e["resource"]["id"] == "cond-0")
+    condition["code"] = {"coding": [{"system": system, "code": code}]}
+    inputs = _read(bundle)
+    assert _features(inputs.instance)["primary_diagnosis_group"] == group
+
+
+def test_lab_units_are_converted_and_a_foreign_unit_is_refused() -> None:
+    bundle = _example("complete")
+    a1c = next(e["resource"] for e in bundle["entry"] if e["resource"]["id"] == "lab-a1c")
+    a1c["valueQuantity"] = {"value": 64, "unit": "mmol/mol", "code": "mmol/mol"}  # 8.0 %
+    assert _read(bundle).instance["A1Cresult"] == ">8"
+    a1c["valueQuantity"] = {"value": 55, "unit": "mmol/mol", "code": "mmol/mol"}  # 7.2 %
+    assert _read(bundle).instance["A1Cresult"] == ">7"
+    a1c["valueQuantity"] = {"value": 0.08, "unit": "1", "code": "1"}  # a fraction, not %
+    with pytest.raises(FhirInputError, match=r"lab-a1c: HbA1c in unit '1'"):
+        _read(bundle)
+
+
+def _broken(change) -> dict[str, Any]:
+    bundle = copy.deepcopy(_example("complete"))
+    change({e["resource"]["id"]: e["resource"] for e in bundle["entry"]})
+    return bundle
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "message"),
+    [
+        (lambda r: r["example-patient"].pop("birthDate"), "Patient/example-patient", "birthDate"),
+        (lambda r: r["example-encounter"].pop("period"), "Encounter/example-encounter", "period"),
+        (
+            lambda r: r["example-patient"].update(birthDate="03/04/1950"),
+            "Patient/example-patient",
+            "fails FHIR R4 validation at birthDate",
+        ),
+        (
+            lambda r: r["cond-0"].update(code={"coding": [{"system": "urn:local", "code": "X"}]}),
+            "Condition/cond-0.code",
+            "unknown systems ['urn:local']",
+        ),
+        (
+            lambda r: r["cond-1"].update(subject={"reference": "Patient/someone-else"}),
+            "Condition/cond-1",
+            "not Patient/example-patient",
+        ),
+        (
+            lambda r: r["example-encounter"]["hospitalization"].update(
+                dischargeDisposition={"coding": [{"system": "urn:local", "code": "H"}]}
+            ),
+            "Encounter/example-encounter.hospitalization.dischargeDisposition",
+            "unknown systems",
+        ),
+    ],
+)
+def test_what_cannot_be_read_is_refused_naming_the_resource(change, where, message) -> None:
+    with pytest.raises(FhirInputError) as caught:
+        _read(_broken(change))
+    assert any(w == where and message in m for w, m in caught.value.problems), caught.value.problems
+
+
+def test_another_patients_resources_or_a_missing_encounter_are_refused() -> None:
+    with pytest.raises(FhirInputError, match="not the context's patient"):
+        _read(_example("complete"), patientId="other")
+    with pytest.raises(FhirInputError, match="no current encounter"):
+        _read(_example("complete"), encounterId="not-there")
+
+
+def test_an_out_of_range_stay_is_not_scored_and_says_why() -> None:
+    bundle = _example("complete")
+    encounter = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["id"] == "example-encounter"
+    )
+    encounter["period"]["start"] = "2026-02-01T10:00:00Z"  # 37 days
+    inputs = _read(bundle)
+    assert not inputs.scorable
+    assert any("time_in_hospital: 37 days" in r for r in inputs.why_not_scored())
+
+
+def test_separate_prefetch_keys_read_like_one_bundle() -> None:
+    bundle = _example("complete")
+    by_type: dict[str, list] = {}
+    for entry in bundle["entry"]:
+        by_type.setdefault(entry["resource"]["resourceType"], []).append(entry)
+
+    def searchset(kind: str) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": "searchset", "entry": by_type.get(kind, [])}
+
+    encounters = [e["resource"] for e in by_type["Encounter"]]
+    prefetch = {
+        "patient": by_type["Patient"][0]["resource"],
+        "encounter": next(e for e in encounters if e["id"] == "example-encounter"),
+        "conditions": searchset("Condition"),
+        "observations": searchset("Observation"),
+        "medications": searchset("MedicationRequest"),
+        "procedures": searchset("Procedure"),
+        "priorEncounters": searchset("Encounter"),
+    }
+    split = model_inputs(gather(prefetch, CONTEXT), MAPPING, NOW)
+    assert split.instance == _read(bundle).instance
+    # a key the EHR could not fetch (null) is unknown, not empty
+    partial = model_inputs(gather({**prefetch, "procedures": None}, CONTEXT), MAPPING, NOW)
+    assert "num_procedures" in partial.missing and not partial.scorable
+
+
+def test_the_mapping_file_is_validated(tmp_path) -> None:
+    text = (load_fhir_mapping.__globals__["config_path"]("fhir_mapping.yaml")).read_text()
+    bad = tmp_path / "m.yaml"
+    bad.write_text(
+        text.replace('icd9: "429.9", group: circulatory', 'icd9: "486", group: circulatory')
+    )
+    with pytest.raises(FhirMappingError, match="486 is in group respiratory"):
+        load_fhir_mapping(bad)
+    bad.write_text(text.replace('"6809": metformin', '"6809": aspirin'))
+    with pytest.raises(FhirMappingError, match="aspirin"):
+        load_fhir_mapping(bad)
