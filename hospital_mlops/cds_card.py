@@ -60,13 +60,12 @@ def _age(seconds: float) -> str:
     return f"{hours / 24:.0f} days"
 
 
-def _links(config: CdsConfig, prediction_id: str) -> list[dict[str, str]]:
+def _links(config: CdsConfig, prediction_id: str, service_base: str) -> list[dict[str, str]]:
+    url = config.source.explanation_url.format(
+        prediction_id=prediction_id, service_base=service_base.rstrip("/")
+    )
     return [
-        {
-            "label": "Full explanation of this risk",
-            "url": config.source.explanation_url.format(prediction_id=prediction_id),
-            "type": "absolute",
-        },
+        {"label": "Full explanation of this risk", "url": url, "type": "absolute"},
         {"label": "Model card", "url": config.source.model_card_url, "type": "absolute"},
     ]
 
@@ -98,8 +97,10 @@ def risk_card(
     config: CdsConfig,
     calibration: CalibrationTable | None,
     now: datetime,
+    service_base: str = "",
 ) -> dict[str, Any]:
-    """The model's answer as a card; ``answer`` is one predictor v1 prediction."""
+    """The model's answer as a card; ``answer`` is one predictor v1 prediction; its explanation
+    link is under ``service_base`` when the configured URL says so."""
     risk, band = float(answer["risk"]), str(answer["band"])
     version = str(answer.get("model_version", ""))
     summary = f"30-day readmission risk {_percent(risk)} ({band})"
@@ -133,7 +134,7 @@ def risk_card(
         "detail": "\n\n".join(detail),
         "source": _source(config),
         "overrideReasons": override_reasons(config),
-        "links": _links(config, str(answer["prediction_id"])),
+        "links": _links(config, str(answer["prediction_id"]), service_base),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +31,8 @@ class Service(StrictModel):
 class Source(StrictModel):
     label: str = Field(min_length=1, max_length=80)
     model_card_url: str = Field(pattern=r"^https?://")
-    explanation_url: str = Field(pattern=r"^https?://.*\{prediction_id\}")
+    # "{service_base}" is the address the call came to (this service's own explanation page)
+    explanation_url: str = Field(pattern=r"^(https?://|\{service_base\}).*\{prediction_id\}")
 
 
 class Timeouts(StrictModel):
@@ -45,12 +47,16 @@ class CdsConfig(StrictModel):
     limitations: tuple[str, ...] = Field(min_length=1)
     override_reasons_system: str = Field(pattern=r"^https?://")
     override_reasons: dict[str, str] = Field(min_length=1)
+    cors_allowed_origins: tuple[str, ...] = ()
     timeouts: Timeouts
 
     @model_validator(mode="after")
     def _complete(self) -> CdsConfig:
         if set(self.indicator_by_band) != {"low", "moderate", "high"}:
             raise ValueError("indicator_by_band needs low, moderate and high")
+        for origin in self.cors_allowed_origins:
+            if origin == "*" or not re.fullmatch(r"https?://[^/\s*]+", origin):
+                raise ValueError(f"cors_allowed_origins: {origin!r} is not an exact origin")
         ids = [s.id for s in self.services]
         if len(set(ids)) != len(ids) or DISCHARGE_SERVICE not in ids:
             raise ValueError(f"service ids must be unique and include {DISCHARGE_SERVICE}")

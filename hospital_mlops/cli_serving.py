@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,9 +99,24 @@ def _start_stack(model: str, port_base: int) -> LocalStack | None:
     except StackFailed as exc:
         print(f"hmlops: refused: {exc}", file=sys.stderr)
         return None
+    except KeyboardInterrupt:
+        stack.stop()  # stopped while starting: leave no server behind
+        raise
     for label, url in stack.urls().items():
         print(f"  {label:16} {url}")
     return stack
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM (kill, systemd, a container runtime) both stop the three servers
+    cleanly. Set explicitly: a shell that starts this in the background leaves SIGINT ignored,
+    and Python would then never raise KeyboardInterrupt."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -111,6 +127,7 @@ def serve(args: argparse.Namespace) -> int:
         print(json.dumps({"instances": registered_examples(name, ref, n=1)}, indent=2))
         return 0
     _check_port(args.port_base, 3)
+    _stop_on_signals()
     stack = _start_stack(args.model, args.port_base)
     if stack is None:
         return EXIT_NOT_READY

@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from hospital_mlops.cds_card import (
     CalibrationTable,
@@ -35,16 +35,22 @@ from hospital_mlops.cds_card import (
     risk_card,
 )
 from hospital_mlops.cds_config import CdsConfig, Service
+from hospital_mlops.cds_explanation import explanation_page
 from hospital_mlops.fallback import FallbackPolicy
 from hospital_mlops.fhir_inputs import BUNDLE_KEY, FhirInputError, gather, model_inputs
 from hospital_mlops.fhir_mapping import FhirMapping
 from hospital_mlops.monitoring.feedback import FeedbackRejected, record_feedback
 from hospital_mlops.normalize import HmacKey, token_function
-from hospital_mlops.prediction_log import PredictionLog
+from hospital_mlops.prediction_log import PredictionLog, PredictionNotFound
 from hospital_mlops.scoring import ENCOUNTER_TOKEN
 from serving.fallback_scoring import cache_from_log, score_or_fallback
 from serving.feedback_api import BodyTooLarge, capped_body, feedback_router
-from serving.predictor_client import PredictorClient, PredictorRefused
+from serving.predictor_client import (
+    PredictorClient,
+    PredictorFailed,
+    PredictorRefused,
+    PredictorUnavailable,
+)
 
 log = logging.getLogger("hospital_mlops.serving.cds")
 
@@ -230,7 +236,9 @@ class CdsService:
             self.calibration[model_version] = _registry_calibration(model_version)
         return self.calibration[model_version]
 
-    async def call(self, service: Service, body: Any, now: datetime | None = None) -> dict:
+    async def call(
+        self, service: Service, body: Any, now: datetime | None = None, service_base: str = ""
+    ) -> dict:
         now = now or datetime.now(UTC)
         request = check_call(body, service)
         prefetch = await fetch_missing(request, service, self.config.timeouts.fhir_seconds)
@@ -258,7 +266,26 @@ class CdsService:
             card = fallback_card(answer, self.config)
             return {"cards": [card] if card else []}
         table = self.calibration_of(str(answer.get("model_version", "")))
-        return {"cards": [risk_card(answer, inputs, self.config, table, now)]}
+        return {"cards": [risk_card(answer, inputs, self.config, table, now, service_base)]}
+
+    async def explanation(self, prediction_id: str) -> str | None:
+        """The explanation page of a logged prediction (None: no such prediction), with every
+        contribution when the version that answered still serves."""
+        if not ID_PATTERN.fullmatch(prediction_id):
+            return None
+        try:
+            record = self.prediction_log.get(prediction_id)
+        except PredictionNotFound:
+            return None
+        rescored = None
+        try:
+            # marked as a probe: a re-score for an explanation is not a new prediction
+            (again,) = await self.predictor.predict([record["inputs"]], caller="probe", full=True)
+            if again.get("model_version") == record["answer"].get("model_version"):
+                rescored = again
+        except (PredictorUnavailable, PredictorFailed, PredictorRefused):
+            pass
+        return explanation_page(record, rescored)
 
     def feedback(self, service: Service, body: Any) -> dict[str, Any]:
         """The spec's feedback: checked whole first, then recorded (nothing half-written)."""
@@ -350,6 +377,16 @@ def _registry_calibration(model_version: str) -> CalibrationTable | None:
 def create_app(service: CdsService) -> FastAPI:
     app = FastAPI(title="hospital-mlops CDS Hooks", docs_url=None, redoc_url=None)
     config = service.config
+    if config.cors_allowed_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        # the spec: browser-based CDS clients need CORS; only the configured origins get it
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_allowed_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
 
     async def body_of(request: Request) -> Any:
         try:
@@ -377,7 +414,14 @@ def create_app(service: CdsService) -> FastAPI:
     async def call(service_id: str, request: Request) -> JSONResponse:
         found = lookup(service_id)
         body = await body_of(request)
-        return JSONResponse(content=await service.call(found, body))
+        base = str(request.base_url).rstrip("/")
+        return JSONResponse(content=await service.call(found, body, service_base=base))
+
+    async def explain(prediction_id: str) -> HTMLResponse:
+        page = await service.explanation(prediction_id)
+        if page is None:
+            return HTMLResponse("<p>No such prediction.</p>", status_code=404)
+        return HTMLResponse(page)
 
     async def feedback(service_id: str, request: Request) -> JSONResponse:
         found = lookup(service_id)
@@ -399,6 +443,9 @@ def create_app(service: CdsService) -> FastAPI:
     app.add_api_route("/v2/health/live", live, methods=["GET"])
     app.add_api_route("/v2/health/ready", ready, methods=["GET"], response_model=None)
     app.add_api_route("/cds-services", discover, methods=["GET"])
+    app.add_api_route(
+        "/explanations/{prediction_id}", explain, methods=["GET"], response_model=None
+    )
     app.add_api_route("/cds-services/{service_id}", call, methods=["POST"], response_model=None)
     app.add_api_route(
         "/cds-services/{service_id}/feedback", feedback, methods=["POST"], response_model=None

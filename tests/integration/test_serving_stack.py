@@ -42,6 +42,8 @@ def stack(d130_champion):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "HMLOPS_HMAC_KEY": TEST_KEY},
+        # as a shell starting it in the background would: Ctrl-C must still stop the stack
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     urls = {name: f"http://127.0.0.1:{base + i}" for i, name in enumerate(("p", "e", "d"))}
     deadline = time.monotonic() + 240
@@ -376,6 +378,25 @@ def test_fuzzed_bodies_never_get_a_5xx(stack, example_body, server, path, strate
             )
 
         run()
+
+
+def test_the_demo_posts_an_encounter_discharge_call_and_prints_the_card(
+    stack, tmp_path, capsys
+) -> None:
+    """`make demo`'s CDS step: `hmlops cds serve` as a real process against the stack's
+    predictor, one call built from example FHIR data, the card printed."""
+    from hospital_mlops.cli_serving import _demo_cds_card
+
+    _, urls = stack
+    _demo_cds_card(urls["p"], free_port_base(1), tmp_path)
+    header, _, body = capsys.readouterr().out.partition("the card:\n")
+    assert "HTTP 200" in header, header
+    (card,) = json.loads(body)["cards"]
+    assert card["summary"].startswith("30-day readmission risk ") and len(card["summary"]) <= 140
+    assert "readmission-30d/1" in card["detail"]  # the champion the stack serves answered
+    # the calibration band comes from the served version's registered test-period evidence
+    assert "of 100 similar patients in the validation period" in card["detail"]
+    assert "GET /cds-services" in (tmp_path / "cds.log").read_text()
 
 
 def test_ctrl_c_stops_all_three(stack) -> None:

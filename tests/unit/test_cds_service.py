@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from html import escape
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
@@ -25,9 +27,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hospital_mlops.cds_config import load_cds_config
+from hospital_mlops.cds_config import CdsConfigError, load_cds_config
 from hospital_mlops.cli_cds import example_request
 from hospital_mlops.fallback import load_fallback_policy
+from hospital_mlops.features import feature_set_for
 from hospital_mlops.fhir_examples import example_bundle, example_instance
 from hospital_mlops.fhir_inputs import gather, model_inputs
 from hospital_mlops.fhir_mapping import load_fhir_mapping
@@ -36,6 +39,7 @@ from hospital_mlops.normalize import HmacKey
 from hospital_mlops.prediction_log import PredictionLog, PredictionNotFound
 from serving.cds_service import CdsService, create_app
 from serving.predictor_client import PredictorClient
+from tests.html_checks import is_self_contained
 from tests.unit.test_explain import real_data
 from tests.unit.test_explainer_server import PREDICTOR, _free_port, _register, _start, _wait_ready
 
@@ -141,6 +145,9 @@ def test_a_complete_bundle_gets_the_models_card_for_that_encounter(cds) -> None:
     reasons = {r["code"]: r["display"] for r in card["overrideReasons"]}
     assert reasons == CONFIG.override_reasons
     assert any(card["uuid"] in link["url"] for link in card["links"])
+    # the explanation link is this service's own page for the prediction
+    link = next(x["url"] for x in card["links"] if x["label"].startswith("Full explanation"))
+    assert link == f"http://testserver/explanations/{card['uuid']}"
     # the EHR's encounter id reached the predictor only as its token
     assert "example-encounter" not in json.dumps(logged)
 
@@ -409,3 +416,45 @@ def test_the_round_trip_of_the_example_is_exact(cds) -> None:
     assert diabetes130_feature_row(
         original, original["prior_encounters"]
     ) == diabetes130_feature_row(derived.instance, derived.instance["prior_encounters"])
+
+
+def test_cors_is_granted_to_configured_origins_only(cds, tmp_path) -> None:
+    sandbox = "https://sandbox.cds-hooks.org"
+    configured = _service("127.0.0.1:9", cds.log)
+    configured.config = CONFIG.model_copy(update={"cors_allowed_origins": (sandbox,)})
+    preflight = {"Access-Control-Request-Method": "POST"}
+    with TestClient(create_app(configured)) as client:
+        allowed = client.options(DISCHARGE, headers={"Origin": sandbox, **preflight})
+        other = client.options(DISCHARGE, headers={"Origin": "https://evil.example", **preflight})
+    assert allowed.headers.get("access-control-allow-origin") == sandbox
+    assert "access-control-allow-origin" not in other.headers
+    # the shipped config grants none: server-to-server EHR calls need no CORS
+    plain = cds.client.options(DISCHARGE, headers={"Origin": sandbox, **preflight})
+    assert "access-control-allow-origin" not in plain.headers
+    bad = tmp_path / "cds.yaml"
+    text = (Path(__file__).resolve().parents[2] / "config" / "cds.yaml").read_text()
+    bad.write_text(text.replace("cors_allowed_origins: []", 'cors_allowed_origins: ["*"]'))
+    with pytest.raises(CdsConfigError, match="not an exact origin"):
+        load_cds_config(bad)
+
+
+def test_the_explanation_page_shows_every_contribution_and_opens_offline(cds) -> None:
+    card = _card(_call(cds, example_request("complete", seed=21)))
+    logged = _logged(cds, card["uuid"])
+    before = cds.log.count()
+    page = cds.client.get(f"/explanations/{card['uuid']}")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert is_self_contained(html)
+    for reason in logged["answer"]["reasons"]:
+        assert escape(reason["text"]) in html
+    # every model feature's exact contribution, from re-scoring the logged inputs
+    assert html.count('<td class="n">') == len(feature_set_for("diabetes130").features)
+    assert "encounter_token" not in html and logged["inputs"]["encounter_token"] not in html
+    assert cds.log.count() == before  # the re-score is a probe, not a new prediction
+    assert cds.client.get("/explanations/not-a-prediction").status_code == 404
+    assert cds.client.get("/explanations/%3Cscript%3E").status_code == 404
+    dead = _service(f"127.0.0.1:{_free_port()}", cds.log)
+    with TestClient(create_app(dead)) as client:
+        offline = client.get(f"/explanations/{card['uuid']}")
+    assert offline.status_code == 200 and "Not available now" in offline.text
