@@ -54,6 +54,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_explainer.py
 	$(BIN)/python benchmarks/bench_drift.py
 	$(BIN)/python benchmarks/bench_monitoring.py
+	# the registry bench_serving built (its default --state)
+	$(BIN)/python benchmarks/bench_cds.py --state $${TMPDIR:-/tmp}/hmlops-bench-serving
+	$(BIN)/python benchmarks/bench_load.py --state $${TMPDIR:-/tmp}/hmlops-bench-serving
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache
