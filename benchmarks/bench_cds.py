@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,18 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
     }
 
 
-def _time(client: httpx.Client, url: str, bodies: list[Any], n: int) -> list[float]:
+def _time(
+    client: httpx.Client,
+    url: str,
+    bodies: list[Any],
+    n: int,
+    headers: Callable[[], dict[str, str]] = dict,
+) -> list[float]:
     out = []
     for i in range(WARM_UP + n):
+        sent_with = headers()  # the EHR signs each call before it sends it: not timed here
         started = time.perf_counter()
-        answer = client.post(url, json=bodies[i % len(bodies)])
+        answer = client.post(url, json=bodies[i % len(bodies)], headers=sent_with)
         elapsed = (time.perf_counter() - started) * 1000
         answer.raise_for_status()
         if i >= WARM_UP:
@@ -76,6 +84,7 @@ def main() -> None:
         MLFLOW_DISABLE_TELEMETRY="true",
     )
     os.environ.update(HMLOPS_STATE_DIR=str(args.state))
+    from hospital_mlops.cds_auth import TRUSTED_CLIENTS_ENV, DemoClient
     from hospital_mlops.cli_cds import example_request
     from hospital_mlops.fhir_examples import example_instance
     from serving.readiness import wait_until_ready
@@ -83,6 +92,8 @@ def main() -> None:
     predictor_port, cds_port = args.port_base, args.port_base + 1
     logs = Path(args.state) / "bench-cds"
     logs.mkdir(parents=True, exist_ok=True)
+    ehr = DemoClient.create(logs)  # calls carry a signed client JWT, verified by the service
+    env[TRUSTED_CLIENTS_ENV] = str(ehr.trusted_clients_file)
     hmlops = [sys.executable, "-m", "hospital_mlops.cli"]
     commands = {
         "predictor": [*hmlops, "serve-one", "predictor", "--port", str(predictor_port)],
@@ -109,7 +120,9 @@ def main() -> None:
         card_url = f"http://127.0.0.1:{cds_port}/cds-services/readmission-risk-discharge"
         predict_url = f"http://127.0.0.1:{predictor_port}/v1/models/readmission:predict"
         with httpx.Client(timeout=30) as client:
-            cards = _time(client, card_url, calls, args.requests)
+            cards = _time(
+                client, card_url, calls, args.requests, lambda: ehr.authorization(card_url)
+            )
             bare = _time(client, predict_url, instances, args.requests)
     finally:
         for process in processes.values():

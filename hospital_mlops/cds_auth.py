@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -134,6 +136,68 @@ def verify_call_token(
     if not cache.first_use(client.iss, str(claims["jti"]), expires, now):
         raise AuthRejected("the token was already used (jti replayed)")
     return claims
+
+
+TRUSTED_CLIENTS_ENV = "HMLOPS_CDS_TRUSTED_CLIENTS"
+
+
+def load_trusted_clients(text: str) -> dict[str, TrustedClient]:
+    """``[{"iss": ..., "jwks": {"keys": [...]}}, ...]`` (public keys only: not a secret; on a
+    cluster a mounted ConfigMap) → the clients by issuer."""
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError:
+        raise AuthRejected("the trusted clients file is not JSON") from None
+    if not isinstance(entries, list) or not entries:
+        raise AuthRejected("the trusted clients file must be a non-empty list")
+    clients: dict[str, TrustedClient] = {}
+    for n, entry in enumerate(entries):
+        iss = entry.get("iss") if isinstance(entry, dict) else None
+        if not isinstance(iss, str) or not iss.startswith("https://"):
+            raise AuthRejected(f"trusted client {n}: iss must be an https:// URL")
+        if iss in clients:
+            raise AuthRejected(f"trusted client {n}: {iss} is listed twice")
+        clients[iss] = TrustedClient(iss, load_jwks(json.dumps(entry.get("jwks"))))
+    return clients
+
+
+DEMO_ISSUER = "https://demo-ehr.hospital-mlops.invalid"
+
+
+@dataclass(frozen=True)
+class DemoClient:
+    """A labelled demo EHR for `make demo` and the benchmarks: a fresh key pair, its trusted
+    clients file, and the signing an EHR does per call. Never a real client's key."""
+
+    trusted_clients_file: Path
+    private_key: Any
+
+    @classmethod
+    def create(cls, directory: Path) -> DemoClient:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from jwt.algorithms import ECAlgorithm
+
+        key = ec.generate_private_key(ec.SECP384R1())
+        jwk = {**json.loads(ECAlgorithm.to_jwk(key.public_key())), "kid": "demo-1"}
+        path = directory / "demo-trusted-clients.json"
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([{"iss": DEMO_ISSUER, "jwks": {"keys": [jwk]}}]))
+        return cls(path, key)
+
+    def authorization(self, audience: str) -> dict[str, str]:
+        now = time.time()
+        claims = {"iss": DEMO_ISSUER, "sub": "demo-ehr", "aud": audience, "iat": now,
+                  "exp": now + 240, "jti": uuid.uuid4().hex}  # fmt: skip
+        token = jwt.encode(claims, self.private_key, algorithm="ES384", headers={"kid": "demo-1"})
+        return {"Authorization": f"Bearer {token}"}
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthRejected("an Authorization: Bearer <JWT> header is required")
+    return token.strip()
 
 
 def load_jwks(text: str) -> dict[str, Any]:

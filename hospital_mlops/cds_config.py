@@ -48,6 +48,9 @@ class CdsConfig(StrictModel):
     override_reasons_system: str = Field(pattern=r"^https?://")
     override_reasons: dict[str, str] = Field(min_length=1)
     cors_allowed_origins: tuple[str, ...] = ()
+    # The address EHRs call (behind a gateway); a client's JWT must be addressed (aud) to it.
+    # Empty: the address the request came to.
+    public_base_url: str = Field(default="", pattern=r"^(https?://[^\s]+[^/])?$")
     timeouts: Timeouts
 
     @model_validator(mode="after")

@@ -20,6 +20,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     serve.add_argument(
         "--predictor-url", default="http://127.0.0.1:8080", help="the predictor (http://HOST:PORT)"
     )
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="accept calls without a client JWT (a local trial only; never with real data)",
+    )
     example = csub.add_parser(
         "example", help="print a valid encounter-discharge request built from example FHIR data"
     )
@@ -39,7 +44,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
         _check_port(args.port)
         try:
-            serve_cds(args.port, args.predictor_url, args.bind)
+            serve_cds(
+                args.port, args.predictor_url, args.bind, insecure_no_auth=args.insecure_no_auth
+            )
         except ValueError as exc:
             raise CdsUsageError(str(exc)) from None
         return 0

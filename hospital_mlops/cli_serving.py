@@ -303,25 +303,28 @@ def demo_round_trip(model: str, store: Path, port_base: int = 8080, n: int = 5) 
 def _demo_cds_card(predictor_url: str, port: int, log_dir: Path) -> None:
     """Start the CDS Hooks service against the predictor, post one encounter-discharge call
     built from example FHIR data (a real test-period encounter), print the card, stop it."""
+    import os
     import subprocess
 
     import httpx
 
+    from hospital_mlops.cds_auth import TRUSTED_CLIENTS_ENV, DemoClient
     from hospital_mlops.cli_cds import example_request
     from serving.readiness import wait_until_ready
 
     log_file = log_dir / "cds.log"
+    ehr = DemoClient.create(log_dir)  # the demo EHR signs its calls, as a real one must
+    env = {**os.environ, TRUSTED_CLIENTS_ENV: str(ehr.trusted_clients_file)}
     argv = [sys.executable, "-m", "hospital_mlops.cli", "cds", "serve", "--port", str(port),
             "--predictor-url", predictor_url]  # fmt: skip
     with log_file.open("wb") as sink:
-        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(f"{base}/cds-services", process, log_file, timeout=120)
         request = example_request("complete")
-        answer = httpx.post(
-            f"{base}/cds-services/readmission-risk-discharge", json=request, timeout=30
-        )
+        url = f"{base}/cds-services/readmission-risk-discharge"
+        answer = httpx.post(url, json=request, headers=ehr.authorization(url), timeout=30)
         print(
             f"\nCDS Hooks: encounter-discharge for the example patient (a FHIR Bundle of "
             f"{len(request['prefetch']['bundle']['entry'])} resources) → HTTP "

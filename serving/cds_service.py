@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,13 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from hospital_mlops.cds_auth import (
+    AuthRejected,
+    ReplayCache,
+    TrustedClient,
+    bearer_token,
+    verify_call_token,
+)
 from hospital_mlops.cds_card import (
     CalibrationTable,
     fallback_card,
@@ -221,6 +229,29 @@ class CdsService:
     key: HmacKey
     model: str = "readmission-30d"
     calibration: dict[str, CalibrationTable | None] = field(default_factory=dict)
+    # None only when started with --insecure-no-auth (a local trial): no call is authenticated
+    clients: Mapping[str, TrustedClient] | None = None
+    replay: ReplayCache = field(default_factory=ReplayCache)
+
+    def authenticate(self, authorization: str | None, audiences: tuple[str, ...]) -> None:
+        """CDS Hooks' client JWT: 401 unless it verifies for one of ``audiences``."""
+        if self.clients is None:
+            return
+        try:
+            token = bearer_token(authorization)
+            problem: AuthRejected | None = None
+            for audience in audiences:
+                try:
+                    verify_call_token(token, self.clients, audience, self.replay)
+                    return
+                except AuthRejected as exc:
+                    problem = exc
+                    if "not addressed" not in str(exc):
+                        break
+            assert problem is not None
+            raise problem
+        except AuthRejected as exc:
+            raise CdsRequestError(401, [("authorization", str(exc))]) from None
 
     def __post_init__(self) -> None:
         self._token = token_function(self.key, ENCOUNTER_TOKEN)
@@ -406,13 +437,21 @@ def create_app(service: CdsService) -> FastAPI:
 
     @app.exception_handler(CdsRequestError)
     async def refused(_: Request, exc: CdsRequestError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content=_problem_body(exc.problems))
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(
+            status_code=exc.status, content=_problem_body(exc.problems), headers=headers
+        )
+
+    def endpoint(request: Request, service_id: str) -> str:
+        base = config.public_base_url or str(request.base_url).rstrip("/")
+        return f"{base}/cds-services/{service_id}"
 
     async def discover() -> dict[str, Any]:
         return discovery(config)
 
     async def call(service_id: str, request: Request) -> JSONResponse:
         found = lookup(service_id)
+        service.authenticate(request.headers.get("authorization"), (endpoint(request, found.id),))
         body = await body_of(request)
         base = str(request.base_url).rstrip("/")
         return JSONResponse(content=await service.call(found, body, service_base=base))
@@ -425,6 +464,9 @@ def create_app(service: CdsService) -> FastAPI:
 
     async def feedback(service_id: str, request: Request) -> JSONResponse:
         found = lookup(service_id)
+        # addressed to the service endpoint (the spec's aud) or to the feedback URL itself
+        url = endpoint(request, found.id)
+        service.authenticate(request.headers.get("authorization"), (url, f"{url}/feedback"))
         body = await body_of(request)
         return JSONResponse(content=service.feedback(found, body))
 
@@ -455,9 +497,35 @@ def create_app(service: CdsService) -> FastAPI:
     return app
 
 
-def build_service(predictor_url: str, model: str = "readmission-30d") -> CdsService:
-    """The service over the shipped configuration, the predictor at ``predictor_url`` and the
-    prediction log (``HMLOPS_PREDICTION_LOG_URL`` or the state directory's SQLite)."""
+def trusted_clients_from_env() -> dict[str, TrustedClient]:
+    """The clients whose JWTs are accepted, from the file ``HMLOPS_CDS_TRUSTED_CLIENTS`` names;
+    refuses to start without one (ValueError)."""
+    import os
+    from pathlib import Path
+
+    from hospital_mlops.cds_auth import TRUSTED_CLIENTS_ENV, load_trusted_clients
+
+    path = os.environ.get(TRUSTED_CLIENTS_ENV)
+    if not path:
+        raise ValueError(
+            f"no trusted CDS clients: set {TRUSTED_CLIENTS_ENV} to a JSON file of "
+            '[{"iss": ..., "jwks": {"keys": [...]}}] (docs/ehr-integration.md), or pass '
+            "--insecure-no-auth for a local trial"
+        )
+    try:
+        return load_trusted_clients(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {TRUSTED_CLIENTS_ENV}={path}: {exc.strerror}") from None
+    except AuthRejected as exc:
+        raise ValueError(f"{TRUSTED_CLIENTS_ENV}={path}: {exc}") from None
+
+
+def build_service(
+    predictor_url: str, model: str = "readmission-30d", *, insecure_no_auth: bool = False
+) -> CdsService:
+    """The service over the shipped configuration, the predictor at ``predictor_url``, the
+    prediction log (``HMLOPS_PREDICTION_LOG_URL`` or the state directory's SQLite) and the
+    trusted clients (unless ``insecure_no_auth``)."""
     from urllib.parse import urlparse
 
     from hospital_mlops.cds_config import load_cds_config
@@ -469,6 +537,11 @@ def build_service(predictor_url: str, model: str = "readmission-30d") -> CdsServ
     if parsed.scheme != "http" or not parsed.netloc:
         raise ValueError(f"--predictor-url must be http://HOST:PORT, not {predictor_url!r}")
     config = load_cds_config()
+    clients = None if insecure_no_auth else trusted_clients_from_env()
+    if clients is None:
+        log.warning(
+            "CDS Hooks calls are NOT authenticated (--insecure-no-auth): a local trial only"
+        )
     return CdsService(
         config=config,
         mapping=load_fhir_mapping(),
@@ -477,12 +550,15 @@ def build_service(predictor_url: str, model: str = "readmission-30d") -> CdsServ
         prediction_log=PredictionLog(),
         key=load_hmac_key(),
         model=model,
+        clients=clients,
     )
 
 
-def serve_cds(port: int, predictor_url: str, bind: str = "127.0.0.1") -> None:
+def serve_cds(
+    port: int, predictor_url: str, bind: str = "127.0.0.1", *, insecure_no_auth: bool = False
+) -> None:
     """Run the service (blocking) on ``bind:port``."""
     import uvicorn
 
-    app = create_app(build_service(predictor_url))
+    app = create_app(build_service(predictor_url, insecure_no_auth=insecure_no_auth))
     uvicorn.run(app, host=bind, port=port, log_level="info")

@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,11 +23,15 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jwt.algorithms import ECAlgorithm
 
+from hospital_mlops.cds_auth import TrustedClient
 from hospital_mlops.cds_config import CdsConfigError, load_cds_config
 from hospital_mlops.cli_cds import example_request
 from hospital_mlops.fallback import load_fallback_policy
@@ -47,6 +52,14 @@ MODEL = "test-cds-model"
 CONFIG = load_cds_config()
 DISCHARGE = "/cds-services/readmission-risk-discharge"
 TOKEN = "secret-ehr-token-0123456789"
+EHR = "https://ehr.test.example"
+EHR_KEY = ec.generate_private_key(ec.SECP384R1())
+CLIENTS = {
+    EHR: TrustedClient(
+        EHR,
+        {"keys": [{**json.loads(ECAlgorithm.to_jwk(EHR_KEY.public_key())), "kid": "ehr-1"}]},
+    )
+}
 
 
 @dataclass
@@ -54,6 +67,19 @@ class Cds:
     client: TestClient
     predictor: str
     log: PredictionLog
+
+
+def _auth(audience: str = f"http://testserver{DISCHARGE}", **claims: Any) -> dict[str, str]:
+    """A fresh CDS Hooks client JWT from the test EHR, as the spec has the EHR send per call."""
+    now = time.time()
+    body = {"iss": EHR, "sub": "test-ehr", "aud": audience, "iat": now, "exp": now + 240,
+            "jti": str(uuid.uuid4()), **claims}  # fmt: skip
+    token = jwt.encode(body, EHR_KEY, algorithm="ES384", headers={"kid": "ehr-1"})
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _feedback(client: TestClient, body: Any) -> httpx.Response:
+    return client.post(f"{DISCHARGE}/feedback", json=body, headers=_auth())
 
 
 def _service(predictor_host: str, log: PredictionLog) -> CdsService:
@@ -65,6 +91,7 @@ def _service(predictor_host: str, log: PredictionLog) -> CdsService:
         prediction_log=log,
         key=HmacKey(b"t" * 40, False),
         model=MODEL,
+        clients=CLIENTS,
     )
 
 
@@ -88,7 +115,7 @@ def cds(catalog, d130_small, tmp_path_factory) -> Iterator[Cds]:
 
 
 def _call(cds: Cds, body: Any) -> httpx.Response:
-    return cds.client.post(DISCHARGE, json=body)
+    return cds.client.post(DISCHARGE, json=body, headers=_auth())
 
 
 def _logged(cds: Cds, prediction_id: str) -> dict[str, Any]:
@@ -300,9 +327,8 @@ def test_bad_calls_get_a_400_naming_the_problem(cds, body, field, message) -> No
 
 
 def test_malformed_json_is_a_400_not_a_crash(cds) -> None:
-    answer = cds.client.post(
-        DISCHARGE, content=b'{"hook": ', headers={"content-type": "application/json"}
-    )
+    headers = {"content-type": "application/json", **_auth()}
+    answer = cds.client.post(DISCHARGE, content=b'{"hook": ', headers=headers)
     assert answer.status_code == 400 and answer.json()["errors"][0]["field"] == "body"
     assert cds.client.post("/cds-services/nope", json={}).status_code == 404
 
@@ -317,7 +343,7 @@ def test_feedback_is_recorded_against_the_card_and_reaches_the_workflow_numbers(
     body = {
         "feedback": [{"card": accepted["uuid"], "outcome": "accepted", "outcomeTimestamp": late}]
     }
-    future = cds.client.post(f"{DISCHARGE}/feedback", json=body)
+    future = _feedback(cds.client, body)
     assert future.status_code == 400 and "in the future" in future.text
     assert future.json()["errors"][0]["field"] == "feedback[0].outcomeTimestamp"
     now = datetime.now(UTC).isoformat()
@@ -327,7 +353,7 @@ def test_feedback_is_recorded_against_the_card_and_reaches_the_workflow_numbers(
          "overrideReason": {"reason": {"code": code, "system": CONFIG.override_reasons_system},
                             "userComment": "Mr Jones said he would rather not"}},
     ]}  # fmt: skip
-    answer = cds.client.post(f"{DISCHARGE}/feedback", json=body)
+    answer = _feedback(cds.client, body)
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"recorded": 2}
     assert recorded_feedback(cds.log, accepted["uuid"])["response"] == "acknowledged"
@@ -342,7 +368,7 @@ def test_feedback_is_recorded_against_the_card_and_reaches_the_workflow_numbers(
             assert frame.loc[card["uuid"], "response"] == response
         else:
             assert card["uuid"] not in frame.index  # not an alert: not in the alert workflow
-    again = cds.client.post(f"{DISCHARGE}/feedback", json=body)
+    again = _feedback(cds.client, body)
     assert again.status_code == 409
 
 
@@ -360,14 +386,14 @@ def test_feedback_is_recorded_against_the_card_and_reaches_the_workflow_numbers(
 )
 def test_bad_feedback_is_refused_and_nothing_is_written(cds, item, status, message) -> None:
     body = {"feedback": [{"outcomeTimestamp": "2026-11-28T12:00:00Z", **item}]}
-    answer = cds.client.post(f"{DISCHARGE}/feedback", json=body)
+    answer = _feedback(cds.client, body)
     assert answer.status_code == status and message in answer.text, answer.text
 
 
 def test_a_dead_predictor_gets_the_fallback_card_not_an_error(cds) -> None:
     dead = _service(f"127.0.0.1:{_free_port()}", cds.log)
     with TestClient(create_app(dead)) as client:
-        answer = client.post(DISCHARGE, json=example_request("complete"))
+        answer = client.post(DISCHARGE, json=example_request("complete"), headers=_auth())
     card = _card(answer)
     policy = load_fallback_policy()
     assert policy.mode == "no_score"  # the shipped default
@@ -401,7 +427,7 @@ def _fuzzed() -> st.SearchStrategy[Any]:
 def test_fuzzed_calls_never_get_a_5xx(cds, body) -> None:
     answer = _call(cds, body)
     assert answer.status_code < 500, answer.text
-    feedback = cds.client.post(f"{DISCHARGE}/feedback", json=body)
+    feedback = _feedback(cds.client, body)
     assert feedback.status_code < 500, feedback.text
 
 
@@ -458,3 +484,32 @@ def test_the_explanation_page_shows_every_contribution_and_opens_offline(cds) ->
     with TestClient(create_app(dead)) as client:
         offline = client.get(f"/explanations/{card['uuid']}")
     assert offline.status_code == 200 and "Not available now" in offline.text
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({}, "Authorization: Bearer <JWT> header is required"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "Bearer <JWT> header is required"),
+        (_auth(exp=time.time() - 600), "expired"),
+        (_auth(audience="https://elsewhere.example/cds-services/x"), "not addressed"),
+        (_auth(iss="https://stranger.example"), "not a trusted client"),
+    ],
+)
+def test_calls_without_a_valid_client_jwt_are_401(cds, headers, message) -> None:
+    for path in (DISCHARGE, f"{DISCHARGE}/feedback"):
+        answer = cds.client.post(path, json=example_request("complete"), headers=headers)
+        assert answer.status_code == 401, answer.text
+        assert answer.headers["www-authenticate"] == "Bearer"
+        assert message in answer.json()["errors"][0]["message"]
+
+
+def test_a_replayed_jwt_is_401_and_discovery_needs_none(cds) -> None:
+    headers = _auth()
+    assert (
+        cds.client.post(DISCHARGE, json=example_request("complete"), headers=headers).status_code
+        == 200
+    )
+    again = cds.client.post(DISCHARGE, json=example_request("complete"), headers=headers)
+    assert again.status_code == 401 and "already used" in again.text
+    assert cds.client.get("/cds-services").status_code == 200  # discovery is public

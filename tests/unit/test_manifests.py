@@ -627,6 +627,14 @@ def test_the_cli_accepts_the_cds_command_the_manifest_runs() -> None:
     args = build_parser().parse_args(cds["containers"][0]["args"])
     assert (args.command, args.action, args.port, args.bind) == ("cds", "serve", 8080, "0.0.0.0")
     assert args.predictor_url == f"http://{deploy.predictor_host(deploy.SERVICE, NAMESPACE)}"
+    assert not args.insecure_no_auth  # client JWTs are verified on the cluster
+    # the trusted EHRs' public keys: a ConfigMap the site creates, mounted read-only
+    container = cds["containers"][0]
+    path = _env(container)["HMLOPS_CDS_TRUSTED_CLIENTS"]["value"]
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    volume = next(v for v in cds["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == "hmlops-cds-trusted-clients"
 
 
 # ----------------------------------------------------------------------------------------- stages
