@@ -32,9 +32,10 @@ PREFETCH_TYPES = {
     "observations": "Observation",
     "medications": "MedicationRequest",
     "procedures": "Procedure",
-    "priorEncounters": "Encounter",
+    "priorEncounters": "PriorEncounters",  # the visit history: not implied by the encounter key
 }
 BUNDLE_KEY = "bundle"
+PRIOR_VISITS = "PriorEncounters"  # supplied by the priorEncounters key or a whole Bundle
 MAX_RESOURCES = 5000
 RACE_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
 ETHNICITY_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"
@@ -106,7 +107,10 @@ class ModelInputs:
     @property
     def scorable(self) -> bool:
         required = {"age", "gender", "time_in_hospital", "num_lab_procedures", "number_diagnoses"}
-        counted = {"num_procedures", "num_medications", "number_outpatient", "number_emergency"}
+        counted = {
+            "num_procedures", "num_medications", "number_outpatient", "number_emergency",
+            "number_inpatient", PRIOR_ENCOUNTERS,
+        }  # fmt: skip
         return not self.out_of_range and not (set(self.missing) & (required | counted))
 
     def why_not_scored(self) -> list[str]:
@@ -182,7 +186,7 @@ def gather(prefetch: Mapping[str, Any], context: Mapping[str, Any]) -> PatientRe
     raw: list[tuple[str, dict[str, Any], dict[str, str]]] = []
     for key, value in prefetch.items():
         if key == BUNDLE_KEY and value is not None:
-            supplied |= set(USED_TYPES)
+            supplied |= {*USED_TYPES, PRIOR_VISITS}
         elif key in PREFETCH_TYPES and value is not None:
             supplied.add(PREFETCH_TYPES[key])
         raw.extend(_resources_of(value, str(key)))
@@ -463,8 +467,11 @@ def _history(reader: _Reader) -> None:
         elif cls in INPATIENT_CLASSES:
             counts["number_inpatient"] += 1
     for name, value in counts.items():
-        reader.count(name, "Encounter", value)
-    reader.out.instance[PRIOR_ENCOUNTERS] = earlier_inpatient
+        reader.count(name, PRIOR_VISITS, value)
+    if PRIOR_VISITS in reader.r.supplied:
+        reader.out.instance[PRIOR_ENCOUNTERS] = earlier_inpatient
+    else:
+        reader.out.missing.append(PRIOR_ENCOUNTERS)
 
 
 def _diagnoses(reader: _Reader) -> None:

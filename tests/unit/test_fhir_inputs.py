@@ -204,6 +204,10 @@ def test_separate_prefetch_keys_read_like_one_bundle() -> None:
     # a key the EHR could not fetch (null) is unknown, not empty
     partial = model_inputs(gather({**prefetch, "procedures": None}, CONTEXT), MAPPING, NOW)
     assert "num_procedures" in partial.missing and not partial.scorable
+    # the encounter key alone says nothing about earlier visits: unknown, never zero
+    history = model_inputs(gather({**prefetch, "priorEncounters": None}, CONTEXT), MAPPING, NOW)
+    assert {"number_inpatient", "number_emergency", "prior_encounters"} <= set(history.missing)
+    assert not history.scorable and "number_inpatient" not in history.instance
 
 
 def test_the_mapping_file_is_validated(tmp_path) -> None:
