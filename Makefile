@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test lint typecheck bench compile clean
+.PHONY: demo test lint typecheck bench compile clean audit
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,17 @@ test:
 	$(MAKE) -j2 $(STAMP) $(TOOLS_STAMP)   # the two venvs install side by side
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q -n 2 --dist loadgroup
+	# the results feed the governance packet's privacy and security review
+	$(BIN)/pytest -q -n 2 --dist loadgroup --junitxml=out/test-results.xml
+
+# Known vulnerabilities in the locked dependencies (pip-audit asks PyPI's advisory data; where it
+# cannot be reached every dependency is reported as skipped, never as clean: docs/security.md).
+audit: $(STAMP) $(TOOLS_STAMP)
+	mkdir -p out
+	$(TOOLS)/bin/pip-audit -r requirements.lock --no-deps --disable-pip --format json \
+		--output out/pip-audit.json
+	$(BIN)/python -c "from pathlib import Path; from hospital_mlops.governance.review import \
+		pip_audit_check; c = pip_audit_check(Path('out/pip-audit.json')); print(f'pip-audit: {c.status}: {c.detail}')"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

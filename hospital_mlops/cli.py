@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hospital_mlops import cli_cds, cli_monitoring, cli_rollout, cli_serving
+from hospital_mlops import cli_cds, cli_governance, cli_monitoring, cli_rollout, cli_serving
 from hospital_mlops.governance.config import ROLES
 
 # The errors a user can act on, by module: the CLI imports a module only when a command needs
@@ -33,6 +33,7 @@ USAGE_ERRORS = (
     ("hospital_mlops.governance.compare", ("CompareError",)),
     ("hospital_mlops.cli_serving", ("ServeUsageError",)),
     ("hospital_mlops.cli_cds", ("CdsUsageError",)),
+    ("hospital_mlops.cli_governance", ("GovernanceUsageError",)),
     ("hospital_mlops.fhir_mapping", ("FhirMappingError",)),
     ("hospital_mlops.cds_config", ("CdsConfigError",)),
     ("hospital_mlops.prediction_log", ("PredictionNotFound",)),
@@ -58,6 +59,7 @@ REFUSALS = (
     ),
     ("hospital_mlops.rollout.commands", ("RolloutRefused",)),
     ("hospital_mlops.governance.retire", ("RetirementRefused",)),
+    ("hospital_mlops.governance.packet", ("PacketError",)),
 )
 
 
@@ -104,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--no-story", action="store_true", help="skip the monitoring and rollout story"
     )
+    demo.add_argument(
+        "--story-pace", choices=["demo", "quick"], default="demo",
+        help="the story's compressed time: 30-second windows, or 10-second ones (the tests')",
+    )  # fmt: skip
 
     pipe = sub.add_parser("pipeline", help="run, compile or submit the Kubeflow pipeline")
     psub = pipe.add_subparsers(dest="action", required=True)
@@ -140,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_monitoring.add_parsers(sub)
     cli_rollout.add_parsers(sub)
     cli_cds.add_parsers(sub)
+    cli_governance.add_parsers(sub)
 
     lic = sub.add_parser("licenses", help="inventory installed licences; flag non-OSI ones")
     lic.add_argument("--out", type=Path, default=Path("out/licenses.csv"), help=".csv or .json")
@@ -218,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        return _demo(args.out, args.port_base, story=not args.no_story)
+        return _demo(args.out, args.port_base, story=not args.no_story, pace=args.story_pace)
     if args.command == "pipeline":
         if args.action == "run":
             return _pipeline_run(args)
@@ -268,6 +275,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cli_rollout.dispatch(args)
     if args.command == "cds":
         return cli_cds.dispatch(args)
+    if args.command in ("governance", "sbom"):
+        return cli_governance.dispatch(args)
     if args.command == "scenarios":
         from hospital_mlops.faults import SCENARIOS
 
@@ -462,7 +471,7 @@ def _print_comparison(compared: dict[str, Any]) -> None:
 DEMO_REVIEWER = "DEMO reviewer (not a real sign-off)"
 
 
-def _demo(out: Path, serve_port: int = 8080, story: bool = True) -> int:
+def _demo(out: Path, serve_port: int = 8080, story: bool = True, pace: str = "demo") -> int:
     from hospital_mlops.kfp_runner import run_locally
 
     print(
@@ -505,9 +514,9 @@ def _demo(out: Path, serve_port: int = 8080, story: bool = True) -> int:
     served = cli_serving.demo_round_trip(f"{model['name']}@champion", out, port_base=serve_port)
     if served != 0 or not story:
         return served
-    from hospital_mlops.demo_story import run_story
+    from hospital_mlops.demo_story import PACES, run_story
 
-    return run_story(model["name"], int(model["version"]), out, out, serve_port)
+    return run_story(model["name"], int(model["version"]), out, out, serve_port, PACES[pace])
 
 
 def _demo_promote(name: str, version: int) -> None:

@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from serving.local_stack import LocalStack
@@ -331,6 +331,37 @@ def _demo_cds_card(predictor_url: str, port: int, log_dir: Path) -> None:
             f"{answer.status_code}, the card:"
         )
         print(json.dumps(answer.json(), indent=2))
+        cards = answer.json().get("cards", []) if answer.status_code == 200 else []
+        if cards:
+            _demo_feedback(url, cards[0], ehr)
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def _demo_feedback(service_url: str, card: dict[str, Any], ehr: Any) -> None:
+    """The clinician overrides the card, as the EHR reports it (CDS Hooks feedback). The
+    free-text comment is sent, as EHRs do, and never stored."""
+    import time
+    from datetime import UTC, datetime
+
+    import httpx
+
+    reason = (card.get("overrideReasons") or [{}])[0]
+    body = {"feedback": [{
+        "card": card["uuid"], "outcome": "overridden",
+        "outcomeTimestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "overrideReason": {"reason": {k: reason[k] for k in ("code", "system") if k in reason},
+                           "userComment": "discussed with the patient at the bedside"},
+    }]}  # fmt: skip
+    url = f"{service_url}/feedback"
+    deadline = time.monotonic() + 15
+    while True:  # the prediction log is written just after the answer: 404 until it is
+        answer = httpx.post(url, json=body, headers=ehr.authorization(service_url), timeout=30)
+        if answer.status_code != 404 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    print(
+        f"feedback: the clinician overrode the card ({reason.get('display', 'no reason')}) → "
+        f"HTTP {answer.status_code} {answer.text}"
+    )

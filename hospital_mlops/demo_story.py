@@ -55,6 +55,9 @@ class Pace:
 
 
 DEMO_PACE = Pace()
+# the same story in about half the time (10-second windows): the test suite's pace
+QUICK_PACE = Pace(window_seconds=10, phase=600, shadow=400, detector_window=100)
+PACES = {"demo": DEMO_PACE, "quick": QUICK_PACE}
 
 
 @dataclass(frozen=True)
@@ -372,4 +375,9 @@ def play_story(
             str(monitoring_policy), "--out", str(report))  # fmt: skip
     print(f"\nmonitoring report (self-contained HTML): {report}")
     print(f"audit log: hmlops rollout audit --model {model}")
-    return StoryOutcome(candidate, run, step, report, story)
+    outcome = StoryOutcome(candidate, run, step, report, story)
+    (story / "outcome.json").write_text(json.dumps({
+        "model": model, "champion": champion, "candidate": candidate, "monitoring": run,
+        "decision": step, "report": str(report),
+    }, indent=2, default=str))  # fmt: skip
+    return outcome

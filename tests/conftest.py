@@ -20,12 +20,12 @@ SYNTHETIC_SMALL = 4_000
 # each worker would run the pipeline again. (pytest-xdist 3.8's xdist_group mark does not take
 # effect under pytest 9, so the scheduler groups them by file.)
 SHARED_RUN_FILES = (
-    "tests/integration/test_demo_story_run.py",
     "tests/integration/test_pipeline_kfp.py",
     "tests/integration/test_serving_stack.py",
     "tests/integration/test_monitoring_cli.py",
     "tests/integration/test_rollout_cli.py",
     "tests/integration/test_fallback_faults.py",
+    "tests/integration/test_governance_packet.py",
 )
 
 

@@ -185,6 +185,11 @@ def _version(c: Any, model: str, version: int) -> Any:
         raise RegistryError(f"model {model!r} has no version {version}") from exc
 
 
+def model_version(c: Any, model: str, version: int) -> Any:
+    """The registry's record of one version; RegistryError when there is none."""
+    return _version(c, model, version)
+
+
 def sign_off(model: str, version: int, role: str, by: str, note: str = "") -> dict[str, Any]:
     from hospital_mlops.governance.config import ROLES
 

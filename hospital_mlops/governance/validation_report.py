@@ -8,6 +8,10 @@ import io
 from typing import Any
 
 from hospital_mlops.governance.evidence import LIMITATIONS
+from hospital_mlops.small_cells import RULE as SMALL_CELL_RULE
+from hospital_mlops.small_cells import count_html, suppressed_rows
+
+SUPPRESSED = "suppressed"
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
@@ -89,15 +93,19 @@ def _slices(evaluation: dict[str, Any]) -> str:
     slices = evaluation.get("slices")
     if not slices:
         return ""
+    listed = [{"name": n, "kind": n.split("=")[0], **s} for n, s in slices.items()]
+    hidden = suppressed_rows(listed, "kind", "rows", "events")
     rows = [
         [
-            html.escape(name),
-            f"{s['rows']:,}",
-            f"{s['events']:,}",
-            "n/a" if s["auroc"] is None else f"{s['auroc']:.3f}",
-            f"{s['observed_to_expected']:.2f}",
+            html.escape(s["name"]),
+            count_html(s["rows"], bool(hide)),
+            count_html(s["events"], bool(hide)),
+            SUPPRESSED
+            if hide == "small"
+            else ("n/a" if s["auroc"] is None else f"{s['auroc']:.3f}"),
+            SUPPRESSED if hide == "small" else f"{s['observed_to_expected']:.2f}",
         ]
-        for name, s in slices.items()
+        for s, hide in zip(listed, hidden, strict=True)
     ]
     return "<h2>Extra validation slices (test period)</h2>" + _table(
         ["slice", "encounters", "events", "AUROC", "observed / expected"], rows
@@ -152,19 +160,27 @@ def validation_html(
         for name, t in evaluation["thresholds"].items()
     ]
     sub_rows, sub_class = [], []
-    for s in evaluation["subgroups"]:
+    hidden = suppressed_rows(evaluation["subgroups"], "subgroup", "rows", "events")
+    for s, hide in zip(evaluation["subgroups"], hidden, strict=True):
         m, r = s["metrics"], s["ratios"]
-        sub_rows.append(
-            [
-                esc(s["subgroup"]),
-                esc(s["group"]) + (" (reference)" if s["group"] == s["reference"] else ""),
-                f"{s['rows']:,}",
-                f"{s['events']:,}",
+        rates = (
+            [SUPPRESSED] * 5
+            if hide == "small"
+            else [
                 _fmt(m["auroc"]),
                 _fmt(m["sensitivity"]),
                 _fmt(m["ppv"]),
                 _fmt(m["observed_to_expected"], 2),
                 "; ".join(f"{k} {_fmt(v, 2)}" for k, v in r.items()) or "—",
+            ]
+        )
+        sub_rows.append(
+            [
+                esc(s["subgroup"]),
+                esc(s["group"]) + (" (reference)" if s["group"] == s["reference"] else ""),
+                count_html(s["rows"], bool(hide)),
+                count_html(s["events"], bool(hide)),
+                *rates,
                 ("FLAG: " + ", ".join(s["flags"]))
                 if s["flags"]
                 else ("" if s["assessable"] else "too small to assess"),
@@ -287,7 +303,7 @@ on the test slice.</p>
 for {esc(", ".join(use_case.subgroup_policy.metrics))}, when a group has at least
 {use_case.subgroup_policy.min_group_rows} encounters and {
         use_case.subgroup_policy.min_group_events
-    } events.</p>
+    } events. {SMALL_CELL_RULE}</p>
 {
         _table(
             [

@@ -10,9 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hospital_mlops.governance.validation_report import _STYLE, _svg, _table
-
-SMALL_CELL = 11
-
+from hospital_mlops.small_cells import SMALL_CELL, count_html
 
 _WINDOW_HEADER = [
     "window",
@@ -29,12 +27,6 @@ _WINDOW_HEADER = [
     "overridden",
     "ignored",
 ]
-
-
-def _count(n: int | None) -> str:
-    if n is None:
-        return "—"
-    return f"&lt;{SMALL_CELL}" if 0 < n < SMALL_CELL else f"{n:,}"
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -196,8 +188,8 @@ def monitoring_html(run: dict[str, Any]) -> str:
     window_rows = [
         [
             esc(f"{w['start'][:10]} → {w['end'][:10]}"),
-            _count(w["n"]),
-            _count(w["n_outcomes"]),
+            count_html(w["n"]),
+            count_html(w["n_outcomes"]),
             {True: "drift", False: "none", None: "not tested"}[w["data_drift"]],
             "drift" if w["score_drift"] else "none",
             _num(w["estimated_auroc"]),
@@ -208,7 +200,7 @@ def monitoring_html(run: dict[str, Any]) -> str:
             f"{w['alerts_per_100']:.1f}",
             _num(w["acknowledgement_rate"], 2),
             _num(w["override_rate"], 2),
-            _count(w["ignored"]) if w["acknowledgement_rate"] is not None else "—",
+            count_html(w["ignored"]) if w["acknowledgement_rate"] is not None else "—",
         ]
         for w in windows
     ]
@@ -226,7 +218,7 @@ def monitoring_html(run: dict[str, Any]) -> str:
         for reason, n in w["override_reasons"].items():
             key = reason if reason in configured else other
             reasons[key] = reasons.get(key, 0) + n
-    reason_rows = [[esc(r), _count(n)] for r, n in sorted(reasons.items())]
+    reason_rows = [[esc(r), count_html(n)] for r, n in sorted(reasons.items())]
     alerts_table = (
         _table(["severity", "kind", "owner", "message"], alert_rows, alert_class)
         if alert_rows
@@ -286,7 +278,7 @@ def _breakdowns(cells: list[dict[str, Any]]) -> str:
                 [
                     esc(c["breakdown"]),
                     esc(c["group"]),
-                    _count(c["n"]),
+                    count_html(c["n"]),
                     f"{c['alerts_per_100']:.1f}",
                     _num(c["expected_event_rate"]),
                     _num(c["observed_event_rate"]),

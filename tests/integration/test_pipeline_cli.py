@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from hospital_mlops.phi_scan import raw_identifiers, scan
 from hospital_mlops.snapshots import read_tables
 from tests.conftest import TEST_KEY
 from tests.integration.conftest import artifact_sha, evidence_path, hmlops, run_json
-from tests.phi_scan import raw_identifiers, scan
 
 
 def test_a_bad_extract_stops_at_its_gate_and_publishes_nothing(tmp_path) -> None:

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hospital_mlops.phi_scan import raw_identifiers, scan
 from hospital_mlops.sources.extract import read_extract
 from tests.conftest import TEST_KEY
 from tests.integration.conftest import HMLOPS, free_port_base, hmlops
-from tests.phi_scan import raw_identifiers, scan
 
 CONTRACT = {
     "risk", "band", "alert", "reasons", "missing_inputs", "model_version", "prediction_id",

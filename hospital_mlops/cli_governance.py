@@ -1,0 +1,117 @@
+"""``hmlops governance packet|verify`` and ``hmlops sbom``: what a review board, a privacy
+officer and a security reviewer each ask for, one command each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_CHANGED = 1
+EXIT_STRICT = 3
+
+
+class GovernanceUsageError(ValueError):
+    pass
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gov = sub.add_parser("governance", help="the governance packet of a model version")
+    gsub = gov.add_subparsers(dest="action", required=True)
+    packet = gsub.add_parser(
+        "packet", help="bundle use case, data, evidence, review, policies, sign-offs, SBOM"
+    )
+    packet.add_argument("--model", required=True)
+    packet.add_argument("--version", type=int, required=True)
+    packet.add_argument("--out", type=Path, required=True, help="the packet zip to write")
+    packet.add_argument(
+        "--store", type=Path, default=Path("out/demo"), help="the pipeline's store directory"
+    )
+    packet.add_argument(
+        "--test-results",
+        type=Path,
+        default=Path("out/test-results.xml"),
+        help="JUnit XML of the test suite (`make test` writes it); the controls' results",
+    )
+    packet.add_argument("--pip-audit", type=Path, help="pip-audit JSON report (`make audit`)")
+    packet.add_argument("--json", action="store_true")
+    packet.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit {EXIT_STRICT} when anything is missing or a review item failed",
+    )
+    verify = gsub.add_parser("verify", help="re-check every file of a packet against its manifest")
+    verify.add_argument("packet", type=Path)
+    verify.add_argument("--json", action="store_true")
+
+    sbom = sub.add_parser("sbom", help="write a CycloneDX SBOM of this environment")
+    sbom.add_argument("--out", type=Path, default=Path("out/sbom.cdx.json"))
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sbom":
+        from hospital_mlops.sbom import write_sbom
+
+        summary = write_sbom(args.out)
+        print(
+            f"CycloneDX {summary['spec_version']} SBOM of {summary['components']} components "
+            f"(schema-validated): {summary['path']}"
+        )
+        print(f"licences not OSI-approved: {', '.join(summary['not_osi_approved']) or 'none'}")
+        print(
+            f"licences not declared in metadata: {', '.join(summary['licence_unknown']) or 'none'}"
+        )
+        return 0
+    if args.action == "packet":
+        return _packet(args)
+    return _verify(args.packet, args.json)
+
+
+def _packet(args: argparse.Namespace) -> int:
+    from hospital_mlops.governance.packet import PacketRequest, build_packet
+
+    results = args.test_results if args.test_results.exists() else None
+    if args.pip_audit is not None and not args.pip_audit.exists():
+        raise GovernanceUsageError(f"--pip-audit {args.pip_audit} does not exist")
+    packet = build_packet(
+        PacketRequest(args.model, args.version, args.out, args.store, results, args.pip_audit)
+    )
+    if args.json:
+        print(json.dumps(packet.as_dict(), indent=2))
+    else:
+        print(f"governance packet of {args.model} version {args.version}: {packet.path}")
+        print(f"  {len(packet.files)} files, each listed with its sha256 in MANIFEST.json")
+        print(f"  review items failed: {', '.join(packet.review_failed) or 'none'}")
+        print(f"  missing or needing attention ({len(packet.missing)}):")
+        for item in packet.missing:
+            print(f"    - {item}")
+        print(f"  check it later: hmlops governance verify {packet.path}")
+    if args.strict and (packet.missing or packet.review_failed):
+        return EXIT_STRICT
+    return 0
+
+
+def _verify(path: Path, as_json: bool) -> int:
+    from hospital_mlops.governance.packet import verify_packet
+
+    result = verify_packet(path)
+    if as_json:
+        print(json.dumps({
+            "path": str(path), "ok": result.ok, "model": result.model, "version": result.version,
+            "checked": result.checked, "altered": result.altered, "missing": result.missing,
+            "added": result.added, "error": result.error,
+        }, indent=2))  # fmt: skip
+    elif result.ok:
+        print(f"{path}: all {result.checked} files match the manifest "
+              f"({result.model} version {result.version})")  # fmt: skip
+    else:
+        out = sys.stderr
+        print(f"{path}: DOES NOT match its manifest", file=out)
+        if result.error:
+            print(f"  {result.error}", file=out)
+        for label, names in (("altered", result.altered), ("missing", result.missing),
+                             ("added (not in the manifest)", result.added)):  # fmt: skip
+            for name in names:
+                print(f"  {label}: {name}", file=out)
+    return 0 if result.ok else EXIT_CHANGED
