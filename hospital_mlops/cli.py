@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hospital_mlops import cli_cds, cli_governance, cli_monitoring, cli_rollout, cli_serving
+from hospital_mlops import (
+    cli_access,
+    cli_cds,
+    cli_governance,
+    cli_monitoring,
+    cli_rollout,
+    cli_serving,
+)
 from hospital_mlops.governance.config import ROLES
 
 # The errors a user can act on, by module: the CLI imports a module only when a command needs
@@ -34,6 +41,7 @@ USAGE_ERRORS = (
     ("hospital_mlops.cli_serving", ("ServeUsageError",)),
     ("hospital_mlops.cli_cds", ("CdsUsageError",)),
     ("hospital_mlops.cli_governance", ("GovernanceUsageError",)),
+    ("hospital_mlops.api_access", ("ApiTokensError",)),
     ("hospital_mlops.fhir_mapping", ("FhirMappingError",)),
     ("hospital_mlops.cds_config", ("CdsConfigError",)),
     ("hospital_mlops.prediction_log", ("PredictionNotFound",)),
@@ -124,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--input", default="", help="extract path as seen by the pods")
     submit.add_argument("--image")
     submit.add_argument("--experiment", default="hospital-data")
+    submit.add_argument(
+        "--service-account",
+        default="hmlops-pipeline-runner",
+        help="the runs' identity (deploy/kustomize/rbac/pipeline-runner)",
+    )
 
     lin = sub.add_parser("lineage", help="print the chain from a run or artifact to its source")
     lin.add_argument(
@@ -147,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_rollout.add_parsers(sub)
     cli_cds.add_parsers(sub)
     cli_governance.add_parsers(sub)
+    cli_access.add_parsers(sub)
 
     lic = sub.add_parser("licenses", help="inventory installed licences; flag non-OSI ones")
     lic.add_argument("--out", type=Path, default=Path("out/licenses.csv"), help=".csv or .json")
@@ -277,6 +291,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cli_cds.dispatch(args)
     if args.command in ("governance", "sbom"):
         return cli_governance.dispatch(args)
+    if args.command == "access":
+        return cli_access.dispatch(args)
     if args.command == "scenarios":
         from hospital_mlops.faults import SCENARIOS
 

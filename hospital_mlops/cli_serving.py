@@ -127,11 +127,22 @@ def serve(args: argparse.Namespace) -> int:
         print(json.dumps({"instances": registered_examples(name, ref, n=1)}, indent=2))
         return 0
     _check_port(args.port_base, 3)
+    from hospital_mlops.api_access import client_headers, tokens_from_env
+
+    tokens = tokens_from_env()
+    if tokens is not None and tokens.client(client_headers().get("authorization")) is None:
+        raise ServeUsageError(
+            "the endpoints require bearer tokens (HMLOPS_API_TOKENS_FILE), so the explainer and "
+            "the inference logger need one too: set HMLOPS_API_TOKEN to a client token from "
+            "that file (`hmlops access add-client --name local-stack`)"
+        )
     _stop_on_signals()
     stack = _start_stack(args.model, args.port_base)
     if stack is None:
         return EXIT_NOT_READY
     print(f"  logs             {stack.log_dir}")
+    if tokens is not None:
+        print(f"  access           bearer token required ({len(tokens.by_hash)} clients)")
     print("Ctrl-C stops all three.", flush=True)
     try:
         return stack.wait()
@@ -144,6 +155,9 @@ def serve(args: argparse.Namespace) -> int:
 
 def serve_one(args: argparse.Namespace) -> int:
     _check_port(args.port)
+    from hospital_mlops.api_access import tokens_from_env
+
+    tokens_from_env()  # a broken tokens file is a clear error before any server starts
     if args.component == "predictor":
         from serving.server import ModelNotReady, serve_predictor
 

@@ -18,6 +18,8 @@ from pydantic import Field, field_validator
 from hospital_mlops.config_files import StrictModel, load_yaml_model
 from hospital_mlops.paths import project_root
 
+PIPELINE_SERVICE_ACCOUNT = "hmlops-pipeline-runner"
+
 
 class RecurringRunError(ValueError):
     pass
@@ -32,6 +34,8 @@ class RecurringRunSpec(StrictModel):
     max_concurrency: int = Field(default=1, ge=1, le=10)
     no_catchup: bool = True
     parameters: dict[str, str | int | bool] = Field(default_factory=dict)
+    # the identity the runs' pods take (deploy/kustomize/rbac/pipeline-runner)
+    service_account: str = Field(default=PIPELINE_SERVICE_ACCOUNT, min_length=1)
 
     @field_validator("cron")
     @classmethod
@@ -153,5 +157,6 @@ def schedule(host: str, spec: RecurringRunSpec, package: Path) -> dict[str, Any]
         pipeline_package_path=str(package),
         params=dict(spec.parameters),
         enable_caching=False,
+        service_account=spec.service_account,
     )
     return {"recurring_run_id": job.recurring_run_id, "name": spec.name, "cron": spec.cron}

@@ -202,5 +202,6 @@ def submit(args: Any) -> dict[str, Any]:
         },
         experiment_name=args.experiment,
         run_name=run_id,
+        service_account=args.service_account,
     )
     return {"run_id": run_id, "kfp_run_id": result.run_id, "host": args.host}

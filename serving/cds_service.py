@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from hospital_mlops.api_access import PUBLIC_PATHS, access_log_from_env, tokens_from_env
 from hospital_mlops.cds_auth import (
     AuthRejected,
     ReplayCache,
@@ -51,6 +52,7 @@ from hospital_mlops.monitoring.feedback import FeedbackRejected, record_feedback
 from hospital_mlops.normalize import HmacKey, token_function
 from hospital_mlops.prediction_log import PredictionLog, PredictionNotFound
 from hospital_mlops.scoring import ENCOUNTER_TOKEN
+from serving.access import AccessControl
 from serving.fallback_scoring import cache_from_log, score_or_fallback
 from serving.feedback_api import BodyTooLarge, capped_body, feedback_router
 from serving.predictor_client import (
@@ -233,17 +235,18 @@ class CdsService:
     clients: Mapping[str, TrustedClient] | None = None
     replay: ReplayCache = field(default_factory=ReplayCache)
 
-    def authenticate(self, authorization: str | None, audiences: tuple[str, ...]) -> None:
-        """CDS Hooks' client JWT: 401 unless it verifies for one of ``audiences``."""
+    def authenticate(self, authorization: str | None, audiences: tuple[str, ...]) -> str:
+        """CDS Hooks' client JWT: 401 unless it verifies for one of ``audiences``. Returns
+        the caller for the access audit (the JWT's issuer)."""
         if self.clients is None:
-            return
+            return "unauthenticated (--insecure-no-auth)"
         try:
             token = bearer_token(authorization)
             problem: AuthRejected | None = None
             for audience in audiences:
                 try:
-                    verify_call_token(token, self.clients, audience, self.replay)
-                    return
+                    claims = verify_call_token(token, self.clients, audience, self.replay)
+                    return str(claims["iss"])
                 except AuthRejected as exc:
                     problem = exc
                     if "not addressed" not in str(exc):
@@ -451,7 +454,9 @@ def create_app(service: CdsService) -> FastAPI:
 
     async def call(service_id: str, request: Request) -> JSONResponse:
         found = lookup(service_id)
-        service.authenticate(request.headers.get("authorization"), (endpoint(request, found.id),))
+        request.state.hmlops_client = service.authenticate(
+            request.headers.get("authorization"), (endpoint(request, found.id),)
+        )
         body = await body_of(request)
         base = str(request.base_url).rstrip("/")
         return JSONResponse(content=await service.call(found, body, service_base=base))
@@ -466,7 +471,9 @@ def create_app(service: CdsService) -> FastAPI:
         found = lookup(service_id)
         # addressed to the service endpoint (the spec's aud) or to the feedback URL itself
         url = endpoint(request, found.id)
-        service.authenticate(request.headers.get("authorization"), (url, f"{url}/feedback"))
+        request.state.hmlops_client = service.authenticate(
+            request.headers.get("authorization"), (url, f"{url}/feedback")
+        )
         body = await body_of(request)
         return JSONResponse(content=service.feedback(found, body))
 
@@ -494,6 +501,16 @@ def create_app(service: CdsService) -> FastAPI:
     )
     reasons = tuple(config.override_reasons.values())
     app.include_router(feedback_router(service.prediction_log, reasons, source="api"))
+    # The hook calls carry the EHR's JWT (above); the mounted feedback API (/v1/) takes the
+    # same bearer tokens as the other local servers. Every access is audited.
+    app.add_middleware(
+        AccessControl,
+        service="cds",
+        tokens=tokens_from_env(),
+        log=access_log_from_env(),
+        public=PUBLIC_PATHS | {"/cds-services"},
+        protected_prefixes=("/v1/",),
+    )
     return app
 
 

@@ -405,7 +405,9 @@ def serve_detector(
 
     # Loopback unless told otherwise (a pod binds all interfaces); bodies capped at the event
     # contract's limit before anything parses them.
-    server.configure_rest_server("127.0.0.1" if bind_loopback else "0.0.0.0", MAX_EVENT_BYTES)
+    server.configure_rest_server(
+        "127.0.0.1" if bind_loopback else "0.0.0.0", MAX_EVENT_BYTES, "detector"
+    )
     detector = DriftDetector(
         DETECTOR_NAME,
         registered_model,

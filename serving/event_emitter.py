@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from hospital_mlops.api_access import client_headers
 from hospital_mlops.inference_events import binary_headers
 
 log = logging.getLogger("hospital_mlops.serving.events")
@@ -45,7 +46,7 @@ class EventEmitter:
                 log.warning("inference-logger queue full; %d events dropped", self.dropped)
 
     def _post(self, client: httpx.Client, event_id: str, kind: Any, body: dict[str, Any]) -> None:
-        headers = binary_headers(event_id, kind, self.inference_service)
+        headers = {**binary_headers(event_id, kind, self.inference_service), **client_headers()}
         content = json.dumps(body, separators=(",", ":")).encode()
         try:
             answer = client.post(self.url, content=content, headers=headers)

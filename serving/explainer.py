@@ -251,7 +251,8 @@ def serve_explainer(
     from serving.server import configure_rest_server
 
     config = config or load_serving_config()
-    configure_rest_server("127.0.0.1" if bind_loopback else "0.0.0.0", config.limits.max_body_bytes)
+    host = "127.0.0.1" if bind_loopback else "0.0.0.0"
+    configure_rest_server(host, config.limits.max_body_bytes, "explainer")
     explainer = ReadmissionExplainer(model_name, predictor_host, config, extract=extract)
     if not explainer.load():
         raise ExplainerNotReady(f"explainer: {explainer.not_ready_reason}")

@@ -143,8 +143,14 @@ def feedback_router(
 
 
 def create_app(prediction_log: PredictionLog, override_reasons: tuple[str, ...]) -> FastAPI:
+    from hospital_mlops.api_access import access_log_from_env, tokens_from_env
+    from serving.access import AccessControl
+
     app = FastAPI(title="hospital-mlops feedback", docs_url=None, redoc_url=None)
     app.include_router(feedback_router(prediction_log, override_reasons))
+    app.add_middleware(
+        AccessControl, service="feedback-api", tokens=tokens_from_env(), log=access_log_from_env()
+    )
     return app
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from hospital_mlops.api_access import client_headers
+
 # Tells the predictor who is asking: "instance" = the encounter being explained (a real scoring
 # request), "probe" = a KernelSHAP coalition (a synthetic mix of real encounters, which must not
 # be logged as a prediction nor fed to drift detection).
@@ -44,6 +46,7 @@ class PredictorClient:
         self.url = f"http://{host}/v1/models/{model_name}:predict"
         self.timeout = httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 2.0))
         self._client: httpx.AsyncClient | None = None
+        self._auth = client_headers()  # this server's own token, when the predictor wants one
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:  # created in the serving loop, where it is used
@@ -61,7 +64,7 @@ class PredictorClient:
         body: dict[str, Any] = {"instances": instances}
         if full:
             body["explain"] = "full"  # every contribution and the baseline, when supported
-        headers = {CALLER_HEADER: caller}
+        headers = {CALLER_HEADER: caller, **self._auth}
         if request_id:
             headers["x-request-id"] = request_id
         try:

@@ -18,7 +18,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_settings: dict[str, Any] = {"host": "127.0.0.1", "max_body_bytes": 1_000_000}
+_settings: dict[str, Any] = {"host": "127.0.0.1", "max_body_bytes": 1_000_000, "service": "kserve"}
 
 
 def _is_json(body: bytes) -> bool:
@@ -129,12 +129,15 @@ async def field_errors_handler(request: Any, exc: Exception) -> Any:
     return JSONResponse(status_code=400, content={"error": text})
 
 
-def configure_rest_server(host: str = "127.0.0.1", max_body_bytes: int = 1_000_000) -> None:
+def configure_rest_server(
+    host: str = "127.0.0.1", max_body_bytes: int = 1_000_000, service: str = "kserve"
+) -> None:
     """Patch KServe 0.20's REST server once per process: bind ``host`` (it hard-codes 0.0.0.0;
-    a laptop must not expose patient scoring to its network) and add ``RequestLimits``."""
+    a laptop must not expose patient scoring to its network), add ``RequestLimits``, and in
+    front of everything the bearer tokens (when configured) and the access audit."""
     from kserve.protocol.rest import server as rest
 
-    _settings.update(host=host, max_body_bytes=max_body_bytes)
+    _settings.update(host=host, max_body_bytes=max_body_bytes, service=service)
     if getattr(rest.RESTServer, "_hmlops_configured", False):
         return
     original_init = rest.RESTServer.__init__
@@ -148,7 +151,17 @@ def configure_rest_server(host: str = "127.0.0.1", max_body_bytes: int = 1_000_0
         original_create(self)
         from kserve import model_server
 
+        from hospital_mlops.api_access import access_log_from_env, tokens_from_env
+        from serving.access import AccessControl
+
         model_server.app.add_middleware(RequestLimits, max_body_bytes=_settings["max_body_bytes"])
+        # added last, so outermost: an unauthenticated body is never read
+        model_server.app.add_middleware(
+            AccessControl,
+            service=_settings["service"],
+            tokens=tokens_from_env(),
+            log=access_log_from_env(),
+        )
         model_server.app.add_exception_handler(InvalidInput, field_errors_handler)
 
     rest.RESTServer.__init__ = init
@@ -182,7 +195,7 @@ def serve_predictor(
     from hospital_mlops.serving_config import load_serving_config
     from serving.predictor import ReadmissionPredictor
 
-    configure_rest_server(bind, load_serving_config().limits.max_body_bytes)
+    configure_rest_server(bind, load_serving_config().limits.max_body_bytes, "predictor")
     predictor = ReadmissionPredictor(
         "readmission",
         registered_model,

@@ -26,6 +26,7 @@ SHARED_RUN_FILES = (
     "tests/integration/test_rollout_cli.py",
     "tests/integration/test_fallback_faults.py",
     "tests/integration/test_governance_packet.py",
+    "tests/integration/test_access_control.py",
 )
 
 

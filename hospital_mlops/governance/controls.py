@@ -70,6 +70,33 @@ CONTROLS: tuple[Control, ...] = (
         ("tests.unit.test_cds_auth", "tests.unit.test_cds_service"),
     ),
     Control(
+        "endpoint-tokens", "authentication",
+        "With a tokens file configured, the predictor, explainer, drift detector and feedback "
+        "API answer only callers with a bearer token (kept as its sha256); health probes stay "
+        "open for the kubelet.",
+        "every local server; the servers' own calls to each other carry their token",
+        ("tests.unit.test_api_access::test_without_a_valid_token",
+         "tests.integration.test_access_control::test_no_token_no_answer"),
+    ),
+    Control(
+        "access-audit", "authentication",
+        "Every access to a prediction is recorded: who, when, which service, which prediction "
+        "ids; no body, header value or clinical input.",
+        "predictor, explainer, detector, feedback API, CDS Hooks service",
+        ("tests.unit.test_api_access",
+         "tests.integration.test_access_control::test_a_client_with_a_token_is_answered"),
+    ),
+    Control(
+        "tools-rbac", "cluster",
+        "The rollout controller may get/patch only the model's InferenceServices (delete only the "
+        "shadow) and applies nothing else; the pipeline runner may read only KFP's launcher "
+        "config.",
+        "deploy/kustomize/rbac, hospital_mlops/rollout/gitops.py",
+        ("tests.unit.test_manifests::test_the_rollout_controller_may_touch_only",
+         "tests.unit.test_manifests::test_the_pipeline_runner_reads_only",
+         "tests.unit.test_rollout_observe::test_apply_touches_only_the_inference_services"),
+    ),
+    Control(
         "manifest-posture", "cluster",
         "Every container runs non-root with a read-only root filesystem, no capabilities and "
         "seccomp RuntimeDefault; no service-account token where no API access is needed.",

@@ -22,6 +22,9 @@ import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from hospital_mlops.deploy import DEFAULT_IMAGE, DEFAULT_NAMESPACE, render_overlay
 from hospital_mlops.deploy import Stage as DeployStage
@@ -88,12 +91,37 @@ def require_kubeconfig() -> list[str]:
     return paths
 
 
-def _kubectl(*args: str) -> None:
+def _kubectl(*args: str, stdin: str | None = None) -> str:
     done = subprocess.run(
-        ["kubectl", *args], capture_output=True, text=True, timeout=300, check=False
+        ["kubectl", *args], input=stdin, capture_output=True, text=True, timeout=300, check=False
     )
     if done.returncode != 0:
         raise ApplyError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+def inference_services(directory: Path) -> list[dict[str, Any]]:
+    """The InferenceServices an overlay renders: all the controller may touch. The rest of
+    an overlay (policies, triggers, the detector) reaches the cluster through GitOps review, and
+    the controller's Role (deploy/kustomize/rbac/rollout-controller) could not apply it anyway."""
+    docs = yaml.safe_load_all(_kubectl("kustomize", str(directory)))
+    return [d for d in docs if d and d.get("kind") == "InferenceService"]
+
+
+def _apply(directory: Path) -> None:
+    services = inference_services(directory)
+    if not services:
+        raise ApplyError(
+            f"{directory} renders no InferenceService: nothing the controller may apply"
+        )
+    _kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(services, sort_keys=False))
+
+
+def _delete(directory: Path) -> None:
+    for isvc in inference_services(directory):
+        meta = isvc["metadata"]
+        _kubectl("delete", "inferenceservice", meta["name"], "-n", meta["namespace"],
+                 "--ignore-not-found=true")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -112,8 +140,8 @@ def write_change(
     image: str = DEFAULT_IMAGE,
     namespace: str = DEFAULT_NAMESPACE,
 ) -> Written:
-    """Render ``change`` under ``root/model``; with ``apply``, ``kubectl apply -k`` the renders
-    and ``kubectl delete -k`` the removals first. Swapped in only when all of that succeeded."""
+    """Render ``change`` under ``root/model``; with ``apply``, ``kubectl apply`` the renders'
+    InferenceServices and delete the removals'. Swapped in only when all of that succeeded."""
     base = root / model
     removals = [name for name in change.removals if (base / name).is_dir()]
     if not change.renders and not removals:
@@ -134,9 +162,9 @@ def write_change(
             )
         if apply:
             for name in change.renders:
-                _kubectl("apply", "-k", str(staging / name))
+                _apply(staging / name)
             for name in removals:
-                _kubectl("delete", "-k", str(base / name), "--ignore-not-found=true")
+                _delete(base / name)
         for name in change.renders:
             target = base / name
             old = base / f".old-{name}-{uuid.uuid4().hex[:8]}"

@@ -391,7 +391,11 @@ def test_the_demo_posts_an_encounter_discharge_call_and_prints_the_card(
     _demo_cds_card(urls["p"], free_port_base(1), tmp_path)
     header, _, body = capsys.readouterr().out.partition("the card:\n")
     assert "HTTP 200" in header, header
+    body, _, feedback = body.partition("\nfeedback: ")
     (card,) = json.loads(body)["cards"]
+    # then the clinician's override, through the spec's feedback endpoint with the EHR's JWT
+    assert feedback.startswith("the clinician overrode the card (")
+    assert 'HTTP 200 {"recorded":1}' in feedback
     assert card["summary"].startswith("30-day readmission risk ") and len(card["summary"]) <= 140
     assert "readmission-30d/1" in card["detail"]  # the champion the stack serves answered
     # the calibration band comes from the served version's registered test-period evidence

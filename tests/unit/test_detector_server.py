@@ -222,6 +222,11 @@ def test_invalid_cloudevents_get_a_400_naming_the_field(
 def test_predict_path_refusals_are_4xx_and_invalid_requests_are_counted(
     pop: Population, detector: Detector
 ) -> None:
+    # an invalid event of its own (the test must not lean on another test's, which another
+    # worker may have run)
+    headers = binary_headers("bad", "request", "readmission")
+    headers.pop("ce-specversion")
+    assert httpx.post(f"{detector.base}/", content=b"{}", headers=headers).status_code == 400
     predict = f"{detector.base}/v1/models/{NAME}:predict"
     headers = binary_headers("bad", "request", "readmission")
     headers.pop("ce-type")  # no longer a CloudEvent to KServe: our parser names the field

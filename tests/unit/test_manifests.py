@@ -400,6 +400,21 @@ def test_secrets_are_referenced_never_shipped(name: str) -> None:
                     assert not ref.get("optional"), f"{env_name}: a missing Secret must block"
 
 
+@pytest.mark.parametrize("name", list(BUILDS))
+def test_the_access_audit_goes_to_the_log_stream(name: str) -> None:
+    """Root filesystems are read-only: every server writes its access audit to stdout, where
+    the cluster's log pipeline keeps it (a file default would stop the server at start)."""
+    servers = [
+        (pod["metadata"]["name"], c)
+        for pod in workload_pods(built(name))
+        for c in pod["spec"]["containers"]
+        if "serve-one" in c.get("args", []) or "cds" in c.get("args", [])
+    ]
+    assert len(servers) >= (1 if name == "shadow" else 4)  # predictor, explainer, detector, cds
+    for pod_name, c in servers:
+        assert _env(c).get("HMLOPS_ACCESS_LOG", {}).get("value") == "-", (pod_name, c["name"])
+
+
 def test_the_hmac_key_reaches_only_the_predictors_and_the_cds_service() -> None:
     """Least privilege for the tokenization key: the explainer and the detector never get it;
     the CDS service does, to tokenize the EHR's encounter id before the predictor sees it."""
@@ -872,3 +887,65 @@ def test_server_side_dry_run(path: Path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------------------- RBAC of the tools
+
+RBAC_BUILDS = {
+    "rollout-controller": KUSTOMIZE / "rbac" / "rollout-controller",
+    "pipeline-runner": KUSTOMIZE / "rbac" / "pipeline-runner",
+}
+
+
+def _rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    [role] = of_kind(docs, "Role")
+    assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
+    [binding] = of_kind(docs, "RoleBinding")
+    [account] = of_kind(docs, "ServiceAccount")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}  # fmt: skip
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": account["metadata"]["namespace"]}]  # fmt: skip
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
+    return list(role["rules"])
+
+
+@pytest.mark.parametrize("name", list(RBAC_BUILDS))
+def test_the_tools_rbac_builds_and_validates(name: str) -> None:
+    docs = build(RBAC_BUILDS[name])
+    validate_all(docs)
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding"}
+
+
+def test_the_rollout_controller_may_touch_only_its_inference_services() -> None:
+    docs = build(RBAC_BUILDS["rollout-controller"])
+    assert {d["metadata"]["namespace"] for d in docs} == {NAMESPACE}
+    rules = _rules(docs)
+    assert {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]} == {
+        ("serving.kserve.io", "inferenceservices")
+    }
+    named = {v: set(r.get("resourceNames", [])) for r in rules for v in r["verbs"]}
+    assert named["get"] == named["patch"] == {deploy.SERVICE, deploy.SHADOW_SERVICE}
+    assert named["delete"] == {deploy.SHADOW_SERVICE}  # the champion is never deleted
+    assert set(named) == {"get", "patch", "delete", "create"}  # no list, watch, update, escalate
+
+
+def test_the_pipeline_runner_reads_only_the_launcher_config() -> None:
+    rules = _rules(build(RBAC_BUILDS["pipeline-runner"]))
+    assert rules == [{"apiGroups": [""], "resources": ["configmaps"],
+                      "resourceNames": ["kfp-launcher"], "verbs": ["get"]}]  # fmt: skip
+    from hospital_mlops.kfp_monitoring import PIPELINE_SERVICE_ACCOUNT, load_recurring_run
+
+    assert load_recurring_run().service_account == PIPELINE_SERVICE_ACCOUNT
+    [account] = of_kind(build(RBAC_BUILDS["pipeline-runner"]), "ServiceAccount")
+    assert account["metadata"]["name"] == PIPELINE_SERVICE_ACCOUNT
+
+
+def test_checkov_passes_on_the_tools_rbac(tmp_path: Path) -> None:
+    for name, path in RBAC_BUILDS.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump_all(build(path), sort_keys=False))
+    results = run_checkov(tmp_path)["results"]
+    failed = [f"{c['check_id']} {c['resource']}" for c in results.get("failed_checks", [])]
+    assert not failed, failed
+    assert {Path(c["file_path"]).stem for c in results["passed_checks"]} == set(RBAC_BUILDS)

@@ -4,7 +4,9 @@ GitOps change a decision writes."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,8 @@ from hospital_mlops.rollout.observe import (
     read_observations_file,
 )
 from serving.metrics import RequestMetrics
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _scrape(model: str, version: int) -> ServiceSnapshot:
@@ -202,3 +206,50 @@ def test_apply_without_a_kubeconfig_changes_nothing(tmp_path: Path, monkeypatch)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nope"))
     with pytest.raises(gitops.ApplyError, match="missing files"):
         gitops.require_kubeconfig()
+
+
+def test_apply_touches_only_the_inference_services(tmp_path: Path, monkeypatch) -> None:
+    """`--apply` sends the cluster the overlays' InferenceServices and nothing else: what the
+    controller's Role allows (deploy/kustomize/rbac/rollout-controller)."""
+    import shutil
+    import stat
+
+    real = shutil.which("kubectl")
+    assert real, "kubectl is needed to render overlays"
+    calls = tmp_path / "calls.jsonl"
+    fake_dir = tmp_path / "bin"
+    fake_dir.mkdir()
+    fake = fake_dir / "kubectl"
+    fake.write_text(
+        f"""#!{sys.executable}
+import json, subprocess, sys
+if sys.argv[1] == "kustomize":
+    sys.exit(subprocess.run([{real!r}, *sys.argv[1:]]).returncode)
+with open({str(calls)!r}, "a") as out:
+    out.write(json.dumps({{"argv": sys.argv[1:], "stdin": sys.stdin.read()}}) + "\\n")
+"""
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setenv("PATH", f"{fake_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+
+    gitops.write_change(tmp_path / "gitops", "m", gitops.change_for(
+        gitops.Target("shadow", 2, 1), None), apply=True)  # fmt: skip
+    gitops.write_change(tmp_path / "gitops", "m", gitops.change_for(
+        gitops.Target("canary", 2, 1, 10), "silent"), apply=True)  # fmt: skip
+    recorded = [json.loads(line) for line in calls.read_text().splitlines()]
+    applied = [yaml.safe_load_all(c["stdin"]) for c in recorded if c["argv"][0] == "apply"]
+    kinds = [{(d["kind"], d["metadata"]["name"]) for d in docs if d} for docs in applied]
+    assert kinds == [{("InferenceService", "readmission-shadow")},
+                     {("InferenceService", "readmission")}]  # fmt: skip
+    deletes = [c["argv"] for c in recorded if c["argv"][0] == "delete"]
+    assert deletes == [["delete", "inferenceservice", "readmission-shadow", "-n",
+                        "hospital-mlops", "--ignore-not-found=true"]]  # fmt: skip
+    # exactly the names the Role lets it patch and delete
+    role = next(d for d in _build(ROOT / "deploy/kustomize/rbac/rollout-controller")
+                if d["kind"] == "Role")  # fmt: skip
+    patchable = {n for r in role["rules"] if "patch" in r["verbs"] for n in r["resourceNames"]}
+    deletable = {n for r in role["rules"] if "delete" in r["verbs"] for n in r["resourceNames"]}
+    assert {n for k in kinds for _, n in k} <= patchable and {d[2] for d in deletes} <= deletable
