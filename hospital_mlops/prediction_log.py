@@ -21,6 +21,7 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import select
 import signal
 import struct
@@ -43,6 +44,7 @@ MAX_BATCH_ROWS = 5000
 _PIPE_BYTES = 1 << 20  # Linux default pipe-max-size: a slow commit does not block a request
 _F_SETPIPE_SZ = 1031
 _FLUSH, _STOP = b"\x00flush", b"\x00stop"
+_LOST = b"lost:"  # the writer's unprompted notice: rows refused so far (cumulative)
 log = logging.getLogger("hospital_mlops.prediction_log")
 
 _metadata = sa.MetaData()
@@ -183,8 +185,10 @@ class PredictionLog:
 
     @property
     def failed_writes(self) -> int:
-        """Rows the database refused (as of the last ``flush`` for the writer process's)."""
-        return self._failed_here + self._failed_in_writer
+        """Rows the database refused, here or in the writer process (which says so as soon
+        as a write fails): lost from the log, though every one of them was answered."""
+        in_writer = self._writer.lost if self._writer is not None else 0
+        return self._failed_here + max(self._failed_in_writer, in_writer)
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Hand rows to the writer process (started on first use)."""
@@ -249,7 +253,8 @@ def _shared(url: str) -> bool:
 class _WriterProcess:
     """``python -m hospital_mlops.prediction_log --writer URL``: the process that owns the
     database writes. Its stdin carries length-prefixed messages (rows as JSON, a flush marker,
-    a stop marker); its stdout answers each flush with the cumulative failure count. A plain
+    a stop marker); its stdout answers each flush with the cumulative failure count, and
+    announces each failed write as it happens (read by a thread here). A plain
     subprocess, not multiprocessing: nothing of the serving process is re-imported or copied."""
 
     def __init__(self, url: str) -> None:
@@ -261,10 +266,21 @@ class _WriterProcess:
         )
         assert self._process.stdin is not None and self._process.stdout is not None
         self._stdin = self._process.stdin
-        self._acks = _Frames(self._process.stdout.fileno())
+        self._acks: queue.Queue[bytes | None] = queue.Queue()
+        self.lost = 0  # rows the database refused, as the writer announces them
         with contextlib.suppress(OSError):  # Linux only; elsewhere the default buffer
             fcntl.fcntl(self._stdin.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
         self.alive = True
+        frames = _Frames(self._process.stdout.fileno())
+        threading.Thread(target=self._read, args=(frames,), daemon=True).start()
+
+    def _read(self, frames: _Frames) -> None:
+        while (message := frames.next(None)) is not None:
+            if message.startswith(_LOST):
+                self.lost = max(self.lost, int(message[len(_LOST) :]))
+            else:
+                self._acks.put(message)
+        self._acks.put(None)  # end of pipe: the writer is gone
 
     @property
     def pid(self) -> int:
@@ -290,10 +306,11 @@ class _WriterProcess:
             return failed
         try:
             self._send(_FLUSH)
-            answer = self._acks.next(timeout)
+            answer = self._acks.get(timeout=timeout)
             if answer is not None:
+                self.lost = max(self.lost, int(answer))
                 return int(answer)
-        except (OSError, ValueError):
+        except (OSError, ValueError, queue.Empty):
             pass
         self.alive = False
         log.error("the prediction log writer process did not answer a flush")
@@ -383,6 +400,9 @@ def _write_forever(url: str) -> None:
             except sa.exc.SQLAlchemyError as exc:
                 failed += len(rows)
                 log.error("prediction log write failed for %d rows: %s", len(rows), exc)
+                # said at once, not at the next flush: the server's loss counter is live
+                notice = _LOST + str(failed).encode()
+                os.write(sys.stdout.fileno(), struct.pack("<I", len(notice)) + notice)
         for _ in range(flushes):
             answer = str(failed).encode()
             os.write(sys.stdout.fileno(), struct.pack("<I", len(answer)) + answer)

@@ -8,7 +8,10 @@ ModelServer's ``/metrics`` next to KServe's.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from collections.abc import Callable, Iterator
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 
 # Fine below 50 ms, where the latency gates sit; coarse above, where only the rollback limit is.
 LATENCY_BUCKETS = (
@@ -59,3 +62,46 @@ class RequestMetrics:
 
     def failed(self) -> None:
         self._error.inc()
+
+
+class Losses:
+    """What a served version answered but could not record or pass on, read live at each
+    scrape: rows the prediction-log database refused (full, read-only, gone) and
+    inference-logger events the drift detector never received. Both are counted, never
+    silently dropped, and alerted on (deploy/kustomize/base/alerts.yaml)."""
+
+    def __init__(self) -> None:
+        self._sources: list[tuple[dict[str, str], Callable[[], tuple[int, int, int]]]] = []
+
+    def watch(self, model: str, version: int, read: Callable[[], tuple[int, int, int]]) -> None:
+        """``read`` returns (log rows lost, events failed, events dropped)."""
+        self._sources.append(({"model": model, "version": str(version)}, read))
+
+    def unwatch(self, read: Callable[[], tuple[int, int, int]]) -> None:
+        self._sources = [(labels, r) for labels, r in self._sources if r != read]
+
+    def describe(self) -> list[Metric]:
+        return []  # collected only when a predictor is watched
+
+    def collect(self) -> Iterator[Metric]:
+        lost = CounterMetricFamily(
+            "hmlops_prediction_log_rows_lost",
+            "Answered predictions the prediction log could not keep (database refused them)",
+            labels=["model", "version"],
+        )
+        undelivered = CounterMetricFamily(
+            "hmlops_inference_events_undelivered",
+            "Inference-logger events not delivered to the drift detector, by reason",
+            labels=["model", "version", "reason"],
+        )
+        for labels, read in self._sources:
+            rows, failed, dropped = read()
+            lost.add_metric([labels["model"], labels["version"]], rows)
+            for reason, n in (("failed", failed), ("dropped", dropped)):
+                undelivered.add_metric([labels["model"], labels["version"], reason], n)
+        yield lost
+        yield undelivered
+
+
+LOSSES = Losses()
+REGISTRY.register(LOSSES)

@@ -115,6 +115,9 @@ class ReadmissionPredictor(Model):
             from serving.event_emitter import EventEmitter
 
             self.emitter = EventEmitter(self.logger_url, self.name)
+        from serving.metrics import LOSSES
+
+        LOSSES.watch(self.registered_model, loaded.version, self._losses)
         self.ready = True
         log.info(
             "serving %s version %s (sha256 %s…, golden predictions verified)",
@@ -225,7 +228,15 @@ class ReadmissionPredictor(Model):
             self._record(request_id, "v2", instances, answers, request_body, response_body)
         return response
 
+    def _losses(self) -> tuple[int, int, int]:
+        emitter = self.emitter
+        events = (emitter.failed, emitter.dropped) if emitter is not None else (0, 0)
+        return (self.prediction_log.failed_writes, *events)
+
     def stop(self) -> None:
+        from serving.metrics import LOSSES
+
+        LOSSES.unwatch(self._losses)
         emitter = getattr(self, "emitter", None)
         if emitter is not None:
             emitter.close()

@@ -153,6 +153,15 @@ CONTROLS: tuple[Control, ...] = (
         ("tests.integration.test_fallback_faults",),
     ),
     Control(
+        "losses-counted", "reliability",
+        "A prediction log that refuses writes or a drift detector that is down costs no answer; "
+        "each lost row or event is counted at once and alerted.",
+        "predictor, its prediction-log writer and inference logger; the production alert rules",
+        ("tests.integration.test_fallback_faults::test_a_read_only_log_and_a_dead_detector",
+         "tests.unit.test_prediction_log::test_a_read_only_database",
+         "tests.unit.test_manifests::test_the_serving_losses_are_alerted"),
+    ),
+    Control(
         "packet-integrity", "governance",
         "This packet's files are listed with sha256; `hmlops governance verify` names any change.",
         "every file in the packet",

@@ -37,6 +37,20 @@ def free_port_base(span: int = 3) -> int:
     raise RuntimeError("no free port range")
 
 
+def quiet_port_base(span: int) -> int:
+    """The first of ``span`` free ports below Linux's ephemeral range (32768–60999), for a
+    process that binds them minutes after they were chosen (the demo binds after its
+    pipeline): bind(0) and outgoing connections elsewhere in the suite never take these."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 32_000 - span)
+        if all(_port_free(base + i) for i in range(span)):
+            return base
+    raise RuntimeError("no free port range below the ephemeral range")
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         try:

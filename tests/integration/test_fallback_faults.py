@@ -176,3 +176,48 @@ def test_a_service_that_never_answers_times_out_into_the_fallback(instances) -> 
         waited = time.monotonic() - started
     assert [a["cause"] for a in answers] == ["unavailable", "unavailable"]
     assert waited < 10  # the client's timeout applies: nobody waits on a dead service
+
+
+def test_a_read_only_log_and_a_dead_detector_cost_no_answer_and_are_counted(
+    d130_champion, instances, tmp_path
+) -> None:
+    """The prediction-log database refuses writes (read-only; full or gone fail the same way)
+    and the drift detector is down: every request is still answered, and both losses show on
+    /metrics at once, where the alert rules (deploy/kustomize/base/alerts.yaml) read them."""
+    from prometheus_client import REGISTRY, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from serving.predictor import ReadmissionPredictor
+
+    path = tmp_path / "log.sqlite"
+    PredictionLog(f"sqlite:///{path}").close()
+    dead_detector = f"http://127.0.0.1:{_free_port()}/"  # nothing listens there
+    predictor = ReadmissionPredictor(
+        "readmission", MODEL, "champion", logger_url=dead_detector,
+        prediction_log_url=f"sqlite:///file:{path}?mode=ro&uri=true",
+    )  # fmt: skip
+    assert predictor.load(), predictor.not_ready_reason
+    try:
+        answers = [
+            asyncio.run(predictor.predict({"instances": instances}))["predictions"]
+            for _ in range(20)
+        ]
+        assert all(0 < a["risk"] < 1 for batch in answers for a in batch)  # 0 failed
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (
+            predictor.prediction_log.failed_writes < 40 or predictor.emitter.failed < 40
+        ):
+            time.sleep(0.1)
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+            for s in family.samples
+        }
+        mine = (("model", MODEL), ("version", str(d130_champion)))
+        assert samples[("hmlops_prediction_log_rows_lost_total", mine)] == 40
+        failed = tuple(sorted((*mine, ("reason", "failed"))))
+        # a request and a response event for each of the 20 requests
+        assert samples[("hmlops_inference_events_undelivered_total", failed)] == 40
+    finally:
+        predictor.stop()
+    assert PredictionLog(f"sqlite:///{path}").count() == 0

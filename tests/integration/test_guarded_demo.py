@@ -21,7 +21,7 @@ import pytest
 from hospital_mlops.egress_guard import guard_env, processes_log, read_log
 from hospital_mlops.phi_scan import scan, source_identifiers
 from tests.html_checks import is_self_contained
-from tests.integration.conftest import HMLOPS, free_port_base
+from tests.integration.conftest import HMLOPS, quiet_port_base
 
 MODEL = "readmission-30d"
 
@@ -33,7 +33,7 @@ def demo(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HMLOPS_")}
     env["HMLOPS_STATE_DIR"] = str(home / "state")
     log = home / "egress.jsonl"
-    port = free_port_base(5)
+    port = quiet_port_base(5)  # bound minutes later, after the pipeline
     proc = subprocess.run(
         [*HMLOPS, "demo", "--out", str(home / "out"), "--port-base", str(port),
          "--story-pace", "quick"],

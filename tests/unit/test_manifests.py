@@ -45,11 +45,13 @@ NAMESPACE = deploy.DEFAULT_NAMESPACE
 # The oldest and the newest Kubernetes schemas the validator bundles that we claim to fit.
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 KSERVE_CRD = ROOT / "schemas" / "kserve" / "serving.kserve.io_inferenceservices.yaml"
-KNATIVE_SCHEMAS = {
+HAND_WRITTEN_SCHEMAS = {
     "Trigger": ROOT / "schemas" / "knative" / "trigger.v1.schema.json",
     "Broker": ROOT / "schemas" / "knative" / "broker.v1.schema.json",
+    # hand-written likewise (schemas/prometheus-operator/README.md)
+    "PrometheusRule": ROOT / "schemas" / "prometheus-operator" / "prometheusrule.v1.schema.json",
 }
-CUSTOM_KINDS = {"InferenceService", *KNATIVE_SCHEMAS}
+CUSTOM_KINDS = {"InferenceService", *HAND_WRITTEN_SCHEMAS}
 # Every Secret the manifests may reference, with its keys: anything else is a typo or a leak.
 SECRETS = {
     "hmlops-registry": {"MLFLOW_TRACKING_URI"},
@@ -237,7 +239,7 @@ def _custom_validators() -> dict[str, jsonschema.Draft7Validator]:
             _closed(version["schema"]["openAPIV3Schema"])
         )
     }
-    for kind, path in KNATIVE_SCHEMAS.items():
+    for kind, path in HAND_WRITTEN_SCHEMAS.items():
         schema = json.loads(path.read_text())
         jsonschema.Draft7Validator.check_schema(schema)
         validators[kind] = jsonschema.Draft7Validator(schema)
@@ -949,3 +951,27 @@ def test_checkov_passes_on_the_tools_rbac(tmp_path: Path) -> None:
     failed = [f"{c['check_id']} {c['resource']}" for c in results.get("failed_checks", [])]
     assert not failed, failed
     assert {Path(c["file_path"]).stem for c in results["passed_checks"]} == set(RBAC_BUILDS)
+
+
+def test_the_serving_losses_are_alerted_on_series_the_predictor_exports() -> None:
+    """Each alert reads a series serving/metrics.py exports (a renamed metric would leave an
+    alert that never fires), with an owner from the monitoring policy and a valid rule."""
+    import re
+
+    from hospital_mlops.monitoring.policy import load_monitoring_policy
+    from serving.metrics import Losses
+
+    docs = built("production")
+    [rule] = of_kind(docs, "PrometheusRule")
+    validate_all([rule])
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {"HmlopsPredictionLogLosingRows", "HmlopsDriftEventsUndelivered"}
+    exported = {m.name + "_total" for m in Losses().collect()}
+    for alert in alerts.values():
+        series = set(re.findall(r"hmlops_[a-z_]+", alert["expr"]))
+        assert series and series <= exported, (series, exported)
+        assert alert["labels"]["owner"] in set(load_monitoring_policy().owners.values())
+    assert alerts["HmlopsPredictionLogLosingRows"]["labels"]["severity"] == "critical"
+    broken = copy.deepcopy(rule)
+    broken["spec"]["groups"][0]["rules"][0]["for"] = "five minutes"
+    assert schema_errors(broken)

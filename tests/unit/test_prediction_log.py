@@ -160,3 +160,23 @@ def test_a_log_from_before_the_monitoring_columns_gets_them_filled(tmp_path) -> 
         0.25,
         True,
     )
+
+
+def test_a_read_only_database_loses_rows_counted_at_once_not_at_the_next_flush(tmp_path) -> None:
+    """A database that refuses writes (read-only here; full or gone alike): every row is
+    counted as lost as soon as the writer fails it, so the server's counter (and its alert)
+    does not wait for a flush."""
+    import time
+
+    path = tmp_path / "p.sqlite"
+    PredictionLog(f"sqlite:///{path}").close()  # the tables exist
+    log = PredictionLog(f"sqlite:///file:{path}?mode=ro&uri=true")
+    for i in range(5):
+        log.append(records(f"r{i}", "v1", SERVED, [{}], [_answer(i)]))
+    deadline = time.monotonic() + 10
+    while log.failed_writes < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.failed_writes == 5  # no flush was asked for
+    log.flush()
+    assert log.failed_writes == 5 and PredictionLog(f"sqlite:///{path}").count() == 0
+    log.close()
