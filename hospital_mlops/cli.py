@@ -36,7 +36,10 @@ USAGE_ERRORS = (
     ("hospital_mlops.faults", ("UnknownScenario",)),
     ("hospital_mlops.use_case", ("UseCaseError",)),
     ("hospital_mlops.governance.config", ("GovernanceError",)),
-    ("hospital_mlops.governance.registry", ("RegistryUnavailable", "RegistryError")),
+    (
+        "hospital_mlops.governance.registry",
+        ("RegistryUnavailable", "RegistryError", "RegistrationFailed"),
+    ),
     ("hospital_mlops.governance.compare", ("CompareError",)),
     ("hospital_mlops.cli_serving", ("ServeUsageError",)),
     ("hospital_mlops.cli_cds", ("CdsUsageError",)),

@@ -162,6 +162,15 @@ CONTROLS: tuple[Control, ...] = (
          "tests.unit.test_manifests::test_the_serving_losses_are_alerted"),
     ),
     Control(
+        "no-partial-writes", "reliability",
+        "A publish killed mid-way leaves no partial snapshot visible and a rerun is identical; a "
+        "registry store that fails during registration says what was written and changes no "
+        "alias.",
+        "snapshot publication, model registration",
+        ("tests.unit.test_snapshots::test_a_publish_killed_midway",
+         "tests.unit.test_registry::test_a_store_locked_during_registration"),
+    ),
+    Control(
         "packet-integrity", "governance",
         "This packet's files are listed with sha256; `hmlops governance verify` names any change.",
         "every file in the packet",

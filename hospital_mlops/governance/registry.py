@@ -124,8 +124,43 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+class RegistrationFailed(RuntimeError):
+    """The store failed part-way (locked, full, gone): what was and was not written is said."""
+
+
 def log_candidate(model_name: str, candidate: Candidate) -> dict[str, Any]:
-    """Log the run (always) and register a version (only when every gate passed)."""
+    """Log the run (always) and register a version (only when every gate passed). A store that
+    fails part-way (locked, gone) is a RegistrationFailed naming what was written; no alias is
+    ever touched here, so the serving champion cannot change."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    progress: dict[str, Any] = {}
+    try:
+        return _log_candidate(model_name, candidate, progress)
+    except (MlflowException, SQLAlchemyError, OSError) as exc:
+        uri = _redact(tracking_uri())
+        reason = _redact_userinfo(str(exc).splitlines()[0][:200]).replace(tracking_uri(), uri)
+        done = (
+            f"the run {progress['run_id']} was logged"
+            if "run_id" in progress
+            else "nothing was logged"
+        )
+        registered = (
+            f"version {progress['version']} was created but not completed (retire it)"
+            if "version" in progress
+            else "no version was registered"
+        )
+        raise RegistrationFailed(
+            f"the MLflow store at {uri} failed during registration "
+            f"({type(exc).__name__}: {reason}); {done}, {registered}, and no alias changed. "
+            "Run the step again when the store answers."
+        ) from None
+
+
+def _log_candidate(
+    model_name: str, candidate: Candidate, progress: dict[str, Any]
+) -> dict[str, Any]:
     import mlflow
     from mlflow.models import infer_signature
 
@@ -161,6 +196,7 @@ def log_candidate(model_name: str, candidate: Candidate) -> dict[str, Any]:
             pip_requirements=pip_requirements(),
         )
         run_id = run.info.run_id
+    progress["run_id"] = run_id
     result: dict[str, Any] = {
         "name": model_name,
         "version": None,
@@ -171,6 +207,7 @@ def log_candidate(model_name: str, candidate: Candidate) -> dict[str, Any]:
     if not candidate.gates_passed:
         return result
     version = mlflow.register_model(info.model_uri, model_name, tags=tags)
+    progress["version"] = int(version.version)
     c.set_model_version_tag(model_name, version.version, "run_id", run_id)
     result["version"] = int(version.version)
     return result

@@ -133,3 +133,45 @@ def test_a_model_that_fails_its_golden_check_is_never_served(candidate_parts) ->
     version = registry.log_candidate(name, _candidate(parts, passed=True))["version"]
     with pytest.raises(ModelNotReady, match=r"GoldenMismatch: .* does not reproduce"):
         serve_predictor(name, str(version), port=1)  # raises before any socket is opened
+
+
+def test_a_store_locked_during_registration_fails_clearly_and_changes_no_alias(
+    candidate_parts, monkeypatch
+) -> None:
+    """Another process holds the SQLite store (a backup, a long migration) just as a version
+    is being registered: a clear failure saying what was written, no half version, and the
+    champion unchanged."""
+    import sqlite3
+
+    import mlflow
+
+    from hospital_mlops.paths import state_dir
+
+    name = "test-registry-locked"
+    first = registry.log_candidate(name, _candidate(candidate_parts, True))
+    for role in ROLES:
+        registry.sign_off(name, first["version"], role, f"Test {role} reviewer")
+    registry.promote(name, first["version"], "champion", ROLES)
+    original = mlflow.register_model
+    held: list[sqlite3.Connection] = []
+
+    def register_while_locked(*args, **kwargs):
+        lock = sqlite3.connect(state_dir() / "mlflow.db", isolation_level=None, timeout=30)
+        lock.execute("BEGIN EXCLUSIVE")
+        held.append(lock)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "register_model", register_while_locked)
+    try:
+        with pytest.raises(registry.RegistrationFailed, match="locked") as err:
+            registry.log_candidate(name, _candidate(candidate_parts, True))
+    finally:
+        for lock in held:
+            lock.execute("ROLLBACK")
+            lock.close()
+    message = str(err.value)
+    assert "the run " in message and "was logged" in message
+    assert "no version was registered" in message and "no alias changed" in message
+    assert [v["version"] for v in registry.show(name)["versions"]] == [first["version"]]
+    champion = registry.client().get_model_version_by_alias(name, "champion")
+    assert int(champion.version) == first["version"]

@@ -50,3 +50,58 @@ def test_a_failed_write_leaves_nothing_visible(tmp_path, monkeypatch) -> None:
     with pytest.raises(OSError, match="disk full"):
         write_snapshot(_tables(), tmp_path / "zone", {})
     assert list((tmp_path / "zone").iterdir()) == []
+
+
+KILL_DURING_PUBLISH = """
+import os, signal, sys
+from pathlib import Path
+import hospital_mlops.snapshots as snaps
+
+point = sys.argv[3]
+real_rename = os.rename
+
+def rename_then_die(src, dst):
+    if point == "after-rename":
+        real_rename(src, dst)
+    os.kill(os.getpid(), signal.SIGKILL)  # as an OOM kill or a node loss would: no cleanup
+
+snaps.os.rename = rename_then_die
+snaps.copy_snapshot(Path(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("point", ["before-rename", "after-rename"])
+def test_a_publish_killed_midway_shows_no_partial_snapshot_and_a_rerun_is_identical(
+    tmp_path, point: str
+) -> None:
+    """The publishing process is SIGKILLed with the copy written but not yet renamed into
+    place, or just after: readers never see a partial snapshot, and publishing again gives
+    the identical content address and bytes."""
+    import hashlib
+    import subprocess
+    import sys
+
+    source, manifest = write_snapshot(_tables(), tmp_path / "features", {"kind": "t"})
+    zone = tmp_path / "published"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_PUBLISH, str(source), str(zone), point],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    final = zone / manifest["sha256"]
+    visible = [p.name for p in zone.iterdir() if not p.name.startswith(".")]
+    if point == "before-rename":
+        assert visible == [] and not final.exists()  # only the hidden staging copy is left
+        left = [p.name for p in zone.iterdir()]
+        assert len(left) == 1 and left[0].startswith(".staging-")
+    else:
+        assert visible == [manifest["sha256"]]
+        assert verify_snapshot(final)["sha256"] == manifest["sha256"]  # complete, sealed
+    again = copy_snapshot(source, zone)
+    assert again == final and verify_snapshot(again)["sha256"] == manifest["sha256"]
+
+    def digests(root):
+        return {p.relative_to(root): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+
+    assert digests(again) == digests(source)
