@@ -87,6 +87,13 @@ CONTROLS: tuple[Control, ...] = (
          "tests.integration.test_access_control::test_a_client_with_a_token_is_answered"),
     ),
     Control(
+        "mesh-authorization", "cluster",
+        "With Istio sidecars: strict mTLS, and each workload callable only by the identities or "
+        "namespaces its ALLOW policy names, never wider than its NetworkPolicies.",
+        "the production overlay's workloads",
+        ("tests.unit.test_manifests::test_the_mesh_names_who_may_call_each_workload",),
+    ),
+    Control(
         "tools-rbac", "cluster",
         "The rollout controller may get/patch only the model's InferenceServices (delete only the "
         "shadow) and applies nothing else; the pipeline runner may read only KFP's launcher "

@@ -50,6 +50,9 @@ HAND_WRITTEN_SCHEMAS = {
     "Broker": ROOT / "schemas" / "knative" / "broker.v1.schema.json",
     # hand-written likewise (schemas/prometheus-operator/README.md)
     "PrometheusRule": ROOT / "schemas" / "prometheus-operator" / "prometheusrule.v1.schema.json",
+    # and Istio's security API (schemas/istio/README.md)
+    "AuthorizationPolicy": ROOT / "schemas" / "istio" / "authorizationpolicy.v1.schema.json",
+    "PeerAuthentication": ROOT / "schemas" / "istio" / "peerauthentication.v1.schema.json",
 }
 CUSTOM_KINDS = {"InferenceService", *HAND_WRITTEN_SCHEMAS}
 # Every Secret the manifests may reference, with its keys: anything else is a typo or a leak.
@@ -975,3 +978,56 @@ def test_the_serving_losses_are_alerted_on_series_the_predictor_exports() -> Non
     broken = copy.deepcopy(rule)
     broken["spec"]["groups"][0]["rules"][0]["for"] = "five minutes"
     assert schema_errors(broken)
+
+
+def _ingress_namespaces(docs: list[dict[str, Any]], labels: dict[str, str]) -> set[str]:
+    """The namespaces the NetworkPolicies let reach a pod with these labels."""
+    found = set()
+    for policy in of_kind(docs, "NetworkPolicy"):
+        if not matches(policy["spec"].get("podSelector", {}), labels):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            for peer in rule.get("from", []):
+                ns = peer.get("namespaceSelector", {}).get("matchLabels", {})
+                found.add(ns.get("kubernetes.io/metadata.name", NAMESPACE))
+    return found
+
+
+def test_the_mesh_names_who_may_call_each_workload() -> None:
+    """Istio's side of authentication on the cluster: strict mTLS, and for every workload one
+    ALLOW policy whose every rule names its callers (an identity or a namespace), only callers
+    the NetworkPolicies let through anyway, and only identities that exist."""
+    docs = built("production")
+    [peer] = of_kind(docs, "PeerAuthentication")
+    assert peer["spec"]["mtls"]["mode"] == "STRICT" and "selector" not in peer["spec"]
+    policies = of_kind(docs, "AuthorizationPolicy")
+    validate_all([peer, *policies])
+    accounts = {a["metadata"]["name"] for a in of_kind(docs, "ServiceAccount")}
+    pods = workload_pods(docs)
+    assert len(pods) >= 4
+    for pod in pods:
+        labels = pod["metadata"]["labels"]
+        mine = [p for p in policies if matches(p["spec"]["selector"], labels)]
+        assert len(mine) == 1, (pod["metadata"]["name"], [p["metadata"]["name"] for p in mine])
+        [policy] = mine
+        assert policy["spec"]["action"] == "ALLOW"
+        allowed_ns = _ingress_namespaces(docs, labels)
+        for rule in policy["spec"]["rules"]:
+            assert rule.get("from"), f"{policy['metadata']['name']}: a rule open to everyone"
+            for peer_rule in rule["from"]:
+                source = peer_rule["source"]
+                assert set(source.get("namespaces", [])) <= allowed_ns, (pod["metadata"]["name"],
+                                                                        allowed_ns)  # fmt: skip
+                for principal in source.get("principals", []):
+                    ns, account = principal.split("/")[2], principal.split("/")[4]
+                    if ns == NAMESPACE:
+                        assert account in accounts, principal
+                    else:
+                        assert ns in allowed_ns, principal
+    # the CDS service is reachable only from the ingress gateway; nothing else may call it
+    [cds] = [p for p in policies if p["metadata"]["name"] == "cds-callers"]
+    sources = [f["source"] for r in cds["spec"]["rules"] for f in r["from"]]
+    assert all(set(s) == {"principals"} for s in sources)
+    broken = copy.deepcopy(cds)
+    broken["spec"]["rules"][0]["from"][0]["source"] = {}
+    assert schema_errors(broken)  # an empty source would match every caller
