@@ -531,11 +531,30 @@ def _demo(out: Path, serve_port: int = 8080, story: bool = True, pace: str = "de
     _demo_promote(model["name"], int(model["version"]))
     print(f"  registry:  hmlops registry show --model {model['name']}")
     served = cli_serving.demo_round_trip(f"{model['name']}@champion", out, port_base=serve_port)
-    if served != 0 or not story:
+    if served != 0:
         return served
-    from hospital_mlops.demo_story import PACES, run_story
+    if story:
+        from hospital_mlops.demo_story import PACES, run_story
 
-    return run_story(model["name"], int(model["version"]), out, out, serve_port, PACES[pace])
+        told = run_story(model["name"], int(model["version"]), out, out, serve_port, PACES[pace])
+        if told != 0:
+            return told
+    _demo_packet(model["name"], int(model["version"]), out)
+    return 0
+
+
+def _demo_packet(name: str, version: int, out: Path) -> None:
+    """The review board's packet for the champion, as `hmlops governance packet` writes it."""
+    from hospital_mlops.governance.packet import PacketRequest, build_packet
+
+    path = out / f"governance-{name}-v{version}.zip"
+    packet = build_packet(PacketRequest(name, version, path, out))
+    print(f"\n=== The governance packet of {name} version {version} ===")
+    print(f"{path}: {len(packet.files)} files with their sha256 (index.html opens first)")
+    print("what a review board would chase before go-live (the demo's own gaps):")
+    for item in packet.missing:
+        print(f"  - {item}")
+    print(f"  verify it later: hmlops governance verify {path}")
 
 
 def _demo_promote(name: str, version: int) -> None:

@@ -296,6 +296,11 @@ def build_packet(request: PacketRequest) -> Packet:
             checks.pip_audit_check(request.pip_audit),
         ]
         result = checks.review(request.test_results, found)
+        missing += [
+            f"review {c.id} ({c.status}): {c.detail.split('. ')[0][:160]}"
+            for c in found
+            if c.status in ("warning", "failed")
+        ]
         if request.test_results is None:
             missing.append("review: no test results given, so the test-backed controls are "
                            "'not run' (`make test` writes out/test-results.xml)")  # fmt: skip
