@@ -51,7 +51,9 @@ class AccessControl:
             who = client
         status = 500
         captured: list[bytes] = []
-        size = 0
+        # the answer is read for prediction ids only when it is audited
+        audited = self.log is not None and path not in UNAUDITED
+        size = 0 if audited else MAX_CAPTURE
 
         async def capture(message: Message) -> None:
             nonlocal status, size
@@ -66,7 +68,7 @@ class AccessControl:
         try:
             await self.app(scope, receive, capture)
         finally:
-            if path not in UNAUDITED:
+            if audited:
                 # an app that authenticates its callers itself names them (the CDS service: the
                 # EHR's JWT issuer)
                 who = str((scope.get("state") or {}).get(CLIENT_STATE, who))

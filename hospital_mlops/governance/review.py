@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -181,10 +180,8 @@ class Review:
         ]
 
 
-def review(
-    test_results: Path | None, checks: list[Check], read: Callable[[Path], Any] = read_junit
-) -> Review:
+def review(test_results: Path | None, checks: list[Check]) -> Review:
     if test_results is None or not test_results.exists():
         source = "no test results given: every test-backed control is 'not run'"
         return Review(evaluate(None), checks, source)
-    return Review(evaluate(read(test_results)), checks, str(test_results.name))
+    return Review(evaluate(read_junit(test_results)), checks, str(test_results.name))
