@@ -13,20 +13,30 @@ export DO_NOT_TRACK := 1
 
 .PHONY: demo test lint typecheck bench compile clean audit
 
-# No --no-compile: PYTHONDONTWRITEBYTECODE is set on the CI machines, so modules left
+# uv installs the exact pins of the lock files (the same wheels pip would pick) in about a
+# quarter of pip's time; it lives in its own venv so that neither environment it builds, nor
+# their SBOM and licence inventory, carries it.
+UV_VENV  := .venv-uv
+UV       := $(UV_VENV)/bin/uv
+UV_STAMP := $(UV_VENV)/.installed
+
+$(UV_STAMP):
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/pip install --quiet "uv==0.13.9"
+	touch $(UV_STAMP)
+
+# --compile-bytecode: PYTHONDONTWRITEBYTECODE is set on the CI machines, so modules left
 # uncompiled at install are compiled again by every process that imports them (the suite took
 # 1,015 s instead of 620 and the story's latency gate failed under that load).
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock $(UV_STAMP)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade "pip>=24"
-	$(BIN)/pip install --quiet -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(UV) pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
-$(TOOLS_STAMP): requirements-tools.lock
+$(TOOLS_STAMP): requirements-tools.lock $(UV_STAMP)
 	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install --quiet --upgrade "pip>=24"
-	$(TOOLS)/bin/pip install --quiet -r requirements-tools.lock
+	$(UV) pip install --quiet --python $(TOOLS)/bin/python --compile-bytecode -r requirements-tools.lock
 	touch $(TOOLS_STAMP)
 
 demo: $(STAMP)
