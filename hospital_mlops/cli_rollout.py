@@ -22,7 +22,14 @@ def _common(p: argparse.ArgumentParser, *, acting: bool) -> None:
     )
     p.add_argument("--actor", help="who runs this (default: $HMLOPS_ACTOR, else the OS user)")
     p.add_argument("--gitops-dir", type=Path, default=Path("out/gitops"))
-    p.add_argument("--image", help="serving image for the rendered overlays")
+    p.add_argument(
+        "--image", help="serving image for the rendered overlays, by digest (…@sha256:<64 hex>)"
+    )
+    p.add_argument(
+        "--allow-unpinned-image",
+        action="store_true",
+        help="accept a tag-only image for a dry run (never with --apply; the overlays say so)",
+    )
     p.add_argument("--namespace", help="Kubernetes namespace for the rendered overlays")
     p.add_argument("--json", action="store_true")
     if acting:
@@ -109,6 +116,7 @@ def _settings(args: argparse.Namespace) -> Any:
         image=args.image or DEFAULT_IMAGE,
         namespace=args.namespace or DEFAULT_NAMESPACE,
         apply=getattr(args, "apply", False),
+        allow_unpinned_image=getattr(args, "allow_unpinned_image", False),
     )
 
 

@@ -65,7 +65,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     render.add_argument("--version", type=int, required=True)
     render.add_argument("--stage", required=True, choices=["shadow", "canary", "production"])
     render.add_argument("--out", type=Path, help="default out/deploy/<model>-v<N>-<stage>")
-    render.add_argument("--image", help="the serving image, tagged or by digest")
+    render.add_argument(
+        "--image",
+        help="the serving image; by digest (…@sha256:<64 hex>) for canary and production",
+    )
+    render.add_argument(
+        "--allow-unpinned-image",
+        action="store_true",
+        help="accept a tag-only image for canary or production in a dry run (the overlay says so)",
+    )
     render.add_argument("--namespace", help="the target namespace")
 
 
@@ -224,6 +232,7 @@ def deploy(args: argparse.Namespace) -> int:
             out,
             image=args.image or rendering.DEFAULT_IMAGE,
             namespace=args.namespace or rendering.DEFAULT_NAMESPACE,
+            allow_unpinned_image=args.allow_unpinned_image,
         )
     except rendering.DeployRenderError as exc:
         raise ServeUsageError(str(exc)) from None

@@ -227,7 +227,7 @@ def _end_earlier_rollout(model: str, rollout_policy: Path, gitops: Path) -> None
     if state and state["stage"] not in ("full", "rolled_back"):
         _hmlops("rollout", "rollback", "--model", model, "--version",
                 str(state["candidate_version"]), "--policy", str(rollout_policy),
-                "--gitops-dir", str(gitops), "--actor", "make demo",
+                "--gitops-dir", str(gitops), "--actor", "make demo", "--allow-unpinned-image",
                 "--reason", "an earlier demo run was interrupted; a new run starts")  # fmt: skip
         print(f"rolled back version {state['candidate_version']}, left mid-rollout by an "
               "earlier demo run")  # fmt: skip
@@ -277,7 +277,9 @@ def play_story(
 
     rollout = ("rollout", "advance", "--model", model, "--version", str(candidate),
                "--policy", str(rollout_policy), "--monitoring-policy", str(monitoring_policy),
-               "--gitops-dir", str(gitops), "--actor", "make demo", "--json")  # fmt: skip
+               "--gitops-dir", str(gitops), "--actor", "make demo", "--json",
+               # no serving image is built on a laptop: the overlays say they are a dry run
+               "--allow-unpinned-image")  # fmt: skip
     stack = LocalStack(
         f"{model}@{champion}", port_base, story / "logs", detector_window=pace.detector_window
     )

@@ -7,7 +7,8 @@ base here has moved on. What the top kustomization adds to the stage overlay:
 
 * every ``--model`` argument pinned to ``NAME@VERSION`` (a registry alias can move under a
   running service; a version cannot),
-* the image (tag or digest) and the namespace, including the two strings that embed the
+* the image and the namespace (the canary and production stages take the image by digest only,
+  unless a dry run says otherwise), including the two strings that embed the
   namespace (the explainer's predictor host and the logger's Broker URL),
 * ``hospital-mlops/model`` and ``hospital-mlops/model-version`` labels on every object.
 """
@@ -25,6 +26,13 @@ from hospital_mlops.paths import project_root
 
 Stage = Literal["shadow", "canary", "production"]
 STAGES: tuple[Stage, ...] = get_args(Stage)
+# The stages whose answers reach clinicians: their image must be pinned by digest, because a tag
+# can be pushed again with other code after the release was reviewed.
+PINNED_STAGES: tuple[Stage, ...] = ("canary", "production")
+UNPINNED_WARNING = (
+    "# WARNING: the image is pinned by tag only (--allow-unpinned-image): a dry run, not for a "
+    "cluster.\n"
+)
 
 DEFAULT_IMAGE = "registry.hospital.example/hospital-mlops/serving:0.1.0"
 DEFAULT_NAMESPACE = "hospital-mlops"
@@ -153,6 +161,20 @@ def parse_image(image: str) -> dict[str, str]:
     return entry
 
 
+def check_image_pin(image: str, stage: str, *, allow_unpinned: bool = False) -> bool:
+    """Refuse a tag-only image for a stage whose answers reach clinicians; return whether the
+    image is pinned by digest. ``allow_unpinned`` is for dry runs that never reach a cluster."""
+    pinned = "digest" in parse_image(image)
+    if stage in PINNED_STAGES and not pinned and not allow_unpinned:
+        raise DeployRenderError(
+            f"image {image!r}: the {stage} stage serves clinicians, so its image must be pinned "
+            "by digest (registry/…/serving@sha256:<64 hex>, as the image build printed it); a "
+            "tag can be pushed again with other code. For a dry run that will never reach a "
+            "cluster, pass --allow-unpinned-image"
+        )
+    return pinned
+
+
 def _check_out_dir(out_dir: Path, source: Path) -> None:
     resolved = out_dir.resolve()
     if resolved == source.resolve() or source.resolve() in resolved.parents:
@@ -261,6 +283,8 @@ def _kustomization(
         f"# From hospital-mlops {provenance}. Apply with `kubectl apply -k <this dir>`, "
         f"{apply_hint}.\n"
     )
+    if stage in PINNED_STAGES and "digest" not in parse_image(image):
+        header += UNPINNED_WARNING
     return header + _dump(body)
 
 
@@ -280,20 +304,22 @@ def render_overlay(
     image: str = DEFAULT_IMAGE,
     namespace: str = DEFAULT_NAMESPACE,
     canary_percent: int | None = None,
+    allow_unpinned_image: bool = False,
 ) -> Path:
     """Write ``out_dir/kustomization.yaml`` (plus a copy of the kustomize tree) that deploys
     ``model`` version ``version`` at ``stage``; return ``out_dir``.
 
     Raises ``DeployRenderError`` naming the field for a bad model name, version, stage, image,
-    namespace, canary percentage or output directory. An earlier render in ``out_dir`` is
-    replaced; anything else there is never overwritten.
+    namespace, canary percentage or output directory, and for a canary or production image
+    that is not pinned by digest unless ``allow_unpinned_image`` (the render then says so). An
+    earlier render in ``out_dir`` is replaced; anything else there is never overwritten.
     """
     _check_dns_label("model", model)
     _check_version(version)
     _check_stage(stage)
     _check_dns_label("namespace", namespace)
     _check_canary_percent(stage, canary_percent)
-    parse_image(image)
+    check_image_pin(image, stage, allow_unpinned=allow_unpinned_image)
     source = kustomize_root()
     if not (source / "overlays" / stage / "kustomization.yaml").is_file():
         raise DeployRenderError(

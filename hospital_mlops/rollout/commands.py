@@ -24,7 +24,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hospital_mlops.deploy import DEFAULT_IMAGE, DEFAULT_NAMESPACE
+from hospital_mlops.deploy import (
+    DEFAULT_IMAGE,
+    DEFAULT_NAMESPACE,
+    DeployRenderError,
+    check_image_pin,
+)
 from hospital_mlops.monitoring.policy import MonitoringPolicy
 from hospital_mlops.paths import state_dir
 from hospital_mlops.rollout import audit, gitops, observe
@@ -77,6 +82,7 @@ class Settings:
     image: str = DEFAULT_IMAGE
     namespace: str = DEFAULT_NAMESPACE
     apply: bool = False
+    allow_unpinned_image: bool = False
 
     @property
     def state_file(self) -> Path:
@@ -429,6 +435,7 @@ def _act(
         apply=settings.apply,
         image=settings.image,
         namespace=settings.namespace,
+        allow_unpinned_image=settings.allow_unpinned_image,
     )
     result.patch_path = written_change.patch_path
     result.removed = written_change.removed
@@ -439,6 +446,21 @@ def _act(
     save_state(settings.state_file, nxt)
     result.audit_seq = written["seq"]
     return result
+
+
+def _check_image(settings: Settings) -> None:
+    """Before deciding anything: the overlays a rollout writes go to clinicians, so their image
+    is pinned by digest (a dry run without --apply may opt out), and --apply needs a cluster."""
+    try:
+        check_image_pin(
+            settings.image,
+            "production",
+            allow_unpinned=settings.allow_unpinned_image and not settings.apply,
+        )
+    except DeployRenderError as exc:
+        raise RolloutError(str(exc)) from None
+    if settings.apply:
+        gitops.require_kubeconfig()
 
 
 def _promote(settings: Settings) -> None:
@@ -452,8 +474,7 @@ def _promote(settings: Settings) -> None:
 
 def advance(settings: Settings) -> Result:
     """Decide and act: start the rollout in shadow, advance, hold or roll back."""
-    if settings.apply:
-        gitops.require_kubeconfig()
+    _check_image(settings)
     result, record, registered, snapshot = _evaluate(settings)
     if _signoffs_block(result) and result.decision.decision == "hold":
         entry = _entry(settings, "advance", result, "policy", None, "missing sign-offs")
@@ -472,8 +493,7 @@ def rollback(settings: Settings, reason: str) -> Result:
     """An operator's rollback of the rollout in progress, whatever its gates say."""
     if not reason.strip():
         raise RolloutError("a rollback needs a --reason for the audit log")
-    if settings.apply:
-        gitops.require_kubeconfig()
+    _check_image(settings)
     registered = _registered(settings.model, settings.version)
     record, _ = _current(settings)
     if record is None or not record.active or record.candidate_version != settings.version:

@@ -139,6 +139,7 @@ def write_change(
     apply: bool,
     image: str = DEFAULT_IMAGE,
     namespace: str = DEFAULT_NAMESPACE,
+    allow_unpinned_image: bool = False,
 ) -> Written:
     """Render ``change`` under ``root/model``; with ``apply``, ``kubectl apply`` the renders'
     InferenceServices and delete the removals'. Swapped in only when all of that succeeded."""
@@ -159,6 +160,8 @@ def write_change(
                 image=image,
                 namespace=namespace,
                 canary_percent=percent,
+                # what reaches a cluster is pinned by digest, whatever the caller allowed
+                allow_unpinned_image=allow_unpinned_image and not apply,
             )
         if apply:
             for name in change.renders:

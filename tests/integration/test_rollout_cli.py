@@ -17,6 +17,8 @@ import yaml
 from tests.integration.conftest import REVIEW_ROLES, hmlops, hmlops_here
 
 MODEL = "readmission-30d"
+# what a release pipeline hands the rollout: the serving image by digest
+RELEASED_IMAGE = "registry.hospital.example/hospital-mlops/serving@sha256:" + "5e" * 32
 T0 = pd.Timestamp("2026-01-01T00:00:00Z")
 
 
@@ -116,7 +118,8 @@ def rollout_env(d130_runs, d130_champion, tmp_path_factory):
 def _rollout(env, action: str, *args: str) -> subprocess.CompletedProcess[str]:
     return hmlops_here(
         "rollout", action, "--model", MODEL, "--version", str(env["candidate"]),
-        "--gitops-dir", str(env["root"] / "gitops"), "--actor", "test-operator", *args,
+        "--gitops-dir", str(env["root"] / "gitops"), "--actor", "test-operator",
+        "--image", RELEASED_IMAGE, *args,
     )  # fmt: skip
 
 
@@ -152,6 +155,14 @@ def _isvc(directory: Path, name: str) -> dict:
         for d in _build(directory)
         if d["kind"] == "InferenceService" and d["metadata"]["name"] == name
     )
+
+
+def _pod_specs(doc: dict) -> list[dict]:
+    if doc["kind"] == "InferenceService":
+        return [doc["spec"][part] for part in ("predictor", "explainer") if part in doc["spec"]]
+    if doc["kind"] == "Deployment":
+        return [doc["spec"]["template"]["spec"]]
+    return []
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +264,13 @@ def test_canary_is_refused_without_signoffs_then_entered(rollout_env, walked) ->
     serving = _isvc(Path(canary["patch_path"]).parent, "readmission")
     assert serving["spec"]["predictor"]["canaryTrafficPercent"] == 10
     assert f"{MODEL}@{env['candidate']}" in serving["spec"]["predictor"]["containers"][0]["args"]
+    images = {
+        c["image"]
+        for d in _build(Path(canary["patch_path"]).parent)
+        for spec in _pod_specs(d)
+        for c in spec["containers"]
+    }
+    assert images == {RELEASED_IMAGE}  # every container of the canary runs the reviewed build
     assert not (env["root"] / "gitops" / MODEL / "shadow").exists()
     assert canary["traffic_percent_after"] == 10
 
@@ -303,12 +321,23 @@ def test_the_audit_log_holds_every_decision_with_its_inputs(rollout_env, walked)
 
 def test_bad_requests_change_nothing(rollout_env, walked) -> None:
     env = rollout_env
-    unknown = hmlops("rollout", "advance", "--model", MODEL, "--version", "99")
+    unknown = hmlops(
+        "rollout", "advance", "--model", MODEL, "--version", "99", "--image", RELEASED_IMAGE
+    )
     assert unknown.returncode == 2 and "no registered version 99" in unknown.stderr
     future = _rollout(env, "plan", "--as-of", "2099-01-01T00:00:00Z")
     assert future.returncode == 2 and "in the future" in future.stderr
     naive = _rollout(env, "plan", "--as-of", "2026-01-05T00:00:00")
     assert naive.returncode == 2 and "UTC offset" in naive.stderr
+    audit_before, state_before = len(_audit(env)), _state_file().read_text()
+    tagged = _rollout(env, "advance", "--image", "registry.hospital.example/serving:1.4")
+    assert tagged.returncode == 2 and "pinned by digest" in tagged.stderr
+    dry_run_applied = _rollout(
+        env, "advance", "--image", "registry.hospital.example/serving:1.4",
+        "--allow-unpinned-image", "--apply",
+    )  # fmt: skip
+    assert dry_run_applied.returncode == 2 and "pinned by digest" in dry_run_applied.stderr
+    assert len(_audit(env)) == audit_before and _state_file().read_text() == state_before
 
 
 def test_a_hand_edited_state_file_is_refused(rollout_env, walked) -> None:

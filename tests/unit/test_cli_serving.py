@@ -15,7 +15,8 @@ def test_deploy_render_writes_an_overlay_pinned_to_the_version(tmp_path, capsys)
     out = tmp_path / "overlay"
     code = main(
         ["deploy", "render", "--model", "readmission-30d", "--version", "7",
-         "--stage", "canary", "--out", str(out)]
+         "--stage", "canary", "--out", str(out),
+         "--image", "registry.example/serving@sha256:" + "ab" * 32]
     )  # fmt: skip
     assert code == 0
     assert f"kubectl apply -k {out}" in capsys.readouterr().out
@@ -29,6 +30,7 @@ def test_deploy_render_writes_an_overlay_pinned_to_the_version(tmp_path, capsys)
     [
         (["--version", "0", "--stage", "canary"], "version"),
         (["--version", "3", "--stage", "canary", "--image", "repo/img:latest"], "image"),
+        (["--version", "3", "--stage", "production"], "pinned by digest"),  # the default tag
     ],
 )
 def test_deploy_render_refuses_with_the_field_named(args, message, tmp_path, capsys) -> None:
@@ -38,6 +40,14 @@ def test_deploy_render_refuses_with_the_field_named(args, message, tmp_path, cap
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_deploy_render_dry_run_with_a_tag_says_so(tmp_path, capsys) -> None:
+    out = tmp_path / "dry"
+    argv = ["deploy", "render", "--model", "readmission-30d", "--version", "7",
+            "--stage", "production", "--out", str(out), "--allow-unpinned-image"]  # fmt: skip
+    assert main(argv) == 0
+    assert "not for a cluster" in (out / "kustomization.yaml").read_text()
 
 
 def test_serve_refuses_ports_out_of_range(capsys) -> None:

@@ -124,8 +124,8 @@ def test_shadow_render_touches_only_the_shadow(rendered: dict[str, list[dict[str
 
 
 def test_render_is_deterministic_self_contained_and_replaceable(tmp_path: Path) -> None:
-    first = render_overlay(MODEL, 3, "canary", tmp_path / "a")
-    second = render_overlay(MODEL, 3, "canary", tmp_path / "b")
+    first = render_overlay(MODEL, 3, "canary", tmp_path / "a", image=IMAGE)
+    second = render_overlay(MODEL, 3, "canary", tmp_path / "b", image=IMAGE)
     text = (first / "kustomization.yaml").read_text()
     assert text == (second / "kustomization.yaml").read_text()
     assert text.startswith(deploy.HEADER) and f"{MODEL}@3" in text.splitlines()[0]
@@ -134,7 +134,7 @@ def test_render_is_deterministic_self_contained_and_replaceable(tmp_path: Path) 
     assert build(moved) == build(first)
     assert not list(moved.rglob("examples"))
     # A later render into the same directory replaces the earlier one.
-    render_overlay(MODEL, 4, "production", first)
+    render_overlay(MODEL, 4, "production", first, image=IMAGE)
     body = yaml.safe_load((first / "kustomization.yaml").read_text())
     assert body["resources"] == ["kustomize/overlays/production"]
     assert body["labels"][0]["pairs"][deploy.VERSION_LABEL] == "4"
@@ -158,12 +158,14 @@ def test_render_is_deterministic_self_contained_and_replaceable(tmp_path: Path) 
         ({"image": "registry.example/serving:latest"}, "image"),
         ({"image": "Registry.example/Serving:1"}, "image"),
         ({"image": "serving@sha256:short"}, "image"),
+        ({"image": "registry.example/serving:1.4"}, "image"),  # canary: a tag is not enough
     ],
 )
 def test_bad_input_is_refused_naming_the_field(
     tmp_path: Path, kwargs: dict[str, Any], field: str
 ) -> None:
-    args: dict[str, Any] = {"model": MODEL, "version": 3, "stage": "canary"} | kwargs
+    args: dict[str, Any] = {"model": MODEL, "version": 3, "stage": "canary", "image": IMAGE}
+    args |= kwargs
     keyword = {k: args.pop(k) for k in ("image", "namespace") if k in args}
     with pytest.raises(DeployRenderError) as info:
         render_overlay(args["model"], args["version"], args["stage"], tmp_path / "out", **keyword)
@@ -181,13 +183,39 @@ def test_images_with_a_tag_a_digest_or_both_are_accepted() -> None:
     assert both == {"name": deploy.BASE_IMAGE, "newName": "serving", "digest": DIGEST}
 
 
+@pytest.mark.parametrize("stage", deploy.PINNED_STAGES)
+def test_a_stage_that_reaches_clinicians_runs_an_image_pinned_by_digest(
+    tmp_path: Path, stage: str
+) -> None:
+    tagged = "registry.hospital.example/hospital-mlops/serving:1.4"
+    with pytest.raises(DeployRenderError, match=r"^image .*must be pinned by digest") as info:
+        render_overlay(MODEL, 3, stage, tmp_path / "refused", image=tagged)
+    assert "--allow-unpinned-image" in str(info.value)
+    assert not (tmp_path / "refused").exists()
+    # a dry run may opt out, and its render says so on its second line
+    dry = render_overlay(MODEL, 3, stage, tmp_path / "dry", image=tagged, allow_unpinned_image=True)
+    text = (dry / "kustomization.yaml").read_text()
+    assert deploy.UNPINNED_WARNING in text
+    assert {c["image"] for c in _containers(build(dry))} == {tagged}
+    pinned = render_overlay(MODEL, 3, stage, tmp_path / "pinned", image=IMAGE)
+    assert deploy.UNPINNED_WARNING not in (pinned / "kustomization.yaml").read_text()
+    assert {c["image"] for c in _containers(build(pinned))} == {IMAGE}
+
+
+def test_the_shadow_stage_may_run_a_tagged_image(tmp_path: Path) -> None:
+    """Its answers reach no one, so a release candidate can be shadowed before it is pushed
+    by digest."""
+    out = render_overlay(MODEL, 3, "shadow", tmp_path / "s", image=deploy.DEFAULT_IMAGE)
+    assert deploy.UNPINNED_WARNING not in (out / "kustomization.yaml").read_text()
+
+
 def test_output_directory_is_never_clobbered(tmp_path: Path) -> None:
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "kustomization.yaml").write_text("resources: [mine.yaml]\n")
     with pytest.raises(DeployRenderError, match=r"^out_dir .*refusing to overwrite"):
-        render_overlay(MODEL, 3, "canary", foreign)
+        render_overlay(MODEL, 3, "canary", foreign, image=IMAGE)
     assert (foreign / "kustomization.yaml").read_text() == "resources: [mine.yaml]\n"
     with pytest.raises(DeployRenderError, match=r"^out_dir .*must be outside"):
-        render_overlay(MODEL, 3, "canary", deploy.kustomize_root() / "overlays" / "x")
+        render_overlay(MODEL, 3, "canary", deploy.kustomize_root() / "overlays" / "x", image=IMAGE)
     assert not (deploy.kustomize_root() / "overlays" / "x").exists()

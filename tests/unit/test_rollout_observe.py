@@ -15,6 +15,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, generate_latest
 
+from hospital_mlops.deploy import DEFAULT_IMAGE, DeployRenderError
 from hospital_mlops.monitoring.policy import load_monitoring_policy
 from hospital_mlops.monitoring.windows import Alert, Baseline
 from hospital_mlops.rollout import gitops
@@ -27,6 +28,8 @@ from hospital_mlops.rollout.observe import (
     read_observations_file,
 )
 from serving.metrics import RequestMetrics
+
+RELEASED_IMAGE = "registry.hospital.example/hospital-mlops/serving@sha256:" + "5e" * 32
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,6 +188,7 @@ def test_the_canary_overlay_carries_the_step_and_the_pinned_version(tmp_path: Pa
         "readmission-30d",
         gitops.change_for(gitops.Target("canary", 2, 1, 50), "silent"),
         apply=False,
+        image=RELEASED_IMAGE,
     )
     assert canary.removed == (str(tmp_path / "readmission-30d/shadow"),)
     assert sorted(p.name for p in (tmp_path / "readmission-30d").iterdir()) == ["serving"]
@@ -235,10 +239,15 @@ with open({str(calls)!r}, "a") as out:
     monkeypatch.setenv("PATH", f"{fake_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
 
+    canary = gitops.change_for(gitops.Target("canary", 2, 1, 10), "silent")
+    # what reaches a cluster is pinned by digest, even where a dry run would accept a tag
+    with pytest.raises(DeployRenderError, match="pinned by digest"):
+        gitops.write_change(tmp_path / "gitops", "m", canary, apply=True,
+                            image=DEFAULT_IMAGE, allow_unpinned_image=True)  # fmt: skip
+    assert not calls.exists()
     gitops.write_change(tmp_path / "gitops", "m", gitops.change_for(
         gitops.Target("shadow", 2, 1), None), apply=True)  # fmt: skip
-    gitops.write_change(tmp_path / "gitops", "m", gitops.change_for(
-        gitops.Target("canary", 2, 1, 10), "silent"), apply=True)  # fmt: skip
+    gitops.write_change(tmp_path / "gitops", "m", canary, apply=True, image=RELEASED_IMAGE)
     recorded = [json.loads(line) for line in calls.read_text().splitlines()]
     applied = [yaml.safe_load_all(c["stdin"]) for c in recorded if c["argv"][0] == "apply"]
     kinds = [{(d["kind"], d["metadata"]["name"]) for d in docs if d} for docs in applied]
