@@ -19,6 +19,7 @@ from hospital_mlops import (
     cli_access,
     cli_cds,
     cli_governance,
+    cli_keys,
     cli_monitoring,
     cli_rollout,
     cli_serving,
@@ -32,6 +33,7 @@ USAGE_ERRORS = (
     ("hospital_mlops.catalog", ("CatalogError", "UnknownSource", "UseNotPermitted")),
     ("hospital_mlops.sources.extract", ("ExtractError",)),
     ("hospital_mlops.normalize", ("MissingHmacKey",)),
+    ("hospital_mlops.key_rotation", ("KeyRotationError",)),
     ("hospital_mlops.lineage", ("LineageNotFound",)),
     ("hospital_mlops.faults", ("UnknownScenario",)),
     ("hospital_mlops.use_case", ("UseCaseError",)),
@@ -164,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_cds.add_parsers(sub)
     cli_governance.add_parsers(sub)
     cli_access.add_parsers(sub)
+    cli_keys.add_parsers(sub)
 
     lic = sub.add_parser("licenses", help="inventory installed licences; flag non-OSI ones")
     lic.add_argument("--out", type=Path, default=Path("out/licenses.csv"), help=".csv or .json")
@@ -296,6 +299,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cli_governance.dispatch(args)
     if args.command == "access":
         return cli_access.dispatch(args)
+    if args.command == "keys":
+        return cli_keys.dispatch(args)
     if args.command == "scenarios":
         from hospital_mlops.faults import SCENARIOS
 

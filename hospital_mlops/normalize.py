@@ -22,6 +22,10 @@ from hospital_mlops.catalog import ColumnSpec, MeasurementTable, SourceSpec, Tab
 
 HMAC_KEY_ENV = "HMLOPS_HMAC_KEY"
 HMAC_KEY_FILE_ENV = "HMLOPS_HMAC_KEY_FILE"
+# During a key rotation: the key being retired, still needed to read what it tokenized
+# (docs/runbooks/hmac-key-rotation.md). A file may hold several, one per line.
+PREVIOUS_KEY_ENV = "HMLOPS_HMAC_PREVIOUS_KEY"
+PREVIOUS_KEY_FILE_ENV = "HMLOPS_HMAC_PREVIOUS_KEY_FILE"
 # Labelled as what it is: tokens made with it protect nothing. Only `--demo-key` selects it.
 DEMO_HMAC_KEY = "DEMO-KEY-hospital-mlops-not-for-real-PHI-0000000000"
 MIN_KEY_BYTES = 32
@@ -52,28 +56,75 @@ class HmacKey:
         return ("demo-" if self.demo else "") + hashlib.sha256(self.secret).hexdigest()[:12]
 
 
+@dataclass(frozen=True)
+class HmacKeyring:
+    """The key that tokenizes now, and the keys being retired (read only: they find what was
+    tokenized before a rotation; nothing new is made with them)."""
+
+    current: HmacKey
+    previous: tuple[HmacKey, ...] = ()
+
+    def by_id(self, key_id: str) -> HmacKey:
+        for key in (self.current, *self.previous):
+            if key.key_id == key_id:
+                return key
+        known = ", ".join(k.key_id for k in (self.current, *self.previous))
+        raise MissingHmacKey(
+            f"no key with id {key_id} in the keyring (it holds {known}): set "
+            f"{PREVIOUS_KEY_ENV} or {PREVIOUS_KEY_FILE_ENV} to the key being retired"
+        )
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MissingHmacKey(f"cannot read the HMAC key file {path}: {exc.strerror}") from exc
+
+
+def _checked_key(value: str, what: str) -> HmacKey:
+    secret = value.encode()
+    if len(secret) < MIN_KEY_BYTES:
+        raise MissingHmacKey(
+            f"the {what} is {len(secret)} bytes; at least {MIN_KEY_BYTES} are required"
+        )
+    return HmacKey(secret=secret, demo=value == DEMO_HMAC_KEY)
+
+
 def load_hmac_key(env: Mapping[str, str] | None = None) -> HmacKey:
     """Read the tokenization key from the env var or a mounted Secret file; refuse without one."""
     env = os.environ if env is None else env
     value = env.get(HMAC_KEY_ENV, "")
     if not value and env.get(HMAC_KEY_FILE_ENV):
-        path = Path(env[HMAC_KEY_FILE_ENV])
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise MissingHmacKey(f"cannot read the HMAC key file {path}: {exc.strerror}") from exc
+        value = _read_key_file(Path(env[HMAC_KEY_FILE_ENV])).strip()
     if not value:
         raise MissingHmacKey(
             f"no PHI tokenization key: set {HMAC_KEY_ENV} (or {HMAC_KEY_FILE_ENV} to a mounted "
             "Kubernetes Secret), or pass --demo-key to use the labelled demo key on non-PHI data"
         )
-    secret = value.encode()
-    if len(secret) < MIN_KEY_BYTES:
-        raise MissingHmacKey(
-            f"the PHI tokenization key is {len(secret)} bytes; at least {MIN_KEY_BYTES} are "
-            "required"
-        )
-    return HmacKey(secret=secret, demo=value == DEMO_HMAC_KEY)
+    return _checked_key(value, "PHI tokenization key")
+
+
+def load_hmac_keyring(env: Mapping[str, str] | None = None) -> HmacKeyring:
+    """The current key (as ``load_hmac_key``) and any previous keys from
+    ``HMLOPS_HMAC_PREVIOUS_KEY`` or the lines of ``HMLOPS_HMAC_PREVIOUS_KEY_FILE``."""
+    env = os.environ if env is None else env
+    current = load_hmac_key(env)
+    values = [env[PREVIOUS_KEY_ENV]] if env.get(PREVIOUS_KEY_ENV) else []
+    if env.get(PREVIOUS_KEY_FILE_ENV):
+        text = _read_key_file(Path(env[PREVIOUS_KEY_FILE_ENV]))
+        values += [line.strip() for line in text.splitlines() if line.strip()]
+    previous: list[HmacKey] = []
+    for n, value in enumerate(values, start=1):
+        key = _checked_key(value, f"previous HMAC key #{n}")
+        if key.key_id == current.key_id:
+            raise MissingHmacKey(
+                f"previous HMAC key #{n} is the current key ({key.key_id}): a rotation needs a "
+                "new current key"
+            )
+        if all(key.key_id != k.key_id for k in previous):
+            previous.append(key)
+    return HmacKeyring(current, tuple(previous))
 
 
 def map_distinct(values: pd.Series, fn: Callable[[np.ndarray], np.ndarray]) -> pd.Series:
@@ -410,11 +461,41 @@ def _age_at_admission(
     return {**tables, "encounters": enc.assign(age_years=age.astype("Int64"))}
 
 
-def _fingerprint(df: pd.DataFrame, columns: list[str], key: HmacKey) -> pd.Series:
-    """Normalized (trimmed, lower-case) values of the identifying columns, keyed-hashed."""
+def _fingerprint_text(df: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Normalized (trimmed, lower-case) values of the identifying columns, joined: what the
+    person fingerprint hashes."""
     texts = [df[c].astype("string[pyarrow]").fillna("").str.strip().str.lower() for c in columns]
     joined = texts[0].str.cat(texts[1:], sep="\x1f") if len(texts) > 1 else texts[0]
-    return tokenize(joined.astype(object), key, FINGERPRINT)
+    return joined.astype(object)
+
+
+def _token_places(
+    tables: Mapping[str, pd.DataFrame], spec: SourceSpec
+) -> dict[str, list[tuple[str, str]]]:
+    """Token namespace → the (table, column) places whose values it tokenizes."""
+    namespaces: dict[str, list[tuple[str, str]]] = {}
+    for tname, table in spec.tables.items():
+        if tname in tables:
+            for col, cspec in table.columns.items():
+                if cspec.token is not None:
+                    namespaces.setdefault(cspec.token, []).append((tname, col))
+    return namespaces
+
+
+def token_inputs(tables: Mapping[str, pd.DataFrame], spec: SourceSpec) -> dict[str, np.ndarray]:
+    """Token namespace → the distinct values normalize tokenizes in it (the person fingerprint
+    included). Raw identifiers: for the ingest layer's key rotation only."""
+    out: dict[str, list[pd.Series]] = {}
+    for tname, table in spec.tables.items():
+        if table.person_fingerprint and tname in tables:
+            text = _fingerprint_text(tables[tname], table.person_fingerprint)
+            out.setdefault(FINGERPRINT, []).append(text)
+    for namespace, places in _token_places(tables, spec).items():
+        out.setdefault(namespace, []).extend(tables[t][c] for t, c in places)
+    return {
+        namespace: pd.unique(pd.concat([c.astype(object) for c in columns]).dropna().to_numpy())
+        for namespace, columns in out.items()
+    }
 
 
 def _tokenize_and_drop(
@@ -423,15 +504,14 @@ def _tokenize_and_drop(
     out = dict(tables)
     for tname, table in spec.tables.items():
         if table.person_fingerprint and tname in out:
-            fingerprint = _fingerprint(out[tname], table.person_fingerprint, key)
-            out[tname] = out[tname].assign(**{FINGERPRINT: fingerprint})
-    namespaces: dict[str, list[tuple[str, str]]] = {}
+            text = _fingerprint_text(out[tname], table.person_fingerprint)
+            out[tname] = out[tname].assign(**{FINGERPRINT: tokenize(text, key, FINGERPRINT)})
+    namespaces = _token_places(out, spec)
     for tname, table in spec.tables.items():
         if tname not in out:
             continue
         for col, cspec in table.columns.items():
             if cspec.token is not None:
-                namespaces.setdefault(cspec.token, []).append((tname, col))
                 report.tokenized_columns.append(f"{tname}.{col}->{cspec.token}")
             elif cspec.identifier is not None:
                 report.dropped_identifiers.append(f"{tname}.{col}")
@@ -468,6 +548,15 @@ def normalize_extract(
     raw: Mapping[str, pd.DataFrame], spec: SourceSpec, key: HmacKey
 ) -> tuple[dict[str, pd.DataFrame], NormalizeReport]:
     report = NormalizeReport()
+    tables = prepare_extract(raw, spec, report)
+    return _tokenize_and_drop(tables, spec, key, report), report
+
+
+def prepare_extract(
+    raw: Mapping[str, pd.DataFrame], spec: SourceSpec, report: NormalizeReport
+) -> dict[str, pd.DataFrame]:
+    """Everything normalize does before tokenizing: types, canonical IDs and units, merges,
+    times, generalization. The output still holds raw identifiers."""
     tables = {tname: cast_types(raw[tname], table) for tname, table in spec.tables.items()}
     tables = standardize_ids(tables, spec, report)
     for tname, table in spec.tables.items():
@@ -497,7 +586,7 @@ def normalize_extract(
 
     # The merge list is consumed (applied above, counted in the report), not passed on.
     tables.pop("patient_merges", None)
-    return _tokenize_and_drop(tables, spec, key, report), report
+    return tables
 
 
 def normalized_name(column: str, spec: ColumnSpec) -> str | None:

@@ -4,6 +4,7 @@ fallback shows when the model cannot answer."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -12,13 +13,17 @@ from hospital_mlops.fallback import CachedScore
 from hospital_mlops.prediction_log import PredictionLog, predictions
 
 
-def last_score(log: PredictionLog, encounter_token: str, model: str) -> CachedScore | None:
-    """The newest logged prediction of ``model`` (any version) for the encounter, or None."""
+def last_score(
+    log: PredictionLog, encounter_token: str | Sequence[str], model: str
+) -> CachedScore | None:
+    """The newest logged prediction of ``model`` (any version) for the encounter, or None.
+    Several tokens: the same encounter's under the current key and the keys being retired."""
+    tokens = [encounter_token] if isinstance(encounter_token, str) else list(encounter_token)
     p = predictions
     with log.engine.connect() as conn:
         rows = conn.execute(
             sa.select(p.c.prediction_id, p.c.scored_at, p.c.risk, p.c.alert, p.c.answer).where(
-                p.c.encounter_token == encounter_token,
+                p.c.encounter_token.in_(tokens),
                 p.c.model_name == model,
                 p.c.risk.is_not(None),
             )

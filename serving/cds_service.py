@@ -48,12 +48,13 @@ from hospital_mlops.cds_explanation import explanation_page
 from hospital_mlops.fallback import FallbackPolicy
 from hospital_mlops.fhir_inputs import BUNDLE_KEY, FhirInputError, gather, model_inputs
 from hospital_mlops.fhir_mapping import FhirMapping
+from hospital_mlops.key_rotation import earlier_tokens
 from hospital_mlops.monitoring.feedback import FeedbackRejected, record_feedback
-from hospital_mlops.normalize import HmacKey, token_function
+from hospital_mlops.normalize import HmacKeyring, token_function
 from hospital_mlops.prediction_log import PredictionLog, PredictionNotFound
 from hospital_mlops.scoring import ENCOUNTER_TOKEN
 from serving.access import AccessControl
-from serving.fallback_scoring import cache_from_log, score_or_fallback
+from serving.fallback_scoring import CacheLookup, cache_from_log, score_or_fallback
 from serving.feedback_api import BodyTooLarge, capped_body, feedback_router
 from serving.predictor_client import (
     PredictorClient,
@@ -228,7 +229,7 @@ class CdsService:
     fallback: FallbackPolicy
     predictor: PredictorClient
     prediction_log: PredictionLog
-    key: HmacKey
+    keyring: HmacKeyring
     model: str = "readmission-30d"
     calibration: dict[str, CalibrationTable | None] = field(default_factory=dict)
     # None only when started with --insecure-no-auth (a local trial): no call is authenticated
@@ -257,11 +258,19 @@ class CdsService:
             raise CdsRequestError(401, [("authorization", str(exc))]) from None
 
     def __post_init__(self) -> None:
-        self._token = token_function(self.key, ENCOUNTER_TOKEN)
+        self._token = token_function(self.keyring.current, ENCOUNTER_TOKEN)
         self._cached = cache_from_log(self.prediction_log, self.model)
 
     def encounter_token(self, encounter_id: str) -> str:
         return str(self._token(np.array([encounter_id], dtype=object))[0])
+
+    def cached_lookup(self, encounter_id: str) -> CacheLookup:
+        """The encounter's last score. During a key rotation, before the prediction log is
+        rekeyed, its earlier scores sit under the previous keys' tokens: those are read too."""
+        if not self.keyring.previous:
+            return self._cached
+        earlier = earlier_tokens(self.keyring.previous, ENCOUNTER_TOKEN, encounter_id)
+        return cache_from_log(self.prediction_log, self.model, also=earlier)
 
     def calibration_of(self, model_version: str) -> CalibrationTable | None:
         """The validation period's observed rates for ``name/version`` (from the registry's
@@ -289,7 +298,7 @@ class CdsService:
                 self.predictor,
                 [instance],
                 self.fallback,
-                cached=self._cached,
+                cached=self.cached_lookup(record.encounter.id),
                 request_id=str(request["hookInstance"])[:64],
                 now=now,
             )
@@ -548,7 +557,7 @@ def build_service(
     from hospital_mlops.cds_config import load_cds_config
     from hospital_mlops.fallback import load_fallback_policy
     from hospital_mlops.fhir_mapping import load_fhir_mapping
-    from hospital_mlops.normalize import load_hmac_key
+    from hospital_mlops.normalize import load_hmac_keyring
 
     parsed = urlparse(predictor_url)
     if parsed.scheme != "http" or not parsed.netloc:
@@ -565,7 +574,7 @@ def build_service(
         fallback=load_fallback_policy(),
         predictor=PredictorClient(parsed.netloc, "readmission", config.timeouts.predictor_seconds),
         prediction_log=PredictionLog(),
-        key=load_hmac_key(),
+        keyring=load_hmac_keyring(),
         model=model,
         clients=clients,
     )

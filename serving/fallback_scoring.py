@@ -8,7 +8,7 @@ A 4xx is the caller's own bad input: it is raised, not covered up by a fallback.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,12 +31,17 @@ def no_cache(_: Any) -> None:
     return None
 
 
-def cache_from_log(prediction_log: PredictionLog, model: str) -> CacheLookup:
-    """The encounter's last logged score of ``model``, by the instance's encounter token."""
+def cache_from_log(
+    prediction_log: PredictionLog, model: str, also: Sequence[str] = ()
+) -> CacheLookup:
+    """The encounter's last logged score of ``model``, by the instance's encounter token (and
+    ``also`` these tokens of the same encounter, made with keys being retired)."""
 
     def lookup(instance: Any) -> CachedScore | None:
         token = instance.get(ENCOUNTER_TOKEN) if isinstance(instance, dict) else None
-        return last_score(prediction_log, token, model) if isinstance(token, str) else None
+        if not isinstance(token, str):
+            return None
+        return last_score(prediction_log, [token, *also], model)
 
     return lookup
 

@@ -56,6 +56,14 @@ CONTROLS: tuple[Control, ...] = (
          "tests.unit.test_monitoring_report::test_counts_below_eleven"),
     ),
     Control(
+        "hmac-rotation", "privacy",
+        "The tokenization key can be rotated: a crosswalk made in the ingest layer (tokens "
+        "only) keeps old tokens resolvable to their source, the prediction log is rekeyed in "
+        "one transaction, and outcomes join predictions made before the rotation.",
+        "pipeline tokens, prediction log, outcomes, CDS fallback, lineage",
+        ("tests.unit.test_key_rotation",),
+    ),
+    Control(
         "no-egress", "egress",
         "Nothing phones home: no connection leaves the machine during a full demo run.",
         "every Python process of the run (kfp.local components, KServe servers, MLflow, GX)",
@@ -118,6 +126,16 @@ CONTROLS: tuple[Control, ...] = (
         ("tests.unit.test_manifests::test_network_is_default_deny",
          "tests.unit.test_manifests::test_no_policy_opens_a_pod_to_everyone",
          "tests.unit.test_manifests::test_every_pod_has_its_paths"),
+    ),
+    Control(
+        "images-by-digest", "cluster",
+        "The canary and production overlays, rendered by hand or by the rollout, run the "
+        "serving image by digest; a tag is refused unless a dry run says so, and never with "
+        "--apply.",
+        "hmlops deploy render, hmlops rollout advance|rollback",
+        ("tests.unit.test_deploy_render::test_a_stage_that_reaches_clinicians_runs_an_image",
+         "tests.integration.test_rollout_cli::test_canary_is_refused_without_signoffs",
+         "tests.integration.test_rollout_cli::test_bad_requests_change_nothing"),
     ),
     Control(
         "secrets-by-reference", "cluster",

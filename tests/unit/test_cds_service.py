@@ -40,7 +40,7 @@ from hospital_mlops.fhir_examples import example_bundle, example_instance
 from hospital_mlops.fhir_inputs import gather, model_inputs
 from hospital_mlops.fhir_mapping import load_fhir_mapping
 from hospital_mlops.monitoring.feedback import recorded_feedback, responses
-from hospital_mlops.normalize import HmacKey
+from hospital_mlops.normalize import HmacKey, HmacKeyring
 from hospital_mlops.prediction_log import PredictionLog, PredictionNotFound
 from serving.cds_service import CdsService, create_app
 from serving.predictor_client import PredictorClient
@@ -89,7 +89,7 @@ def _service(predictor_host: str, log: PredictionLog) -> CdsService:
         fallback=load_fallback_policy(),
         predictor=PredictorClient(predictor_host, "readmission", 5.0),
         prediction_log=log,
-        key=HmacKey(b"t" * 40, False),
+        keyring=HmacKeyring(HmacKey(b"t" * 40, False)),
         model=MODEL,
         clients=CLIENTS,
     )
