@@ -10,7 +10,13 @@ connections:
 
 The Bundles are built from real test-period encounters (``fhir_examples``), cycled. Warm-up calls
 are not counted. Target (CDS Hooks issue): card p99 ≤ 150 ms (EHR clients commonly time out near
-500 ms). Prints and saves benchmarks/results/cds.json with the machine.
+500 ms).
+
+Then a fault drill: eight EHR callers keep calling the hook while the predictor is SIGKILLed
+(an OOM kill) partway through. It counts failed calls (anything but a 200 with a card: the target
+is none), the cards before and after the kill, how long after the kill the first fallback card
+came, and the fallback cards' latency. Prints and saves benchmarks/results/cds.json with the
+machine.
 
 Usage: python benchmarks/bench_cds.py --state DIR [--requests 500] [--port-base 18950]
 ``--state`` is a state directory with a registered champion (e.g. the one ``make demo`` made).
@@ -19,7 +25,9 @@ Usage: python benchmarks/bench_cds.py --state DIR [--requests 500] [--port-base 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -70,11 +78,78 @@ def _time(
     return out
 
 
+def _kill_under_load(
+    card_url: str,
+    calls: list[Any],
+    authorization: Callable[[], dict[str, str]],
+    predictor: subprocess.Popen[bytes],
+    seconds: float,
+    kill_after: float,
+    concurrency: int = 8,
+) -> dict[str, Any]:
+    results: list[tuple[float, float, int, str]] = []  # started, done, status, card summary
+    killed: list[float] = []
+
+    async def caller(client: httpx.AsyncClient, first: int, end: float) -> None:
+        i = first
+        while time.perf_counter() < end:
+            started = time.perf_counter()
+            try:
+                answer = await client.post(
+                    card_url, json=calls[i % len(calls)], headers=authorization()
+                )
+                summary = answer.json()["cards"][0]["summary"] if answer.status_code == 200 else ""
+                results.append((started, time.perf_counter(), answer.status_code, summary))
+            except (httpx.HTTPError, ValueError, LookupError) as exc:
+                results.append((started, time.perf_counter(), 0, type(exc).__name__))
+            i += concurrency
+
+    async def drill() -> None:
+        end = time.perf_counter() + seconds
+
+        async def kill() -> None:
+            await asyncio.sleep(kill_after)
+            predictor.send_signal(signal.SIGKILL)
+            killed.append(time.perf_counter())
+
+        async with httpx.AsyncClient(timeout=30) as client:
+            await asyncio.gather(kill(), *(caller(client, k, end) for k in range(concurrency)))
+
+    asyncio.run(drill())
+    kill_at = killed[0]
+    failed = [r for r in results if r[2] != 200]
+    fallback = [r for r in results if "unavailable" in r[3]]
+    before = [r for r in results if r[1] < kill_at]
+    after = [r for r in results if r[0] > kill_at]
+    first_fallback = min((r[1] for r in fallback), default=None)
+    return {
+        "seconds": seconds,
+        "killed_after_s": kill_after,
+        "concurrency": concurrency,
+        "calls": len(results),
+        "failed_calls": len(failed),
+        "scored_cards_before_kill": sum(1 for r in before if "unavailable" not in r[3]),
+        "fallback_cards_before_kill": sum(1 for r in before if "unavailable" in r[3]),
+        "calls_started_after_kill": len(after),
+        "fallback_cards_after_kill": sum(1 for r in after if "unavailable" in r[3]),
+        "first_fallback_ms_after_kill": (
+            None if first_fallback is None else round((first_fallback - kill_at) * 1000, 1)
+        ),
+        # the same load's scored cards before the kill: what the fallback latency compares with
+        "scored_card_before_kill": _percentiles([(r[1] - r[0]) * 1000 for r in before])
+        if before
+        else {},
+        "fallback_card": _percentiles([(r[1] - r[0]) * 1000 for r in fallback]) if fallback else {},
+        "meets_target": not failed and len(after) > 0 and all("unavailable" in r[3] for r in after),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state", type=Path, required=True)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--port-base", type=int, default=18950)
+    parser.add_argument("--drill-seconds", type=float, default=15.0)
     args = parser.parse_args()
 
     env = dict(
@@ -124,6 +199,14 @@ def main() -> None:
                 client, card_url, calls, args.requests, lambda: ehr.authorization(card_url)
             )
             bare = _time(client, predict_url, instances, args.requests)
+        drill = _kill_under_load(
+            card_url,
+            calls,
+            lambda: ehr.authorization(card_url),
+            processes["predictor"],
+            seconds=args.drill_seconds,
+            kill_after=args.drill_seconds / 3,
+        )
     finally:
         for process in processes.values():
             process.terminate()
@@ -140,6 +223,7 @@ def main() -> None:
         "card_overhead_p50_ms": round(card["p50_ms"] - _percentiles(bare)["p50_ms"], 2),
         "target_card_p99_ms": TARGET_P99_MS,
         "meets_target": card["p99_ms"] <= TARGET_P99_MS,
+        "predictor_killed_under_load": drill,
     }
     save_and_print(report, RESULTS)
 

@@ -58,26 +58,34 @@ def instances(d130_champion) -> list[dict]:
     return chosen
 
 
+def _start_predictor(port: int, log_url: str) -> subprocess.Popen[bytes]:
+    """``hmlops serve-one predictor`` for the champion, ready to answer."""
+    env = dict(os.environ, HMLOPS_PREDICTION_LOG_URL=log_url, MLFLOW_DISABLE_TELEMETRY="true")
+    argv = [sys.executable, "-m", "hospital_mlops.cli", "serve-one", "predictor",
+            "--model", f"{MODEL}@champion", "--port", str(port)]  # fmt: skip
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(process.stderr.read().decode()[-2000:])
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("the predictor did not become ready")
+        time.sleep(0.3)
+
+
 @pytest.fixture(scope="module")
 def killed_predictor(d130_champion, instances, tmp_path_factory) -> Iterator[tuple[int, str, list]]:
     """A real predictor that scored the instances (logging them), then was SIGKILLed."""
     log_url = f"sqlite:///{tmp_path_factory.mktemp('fallback') / 'log.sqlite'}"
     port = _free_port()
-    env = dict(os.environ, HMLOPS_PREDICTION_LOG_URL=log_url, MLFLOW_DISABLE_TELEMETRY="true")
-    argv = [sys.executable, "-m", "hospital_mlops.cli", "serve-one", "predictor",
-            "--model", f"{MODEL}@champion", "--port", str(port)]  # fmt: skip
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = _start_predictor(port, log_url)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, process.stderr.read().decode()[-2000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the predictor did not become ready"
-            time.sleep(0.3)
         answers = _score(port, instances)
         assert all(not a.get("fallback") and 0 < a["risk"] < 1 for a in answers)
         bad = [dict(instances[0], time_in_hospital=99)]
@@ -136,6 +144,81 @@ def test_the_cached_mode_shows_the_score_given_before_the_kill(killed_predictor,
     finally:
         log.close()
     assert answer["mode"] == "no_score"
+
+
+def test_a_predictor_killed_under_load_costs_no_answer_and_serves_no_wrong_score(
+    d130_champion, tmp_path
+) -> None:
+    """Eight callers keep scoring real encounters, as the CDS service does for each hook call,
+    while the predictor is SIGKILLed mid-run (an OOM kill). Every call is answered: the model's
+    score before the kill, the cached-score fallback after it, and a cached score is exactly
+    the score the model gave that encounter."""
+    from hospital_mlops.example_requests import registered_examples
+
+    examples = registered_examples(MODEL, "champion", n=16, seed=5)
+    for i, example in enumerate(examples):
+        example["encounter_token"] = f"underload{i:016d}"
+    log_url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    port = _free_port()
+    process = _start_predictor(port, log_url)
+    log = PredictionLog(log_url)
+    cached = cache_from_log(log, MODEL)
+    client = PredictorClient(f"127.0.0.1:{port}", "readmission", 2.0)
+    results: list[tuple[float, float, str, dict | Exception]] = []
+    kill_after, run_for = 2.5, 5.0
+    killed: list[float] = []
+
+    async def caller(first: int, end: float) -> None:
+        i = first
+        while time.monotonic() < end:
+            example = examples[i % len(examples)]
+            started = time.monotonic()
+            try:
+                [answer] = await score_or_fallback(
+                    client, [example], MODES["last_cached_score"], cached=cached
+                )
+                results.append((started, time.monotonic(), example["encounter_token"], answer))
+            except Exception as exc:  # any exception is a call the EHR saw fail
+                results.append((started, time.monotonic(), example["encounter_token"], exc))
+            i += 8
+
+    async def drill() -> None:
+        end = time.monotonic() + run_for
+
+        async def kill() -> None:
+            await asyncio.sleep(kill_after)
+            process.send_signal(signal.SIGKILL)
+            killed.append(time.monotonic())
+
+        await asyncio.gather(kill(), *(caller(k, end) for k in range(8)))
+
+    try:
+        asyncio.run(drill())
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+        process.stderr.close()
+        log.close()
+    kill_at = killed[0]
+    failed = [r for r in results if isinstance(r[3], Exception)]
+    assert not failed, failed[:3]
+    model = [(done, t, a) for _, done, t, a in results if not a.get("fallback")]
+    model_risk = {t: a["risk"] for _, t, a in model}
+    before = [a for _, done, _, a in results if done < kill_at]
+    after = [(t, a) for started, _, t, a in results if started > kill_at + 0.5]
+    assert len(before) >= 50 and not any(a.get("fallback") for a in before)
+    assert len(after) >= 20
+    for token, answer in after:
+        assert answer["fallback"] and answer["cause"] == "unavailable", answer
+        assert answer["mode"] == "last_cached_score", answer  # every encounter was scored before
+        assert answer["risk"] == model_risk[token]  # the score the model gave, never another
+    # what the model answered well before the kill is in the log, as answered
+    log = PredictionLog(log_url)
+    try:
+        for _, _, answer in [m for m in model if m[0] < kill_at - 0.5]:
+            assert log.get(answer["prediction_id"])["risk"] == answer["risk"]
+    finally:
+        log.close()
 
 
 class _Answering(http.server.BaseHTTPRequestHandler):

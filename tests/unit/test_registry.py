@@ -4,7 +4,15 @@ golden predictions, and an unreachable store."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -133,6 +141,76 @@ def test_a_model_that_fails_its_golden_check_is_never_served(candidate_parts) ->
     version = registry.log_candidate(name, _candidate(parts, passed=True))["version"]
     with pytest.raises(ModelNotReady, match=r"GoldenMismatch: .* does not reproduce"):
         serve_predictor(name, str(version), port=1)  # raises before any socket is opened
+
+
+def _start_tracking_server(store: Path, port: int) -> subprocess.Popen[bytes]:
+    """``mlflow server`` on 127.0.0.1 over a SQLite store: the registry as a cluster has it
+    (a tracking server in front of a database), in its own process group so it can be killed
+    whole."""
+    argv = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination", str(store / "artifacts"), "--workers", "1"]  # fmt: skip
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+    log = (store / "server.log").open("ab")
+    process = subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError((store / "server.log").read_text()[-2000:])
+        time.sleep(0.3)
+
+
+def test_a_registry_that_goes_away_during_registration_fails_clearly_and_changes_no_alias(
+    candidate_parts, monkeypatch, tmp_path
+) -> None:
+    """The tracking server dies (a node drained, an OOM kill) just as a version is being
+    registered: a clear failure saying what was written, and in the registry's database no
+    half version and the champion unchanged."""
+    import mlflow
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail now, not after minutes
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    server = _start_tracking_server(tmp_path, port)
+    name = "test-registry-gone"
+    try:
+        first = registry.log_candidate(name, _candidate(candidate_parts, True))
+        for role in ROLES:
+            registry.sign_off(name, first["version"], role, f"Test {role} reviewer")
+        registry.promote(name, first["version"], "champion", ROLES)
+        original = mlflow.register_model
+
+        def register_after_the_server_died(*args, **kwargs):
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(mlflow, "register_model", register_after_the_server_died)
+        with pytest.raises(registry.RegistrationFailed) as err:
+            registry.log_candidate(name, _candidate(candidate_parts, True))
+        message = str(err.value)
+        assert f"http://127.0.0.1:{port}" in message and "failed during registration" in message
+        assert "the run " in message and "was logged" in message
+        assert "no version was registered" in message and "no alias changed" in message
+        monkeypatch.setattr(mlflow, "register_model", original)
+        # the registry's own database, read directly: what a restarted server would serve
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        assert [v["version"] for v in registry.show(name)["versions"]] == [first["version"]]
+        champion = registry.client().get_model_version_by_alias(name, "champion")
+        assert int(champion.version) == first["version"]
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
 
 
 def test_a_store_locked_during_registration_fails_clearly_and_changes_no_alias(
