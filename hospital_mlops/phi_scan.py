@@ -26,7 +26,10 @@ SQLITE_SUFFIXES = {".sqlite", ".db", ".sqlite3"}
 MIN_NUMERIC_LENGTH = 7
 MIN_LENGTH = 6
 HITS_PER_PLACE = 5
-_TOKEN = re.compile(r"[A-Za-z0-9/_-]+")
+# A token starts at a boundary, and never right after "<digit>.": the fraction of a decimal
+# number (a timing such as 7.143735886 ms) is not an identifier, while an identifier written
+# as a float (143735886.0) is still caught by its integer part.
+_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])(?<!\d\.)[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
