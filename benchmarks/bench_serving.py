@@ -15,7 +15,11 @@ not counted. Prints a table and saves benchmarks/results/serving.json with the m
 Targets (serving issue), at concurrency 1: predictor p99 ≤ 5 ms; predictor p50 ≤ 2 × floor p50.
 Concurrency 8 measures throughput: there a request mostly queues behind the other seven.
 
+``--pin`` puts every thread of the two servers on one CPU and the client (and the servers'
+prediction-log writer) on the others, as a pod with a dedicated core would run.
+
 Usage: python benchmarks/bench_serving.py [--state DIR] [--requests 2000] [--port-base 18900]
+       [--concurrency 1 8] [--pin] [--out FILE]
 Without --state, a benchmark registry is built once with ``hmlops demo`` (about 2 minutes).
 """
 
@@ -157,6 +161,25 @@ def _start(mode: str, port: int, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _pin(server_pids: list[int]) -> dict[str, list[int]]:
+    """Every thread of the servers on the last CPU; this client and the servers' child
+    processes (the prediction-log writer, which works while the server is idle) on the rest."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    server_cpus, client_cpus = {cpus[-1]}, set(cpus[:-1])
+    children: list[int] = []
+    for pid in server_pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), server_cpus)
+            children += [int(c) for c in (task / "children").read_text().split()]
+    for child in children:
+        for task in Path(f"/proc/{child}/task").iterdir():
+            os.sched_setaffinity(int(task.name), client_cpus)
+    os.sched_setaffinity(0, client_cpus)
+    return {"servers": sorted(server_cpus), "client": sorted(client_cpus)}
+
+
 def _wait_ready(proc: subprocess.Popen[bytes], port: int, name: str, log: Path) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -265,6 +288,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--port-base", type=int, default=18900)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="servers on the last CPU, this client on the others (as a pod with a dedicated "
+        "core, Kubernetes' static CPU manager policy, would run)",
+    )
     args = parser.parse_args()
 
     state = (args.state or DEFAULT_STATE).resolve()
@@ -297,7 +326,9 @@ def main() -> None:
     try:
         for name, proc in procs.items():
             _wait_ready(proc, ports[name], name, logs[name])
-        _check_answer(urls[PREDICTOR], bodies[0])
+        _check_answer(urls[PREDICTOR], bodies[0])  # the prediction-log writer starts here
+        if args.pin:
+            results["pinned"] = _pin([proc.pid for proc in procs.values()])
         for concurrency in args.concurrency:
             per_round = max(args.requests // ROUNDS, 1)
             timings: dict[str, tuple[list[float], float]] = {n: ([], 0.0) for n in urls}
