@@ -27,8 +27,9 @@ MIN_NUMERIC_LENGTH = 7
 MIN_LENGTH = 6
 HITS_PER_PLACE = 5
 # A token starts at a boundary, and never right after "<digit>.": the fraction of a decimal
-# number (a timing such as 7.143735886 ms) is not an identifier, while an identifier written
-# as a float (143735886.0) is still caught by its integer part.
+# number (a request timing in milliseconds, printed to nine places) is not an identifier, while
+# an identifier written as a float (an ID column read as floats) is caught by its integer part.
+# No example digits here: this file ships with the model's code, which the scans read.
 _TOKEN = re.compile(r"(?<![A-Za-z0-9_-])(?<!\d\.)[A-Za-z0-9_-]+")
 
 
