@@ -109,19 +109,17 @@ def _crosswalk(args: argparse.Namespace, old: Any, new: Any) -> int:
 
 
 def _rekey(args: argparse.Namespace, old_id: str, new_id: str) -> int:
-    import sqlalchemy as sa
-
     from hospital_mlops.key_rotation import find_crosswalk, rekey_prediction_log
-    from hospital_mlops.prediction_log import default_url
+    from hospital_mlops.prediction_log import PredictionLog, default_url
 
     crosswalk = find_crosswalk(args.out, old_id, new_id)
     results = {}
     for url in args.log_url or [default_url()]:
-        engine = sa.create_engine(url, future=True, hide_parameters=True)
+        log = PredictionLog(url)  # its schema, as the servers keep it
         try:
-            results[_safe(url)] = rekey_prediction_log(engine, crosswalk).as_dict()
+            results[_safe(url)] = rekey_prediction_log(log.engine, crosswalk).as_dict()
         finally:
-            engine.dispose()
+            log.close()
     if args.json:
         print(json.dumps({"crosswalk": str(crosswalk.path), "logs": results}))
         return 0
