@@ -36,7 +36,13 @@ from hospital_mlops.normalize import (
     token_inputs,
 )
 from hospital_mlops.scoring import ENCOUNTER_TOKEN
-from hospital_mlops.snapshots import read_manifest, read_tables, verify_snapshot, write_snapshot
+from hospital_mlops.snapshots import (
+    SnapshotIntegrityError,
+    read_manifest,
+    read_tables,
+    verify_snapshot,
+    write_snapshot,
+)
 
 CROSSWALK_KIND = "token_crosswalk"
 CROSSWALK_TABLE = "crosswalk"
@@ -68,7 +74,13 @@ def raw_snapshots(store: Path, source: str) -> list[Path]:
     for directory in sorted(zone.iterdir()) if zone.is_dir() else []:
         if directory.name.startswith(".") or not directory.is_dir():
             continue
-        manifest = read_manifest(directory)
+        try:
+            manifest = read_manifest(directory)
+        except (OSError, ValueError) as exc:
+            raise KeyRotationError(
+                f"raw snapshot {directory} has no readable manifest ({type(exc).__name__}): "
+                "a crosswalk built without it would miss its identifiers"
+            ) from None
         if manifest.get("source") == source:
             found.append((str(manifest.get("created_at", "")), directory))
     return [d for _, d in sorted(found)]
@@ -104,7 +116,10 @@ def build_crosswalk(
     frames: list[pd.DataFrame] = []
     shas: list[str] = []
     for directory in snapshots:
-        shas.append(verify_snapshot(directory)["sha256"])
+        try:
+            shas.append(verify_snapshot(directory)["sha256"])
+        except (SnapshotIntegrityError, OSError) as exc:
+            raise KeyRotationError(f"{exc}; no crosswalk was written") from None
         frames.extend(_pairs(read_tables(directory), spec, old, new))
     pairs = (
         pd.concat(frames, ignore_index=True)

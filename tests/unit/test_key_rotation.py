@@ -137,6 +137,24 @@ def test_a_crosswalk_needs_two_keys_and_a_raw_snapshot(catalog, tmp_path: Path) 
         build_crosswalk(tmp_path, SOURCE, spec, OLD, NEW)
     with pytest.raises(KeyRotationError, match="no crosswalk from key"):
         find_crosswalk(tmp_path, OLD.key_id, NEW.key_id)
+    broken = tmp_path / "raw" / ("ab" * 32)
+    broken.mkdir(parents=True)  # a raw snapshot without its manifest
+    with pytest.raises(KeyRotationError, match="no readable manifest"):
+        build_crosswalk(tmp_path, SOURCE, spec, OLD, NEW)
+
+
+def test_an_altered_raw_snapshot_stops_the_crosswalk(catalog, rotated, tmp_path) -> None:
+    import shutil
+
+    store = tmp_path / "store"
+    raw = Path(rotated["raw"]["path"])
+    copy = shutil.copytree(raw, store / "raw" / raw.name)
+    table = next((copy / "tables").glob("*.parquet"))
+    table.chmod(0o644)
+    table.write_bytes(table.read_bytes() + b"x")
+    with pytest.raises(KeyRotationError, match=r"altered after writing.*no crosswalk was written"):
+        build_crosswalk(store, SOURCE, catalog.source(SOURCE), OLD, NEW)
+    assert not (store / "crosswalks").exists()
 
 
 def _token(key: HmacKey, value: str) -> str:
