@@ -35,6 +35,7 @@ USAGE_ERRORS = (
     ("hospital_mlops.normalize", ("MissingHmacKey",)),
     ("hospital_mlops.key_rotation", ("KeyRotationError",)),
     ("hospital_mlops.lineage", ("LineageNotFound",)),
+    ("hospital_mlops.published_index", ("PublishedIndexError",)),
     ("hospital_mlops.faults", ("UnknownScenario",)),
     ("hospital_mlops.use_case", ("UseCaseError",)),
     ("hospital_mlops.governance.config", ("GovernanceError",)),

@@ -34,6 +34,7 @@ import pandas as pd
 import yaml
 
 from hospital_mlops.paths import config_path
+from hospital_mlops.published_index import read_entries
 from serving.readiness import NotReady, wait_until_ready
 
 FAULT = "diagnoses_truncated"
@@ -260,8 +261,7 @@ def play_story(
     _end_earlier_rollout(model, rollout_policy, gitops)
 
     # 1. A candidate version. The demo has one extract, so it learns from the same snapshot.
-    published = store / "published" / "index.jsonl"
-    latest = [json.loads(line) for line in published.read_text().splitlines() if line.strip()]
+    latest = read_entries(store)
     ctx = RunContext("diabetes130", "readmission_risk_model", store, f"story-{int(time.time())}")
     registered = run_model_in_process(ctx, Path(latest[-1]["path"]), story / "retrain")
     candidate = int(registered["version"])

@@ -27,6 +27,7 @@ from hospital_mlops.catalog import Catalog, catalog_version, load_catalog
 from hospital_mlops.features import build_features, feature_set_for
 from hospital_mlops.lineage import LineageStore, code_version, utc_now
 from hospital_mlops.normalize import load_hmac_key, normalize_extract
+from hospital_mlops.published_index import append_entry, read_entries
 from hospital_mlops.reports import gate_html, gate_markdown
 from hospital_mlops.snapshots import (
     copy_snapshot,
@@ -292,9 +293,7 @@ def publish(ctx: RunContext, features_dir: Path) -> dict[str, Any]:
         "path": str(published),
         "published_at": utc_now(),
     }
-    index = ctx.store / "published" / "index.jsonl"
-    with open(index, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+    append_entry(ctx.store, entry)
     return {**manifest, "published_path": str(published)}
 
 
@@ -402,12 +401,8 @@ def _run_nodes(ctx: RunContext) -> list[dict[str, Any]]:
 
 
 def _published_entry(ctx: RunContext) -> dict[str, Any] | None:
-    index = ctx.store / "published" / "index.jsonl"
-    if not index.exists():
-        return None
     found = None
-    for line in index.read_text().splitlines():
-        entry = json.loads(line)
+    for entry in read_entries(ctx.store):
         if entry.get("run_id") == ctx.run_id:
             found = entry
     return found

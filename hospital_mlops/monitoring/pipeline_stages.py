@@ -105,11 +105,9 @@ def _waiting_challenger(model: str, champion: int) -> int | None:
 
 def newest_snapshot(store_root: Path, source: str) -> dict[str, Any] | None:
     """The newest published feature snapshot of ``source`` (the publish index)."""
-    index = store_root / "published" / "index.jsonl"
-    if not index.exists():
-        return None
-    entries = [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
-    mine = [e for e in entries if e.get("source") == source]
+    from hospital_mlops.published_index import read_entries
+
+    mine = [e for e in read_entries(store_root) if e.get("source") == source]
     return max(mine, key=lambda e: e["published_at"]) if mine else None
 
 
