@@ -426,17 +426,25 @@ def _act(
         settings.policy.stages.canary.steps[step] if phase == "canary" else None,
     )
     change = gitops.change_for(target, record.stage if record and record.active else None)
+    champion_before = _champion(settings.model) if phase == "full" else None
     if phase == "full":
         _promote(settings)
-    written_change = gitops.write_change(
-        settings.gitops_dir,
-        settings.model,
-        change,
-        apply=settings.apply,
-        image=settings.image,
-        namespace=settings.namespace,
-        allow_unpinned_image=settings.allow_unpinned_image,
-    )
+    try:
+        written_change = gitops.write_change(
+            settings.gitops_dir,
+            settings.model,
+            change,
+            apply=settings.apply,
+            image=settings.image,
+            namespace=settings.namespace,
+            allow_unpinned_image=settings.allow_unpinned_image,
+        )
+    except BaseException:
+        # The overlay did not land (render or apply failed): the registry must not name a
+        # champion the cluster does not serve. Nothing was recorded; the step can be rerun.
+        if phase == "full":
+            _restore_champion(settings.model, champion_before)
+        raise
     result.patch_path = written_change.patch_path
     result.removed = written_change.removed
     result.applied = written_change.applied
@@ -461,6 +469,27 @@ def _check_image(settings: Settings) -> None:
         raise RolloutError(str(exc)) from None
     if settings.apply:
         gitops.require_kubeconfig()
+
+
+def _champion(model: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    from hospital_mlops.governance import registry
+
+    try:
+        return str(registry.client().get_model_version_by_alias(model, "champion").version)
+    except MlflowException:
+        return None
+
+
+def _restore_champion(model: str, version: str | None) -> None:
+    from hospital_mlops.governance import registry
+
+    c = registry.client()
+    if version is None:
+        c.delete_registered_model_alias(model, "champion")
+    else:
+        c.set_registered_model_alias(model, "champion", version)
 
 
 def _promote(settings: Settings) -> None:

@@ -6,7 +6,10 @@ predictions carry their simulated scoring times and each decision is taken ``--a
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -393,7 +396,28 @@ rollback: {error_rate_max: 0.01, latency_p99_ms_max: 200, on_alerts: [performanc
 """
 
 
-def test_a_rolled_back_version_may_start_again_and_reach_full(rollout_env, walked) -> None:
+def _failing_kubectl(where: Path) -> Path:
+    """A kubectl that renders (the real one) and fails every call to the cluster; and a
+    kubeconfig for it."""
+    real = shutil.which("kubectl")
+    assert real, "kubectl is needed to render overlays"
+    bin_dir = where / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "kubectl"
+    fake.write_text(
+        f"#!{sys.executable}\nimport subprocess, sys\n"
+        "if sys.argv[1] == 'kustomize':\n"
+        f"    sys.exit(subprocess.run([{real!r}, *sys.argv[1:]]).returncode)\n"
+        "sys.exit('error: the server is unavailable')\n"
+    )
+    fake.chmod(0o755)
+    (where / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
+    return bin_dir
+
+
+def test_a_rolled_back_version_may_start_again_and_reach_full(
+    rollout_env, walked, tmp_path
+) -> None:
     """Under a short policy: shadow → silent → canary 25% → full, which moves the registry's
     champion alias and renders production for the candidate."""
     from hospital_mlops.governance import registry
@@ -415,6 +439,17 @@ def test_a_rolled_back_version_may_start_again_and_reach_full(rollout_env, walke
     assert canary["stage_after"] == "canary 25%", canary["gates"]
     batch, times, ids = replay.encounters(20, 31.05, 31.2)
     replay.score(env["candidate"], "main", batch, times, ids)
+    # The cluster refuses the production overlay: the registry must not name a champion the
+    # cluster does not serve, and nothing is recorded.
+    state_before, audit_before = _state_file().read_text(), len(_audit(env))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", f"{_failing_kubectl(tmp_path)}{os.pathsep}{os.environ['PATH']}")
+        patch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        refused = _rollout(env, "advance", "--as-of", _at(31.5), *lenient, "--apply")
+    assert refused.returncode == 2 and "the server is unavailable" in refused.stderr
+    champion = registry.client().get_model_version_by_alias(MODEL, "champion")
+    assert int(champion.version) == env["champion"]
+    assert _state_file().read_text() == state_before and len(_audit(env)) == audit_before
     full = _json(_rollout(env, "advance", "--as-of", _at(31.5), *lenient))
     assert (full["stage_after"], full["traffic_percent_after"]) == ("full", 100), full["gates"]
     champion = registry.client().get_model_version_by_alias(MODEL, "champion")
