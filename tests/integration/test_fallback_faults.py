@@ -15,8 +15,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
-import httpx
 import pytest
 
 from hospital_mlops.fallback import load_fallback_policy
@@ -59,24 +59,22 @@ def instances(d130_champion) -> list[dict]:
 
 
 def _start_predictor(port: int, log_url: str) -> subprocess.Popen[bytes]:
-    """``hmlops serve-one predictor`` for the champion, ready to answer."""
+    """``hmlops serve-one predictor`` for the champion, ready to answer (its output next to
+    its prediction log)."""
+    from serving.readiness import NotReady, wait_until_ready
+
+    log_file = Path(log_url.removeprefix("sqlite:///")).with_name("predictor.log")
     env = dict(os.environ, HMLOPS_PREDICTION_LOG_URL=log_url, MLFLOW_DISABLE_TELEMETRY="true")
     argv = [sys.executable, "-m", "hospital_mlops.cli", "serve-one", "predictor",
             "--model", f"{MODEL}@champion", "--port", str(port)]  # fmt: skip
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(process.stderr.read().decode()[-2000:])
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("the predictor did not become ready")
-        time.sleep(0.3)
+    with log_file.open("wb") as sink:
+        process = subprocess.Popen(argv, env=env, stdout=sink, stderr=sink)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/v2/health/ready", process, log_file, 180)
+    except NotReady as exc:
+        process.kill()
+        raise AssertionError(f"{exc}\n{log_file.read_text()[-2000:]}") from None
+    return process
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +99,6 @@ def killed_predictor(d130_champion, instances, tmp_path_factory) -> Iterator[tup
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        process.stderr.close()
     yield port, log_url, answers
 
 
@@ -197,7 +194,6 @@ def test_a_predictor_killed_under_load_costs_no_answer_and_serves_no_wrong_score
     finally:
         process.kill()
         process.wait(timeout=30)
-        process.stderr.close()
         log.close()
     kill_at = killed[0]
     failed = [r for r in results if isinstance(r[3], Exception)]

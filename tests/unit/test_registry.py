@@ -9,10 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -151,19 +149,17 @@ def _start_tracking_server(store: Path, port: int) -> subprocess.Popen[bytes]:
             "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
             "--artifacts-destination", str(store / "artifacts"), "--workers", "1"]  # fmt: skip
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
-    log = (store / "server.log").open("ab")
-    process = subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise AssertionError((store / "server.log").read_text()[-2000:])
-        time.sleep(0.3)
+    from serving.readiness import NotReady, wait_until_ready
+
+    log_file = store / "server.log"
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/health", process, log_file, 120)
+    except NotReady as exc:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError(f"{exc}\n{log_file.read_text()[-2000:]}") from None
+    return process
 
 
 def test_a_registry_that_goes_away_during_registration_fails_clearly_and_changes_no_alias(
