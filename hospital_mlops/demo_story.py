@@ -129,6 +129,28 @@ class Predictor:
                 self.process.kill()
 
 
+def _logged_rows(url: str) -> int:
+    from hospital_mlops.prediction_log import PredictionLog
+
+    log = PredictionLog(url)
+    try:
+        return log.count()
+    finally:
+        log.close()
+
+
+def _await_logged(expected: dict[str, int], timeout: float = 60.0) -> None:
+    """Until each prediction log holds its expected rows. The servers write their logs from a
+    separate process a moment after they answer, and a rollout step counts what is logged: on
+    a busy machine the last batch could still be on its way (the step would then hold)."""
+    deadline = time.monotonic() + timeout
+    for url, rows in expected.items():
+        while (found := _logged_rows(url)) < rows:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url}: {found} predictions logged, {rows} expected")
+            time.sleep(0.1)
+
+
 def _post(client: httpx.Client, base: str, batch: list[dict], request_id: str) -> None:
     answer = client.post(
         f"{base}/v1/models/readmission:predict",
@@ -299,14 +321,18 @@ def play_story(
         _warm_up(candidate_proc.url, warmup[:BATCH])
         step = _hmlops(*rollout, *metrics)  # its /metrics now, so the stage counts only its own
         print(f"rollout: {step['stage_before']} → {step['stage_after']}")
+        logged = {url: _logged_rows(url) for url in (main_log, shadow_log)}
         with httpx.Client(timeout=60) as client:
             for n, start in enumerate(range(0, pace.shadow, BATCH)):
                 batch = warmup[start : start + BATCH]
                 for base in (champion_url, candidate_proc.url):
                     _post(client, base, batch, f"demo-shadow-{n}")
+                logged = {url: rows + len(batch) for url, rows in logged.items()}
                 if start == pace.shadow // 2 - BATCH:
+                    _await_logged(logged)
                     step = _hmlops(*rollout, *metrics)
                     print(f"rollout: {step['stage_before']} → {step['stage_after']}")
+        _await_logged(logged)
         step = _hmlops(*rollout, *metrics)
         print(f"rollout: {step['stage_before']} → {step['stage_after']} "
               f"(candidate traffic {step['traffic_percent_after']}%)")  # fmt: skip
