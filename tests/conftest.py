@@ -17,8 +17,9 @@ SYNTHETIC_SMALL = 4_000
 
 
 # Tests that share the session's real diabetes130 pipeline run must run in one xdist worker, or
-# each worker would run the pipeline again. (pytest-xdist 3.8's xdist_group mark does not take
-# effect under pytest 9, so the scheduler groups them by file.)
+# each worker would run the pipeline again; every other module runs whole on one worker.
+# (pytest-xdist 3.8's xdist_group mark does not take effect under pytest 9, so the scheduler
+# groups them by file.)
 SHARED_RUN_FILES = (
     "tests/integration/test_pipeline_kfp.py",
     "tests/integration/test_serving_stack.py",
@@ -37,7 +38,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
 
     class SharedRunScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "diabetes130-run" if nodeid.startswith(SHARED_RUN_FILES) else nodeid
+            # The rest by module: a module's fixtures (trained models, started servers) are
+            # then built on one worker, not on both.
+            if nodeid.startswith(SHARED_RUN_FILES):
+                return "diabetes130-run"
+            return nodeid.split("::", 1)[0]
 
     return SharedRunScheduling(config, log)
 
