@@ -192,7 +192,7 @@ def test_a_stage_that_reaches_clinicians_runs_an_image_pinned_by_digest(
         render_overlay(MODEL, 3, stage, tmp_path / "refused", image=tagged)
     assert "--allow-unpinned-image" in str(info.value)
     assert not (tmp_path / "refused").exists()
-    # a dry run may opt out, and its render says so on its second line
+    # a dry run may opt out, and its render says so in its header
     dry = render_overlay(MODEL, 3, stage, tmp_path / "dry", image=tagged, allow_unpinned_image=True)
     text = (dry / "kustomization.yaml").read_text()
     assert deploy.UNPINNED_WARNING in text
