@@ -235,6 +235,8 @@ def rekey_prediction_log(engine: sa.Engine, crosswalk: Crosswalk) -> Rekeyed:
     from hospital_mlops.monitoring.outcomes import outcomes as outcomes_table
     from hospital_mlops.prediction_log import predictions
 
+    if crosswalk.path is None:
+        raise KeyRotationError("rekey from a written crosswalk (write_crosswalk): it is the record")
     mapping = crosswalk.mapping(ENCOUNTER_TOKEN)
     current = set(mapping.values())
     metadata = sa.MetaData()
@@ -293,7 +295,7 @@ def rekey_prediction_log(engine: sa.Engine, crosswalk: Crosswalk) -> Rekeyed:
                     .values(encounter_token=new)
                 )
                 counts["outcomes"] += 1
-        sha = crosswalk.path.name if crosswalk.path else _pairs_sha(crosswalk.pairs)
+        sha = crosswalk.path.name
         if counts["predictions"] or counts["outcomes"]:
             conn.execute(sa.delete(rekeys).where(rekeys.c.crosswalk_sha256 == sha))
             conn.execute(
@@ -306,13 +308,6 @@ def rekey_prediction_log(engine: sa.Engine, crosswalk: Crosswalk) -> Rekeyed:
                 )
             )
     return Rekeyed(**counts)
-
-
-def _pairs_sha(pairs: pd.DataFrame) -> str:
-    import hashlib
-
-    digest = hashlib.sha256(pd.util.hash_pandas_object(pairs, index=False).to_numpy().tobytes())
-    return digest.hexdigest()
 
 
 def earlier_tokens(previous: tuple[HmacKey, ...], namespace: str, value: str) -> list[str]:
