@@ -112,6 +112,24 @@ def test_if_the_writer_process_dies_rows_are_written_in_process(tmp_path) -> Non
     assert PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}").count() == 39
 
 
+def test_inputs_and_answers_are_stored_as_sorted_key_json(tmp_path) -> None:
+    """What orjson cannot encode (an integer beyond 64 bits) is still logged, not lost."""
+    import json
+
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    plain = {"z": 1, "age": "[70-80)", "a": [2, 1], "name": "Zoë"}
+    huge = {"n": 2**70, "age": "[50-60)"}
+    log.append(records("r1", "v1", SERVED, [plain], [_answer(1)]))
+    log.append(records("r2", "v1", SERVED, [huge], [_answer(2)]))
+    log.flush()
+    log.close()
+    with log.engine.connect() as conn:
+        stored = dict(conn.exec_driver_sql("SELECT request_id, inputs FROM predictions").all())
+    assert json.loads(stored["r1"]) == plain and json.loads(stored["r2"]) == huge
+    assert stored["r1"].index('"a"') < stored["r1"].index('"age"') < stored["r1"].index('"z"')
+    assert stored["r2"] == json.dumps(huge, sort_keys=True)
+
+
 def test_the_join_key_and_answer_are_columns(tmp_path) -> None:
     log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
     instances = [{"age": "[70-80)", "encounter_token": "tok_0123456789abcdef"}, {"age": "[50-60)"}]
