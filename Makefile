@@ -10,6 +10,9 @@ OUT    ?= out/demo
 export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
+# The compiled TreeSHAP pass, compiled once on this machine (tests, demo), not by every server
+# started; a served image compiles at load and keeps no machine code on disk (docs/serving.md).
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
 .PHONY: demo test lint typecheck bench compile clean audit
 

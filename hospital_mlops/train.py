@@ -250,16 +250,21 @@ class RowScorer:
             return
         self._tables = candidate
         base_margin = _logistic_base_margin(self.booster)
-        if base_margin is None:
-            return
-        margins, _ = candidate.margins_and_contributions(probe, base_margin)
-        if np.array_equal(_xgboost_logistic(margins), expected_risk):
-            self._base_margin = base_margin
+        if base_margin is not None:
+            margins, _ = candidate.margins_and_contributions(probe, base_margin)
+            if np.array_equal(_xgboost_logistic(margins), expected_risk):
+                self._base_margin = base_margin
+        candidate.use_compiled(probe, base_margin if base_margin is not None else np.float32(0))
 
     @property
     def tables(self) -> bool:
         """Whether contributions come from TreeSHAP tables (else XGBoost ``pred_contribs``)."""
         return self._tables is not None
+
+    @property
+    def compiled_tables(self) -> bool:
+        """Whether the tables' pass is the compiled one (``tree_shap_kernel``)."""
+        return self._tables is not None and self._tables.compiled
 
     @property
     def risk_from_tables(self) -> bool:

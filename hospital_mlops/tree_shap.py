@@ -10,10 +10,12 @@ same values can be read from tables built once per model ("Fast TreeSHAP v2", Ya
   split patterns, holding its share for each feature on its path.
 
 A row then costs one comparison per split, one table lookup per leaf and a sum per feature,
-vectorized across the whole ensemble. The values are those of Lundberg et al.'s path-dependent
-TreeSHAP (the algorithm behind ``pred_contribs``); XGBoost computes in float32 and these in
-float64, so they agree to about 1e-6 rather than bit for bit. ``RowScorer`` uses the tables
-only after they matched ``pred_contribs`` on probe rows that take every branch.
+vectorized across the whole ensemble (or, for a request's few rows, one compiled loop:
+``tree_shap_kernel``). The values are those of Lundberg et al.'s path-dependent TreeSHAP (the
+algorithm behind ``pred_contribs``). The tables are computed in float64 and held in float32,
+and summed in float64; XGBoost computes in float32 throughout, so the two agree to about 1e-7
+rather than bit for bit. ``RowScorer`` uses the tables only after they matched
+``pred_contribs`` on probe rows that take every branch.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 MAX_PATH = 8  # satisfied-split patterns are packed into one byte per leaf
-MAX_TABLE_VALUES = 4_000_000  # 32 MB of float64; deeper ensembles keep pred_contribs
+MAX_TABLE_VALUES = 4_000_000  # 16 MB of float32; deeper ensembles keep pred_contribs
 AGREEMENT = 1e-5  # log-odds; XGBoost's float32 arithmetic differs from ours by ~1e-6
 
 
@@ -73,7 +75,9 @@ class PathTables:
         # split bits are then one uint32 or uint64 read (see ``_pack``).
         self._path = np.full((len(leaves), 4 if depth <= 4 else 8), always, dtype=np.intp)
         self._slot_feature = np.full((len(leaves), max(width, 1)), n_features, dtype=np.intp)
-        self._table = np.zeros((len(leaves) * self._patterns, max(width, 1)))
+        # float32, as XGBoost's own TreeSHAP arithmetic; sums are float64. Half the bytes of
+        # float64: the table is larger than a core's cache, and a row reads a line per leaf.
+        self._table = np.zeros((len(leaves) * self._patterns, max(width, 1)), dtype=np.float32)
         for i, leaf in enumerate(leaves):
             # Satisfying a split means going its way: index s if it goes left, n + s if right.
             for j, (split, left) in enumerate(leaf.splits):
@@ -84,6 +88,7 @@ class PathTables:
         self._leaf_base = np.arange(len(leaves), dtype=np.intp) * self._patterns
         self._leaf_value = np.asarray([leaf.value for leaf in leaves], dtype=np.float32)
         self._one_row_index = self._slot_feature.ravel()  # bincount bins for a single row
+        self._compiled: tuple[Any, tuple[Any, ...]] | None = None  # see use_compiled
 
     @classmethod
     def of_booster(
@@ -135,20 +140,83 @@ class PathTables:
             candidates.append(np.concatenate([near, codes, [np.nan, 0.0]]))
         return np.column_stack([rng.choice(c, size=n) for c in candidates])
 
+    def use_compiled(self, probe: np.ndarray, base_margin: np.float32) -> bool:
+        """Answer with the compiled pass (``tree_shap_kernel``) from now on, if numba is there,
+        it is not switched off, and it gives this numpy pass's margins and contributions bit
+        for bit on ``probe``."""
+        from hospital_mlops import tree_shap_kernel as kernel
+
+        compiled = kernel.compiled_pass()
+        if compiled is None:
+            return False
+        category_row = np.full(len(self._feature), -1, dtype=np.intp)
+        category_row[self._categorical] = np.arange(len(self._categorical))
+        arrays = (
+            kernel.smallest_index(self._feature),
+            self._threshold,
+            self._default_left,
+            kernel.smallest_index(category_row),
+            self._categories_right.reshape(len(self._categorical), -1),
+            float(self._category_width),
+            kernel.smallest_index(self._path),
+            self._patterns,
+            self._table,
+            kernel.smallest_index(self._slot_feature),
+            self._leaf_value,
+        )
+        expected = self.margins_and_contributions(probe, base_margin)
+        self._compiled = (compiled, arrays)
+        try:
+            got = self.margins_and_contributions(probe, base_margin)
+        except Exception as exc:  # a numba that cannot compile here: the numpy pass serves
+            kernel.log.warning("compiled TreeSHAP pass unavailable: %s", type(exc).__name__)
+            got = None
+        if got is None or not all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True)):
+            self._compiled = None
+            return False
+        return True
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
+
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """Per-row contributions, ``(rows, n_features + 1)``; the last column is the bias."""
+        if self._compiled is not None:
+            return self._compiled_pass(x, np.float32(0.0))[1]
         return self._contributions(self._patterns_of(x))
+
+    def _compiled_pass(
+        self, x: np.ndarray, base_margin: np.float32
+    ) -> tuple[np.ndarray, np.ndarray]:
+        assert self._compiled is not None
+        compiled, arrays = self._compiled
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+        if x32.ndim != 2 or x32.shape[1] != self.n_features:  # compiled code reads unchecked
+            raise ValueError(f"rows must have {self.n_features} features, got {x32.shape}")
+        margins = np.empty(len(x32), dtype=np.float32)
+        out = np.zeros((len(x32), self.n_features + 1))
+        compiled(x32, *arrays, np.float32(base_margin), margins, out)
+        out[:, -1] = self.bias
+        return margins, out
 
     def margins_and_contributions(
         self, x: np.ndarray, base_margin: np.float32
     ) -> tuple[np.ndarray, np.ndarray]:
         """The rows' margins as XGBoost sums them (float32, from ``base_margin``, tree by tree
         in order: the same bits as its ``output_margin``), and their contributions."""
+        if self._compiled is not None:
+            return self._compiled_pass(x, base_margin)
         pattern = self._patterns_of(x)
         reached = pattern == self._patterns - 1  # every split on the path satisfied
-        leaf_values = self._leaf_value[np.nonzero(reached)[1]].reshape(len(pattern), -1)
-        terms = np.column_stack([np.full(len(pattern), base_margin, np.float32), leaf_values])
-        margins = np.cumsum(terms, axis=1, dtype=np.float32)[:, -1]  # cumsum adds in order
+        if len(pattern) == 1:  # a boolean mask is a third of nonzero's cost on one row
+            leaf_values = self._leaf_value[reached[0]][None, :]
+        else:
+            leaf_values = self._leaf_value[np.nonzero(reached)[1]].reshape(len(pattern), -1)
+        terms = np.empty((len(pattern), leaf_values.shape[1] + 1), dtype=np.float32)
+        terms[:, 0] = base_margin
+        terms[:, 1:] = leaf_values
+        margins = np.cumsum(terms, axis=1)[:, -1]  # float32, and cumsum adds in order
         return margins, self._contributions(pattern)
 
     def _patterns_of(self, x: np.ndarray) -> np.ndarray:

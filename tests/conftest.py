@@ -11,6 +11,10 @@ from hospital_mlops.catalog import Catalog, load_catalog
 from hospital_mlops.sources.extract import default_extract, read_extract, write_csv_extract
 from hospital_mlops.sources.synthetic import generate_extract
 
+# The compiled TreeSHAP pass is compiled once per test run, not in every process that loads a
+# model (servers included: they inherit it). Served images compile at load instead.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba-cache"))
+
 TEST_KEY = "test-only-hmac-key-0123456789abcdef0123456789"
 D130_SUBSET_STEP = 7
 SYNTHETIC_SMALL = 4_000

@@ -373,6 +373,7 @@ def test_row_scorer_gives_the_models_risks_and_contributions(real, served_rows, 
     assert real_model.row_scorer(FS) is scorer  # built once per model
     assert scorer.direct  # the C API path is the one measured here
     assert scorer.tables and scorer.risk_from_tables  # and so are the TreeSHAP tables
+    assert scorer.compiled_tables  # in their compiled pass (numba is a dependency)
     parts = [
         scorer.risk_and_contributions(served_rows[i : i + MAX_INSTANCES])
         for i in range(0, len(served_rows), MAX_INSTANCES)
@@ -413,6 +414,21 @@ def test_without_the_direct_path_the_wrapper_gives_the_same_answers(
     rows = served_rows[:300]
     for mine, theirs in zip(
         direct.risk_and_contributions(rows), wrapper.risk_and_contributions(rows), strict=True
+    ):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_the_numpy_pass_of_the_tables_gives_the_same_answers(
+    served_rows, real_model, monkeypatch
+) -> None:
+    monkeypatch.setenv("HMLOPS_COMPILED_TREESHAP", "0")
+    plain = RowScorer(real_model, FS)
+    assert plain.tables and plain.risk_from_tables and not plain.compiled_tables
+    compiled = real_model.row_scorer(FS)
+    assert compiled.compiled_tables
+    rows = served_rows[:300]
+    for mine, theirs in zip(
+        compiled.risk_and_contributions(rows), plain.risk_and_contributions(rows), strict=True
     ):
         np.testing.assert_array_equal(mine, theirs)
 

@@ -97,11 +97,17 @@ def test_margins_and_risk_are_xgboosts_bit_for_bit(model) -> None:
 
 
 def test_one_row_answers_as_in_a_batch(model) -> None:
-    _, tables, _ = model
+    booster, tables, iterations = model
     rows = _awkward_rows(tables, seed=3)[:50]
+    base = _logistic_base_margin(booster)
+    assert base is not None
     batch = tables.contributions(rows)
+    margins, _ = tables.margins_and_contributions(rows, base)
+    expected = _xgboost(booster, rows, iterations, output_margin=True)
     for i in range(len(rows)):
         np.testing.assert_array_equal(tables.contributions(rows[i : i + 1])[0], batch[i])
+        one, _ = tables.margins_and_contributions(rows[i : i + 1], base)  # its own code path
+        assert one.shape == (1,) and one[0] == margins[i] == expected[i]
 
 
 @settings(
@@ -134,6 +140,64 @@ def test_tables_that_disagree_are_refused(model) -> None:
     uneven_bias = expected.copy()
     uneven_bias[1, -1] += 1e-3  # a bias column that varies by row is not XGBoost's
     assert not tables.agrees_with(probe, uneven_bias)
+
+
+def _fresh(booster: xgb.Booster, tables: PathTables, iterations: tuple[int, int]) -> PathTables:
+    fresh = PathTables.of_booster(booster, iterations, N_FEATURES, tables.bias)
+    assert fresh is not None
+    return fresh
+
+
+def test_the_compiled_pass_answers_as_the_numpy_pass_bit_for_bit(model) -> None:
+    booster, tables, iterations = model
+    base = _logistic_base_margin(booster)
+    assert base is not None
+    compiled = _fresh(booster, tables, iterations)
+    assert not compiled.compiled
+    assert compiled.use_compiled(compiled.probe_rows(64, seed=11), base) and compiled.compiled
+    infinite = [[np.inf, -np.inf, np.inf, np.nan, -np.inf], [-np.inf, np.inf, -np.inf, 0, np.inf]]
+    rows = np.vstack([_awkward_rows(tables, seed=5), infinite])
+    for got, want in zip(
+        compiled.margins_and_contributions(rows, base),
+        tables.margins_and_contributions(rows, base),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(compiled.contributions(rows[:1]), tables.contributions(rows[:1]))
+    finite = rows[:-2]
+    margins, _ = compiled.margins_and_contributions(finite, base)
+    np.testing.assert_array_equal(
+        margins, _xgboost(booster, finite, iterations, output_margin=True)
+    )
+
+
+def test_a_compiled_pass_that_disagrees_is_not_used(model, monkeypatch) -> None:
+    from hospital_mlops import tree_shap_kernel
+
+    booster, tables, iterations = model
+    base = _logistic_base_margin(booster)
+    assert base is not None
+    real = tree_shap_kernel.compiled_pass()
+    assert real is not None
+
+    def off_by_a_little(*args) -> None:
+        real(*args)
+        args[-1][:, 0] += 1e-12  # contributions: far below AGREEMENT, still not the same
+
+    monkeypatch.setattr(tree_shap_kernel, "compiled_pass", lambda: off_by_a_little)
+    fresh = _fresh(booster, tables, iterations)
+    assert not fresh.use_compiled(fresh.probe_rows(64), base) and not fresh.compiled
+    monkeypatch.setattr(tree_shap_kernel, "compiled_pass", lambda: None)  # no numba
+    assert not fresh.use_compiled(fresh.probe_rows(64), base) and not fresh.compiled
+
+
+def test_the_compiled_pass_can_be_switched_off(model, monkeypatch) -> None:
+    booster, tables, iterations = model
+    base = _logistic_base_margin(booster)
+    assert base is not None
+    monkeypatch.setenv("HMLOPS_COMPILED_TREESHAP", "0")
+    fresh = _fresh(booster, tables, iterations)
+    assert not fresh.use_compiled(fresh.probe_rows(64), base) and not fresh.compiled
 
 
 def test_paths_deeper_than_the_tables_hold_keep_pred_contribs() -> None:
