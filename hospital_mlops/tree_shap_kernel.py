@@ -101,8 +101,8 @@ def compiled_pass() -> Callable[..., Any] | None:
     if _compiled is None:
         try:
             import numba
-        except ImportError:
-            log.info("numba is not installed: TreeSHAP tables use the numpy pass")
+        except (ImportError, OSError) as exc:  # not installed, or its LLVM library won't load
+            log.info("numba unavailable (%s): TreeSHAP uses the numpy pass", type(exc).__name__)
             return None
         cache = bool(os.environ.get("NUMBA_CACHE_DIR"))
         _compiled = numba.njit(nogil=True, cache=cache)(_rows_pass)
