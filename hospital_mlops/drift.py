@@ -340,7 +340,7 @@ def _counts(column: np.ndarray) -> dict[float, int]:
 
 class AlibiDetectBackend:
     """alibi-detect's ``TabularDrift`` on the features and ``KSDrift`` on the score. alibi-detect
-    is BSL 1.1: see docs/licensing.md before production use."""
+    is BSL 1.1: see docs/serving.md#licences before production use."""
 
     name: Backend = "alibi-detect"
 
