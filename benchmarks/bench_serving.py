@@ -181,17 +181,12 @@ def _pin(server_pids: list[int]) -> dict[str, list[int]]:
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], port: int, name: str, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models/{name}", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{name} server not ready after 180 s:\n{log.read_text()[-3000:]}")
+    from serving.readiness import NotReady, wait_until_ready
+
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/v1/models/{name}", proc, log, timeout=180)
+    except NotReady as exc:
+        raise SystemExit(f"{name} server: {exc}:\n{log.read_text()[-3000:]}") from None
 
 
 def _load_serial(url: str, bodies: list[bytes], n: int) -> tuple[list[float], float]:

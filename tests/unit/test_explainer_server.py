@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,17 +77,13 @@ def _start(script: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models/readmission", timeout=1).is_success:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"server on {port} not ready in {START_TIMEOUT} s:\n{log.read_text()[-3000:]}")
+    from serving.readiness import NotReady, wait_until_ready
+
+    url = f"http://127.0.0.1:{port}/v1/models/readmission"
+    try:
+        wait_until_ready(url, process, log, timeout=START_TIMEOUT, interval=0.2)
+    except NotReady as exc:
+        pytest.fail(f"{exc}:\n{log.read_text()[-3000:]}")
 
 
 def _register(real: Real, work: Path, model_name: str = MODEL) -> None:
