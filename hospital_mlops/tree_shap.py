@@ -146,35 +146,45 @@ class PathTables:
         for bit on ``probe``."""
         from hospital_mlops import tree_shap_kernel as kernel
 
+        self._compiled = None  # the reference is the numpy pass
         compiled = kernel.compiled_pass()
         if compiled is None:
             return False
-        category_row = np.full(len(self._feature), -1, dtype=np.intp)
-        category_row[self._categorical] = np.arange(len(self._categorical))
-        arrays = (
-            kernel.smallest_index(self._feature),
-            self._threshold,
-            self._default_left,
-            kernel.smallest_index(category_row),
-            self._categories_right.reshape(len(self._categorical), -1),
-            float(self._category_width),
-            kernel.smallest_index(self._path),
-            self._patterns,
-            self._table,
-            kernel.smallest_index(self._slot_feature),
-            self._leaf_value,
-        )
         expected = self.margins_and_contributions(probe, base_margin)
-        self._compiled = (compiled, arrays)
         try:
-            got = self.margins_and_contributions(probe, base_margin)
-        except Exception as exc:  # a numba that cannot compile here: the numpy pass serves
-            kernel.log.warning("compiled TreeSHAP pass unavailable: %s", type(exc).__name__)
+            self._compiled = (compiled, self._compiled_arrays())
+            got: tuple[np.ndarray, np.ndarray] | None = self.margins_and_contributions(
+                probe, base_margin
+            )
+        except Exception as exc:  # e.g. a numba that cannot compile here: the numpy pass serves
+            kernel.log.warning(
+                "compiled TreeSHAP pass unavailable: %s: %s", type(exc).__name__, exc
+            )
             got = None
         if got is None or not all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True)):
             self._compiled = None
             return False
         return True
+
+    def _compiled_arrays(self) -> tuple[Any, ...]:
+        """The compiled pass's arguments after the row: the tables in their smallest types."""
+        from hospital_mlops.tree_shap_kernel import smallest_index
+
+        category_row = np.full(len(self._feature), -1, dtype=np.intp)
+        category_row[self._categorical] = np.arange(len(self._categorical))
+        return (
+            smallest_index(self._feature),
+            self._threshold,
+            self._default_left,
+            smallest_index(category_row),
+            self._categories_right.reshape(len(self._categorical), self._category_width + 2),
+            float(self._category_width),
+            smallest_index(self._path),
+            self._patterns,
+            self._table,
+            smallest_index(self._slot_feature),
+            self._leaf_value,
+        )
 
     @property
     def compiled(self) -> bool:

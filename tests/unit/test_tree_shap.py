@@ -171,6 +171,28 @@ def test_the_compiled_pass_answers_as_the_numpy_pass_bit_for_bit(model) -> None:
     )
 
 
+def test_the_compiled_pass_on_a_model_without_categorical_splits() -> None:
+    x, y = _data(1500, seed=21)
+    numeric = ["q"] * N_FEATURES
+    matrix = xgb.DMatrix(x, y, feature_types=numeric)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1}, matrix, 8)
+    base = _logistic_base_margin(booster)
+    assert base is not None
+    rows = np.vstack([x[:200], [[np.inf, -np.inf, np.nan, 0.0, 1e30]]])
+    reference = PathTables.of_booster(booster, (0, 8), N_FEATURES, 0.0)
+    compiled = PathTables.of_booster(booster, (0, 8), N_FEATURES, 0.0)
+    assert reference is not None and compiled is not None
+    assert compiled.use_compiled(x[:64], base)
+    for got, want in zip(
+        compiled.margins_and_contributions(rows, base),
+        reference.margins_and_contributions(rows, base),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)
+    expected = booster.predict(xgb.DMatrix(x[:200], feature_types=numeric), output_margin=True)
+    np.testing.assert_array_equal(compiled.margins_and_contributions(x[:200], base)[0], expected)
+
+
 def test_a_compiled_pass_that_disagrees_is_not_used(model, monkeypatch) -> None:
     from hospital_mlops import tree_shap_kernel
 
