@@ -82,6 +82,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_monitoring.py
 	# the registry bench_serving built (its default --state)
 	$(BIN)/python benchmarks/bench_cds.py --state $${TMPDIR:-/tmp}/hmlops-bench-serving
+	$(BIN)/python benchmarks/bench_predictor_stages.py --state $${TMPDIR:-/tmp}/hmlops-bench-serving
 	$(BIN)/python benchmarks/bench_load.py --state $${TMPDIR:-/tmp}/hmlops-bench-serving
 
 clean:

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def machine() -> dict[str, Any]:
     return {
@@ -18,6 +20,12 @@ def machine() -> dict[str, Any]:
         # the development machine is shared: read the times against its load
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    """p50, p90 and p99 of durations in seconds, in milliseconds."""
+    ms = np.asarray(seconds) * 1e3
+    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 90, 99)}
 
 
 def save_and_print(report: dict[str, Any], path: Path) -> None:

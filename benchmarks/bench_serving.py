@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
+from bench_common import percentiles_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
@@ -238,14 +238,11 @@ async def _load(
 
 
 def _summary(latencies: list[float], wall: float) -> dict[str, float]:
-    ms = np.asarray(latencies) * 1e3
     return {
-        "requests": len(ms),
-        "p50_ms": round(float(np.percentile(ms, 50)), 3),
-        "p90_ms": round(float(np.percentile(ms, 90)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-        "max_ms": round(float(ms.max()), 3),
-        "throughput_rps": round(len(ms) / wall, 1),
+        "requests": len(latencies),
+        **percentiles_ms(latencies),
+        "max_ms": round(max(latencies) * 1e3, 3),
+        "throughput_rps": round(len(latencies) / wall, 1),
     }
 
 

@@ -145,7 +145,7 @@ def _engine(url: str) -> sa.Engine:
 
 
 def _json_text(value: Any) -> str:
-    """Sorted-key JSON. orjson: a tenth of ``json.dumps``' time, on the request's path (and
+    """Sorted-key JSON. orjson: a sixth of ``json.dumps``' time, on the request's path (and
     what the writer process does per row is what competes with the next request for a core).
     What orjson refuses (an integer beyond 64 bits) takes ``json.dumps``, non-JSON as text."""
     try:

@@ -5,8 +5,8 @@ ensemble (the leaves' patterns, their table rows: ~250 kB for the readmission mo
 one-row request spends more time writing temporaries, and evicting the server's own code and
 data from the core's cache, than reading the tables. This loop reads the same tables and
 writes nothing but its answer, with the split and path arrays in their smallest integer
-types: a third of the time per row, and less of the cache disturbed for the request's other
-work (docs/performance.md).
+types: about half the time per row in a running predictor, and less of the cache disturbed for
+the request's other work (docs/serving.md#performance, bench_predictor_stages.py).
 
 It is an accelerator, never the reference: ``PathTables.use_compiled`` switches it on only
 after it gave the numpy pass's margins and contributions bit for bit on probe rows (same
@@ -45,7 +45,7 @@ def _rows_pass(
     category_top: float,
     path: np.ndarray,  # (leaves, positions): split s (left), n + s (right), 2n (padding)
     patterns: int,  # 2^depth: a leaf's rows in ``table`` (positions past depth are padding)
-    table: np.ndarray,  # (leaves * patterns, width) float64
+    table: np.ndarray,  # (leaves * patterns, width) float32, summed in float64
     slot_feature: np.ndarray,  # (leaves, width): the feature of each table column
     leaf_value: np.ndarray,  # float32
     base_margin: Any,  # np.float32
