@@ -145,7 +145,7 @@ def _engine(url: str) -> sa.Engine:
 
 
 def _json_text(value: Any) -> str:
-    """Sorted-key JSON. orjson: a sixth of ``json.dumps``' time, on the request's path (and
+    """Sorted-key JSON. orjson, several times faster than ``json.dumps``, on the request's path (and
     what the writer process does per row is what competes with the next request for a core).
     What orjson refuses (an integer beyond 64 bits) takes ``json.dumps``, non-JSON as text."""
     try:
@@ -184,8 +184,8 @@ def records(
 
 class _DriverInsert:
     """The insert compiled once for the database's driver, its rows passed straight to the
-    driver's ``executemany``: a third less of the writer process's time per batch than a Core
-    insert (which checks and converts every row), and that time competes with the serving
+    driver's ``executemany``: less of the writer process's time per batch than a Core insert
+    (which checks and converts every row), and that time competes with the serving
     process for the pod's cores. The columns are strings, numbers and booleans, which every
     DBAPI driver takes as they are. A column a row lacks is NULL, as with a Core insert."""
 
