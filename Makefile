@@ -14,7 +14,7 @@ export DO_NOT_TRACK := 1
 # started; a served image compiles at load and keeps no machine code on disk (docs/serving.md).
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
-.PHONY: demo test lint typecheck bench compile clean audit
+.PHONY: demo test test-containers images lint typecheck bench bench-containers compile clean audit
 
 # uv installs the exact pins of the lock files (the same wheels pip would pick) in about a
 # quarter of pip's time; it lives in its own venv so that neither environment it builds, nor
@@ -51,6 +51,18 @@ test:
 	$(BIN)/mypy
 	# the results feed the governance packet's privacy and security review
 	$(BIN)/pytest -q -n 2 --dist loadgroup --junitxml=out/test-results.xml
+
+# The pipeline and serving images, built with podman into its local store (containers/build-images.sh
+# says how; out/images.json records what was built). podman's settings for these machines live in
+# containers/containers.conf, never in the host's configuration.
+export CONTAINERS_CONF ?= $(CURDIR)/containers/containers.conf
+images: $(STAMP)
+	containers/build-images.sh
+
+# The container suite: the pipeline in the pipeline image (kfp.local's DockerRunner), the serving
+# image's servers run as the manifests declare. Too slow for `make test`'s budget; CI runs both.
+test-containers: images
+	$(BIN)/pytest -q tests/containers --junitxml=out/test-results-containers.xml
 
 # Known vulnerabilities in the locked dependencies (pip-audit asks PyPI's advisory data; where it
 # cannot be reached every dependency is reported as skipped, never as clean: docs/security.md).

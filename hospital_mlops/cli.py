@@ -52,6 +52,7 @@ USAGE_ERRORS = (
     ("hospital_mlops.cds_config", ("CdsConfigError",)),
     ("hospital_mlops.prediction_log", ("PredictionNotFound",)),
     ("hospital_mlops.serving_config", ("ServingConfigError",)),
+    ("hospital_mlops.container_engine", ("ContainerEngineError",)),
     ("hospital_mlops.monitoring.outcomes", ("OutcomesRejected",)),
     ("hospital_mlops.monitoring.feedback", ("FeedbackRejected",)),
     ("hospital_mlops.monitoring.run", ("MonitoringError",)),
@@ -106,6 +107,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     p.add_argument("--no-model", action="store_true", help="stop after publish (data layers only)")
+    p.add_argument(
+        "--runner", choices=["subprocess", "container"], default="subprocess",
+        help="kfp.local's runner: steps as processes of this venv, or in the pipeline image "
+        "(DockerRunner; Docker or podman)",
+    )  # fmt: skip
+    p.add_argument("--image", help="the pipeline image for --runner container (make images)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--service-account",
         default="hmlops-pipeline-runner",
-        help="the runs' identity (deploy/kustomize/rbac/pipeline-runner)",
+        help="the runs' identity (kustomize/rbac/pipeline-runner)",
+    )
+    submit.add_argument(
+        "--token-file", type=Path, help="a bearer token for the KFP API (kfp's existing_token)"
     )
 
     lin = sub.add_parser("lineage", help="print the chain from a run or artifact to its source")
@@ -256,9 +266,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             path = compile_pipeline(args.out, image=args.image)
             print(f"compiled {path}")
             return 0
-        from hospital_mlops.kfp_runner import submit
+        from hospital_mlops.kfp_runner import PipelineSubmitError, submit
 
-        print(json.dumps(submit(args), indent=2))
+        try:
+            result = submit(args)
+        except PipelineSubmitError as exc:  # the host is unreachable or refused: one line
+            print(f"hmlops: error: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps(result, indent=2))
         return 0
     if args.command == "lineage":
         if _is_uuid(args.ref):
@@ -339,6 +354,8 @@ def _pipeline_run(args: argparse.Namespace) -> int:
         synthetic_encounters=args.synthetic_encounters,
         seed=args.seed,
         train_model=not args.no_model,
+        runner=args.runner,
+        image=args.image,
     )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

@@ -70,7 +70,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     psched = psub.add_parser("schedule", help="create its recurring run on a KFP host")
     psched.add_argument("--host", required=True, help="the KFP API endpoint")
     psched.add_argument(
-        "--file", type=Path, help="default: deploy/kfp/monitoring-recurring-run.yaml"
+        "--file", type=Path, help="default: manifests/kfp/monitoring-recurring-run.yaml"
     )
 
 

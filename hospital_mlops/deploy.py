@@ -1,7 +1,7 @@
 """Render a kustomize overlay that deploys one registered model version at one rollout stage.
 
 Pure file writing: no cluster, no registry. The output directory is self-contained (a copy of
-``deploy/kustomize`` plus a ``kustomization.yaml`` on top), so it can be reviewed as a whole,
+``kustomize`` plus a ``kustomization.yaml`` on top), so it can be reviewed as a whole,
 committed to a GitOps repository, and applied with ``kubectl apply -k DIR`` long after the
 base here has moved on. What the top kustomization adds to the stage overlay:
 
@@ -37,7 +37,7 @@ UNPINNED_WARNING = (
 DEFAULT_IMAGE = "registry.hospital.example/hospital-mlops/serving:0.1.0"
 DEFAULT_NAMESPACE = "hospital-mlops"
 
-# Names the manifests under deploy/kustomize use; tests check that the two agree.
+# Names the manifests under kustomize use; tests check that the two agree.
 BASE_IMAGE = "hospital-mlops-serving"
 SERVICE = "readmission"  # the InferenceService clients call
 SHADOW_SERVICE = f"{SERVICE}-shadow"
@@ -64,7 +64,7 @@ class DeployRenderError(ValueError):
 
 
 def kustomize_root() -> Path:
-    return project_root() / "deploy" / "kustomize"
+    return project_root() / "kustomize"
 
 
 def model_ref(model: str, version: int) -> str:

@@ -1,5 +1,5 @@
 """The monitoring pipeline on KFP: run locally (kfp.local), compile to IR, and create its
-recurring run on a cluster from ``deploy/kfp/monitoring-recurring-run.yaml``.
+recurring run on a cluster from ``manifests/kfp/monitoring-recurring-run.yaml``.
 
 KFP v2 keeps recurring runs in its own database, created through its API (the backend then
 makes the ScheduledWorkflow); the file is the reviewed, version-controlled description of that
@@ -34,7 +34,7 @@ class RecurringRunSpec(StrictModel):
     max_concurrency: int = Field(default=1, ge=1, le=10)
     no_catchup: bool = True
     parameters: dict[str, str | int | bool] = Field(default_factory=dict)
-    # the identity the runs' pods take (deploy/kustomize/rbac/pipeline-runner)
+    # the identity the runs' pods take (kustomize/rbac/pipeline-runner)
     service_account: str = Field(default=PIPELINE_SERVICE_ACCOUNT, min_length=1)
 
     @field_validator("cron")
@@ -64,7 +64,7 @@ class RecurringRunSpec(StrictModel):
 
 
 def recurring_run_path() -> Path:
-    return project_root() / "deploy" / "kfp" / "monitoring-recurring-run.yaml"
+    return project_root() / "manifests" / "kfp" / "monitoring-recurring-run.yaml"
 
 
 def load_recurring_run(path: Path | None = None) -> RecurringRunSpec:

@@ -16,9 +16,12 @@ from typing import Any
 import yaml
 
 from hospital_mlops.catalog import Catalog, load_catalog
+from hospital_mlops.container_engine import ContainerEngineError
 from hospital_mlops.normalize import DEMO_HMAC_KEY, HMAC_KEY_ENV, load_hmac_key
 from hospital_mlops.paths import project_root
 from hospital_mlops.sources.extract import default_extract, preflight_extract
+
+RUNNERS = ("subprocess", "container")
 
 
 def new_run_id() -> str:
@@ -88,10 +91,19 @@ def run_locally(
     synthetic_encounters: int = 20_000,
     seed: int = 7,
     train_model: bool = True,
+    runner: str = "subprocess",
+    image: str | None = None,
 ) -> dict[str, Any]:
-    """Run the pipeline with kfp.local's SubprocessRunner and return the run summary."""
+    """Run the pipeline with kfp.local and return the run summary: each step a process of this
+    venv (``subprocess``), or a container of the pipeline image (``container``, DockerRunner)."""
     from hospital_mlops import stages
 
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, not {runner!r}")
+    if runner == "container" and not image:
+        raise ContainerEngineError("--runner container needs --image (the pipeline image)")
+    if runner == "subprocess" and image:
+        raise ContainerEngineError("--image is for --runner container")
     cat = load_catalog(catalog)
     cat.require_use(source, use)  # refuse before anything is read
     if demo_key:
@@ -118,32 +130,29 @@ def run_locally(
     run_id = new_run_id()
     ctx = stages.RunContext(source, use, out, run_id, str(catalog) if catalog else None)
 
-    from kfp import local
-
-    from pipelines.data_pipeline import make_pipeline
-
-    _ensure_import_path()
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(ctx.run_dir / "kfp"),
-        raise_on_error=False,
-    )
-    pipeline = make_pipeline()
-    with _stdout_to_stderr():
-        pipeline(
-            run_id=run_id,
-            source=source,
-            use=use,
-            extract=str(resolved.resolve()),
-            store_root=str(out),
-            catalog_path=str(catalog.resolve()) if catalog else "",
-            train_model=train_model,
-        )
+    arguments = {
+        "run_id": run_id,
+        "source": source,
+        "use": use,
+        "extract": str(resolved.resolve()),
+        "store_root": str(out),
+        "catalog_path": str(catalog.resolve()) if catalog else "",
+        "train_model": train_model,
+    }
+    if runner == "container":
+        assert image is not None
+        pinned = _run_in_containers(ctx, arguments, image, resolved, catalog, train_model)
+    else:
+        _run_in_subprocesses(ctx, arguments)
+        pinned = None
     run = ctx.lineage.run(run_id)
     summary = run if run is not None else stages.finalize_run(ctx, expect_model=train_model)
     summary["lineage_path"] = str(ctx.lineage.runs / f"{run_id}.json")
     summary["extract"] = str(resolved)
     summary["scenario"] = scenario
+    summary["runner"] = runner
+    if pinned is not None:
+        summary["image"] = pinned
     model_failed = summary.get("model_gates_passed") is False
     if (
         summary["status"] != "succeeded"
@@ -155,6 +164,98 @@ def run_locally(
             f"{ctx.run_dir / 'kfp'}"
         )
     return summary
+
+
+def _run_in_subprocesses(ctx: Any, arguments: dict[str, Any]) -> None:
+    from kfp import local
+
+    from pipelines.data_pipeline import make_pipeline
+
+    _ensure_import_path()
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(ctx.run_dir / "kfp"),
+        raise_on_error=False,
+    )
+    with _stdout_to_stderr():
+        make_pipeline()(**arguments)
+
+
+def _run_in_containers(
+    ctx: Any,
+    arguments: dict[str, Any],
+    image: str,
+    extract: Path,
+    catalog: Path | None,
+    train_model: bool,
+) -> str:
+    """Every step in a container of ``image``, pinned to its digest; returns that reference."""
+    from kfp import local
+
+    from hospital_mlops.container_engine import docker_api, resolve_image, step_container
+    from hospital_mlops.paths import state_dir
+    from pipelines.data_pipeline import make_pipeline
+
+    settings = step_container(
+        store_root=Path(arguments["store_root"]),
+        extract=extract,
+        catalog=catalog,
+        registry_dir=state_dir() if train_model else None,
+    )
+    with docker_api(ctx.run_dir) as engine:
+        pinned = resolve_image(image)
+        print(f"running every step in {pinned} ({engine})", file=sys.stderr, flush=True)
+        local.init(
+            runner=local.DockerRunner(**settings.docker_run_args()),
+            pipeline_root=str(ctx.run_dir / "kfp"),
+            raise_on_error=False,
+        )
+        with _stdout_to_stderr(), _step_exit_status_kept():
+            make_pipeline(pinned)(**arguments)
+    return pinned
+
+
+@contextlib.contextmanager
+def _step_exit_status_kept() -> Iterator[None]:
+    """kfp 2.17's DockerRunner starts each step with ``auto_remove=True`` and reports SUCCESS
+    when the container is gone before its exit status is read (kubeflow/pipelines#13332): with
+    podman that is every failing step, so a failed gate let the next steps run. For this run its
+    ``run_docker_container`` keeps the container until the status is read, then removes it. Drop
+    this when kfp ships the fix (the container tests fail a gate and check the steps after it
+    never ran)."""
+    from kfp.local import docker_task_handler
+
+    original = docker_task_handler.run_docker_container
+    docker_task_handler.run_docker_container = _run_step_container
+    try:
+        yield
+    finally:
+        docker_task_handler.run_docker_container = original
+
+
+def _run_step_container(
+    client: Any, image: str, command: list[str], volumes: dict[str, Any], **run_args: Any
+) -> int:
+    import docker
+
+    container = client.containers.run(
+        image=image,
+        command=command,
+        detach=True,
+        stdout=True,
+        stderr=True,
+        volumes=volumes,
+        auto_remove=False,
+        **run_args,
+    )
+    print(f"step container {container.short_id} of {image}", flush=True)
+    try:
+        for line in container.logs(stream=True, follow=True):
+            print(line.decode(errors="replace"), end="")
+        return int(container.wait()["StatusCode"])
+    finally:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            container.remove(force=True)
 
 
 def compile_pipeline(out: Path, image: str | None = None) -> Path:
@@ -183,25 +284,246 @@ def validate_ir(path: Path) -> dict[str, Any]:
     return {"pipeline": spec, "platform": platform}
 
 
-def submit(args: Any) -> dict[str, Any]:
-    """Submit to a KFP host (real cluster only; tested when a host is given)."""
-    import kfp
+KFP_HEALTHZ_PATH = "/apis/v2beta1/healthz"
+PROBE_TIMEOUT_S = 5.0  # an unreachable host fails within this, not after kfp.Client's retries
+TOKEN_HINT = (
+    "pass a bearer token with --token-file FILE (kfp.Client's existing_token; e.g. "
+    "`kubectl create token SERVICE_ACCOUNT --audience=pipelines.kubeflow.org`)"
+)
 
-    from components.data_components import DEFAULT_IMAGE
-    from pipelines.data_pipeline import make_pipeline
+
+class PipelineSubmitError(RuntimeError):
+    """Submitting to a KFP host failed: one line naming the host, the step and what happened."""
+
+
+def submit(args: Any) -> dict[str, Any]:
+    """Submit the data pipeline to a KFP host: a quick health probe, then kfp.Client gets or
+    creates the experiment and creates a run with the compiled (strictly validated) IR inline.
+    Every failure raises :class:`PipelineSubmitError`."""
+    import io
+    import tempfile
+    import warnings
+
+    import kfp
+    import kfp_server_api
+
+    host = args.host if args.host.startswith("http") else f"https://{args.host}"  # as kfp.Client
+    host = host.rstrip("/")
+    token = _read_token(getattr(args, "token_file", None))
+    _probe_health(host, token)
 
     run_id = new_run_id()
-    client = kfp.Client(host=args.host)
-    result = client.create_run_from_pipeline_func(
-        make_pipeline(args.image or DEFAULT_IMAGE),
-        arguments={
-            "run_id": run_id,
-            "source": args.source,
-            "use": args.use,
-            "extract": args.input,
-        },
-        experiment_name=args.experiment,
-        run_name=run_id,
-        service_account=args.service_account,
+    step = "health check"
+    kfp_output = io.StringIO()  # kfp prints experiment/run links; stdout stays the JSON result
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(Path(tmp) / "pipeline.yaml", image=args.image)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0b2+"
+                client = kfp.Client(host=host, existing_token=token)
+            with contextlib.redirect_stdout(kfp_output):
+                step = f"get or create experiment {args.experiment!r}"
+                experiment = client.create_experiment(name=args.experiment)
+                step = "create run"
+                run = client.run_pipeline(
+                    experiment_id=experiment.experiment_id,
+                    job_name=run_id,
+                    pipeline_package_path=str(package),
+                    params={
+                        "run_id": run_id,
+                        "source": args.source,
+                        "use": args.use,
+                        "extract": args.input,
+                    },
+                    service_account=args.service_account,
+                )
+        except kfp_server_api.ApiException as exc:
+            if not exc.status:  # no HTTP answer (TLS failure): the client's own wrapping
+                raise PipelineSubmitError(
+                    f"cannot reach the Kubeflow Pipelines host {host} at {step}: "
+                    f"{_one_line(str(exc.reason))}"
+                ) from None
+            raise _http_error(host, step, exc.status, exc.body) from None
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise PipelineSubmitError(
+                    f"cannot reach the Kubeflow Pipelines host {host} at {step}: {_why(exc)}"
+                ) from None
+            # kfp's own refusals (ValueError: several experiments of that name; TimeoutError:
+            # its health check gave up) and anything unforeseen: still one line
+            raise PipelineSubmitError(
+                f"submitting to the Kubeflow Pipelines host {host} failed at {step}: "
+                f"{_one_line(str(exc) or type(exc).__name__)}"
+            ) from exc
+    sys.stderr.write(kfp_output.getvalue())
+    return {"run_id": run_id, "kfp_run_id": run.run_id, "host": args.host}
+
+
+def _read_token(path: Path | str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise PipelineSubmitError(f"cannot read the token file {path}: {exc.strerror}") from None
+    if not token:
+        raise PipelineSubmitError(f"the token file {path} is empty")
+    return token
+
+
+def _probe_health(host: str, token: str | None) -> None:
+    """GET the healthz endpoint once, with a timeout and the credentials kfp.Client will send:
+    the client's own check has no timeout and retries with sleeps."""
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    import certifi
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # a redirect (to a login page) surfaces as an HTTPError
+
+    headers = {"Accept": "application/json", **_context_auth_headers()}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),  # kfp.Client ignores proxy variables too
+        urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=certifi.where())),
+        NoRedirect(),
     )
-    return {"run_id": run_id, "kfp_run_id": result.run_id, "host": args.host}
+    request = urllib.request.Request(host + KFP_HEALTHZ_PATH, headers=headers)
+    try:
+        with opener.open(request, timeout=PROBE_TIMEOUT_S) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            raise PipelineSubmitError(
+                f"the Kubeflow Pipelines host {host} refused authentication at health check "
+                f"(HTTP {exc.code} redirect to {_one_line(exc.headers.get('Location', '?'), 120)}"
+                f", a login page?); {TOKEN_HINT}"
+            ) from None
+        raise _http_error(host, "health check", exc.code, exc.read()) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise PipelineSubmitError(
+            f"cannot reach the Kubeflow Pipelines host {host}: {_why(exc)}"
+        ) from None
+    try:
+        json.loads(body or b"{}")
+    except ValueError:
+        raise PipelineSubmitError(
+            f"the Kubeflow Pipelines host {host} answered the health check with something other "
+            f"than the KFP API at {KFP_HEALTHZ_PATH} (is the URL right?)"
+        ) from None
+
+
+def _context_auth_headers() -> dict[str, str]:
+    """The cookie or header kfp.Client takes from its context file, so the probe authenticates
+    the same way the client will."""
+    import json
+
+    import kfp
+
+    try:
+        context = json.loads(Path(kfp.Client._LOCAL_KFP_CONTEXT).read_text())
+    except (OSError, ValueError):
+        return {}
+    headers = {}
+    if context.get("client_authentication_cookie"):
+        headers["Cookie"] = str(context["client_authentication_cookie"])
+    name, value = (
+        context.get("client_authentication_header_name"),
+        context.get("client_authentication_header_value"),
+    )
+    if name and value:
+        headers[str(name)] = str(value)
+    return headers
+
+
+def _http_error(host: str, step: str, status: int, body: Any) -> PipelineSubmitError:
+    said = _server_message(body)
+    detail = f"HTTP {status}: {said}" if said else f"HTTP {status}"
+    if status == 401:
+        return PipelineSubmitError(
+            f"the Kubeflow Pipelines host {host} refused authentication at {step} ({detail}); "
+            f"{TOKEN_HINT}"
+        )
+    if status == 403:
+        return PipelineSubmitError(
+            f"the Kubeflow Pipelines host {host} refused authorization at {step} ({detail}): "
+            "the credentials' identity may not do this; pass one that may with --token-file FILE"
+        )
+    return PipelineSubmitError(f"the Kubeflow Pipelines host {host} rejected {step}: {detail}")
+
+
+def _server_message(body: Any) -> str:
+    """KFP answers errors as JSON with ``message`` (v2) or ``error`` (v1); otherwise the text."""
+    import json
+
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    text = str(body or "").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        text = str(data.get("message") or data.get("error") or text)
+    return _one_line(text)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, its ``reason`` (urllib, urllib3) and its causes, outermost first."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [
+            c
+            for c in (getattr(e, "reason", None), e.__cause__, e.__context__)
+            if isinstance(c, BaseException)
+        ]
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import socket
+
+    import urllib3
+
+    network = (urllib3.exceptions.HTTPError, ConnectionError, socket.gaierror)
+    return any(isinstance(e, network) for e in _causes(exc))
+
+
+def _why(exc: BaseException) -> str:
+    import socket
+    import ssl
+
+    import urllib3
+
+    chain = list(_causes(exc))
+    for e in chain:
+        if isinstance(e, ConnectionRefusedError) or "Connection refused" in str(e):
+            return "connection refused"
+    for e in chain:
+        if isinstance(e, (socket.gaierror, urllib3.exceptions.NameResolutionError)):
+            return "the host name does not resolve"
+    for e in chain:
+        if isinstance(e, (TimeoutError, socket.timeout, urllib3.exceptions.TimeoutError)):
+            return f"no answer within {PROBE_TIMEOUT_S:g}s"
+    for e in chain:
+        if isinstance(e, ssl.SSLError):
+            return f"TLS failed ({_one_line(str(e.reason or e), 120)})"
+    for e in chain:
+        if isinstance(e, ConnectionError):
+            return _one_line(e.strerror or type(e).__name__, 120)
+    return _one_line(str(chain[-1]) or type(chain[-1]).__name__, 200)

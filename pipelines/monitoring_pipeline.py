@@ -1,7 +1,7 @@
 """The monitoring pipeline: monitor the champion's windows → decide on retraining → retrain on
 the newest published snapshot → compare the challenger with the champion on the recent window.
 
-Run on a schedule (``deploy/kfp/monitoring-recurring-run.yaml``) on a cluster, and through
+Run on a schedule (``manifests/kfp/monitoring-recurring-run.yaml``) on a cluster, and through
 kfp.local on a laptop (``hmlops monitor pipeline run``). It never starts a rollout: a
 challenger that passes the comparison waits for ``hmlops rollout advance``.
 """
@@ -30,7 +30,7 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Any:
         if store:
             kubernetes.mount_pvc(task, pvc_name=STORE_PVC, mount_path=STORE_MOUNT)
         kubernetes.add_pod_label(task, "hospital-mlops.io/phi", "tokenized")
-        # Connection strings by Secret reference (deploy/examples/secrets.example.yaml); a
+        # Connection strings by Secret reference (manifests/examples/secrets.example.yaml); a
         # non-empty pipeline parameter overrides them, as on a laptop.
         for secret, variable in SECRETS:
             kubernetes.use_secret_as_env(

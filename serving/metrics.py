@@ -68,7 +68,7 @@ class Losses:
     """What a served version answered but could not record or pass on, read live at each
     scrape: rows the prediction-log database refused (full, read-only, gone) and
     inference-logger events the drift detector never received. Both are counted, never
-    silently dropped, and alerted on (deploy/kustomize/base/alerts.yaml)."""
+    silently dropped, and alerted on (kustomize/alerts/alerts.yaml)."""
 
     def __init__(self) -> None:
         self._sources: list[tuple[dict[str, str], Callable[[], tuple[int, int, int]]]] = []

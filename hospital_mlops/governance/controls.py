@@ -106,7 +106,7 @@ CONTROLS: tuple[Control, ...] = (
         "The rollout controller may get/patch only the model's InferenceServices (delete only the "
         "shadow) and applies nothing else; the pipeline runner may read only KFP's launcher "
         "config.",
-        "deploy/kustomize/rbac, hospital_mlops/rollout/gitops.py",
+        "kustomize/rbac, hospital_mlops/rollout/gitops.py",
         ("tests.unit.test_manifests::test_the_rollout_controller_may_touch_only",
          "tests.unit.test_manifests::test_the_pipeline_runner_reads_only",
          "tests.unit.test_rollout_observe::test_apply_touches_only_the_inference_services"),

@@ -103,7 +103,7 @@ def _kubectl(*args: str, stdin: str | None = None) -> str:
 def inference_services(directory: Path) -> list[dict[str, Any]]:
     """The InferenceServices an overlay renders: all the controller may touch. The rest of
     an overlay (policies, triggers, the detector) reaches the cluster through GitOps review, and
-    the controller's Role (deploy/kustomize/rbac/rollout-controller) could not apply it anyway."""
+    the controller's Role (kustomize/rbac/rollout-controller) could not apply it anyway."""
     docs = yaml.safe_load_all(_kubectl("kustomize", str(directory)))
     return [d for d in docs if d and d.get("kind") == "InferenceService"]
 

@@ -53,20 +53,17 @@ def test_a_tampered_ir_fails_the_strict_parse(tmp_path) -> None:
 
 @pytest.mark.skipif(not os.environ.get("KFP_HOST"), reason="needs a Kubeflow Pipelines host")
 def test_submit_to_a_real_host() -> None:  # pragma: no cover - cluster only
-    import argparse
-
+    from hospital_mlops.cli import build_parser
     from hospital_mlops.kfp_runner import submit
 
-    result = submit(
-        argparse.Namespace(
-            host=os.environ["KFP_HOST"],
-            source="diabetes130",
-            use="readmission_risk_model",
-            input="",
-            image=None,
-            experiment="hospital-data-ci",
-        )
-    )
+    # the CLI's own Namespace: every option submit() reads, the service account's default too
+    host = os.environ["KFP_HOST"]
+    argv = ["pipeline", "submit", "--host", host, "--experiment", "hospital-data-ci"]
+    if os.environ.get("KFP_TOKEN_FILE"):
+        argv += ["--token-file", os.environ["KFP_TOKEN_FILE"]]
+    args = build_parser().parse_args(argv)
+    assert args.service_account == "hmlops-pipeline-runner"
+    result = submit(args)
     assert result["kfp_run_id"]
 
 

@@ -262,7 +262,7 @@ def test_a_read_only_log_and_a_dead_detector_cost_no_answer_and_are_counted(
 ) -> None:
     """The prediction-log database refuses writes (read-only; full or gone fail the same way)
     and the drift detector is down: every request is still answered, and both losses show on
-    /metrics at once, where the alert rules (deploy/kustomize/base/alerts.yaml) read them."""
+    /metrics at once, where the alert rules (kustomize/alerts/alerts.yaml) read them."""
     from prometheus_client import REGISTRY, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 

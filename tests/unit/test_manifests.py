@@ -1,4 +1,4 @@
-"""The cluster manifests (deploy/kustomize) and the serving image, checked offline.
+"""The cluster manifests (kustomize) and the serving image, checked offline.
 
 Each base and overlay is built with ``kubectl kustomize``; every object is validated against the
 Kubernetes JSON schemas (kubernetes-validate, strict), the InferenceService against KServe
@@ -32,9 +32,10 @@ import yaml
 
 from hospital_mlops import deploy
 from hospital_mlops.inference_events import REQUEST_TYPE, RESPONSE_TYPE, binary_headers
+from hospital_mlops.manifest_containers import kserve_explainer_args  # KServe's edits
 
 ROOT = Path(__file__).resolve().parents[2]
-KUSTOMIZE = ROOT / "deploy" / "kustomize"
+KUSTOMIZE = ROOT / "kustomize"
 BUILDS = {
     "base": KUSTOMIZE / "base",
     "production": KUSTOMIZE / "overlays" / "production",
@@ -199,19 +200,6 @@ def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
         if op == "DoesNotExist" and key in labels:
             return False
     return True
-
-
-def kserve_explainer_args(isvc: dict[str, Any]) -> list[str]:
-    """The explainer's arguments as KServe 0.20 runs them (CustomExplainer.GetContainer):
-    --model_name and --predictor_host appended unless an argument starts with them, and
-    --http_port 8080 appended always."""
-    args = list(isvc["spec"]["explainer"]["containers"][0]["args"])
-    meta = isvc["metadata"]
-    if not any(a.startswith("--model_name") for a in args):
-        args += ["--model_name", meta["name"]]
-    if not any(a.startswith("--predictor_host") for a in args):
-        args += ["--predictor_host", f"{meta['name']}-predictor.{meta['namespace']}"]
-    return [*args, "--http_port", "8080"]
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -448,8 +436,8 @@ def test_the_hmac_key_reaches_only_the_predictors_and_the_cds_service() -> None:
 
 
 def test_example_secrets_are_fake_complete_and_outside_every_build() -> None:
-    examples = ROOT / "deploy" / "examples"
-    for kustomization in (ROOT / "deploy").rglob("kustomization.yaml"):
+    examples = ROOT / "manifests" / "examples"
+    for kustomization in (ROOT / "kustomize").rglob("kustomization.yaml"):
         body = yaml.safe_load(kustomization.read_text())  # comments may mention the examples
         assert "examples" not in json.dumps(body), kustomization
     shipped = {d["metadata"]["name"] for n in BUILDS for d in built(n)}
@@ -846,28 +834,16 @@ def test_checkov_passes_with_every_skip_justified(tmp_path: Path) -> None:
 DOCKERFILE = ROOT / "serving" / "Dockerfile"
 
 
-def _hadolint() -> str:
-    local = Path(sys.executable).parent / "hadolint"
-    return str(local) if local.exists() else (shutil.which("hadolint") or "hadolint")
-
-
-def test_serving_dockerfile_is_hadolint_clean() -> None:
-    proc = subprocess.run([_hadolint(), str(DOCKERFILE)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
 def test_serving_image_fits_the_pods_that_run_it() -> None:
+    """What the manifests rely on (hadolint and the layers: tests/unit/test_dockerfile.py)."""
     text = DOCKERFILE.read_text()
     assert "USER 10001:10001" in text  # the manifests' runAsUser
     assert 'ENTRYPOINT ["hmlops"]' in text
-    assert '--constraint requirements.lock ".[serving]"' in text
-    for path in ("hospital_mlops", "serving", "config"):
-        assert f"COPY {path} " in text and (ROOT / path).exists()
+    assert "requirements_for.py pyproject.toml serving > requirements.in" in text
     # Read-only root filesystem: whatever writes must point under /tmp, the pods' emptyDir.
     for var in ("HOME=/tmp", "HMLOPS_STATE_DIR=/tmp/", "NUMBA_CACHE_DIR=/tmp/"):
         assert var in text
-    for var in ("HMLOPS_GIT_SHA", "HMLOPS_GIT_DIRTY", "HMLOPS_HOME", "MLFLOW_DISABLE_TELEMETRY"):
-        assert var in text
+    assert "COPY config ./config" in text and (ROOT / "config").exists()
 
 
 def test_serving_code_imports_without_the_pipeline_extra() -> None:

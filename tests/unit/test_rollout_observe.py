@@ -214,7 +214,7 @@ def test_apply_without_a_kubeconfig_changes_nothing(tmp_path: Path, monkeypatch)
 
 def test_apply_touches_only_the_inference_services(tmp_path: Path, monkeypatch) -> None:
     """`--apply` sends the cluster the overlays' InferenceServices and nothing else: what the
-    controller's Role allows (deploy/kustomize/rbac/rollout-controller)."""
+    controller's Role allows (kustomize/rbac/rollout-controller)."""
     import shutil
     import stat
 
@@ -257,7 +257,7 @@ with open({str(calls)!r}, "a") as out:
     assert deletes == [["delete", "inferenceservice", "readmission-shadow", "-n",
                         "hospital-mlops", "--ignore-not-found=true"]]  # fmt: skip
     # exactly the names the Role lets it patch and delete
-    role = next(d for d in _build(ROOT / "deploy/kustomize/rbac/rollout-controller")
+    role = next(d for d in _build(ROOT / "kustomize/rbac/rollout-controller")
                 if d["kind"] == "Role")  # fmt: skip
     patchable = {n for r in role["rules"] if "patch" in r["verbs"] for n in r["resourceNames"]}
     deletable = {n for r in role["rules"] if "delete" in r["verbs"] for n in r["resourceNames"]}
