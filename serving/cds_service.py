@@ -397,7 +397,7 @@ def _registry_calibration(model_version: str) -> CalibrationTable | None:
     import mlflow
     import pandas as pd
 
-    from hospital_mlops.evaluate.evaluation import LABEL, SCORE
+    from hospital_mlops.evaluate.columns import LABEL, SCORE
     from hospital_mlops.governance import registry
 
     name, _, version = model_version.partition("/")

@@ -14,13 +14,10 @@ import pandas as pd
 
 from hospital_mlops.evaluate import weighted
 from hospital_mlops.evaluate.bootstrap import ClusterBootstrap
+from hospital_mlops.evaluate.columns import COMPARATOR_SCORE, LABEL, SCORE
 from hospital_mlops.evaluate.subgroups import evaluate_subgroups, flag_keys
 from hospital_mlops.splits import check_slice
 from hospital_mlops.use_case import SourceUse, UseCase
-
-SCORE = "score"
-COMPARATOR_SCORE = "comparator_score"
-LABEL = "label"
 
 
 def thresholds_from_validation(risk: np.ndarray, use_case: UseCase) -> dict[str, float]:

@@ -846,19 +846,51 @@ def test_serving_image_fits_the_pods_that_run_it() -> None:
     assert "COPY config ./config" in text and (ROOT / "config").exists()
 
 
+def _reachable_from_the_servers() -> list[str]:
+    """Every project module the servers can import, at any depth: function-level imports too
+    (the CDS service once imported the evaluation, and through it fairlearn, per call)."""
+    import ast
+
+    def source(name: str) -> Path | None:
+        base = ROOT.joinpath(*name.split("."))
+        for path in (base.with_suffix(".py"), base / "__init__.py"):
+            if path.exists():
+                return path
+        return None
+
+    queue = [f"serving.{p.stem}" for p in (ROOT / "serving").glob("*.py")]
+    seen: set[str] = set()
+    while queue:
+        name = queue.pop()
+        path = source(name)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                queue += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                queue += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+    return sorted(seen)
+
+
 def test_serving_code_imports_without_the_pipeline_extra() -> None:
-    """The image installs only the serving extra: the entry point and the three servers must
-    import with Kubeflow, Great Expectations, fairlearn and matplotlib absent."""
-    code = """
-import importlib.abc, sys
-BLOCKED = {"kfp", "great_expectations", "fairlearn", "matplotlib"}
+    """The image installs only the serving extra: the entry point, the servers and every
+    project module they can reach must import with Kubeflow, Great Expectations, fairlearn and
+    matplotlib absent."""
+    modules = _reachable_from_the_servers()
+    assert {"serving.cds_service", "hospital_mlops.governance.registry"} <= set(modules)
+    code = f"""
+import importlib, importlib.abc, sys
+BLOCKED = {{"kfp", "great_expectations", "fairlearn", "matplotlib"}}
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is not in the serving image")
+            raise ImportError(f"{{name}} is not in the serving image")
 sys.meta_path.insert(0, Block())
-import hospital_mlops.cli, hospital_mlops.deploy, serving.predictor, serving.detector
-import serving.explainer
+import hospital_mlops.cli, hospital_mlops.deploy
+for name in {modules!r}:
+    importlib.import_module(name)
 """
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
