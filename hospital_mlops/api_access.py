@@ -172,9 +172,9 @@ def read_access_log(path: Path) -> list[dict[str, Any]]:
 def access_log_from_env(env: dict[str, str] | None = None) -> AccessLog:
     """The access log: ``HMLOPS_ACCESS_LOG`` (a path, or ``-`` for standard output, as the pods
     set it), else ``access-audit.jsonl`` in the state directory."""
-    from hospital_mlops.paths import state_dir
+    from hospital_mlops.paths import writable_state_dir
 
     value = (os.environ if env is None else env).get(ACCESS_LOG_ENV)
     if value == "-":
         return AccessLog(None)
-    return AccessLog(Path(value) if value else state_dir() / "access-audit.jsonl")
+    return AccessLog(Path(value) if value else writable_state_dir() / "access-audit.jsonl")

@@ -10,7 +10,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from hospital_mlops.drift import REFERENCE_FILE, DriftReference, DriftResult, read_reference
-from hospital_mlops.paths import state_dir
+from hospital_mlops.paths import writable_state_dir
 
 DB_FILE = "drift.db"
 
@@ -30,8 +30,7 @@ results_table = sa.Table(
 
 
 def default_store_url() -> str:
-    directory = state_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = writable_state_dir()
     return f"sqlite:///{directory / DB_FILE}"
 
 

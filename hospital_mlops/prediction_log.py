@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from hospital_mlops.paths import state_dir
+from hospital_mlops.paths import writable_state_dir
 
 LOG_URL_ENV = "HMLOPS_PREDICTION_LOG_URL"
 BATCH_SECONDS = 0.05  # the writer coalesces what arrives within this into one transaction
@@ -92,7 +92,7 @@ def default_url() -> str:
     url = os.environ.get(LOG_URL_ENV)
     if url:
         return url
-    path = state_dir() / "predictions.sqlite"
+    path = writable_state_dir() / "predictions.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         path.touch(mode=0o600)

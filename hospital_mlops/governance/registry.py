@@ -68,6 +68,10 @@ def client() -> Any:
     from mlflow import MlflowClient
 
     uri = tracking_uri()
+    if uri == f"sqlite:///{state_dir() / 'mlflow.db'}":
+        from hospital_mlops.governance.local_artifacts import use_for_local_store
+
+        use_for_local_store(state_dir())  # movable, and readable by a reader that cannot write
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     c = MlflowClient(tracking_uri=uri, registry_uri=uri)
