@@ -65,7 +65,13 @@ test-containers: images
 	$(BIN)/pytest -q tests/containers --junitxml=out/test-results-containers.xml
 
 # Known vulnerabilities in the locked dependencies (pip-audit asks PyPI's advisory data; where it
-# cannot be reached every dependency is reported as skipped, never as clean: docs/security.md).
+# cannot be reached every dependency is reported as skipped, never as # The images' build times and sizes, the pipeline in containers against the subprocess runner,
+# and the predictor in its container against the host process (needs root and podman).
+bench-containers: images
+	$(BIN)/python benchmarks/bench_images.py
+	$(BIN)/python benchmarks/bench_serving_container.py
+
+clean: docs/security.md).
 audit: $(STAMP) $(TOOLS_STAMP)
 	mkdir -p out
 	$(TOOLS)/bin/pip-audit -r requirements.lock --no-deps --disable-pip --format json \

@@ -102,6 +102,7 @@ def bench_builds() -> dict:
         for name in DOCKERFILES:
             tag = f"localhost/hospital-mlops/{name}:bench"
             cold = _build(name, tag, ROOT, "--no-cache")
+            _build(name, tag, ROOT)  # a build after --no-cache may still refill the cache
             warm = _build(name, tag, ROOT)
             before = _inspect(tag)["RootFS"]["Layers"]
             code = _build(name, f"{tag}-changed", changed)
@@ -125,12 +126,17 @@ def bench_builds() -> dict:
 
 
 def bench_base() -> dict:
+    """A base built afresh under a tag of its own (rebuilding the real one would invalidate every
+    layer `make images` cached on it)."""
+    tag = "localhost/hospital-mlops/base-python:bench"
     env = {**os.environ, "FORCE": "1"}
     started = time.perf_counter()
-    subprocess.run(["containers/build-base-image.sh", BASE], cwd=ROOT, env=env, check=True,
+    subprocess.run(["containers/build-base-image.sh", tag], cwd=ROOT, env=env, check=True,
                    capture_output=True)  # fmt: skip
     seconds = round(time.perf_counter() - started, 1)
-    return {"rebuild_s": seconds, "size_mb": round(int(_inspect(BASE)["Size"]) / 1e6)}
+    size = round(int(_inspect(tag)["Size"]) / 1e6)
+    subprocess.run(["podman", "rmi", tag], capture_output=True)
+    return {"rebuild_s": seconds, "size_mb": size}
 
 
 def bench_pipeline(image: str) -> dict:

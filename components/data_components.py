@@ -14,7 +14,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
 
 from components.kfp_component import component_builder
 
-DEFAULT_IMAGE = "hospital-mlops/pipeline-python:0.1.0"
+DEFAULT_IMAGE = "registry.hospital.example/hospital-mlops/pipeline:0.1.0"
 
 
 def ingest_op(

@@ -265,6 +265,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             path = compile_pipeline(args.out, image=args.image)
             print(f"compiled {path}")
+            if "@sha256:" not in (args.image or ""):
+                print(
+                    "hmlops: warning: the IR names the pipeline image by tag; for a cluster, "
+                    "compile with the pushed image's digest (--image REPOSITORY@sha256:…)",
+                    file=sys.stderr,
+                )
             return 0
         from hospital_mlops.kfp_runner import PipelineSubmitError, submit
 
