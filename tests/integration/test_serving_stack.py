@@ -413,17 +413,18 @@ def test_ctrl_c_stops_all_three(stack) -> None:
 
 
 def test_a_changed_model_artifact_is_never_served(d130_runs) -> None:
-    """Append a byte to the registered model's files: predictions are unchanged (golden rows
-    still pass) but the sha256 no longer matches, so the predictor refuses to start."""
-    import mlflow
+    """Append a byte to the registered model's files in the store: predictions are unchanged
+    (golden rows still pass) but the sha256 no longer matches, so the predictor refuses to
+    start. (A load copies the artifacts out of the local store: the store's own file is
+    changed here, where the registry keeps it.)"""
+    from urllib.parse import urlparse
 
     from hospital_mlops.governance import registry
 
     _, _, second, _, _ = d130_runs
     version = str(second["model"]["version"])
-    registry.client()
-    loaded = mlflow.pyfunc.load_model(registry.model_uri("readmission-30d", version))
-    model_json = Path(loaded._model_impl.context.artifacts["risk_model"]) / "model.json"
+    stored = urlparse(registry.client().get_model_version_download_uri("readmission-30d", version))
+    [model_json] = Path(stored.path).rglob("risk_model/model.json")
     original = model_json.read_bytes()
     model_json.write_bytes(original + b"\n")
     try:
