@@ -30,6 +30,11 @@ dirty=true
 source_url="$(git remote get-url origin 2>/dev/null || echo unknown)"
 args=(--network host --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "HMLOPS_GIT_SHA=$sha"
       --build-arg "HMLOPS_GIT_DIRTY=$dirty" --build-arg "HMLOPS_SOURCE=$source_url")
+# buildah's layer cache keys ENV and LABEL on their text before the build args are expanded, so
+# `ENV HMLOPS_GIT_SHA=${HMLOPS_GIT_SHA}` came from the cache with the previous commit's SHA.
+# --env and --label set them on the image itself, after the cache.
+args+=(--env "HMLOPS_GIT_SHA=$sha" --env "HMLOPS_GIT_DIRTY=$dirty"
+       --label "org.opencontainers.image.revision=$sha" --label "org.opencontainers.image.source=$source_url")
 [ -s "$BUILD_CA" ] && args+=(--secret "id=build-ca,src=$BUILD_CA")
 
 declare -A built

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -78,8 +79,9 @@ def test_a_code_change_rebuilds_only_the_code_layers(images: Images, tmp_path: P
         if (ROOT / rel).is_file():
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, tmp_path / rel)
+    change = f"# a code change {uuid.uuid4().hex}"  # new each run: an old build is no cache hit
     with (tmp_path / "hospital_mlops" / "paths.py").open("a") as fh:
-        fh.write("# a code change\n")
+        fh.write(change + "\n")
     tag = "localhost/hospital-mlops/serving:test-code-change"
     record = images.record
     args = ["build", "-f", "serving/Dockerfile", "--network", "host", "-t", tag,
@@ -103,7 +105,7 @@ def test_a_code_change_rebuilds_only_the_code_layers(images: Images, tmp_path: P
         # and the image has the changed code (a mounted wheel once left the old code in it)
         site = "/opt/venv/lib/python3.11/site-packages"
         shown = _in(tag, f"tail -n 1 {site}/hospital_mlops/paths.py")
-        assert shown.stdout.strip() == "# a code change"
+        assert shown.stdout.strip() == change
 
         def layers(ref: str) -> list[str]:
             out = podman("image", "inspect", "--format", "{{json .RootFS.Layers}}", ref).stdout
