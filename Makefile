@@ -50,7 +50,7 @@ test:
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	# the results feed the governance packet's privacy and security review
-	$(BIN)/pytest -q -n 2 --dist loadgroup --junitxml=out/test-results.xml
+	$(BIN)/pytest -q -n 2 --dist loadgroup -m "not postgres" --junitxml=out/test-results.xml
 
 # The pipeline and serving images, built with podman into its local store (containers/build-images.sh
 # says how; out/images.json records what was built). podman's settings for these machines live in
@@ -64,14 +64,14 @@ images: $(STAMP)
 test-containers: images
 	$(BIN)/pytest -q tests/containers --junitxml=out/test-results-containers.xml
 
-# Known vulnerabilities in the locked dependencies (pip-audit asks PyPI's advisory data; where it
-# cannot be reached every dependency is reported as skipped, never as # The images' build times and sizes, the pipeline in containers against the subprocess runner,
+# The images' build times and sizes, the pipeline in containers against the subprocess runner,
 # and the predictor in its container against the host process (needs root and podman).
 bench-containers: images
 	$(BIN)/python benchmarks/bench_images.py
 	$(BIN)/python benchmarks/bench_serving_container.py
 
-clean: docs/security.md).
+# Known vulnerabilities in the locked dependencies (pip-audit asks PyPI's advisory data; where it
+# cannot be reached every dependency is reported as skipped, never as clean: docs/security.md).
 audit: $(STAMP) $(TOOLS_STAMP)
 	mkdir -p out
 	$(TOOLS)/bin/pip-audit -r requirements.lock --no-deps --disable-pip --format json \

@@ -15,6 +15,8 @@ from hospital_mlops.sources.synthetic import generate_extract
 # model (servers included: they inherit it). Served images compile at load instead.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba-cache"))
 
+pytest_plugins = ["tests.stores"]
+
 TEST_KEY = "test-only-hmac-key-0123456789abcdef0123456789"
 D130_SUBSET_STEP = 7
 SYNTHETIC_SMALL = 4_000
