@@ -14,7 +14,7 @@ export DO_NOT_TRACK := 1
 # started; a served image compiles at load and keeps no machine code on disk (docs/serving.md).
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
-.PHONY: demo test test-containers images lint typecheck bench bench-containers compile clean audit
+.PHONY: demo test test-postgres test-cluster test-containers images lint typecheck bench bench-containers compile clean audit
 
 # uv installs the exact pins of the lock files (the same wheels pip would pick) in about a
 # quarter of pip's time; it lives in its own venv so that neither environment it builds, nor
@@ -69,6 +69,16 @@ test-containers: images
 bench-containers: images
 	$(BIN)/python benchmarks/bench_images.py
 	$(BIN)/python benchmarks/bench_serving_container.py
+
+# The store tests again on PostgreSQL: every test that touches the prediction log, drift results,
+# feedback, outcomes, rollout observation or monitoring (marked `postgres`: tests/stores.py), each
+# xdist worker with a throw-away server of its own (e2e/local_postgres.py).
+test-postgres: $(STAMP)
+	e2e/install-postgres.sh
+	$(BIN)/pytest -q -n 2 --dist loadgroup -m postgres --junitxml=out/test-results-postgres.xml
+
+# The second CI target: what runs the cluster's parts for real, too slow for `make test`.
+test-cluster: test-postgres test-containers
 
 # Known vulnerabilities in the locked dependencies (pip-audit asks PyPI's advisory data; where it
 # cannot be reached every dependency is reported as skipped, never as clean: docs/security.md).

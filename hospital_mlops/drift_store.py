@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from hospital_mlops.drift import REFERENCE_FILE, DriftReference, DriftResult, read_reference
 from hospital_mlops.paths import writable_state_dir
+from hospital_mlops.store_schema import create_tables
 
 DB_FILE = "drift.db"
 
@@ -47,7 +48,7 @@ class DriftStore:
         self.engine = sa.create_engine(
             self.url, future=True, pool_pre_ping=True, hide_parameters=True
         )
-        _metadata.create_all(self.engine)
+        create_tables(self.engine, _metadata)
 
     def save(self, result: DriftResult) -> None:
         with self.engine.begin() as conn:

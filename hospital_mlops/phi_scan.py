@@ -3,7 +3,8 @@
 Used by the tests (a whole demo run must show none) and by the governance packet's privacy
 review. It reads every text file, every Parquet column, every SQLite table (so MLflow's params,
 tags and metrics, the prediction and feedback logs, the drift store and the audit log are all
-covered) and zip members, and matches whole tokens against the identifier values.
+covered) and zip members, and matches whole tokens against the identifier values. A database
+elsewhere (PostgreSQL on a cluster) is read table by table through its URL (``scan_database``).
 """
 
 from __future__ import annotations
@@ -66,16 +67,49 @@ def _sqlite_values(path: Path) -> Iterator[tuple[str, str]]:
                         yield f"{table}.{column}", value.decode(errors="replace")
 
 
-def scan_sqlite(path: Path, identifiers: set[str]) -> list[Hit]:
+def _database_values(url: str) -> Iterator[tuple[str, str]]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, hide_parameters=True)
+    try:
+        metadata = sa.MetaData()
+        metadata.reflect(engine)
+        with engine.connect() as conn:
+            for table in metadata.sorted_tables:
+                rows = conn.execution_options(stream_results=True).execute(table.select())
+                for row in rows:
+                    for column, value in zip(table.columns.keys(), row, strict=True):
+                        if isinstance(value, str | int) and not isinstance(value, bool):
+                            yield f"{table.name}.{column}", str(value)
+                        elif isinstance(value, bytes):
+                            yield f"{table.name}.{column}", value.decode(errors="replace")
+    finally:
+        engine.dispose()
+
+
+def _scan_values(values: Iterable[tuple[str, str]], identifiers: set[str], place: str) -> list[Hit]:
     names = {i for i in identifiers if " " in i}
     hits: dict[str, list[str]] = {}
-    for where, text in _sqlite_values(path):
+    for where, text in values:
         if len(hits.get(where, [])) >= HITS_PER_PLACE:
             continue
         found = _in_text(text, identifiers, names)
         if found:
             hits.setdefault(where, []).extend(found)
-    return [Hit(f"{path}:{w}", v) for w, vs in hits.items() for v in vs[:HITS_PER_PLACE]]
+    return [Hit(f"{place}:{w}", v) for w, vs in hits.items() for v in vs[:HITS_PER_PLACE]]
+
+
+def scan_sqlite(path: Path, identifiers: set[str]) -> list[Hit]:
+    return _scan_values(_sqlite_values(path), identifiers, str(path))
+
+
+def scan_database(url: str, identifiers: set[str]) -> list[Hit]:
+    """Every table of a database a SQLAlchemy URL names (PostgreSQL on a cluster: the prediction
+    log, feedback, outcomes, drift results). Hits name the database without its password."""
+    import sqlalchemy as sa
+
+    place = sa.engine.make_url(url).render_as_string(hide_password=True)
+    return _scan_values(_database_values(url), identifiers, place)
 
 
 def scan_file(path: Path, identifiers: set[str]) -> list[Hit]:

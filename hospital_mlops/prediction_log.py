@@ -37,6 +37,7 @@ import orjson
 import sqlalchemy as sa
 
 from hospital_mlops.paths import writable_state_dir
+from hospital_mlops.store_schema import create_tables
 
 LOG_URL_ENV = "HMLOPS_PREDICTION_LOG_URL"
 BATCH_SECONDS = 0.05  # the writer coalesces what arrives within this into one transaction
@@ -99,31 +100,30 @@ def default_url() -> str:
     return f"sqlite:///{path}"
 
 
-def _add_missing_columns(engine: sa.Engine) -> None:
+def _add_missing_columns(conn: sa.Connection) -> None:
     """A log written by an earlier version lacks the monitoring columns: add them and fill
     them from the logged JSON, once."""
-    present = {c["name"] for c in sa.inspect(engine).get_columns("predictions")}
+    present = {c["name"] for c in sa.inspect(conn).get_columns("predictions")}
     missing = [c for c in _ADDED_COLUMNS if c not in present]
     if not missing:
         return
-    with engine.begin() as conn:
-        for name in missing:
-            column = predictions.c[name]
-            conn.execute(
-                sa.text(
-                    f"ALTER TABLE predictions ADD COLUMN {name} "
-                    f"{column.type.compile(dialect=engine.dialect)}"
-                )
+    for name in missing:
+        column = predictions.c[name]
+        conn.execute(
+            sa.text(
+                f"ALTER TABLE predictions ADD COLUMN {name} "
+                f"{column.type.compile(dialect=conn.dialect)}"
             )
-        rows = conn.execute(
-            sa.select(predictions.c.prediction_id, predictions.c.inputs, predictions.c.answer)
-        ).all()
-        for prediction_id, inputs, answer in rows:
-            conn.execute(
-                predictions.update()
-                .where(predictions.c.prediction_id == prediction_id)
-                .values(_monitoring_columns(json.loads(inputs), json.loads(answer)))
-            )
+        )
+    rows = conn.execute(
+        sa.select(predictions.c.prediction_id, predictions.c.inputs, predictions.c.answer)
+    ).all()
+    for prediction_id, inputs, answer in rows:
+        conn.execute(
+            predictions.update()
+            .where(predictions.c.prediction_id == prediction_id)
+            .values(_monitoring_columns(json.loads(inputs), json.loads(answer)))
+        )
     log.info("prediction log: added %s to %d logged rows", ", ".join(missing), len(rows))
 
 
@@ -139,8 +139,7 @@ def _monitoring_columns(instance: Any, answer: dict[str, Any]) -> dict[str, Any]
 def _engine(url: str) -> sa.Engine:
     # hide_parameters: a failed write's error must not carry the patient's inputs into a log.
     engine = sa.create_engine(url, future=True, hide_parameters=True)
-    _metadata.create_all(engine)
-    _add_missing_columns(engine)
+    create_tables(engine, _metadata, migrate=_add_missing_columns)
     return engine
 
 

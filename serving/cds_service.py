@@ -130,6 +130,9 @@ def _problem_body(problems: list[tuple[str, str]]) -> dict[str, Any]:
     return {"errors": [{"field": where, "message": message} for where, message in problems]}
 
 
+_HOOK_INSTANCE = re.compile(r"[\x21-\x7e]{1,128}")
+
+
 def check_call(body: Any, service: Service) -> dict[str, Any]:
     """The CDS Hooks request's own fields (FHIR content is checked later)."""
     if not isinstance(body, dict):
@@ -137,8 +140,12 @@ def check_call(body: Any, service: Service) -> dict[str, Any]:
     problems = []
     if body.get("hook") != service.hook:
         problems.append(("hook", f"this service answers {service.hook!r}"))
-    if not isinstance(body.get("hookInstance"), str) or not body["hookInstance"]:
+    instance = body.get("hookInstance")
+    if not isinstance(instance, str) or not instance:
         problems.append(("hookInstance", "is required (a UUID)"))
+    elif not _HOOK_INSTANCE.fullmatch(instance):
+        # it travels on as the predictor call's x-request-id: a header takes visible ASCII only
+        problems.append(("hookInstance", "must be a UUID (visible ASCII, at most 128 characters)"))
     context = body.get("context")
     if not isinstance(context, dict):
         problems.append(("context", "is required"))

@@ -66,6 +66,15 @@ class StoreFactory:
         self.server.make_read_only(url)
         return url
 
+    def remove(self, url: str) -> None:
+        """The database is gone under its users (a dropped database, an unopenable file)."""
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            path.unlink()
+            path.mkdir()  # a directory where the file was: unopenable
+            return
+        self.server.execute(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
 
 @pytest.fixture(params=BACKENDS)
 def store_backend(request: pytest.FixtureRequest) -> str:

@@ -17,6 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from hospital_mlops.prediction_log import PredictionLog, predictions
+from hospital_mlops.store_schema import create_tables
 
 Response = Literal["acknowledged", "acted_on", "overridden"]
 RESPONSES: tuple[Response, ...] = ("acknowledged", "acted_on", "overridden")
@@ -65,7 +66,7 @@ class FeedbackRecorded:
 
 
 def feedback_table(log: PredictionLog) -> sa.Table:
-    _metadata.create_all(log.engine)
+    create_tables(log.engine, _metadata)
     return feedback
 
 
@@ -147,7 +148,15 @@ def record_feedback(
             "recorded_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
             "source": source[:40],
         }
-        conn.execute(table.insert(), [row])
+        try:
+            conn.execute(table.insert(), [row])
+        except sa.exc.IntegrityError:
+            # another request for the same prediction committed between our check and insert
+            raise FeedbackRejected(
+                "prediction_id: a response was recorded for this prediction at the same moment; "
+                "duplicates are refused",
+                "duplicate",
+            ) from None
     return FeedbackRecorded(feedback_id, prediction_id, response, stamped, max(skew, 0.0))
 
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from hospital_mlops.prediction_log import PredictionLog, predictions
 from hospital_mlops.scoring import TOKEN_PATTERN
+from hospital_mlops.store_schema import create_tables
 
 TOKEN, LABEL, RECORDED_AT = "encounter_token", "readmitted_30d", "recorded_at"
 _LABELS: dict[object, bool] = {0: False, 1: True, "0": False, "1": True}  # True == 1
@@ -51,7 +52,7 @@ class OutcomesIngested:
 
 
 def outcomes_table(log: PredictionLog) -> sa.Table:
-    _metadata.create_all(log.engine)
+    create_tables(log.engine, _metadata)
     return outcomes
 
 
@@ -119,6 +120,17 @@ def ingest_outcomes(
     malformed rows, duplicate tokens, tokens with no logged prediction, and an outcome that
     contradicts one ingested before."""
     checked = _checked(frame, source)
+    try:
+        return _ingest(log, checked, source_sha256, source)
+    except sa.exc.IntegrityError:
+        # another ingest wrote some of these encounters between our read and our insert: read
+        # again, so they are checked against what it wrote (agreeing ones are then not new)
+        return _ingest(log, checked, source_sha256, source)
+
+
+def _ingest(
+    log: PredictionLog, checked: pd.DataFrame, source_sha256: str, source: str
+) -> OutcomesIngested:
     table = outcomes_table(log)
     tokens = checked[TOKEN].tolist()
     with log.engine.begin() as conn:

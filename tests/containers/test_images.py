@@ -62,6 +62,15 @@ def test_the_serving_image_has_no_pipeline_packages_and_the_pipeline_image_no_se
     assert pipeline.stdout.strip() == "['kfp', 'great_expectations', 'fairlearn']", pipeline.stderr
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_each_image_speaks_postgresql(images: Images, name: str) -> None:
+    """The predictor, detector and feedback API (serving) and the monitoring pipeline's steps
+    (pipeline) read and write the stores on PostgreSQL on a cluster: the driver is in both."""
+    probe = "import sqlalchemy as sa; print(sa.create_engine('postgresql+psycopg://h/d').driver)"
+    proc = _in(_ref(images, name), f'python3 -c "{probe}"')
+    assert proc.stdout.strip() == "psycopg", proc.stderr
+
+
 def test_the_serving_cli_starts_in_its_image(images: Images) -> None:
     proc = podman("run", "--rm", "--network", "none", "--read-only", images.serving, "--help",
                   check=False)  # fmt: skip

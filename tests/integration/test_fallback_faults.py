@@ -58,12 +58,12 @@ def instances(d130_champion) -> list[dict]:
     return chosen
 
 
-def _start_predictor(port: int, log_url: str) -> subprocess.Popen[bytes]:
-    """``hmlops serve-one predictor`` for the champion, ready to answer (its output next to
-    its prediction log)."""
+def _start_predictor(port: int, log_url: str, work: Path) -> subprocess.Popen[bytes]:
+    """``hmlops serve-one predictor`` for the champion, ready to answer (its output in
+    ``work``)."""
     from serving.readiness import NotReady, wait_until_ready
 
-    log_file = Path(log_url.removeprefix("sqlite:///")).with_name("predictor.log")
+    log_file = work / "predictor.log"
     env = dict(os.environ, HMLOPS_PREDICTION_LOG_URL=log_url, MLFLOW_DISABLE_TELEMETRY="true")
     argv = [sys.executable, "-m", "hospital_mlops.cli", "serve-one", "predictor",
             "--model", f"{MODEL}@champion", "--port", str(port)]  # fmt: skip
@@ -78,11 +78,14 @@ def _start_predictor(port: int, log_url: str) -> subprocess.Popen[bytes]:
 
 
 @pytest.fixture(scope="module")
-def killed_predictor(d130_champion, instances, tmp_path_factory) -> Iterator[tuple[int, str, list]]:
-    """A real predictor that scored the instances (logging them), then was SIGKILLed."""
-    log_url = f"sqlite:///{tmp_path_factory.mktemp('fallback') / 'log.sqlite'}"
+def killed_predictor(
+    d130_champion, instances, tmp_path_factory, module_new_store_url
+) -> Iterator[tuple[int, str, list]]:
+    """A real predictor that scored the instances (logging them, on SQLite then PostgreSQL),
+    then was SIGKILLed."""
+    log_url = module_new_store_url("log")
     port = _free_port()
-    process = _start_predictor(port, log_url)
+    process = _start_predictor(port, log_url, tmp_path_factory.mktemp("fallback"))
     try:
         answers = _score(port, instances)
         assert all(not a.get("fallback") and 0 < a["risk"] < 1 for a in answers)
@@ -144,7 +147,7 @@ def test_the_cached_mode_shows_the_score_given_before_the_kill(killed_predictor,
 
 
 def test_a_predictor_killed_under_load_costs_no_answer_and_serves_no_wrong_score(
-    d130_champion, tmp_path
+    d130_champion, tmp_path, store_url
 ) -> None:
     """Eight callers keep scoring real encounters, as the CDS service does for each hook call,
     while the predictor is SIGKILLed mid-run (an OOM kill). Every call is answered: the model's
@@ -155,9 +158,9 @@ def test_a_predictor_killed_under_load_costs_no_answer_and_serves_no_wrong_score
     examples = registered_examples(MODEL, "champion", n=16, seed=5)
     for i, example in enumerate(examples):
         example["encounter_token"] = f"underload{i:016d}"
-    log_url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    log_url = store_url
     port = _free_port()
-    process = _start_predictor(port, log_url)
+    process = _start_predictor(port, log_url, tmp_path)
     log = PredictionLog(log_url)
     cached = cache_from_log(log, MODEL)
     client = PredictorClient(f"127.0.0.1:{port}", "readmission", 2.0)
@@ -258,7 +261,7 @@ def test_a_service_that_never_answers_times_out_into_the_fallback(instances) -> 
 
 
 def test_a_read_only_log_and_a_dead_detector_cost_no_answer_and_are_counted(
-    d130_champion, instances, tmp_path
+    d130_champion, instances, new_store_url
 ) -> None:
     """The prediction-log database refuses writes (read-only; full or gone fail the same way)
     and the drift detector is down: every request is still answered, and both losses show on
@@ -268,12 +271,12 @@ def test_a_read_only_log_and_a_dead_detector_cost_no_answer_and_are_counted(
 
     from serving.predictor import ReadmissionPredictor
 
-    path = tmp_path / "log.sqlite"
-    PredictionLog(f"sqlite:///{path}").close()
+    url = new_store_url("log")
+    PredictionLog(url).close()
     dead_detector = f"http://127.0.0.1:{_free_port()}/"  # nothing listens there
     predictor = ReadmissionPredictor(
         "readmission", MODEL, "champion", logger_url=dead_detector,
-        prediction_log_url=f"sqlite:///file:{path}?mode=ro&uri=true",
+        prediction_log_url=new_store_url.read_only(url),
     )  # fmt: skip
     assert predictor.load(), predictor.not_ready_reason
     try:
@@ -299,4 +302,4 @@ def test_a_read_only_log_and_a_dead_detector_cost_no_answer_and_are_counted(
         assert samples[("hmlops_inference_events_undelivered_total", failed)] == 40
     finally:
         predictor.stop()
-    assert PredictionLog(f"sqlite:///{path}").count() == 0
+    assert PredictionLog(url).count() == 0

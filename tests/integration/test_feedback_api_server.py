@@ -24,8 +24,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_the_served_api_records_what_monitoring_then_reads(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+def test_the_served_api_records_what_monitoring_then_reads(tmp_path: Path, store_url: str) -> None:
+    url = store_url
     log = PredictionLog(url)
     answer = {"prediction_id": "pred-1", "scored_at": "2026-01-02T10:00:00Z", "risk": 0.4}
     log.write(records("r", "v1", SERVED, [{}], [{**answer, "alert": True}]))

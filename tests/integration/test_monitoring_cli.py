@@ -17,9 +17,9 @@ WEEK_STARTS = ["2026-01-01T00:00:00Z", "2026-01-08T00:00:00Z", "2026-01-15T00:00
 
 
 @pytest.fixture(scope="module")
-def replay(d130_champion, tmp_path_factory, monkeypatch_module) -> tuple[Path, pd.DataFrame]:
+def replay(d130_champion, monkeypatch_module, module_new_store_url) -> tuple[str, pd.DataFrame]:
     """1,500 real test-period encounters scored by the champion, spread over three weeks, in a
-    prediction log of their own; and outcomes for two thirds of them."""
+    prediction log of their own (SQLite, then PostgreSQL); and outcomes for two thirds of them."""
     from hospital_mlops.catalog import load_catalog
     from hospital_mlops.example_requests import registered_examples
     from hospital_mlops.features import feature_set_for
@@ -27,8 +27,8 @@ def replay(d130_champion, tmp_path_factory, monkeypatch_module) -> tuple[Path, p
     from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
     from hospital_mlops.scoring import score
 
-    path = tmp_path_factory.mktemp("monitoring") / "log.sqlite"
-    monkeypatch_module.setenv("HMLOPS_PREDICTION_LOG_URL", f"sqlite:///{path}")
+    url = module_new_store_url("log")
+    monkeypatch_module.setenv("HMLOPS_PREDICTION_LOG_URL", url)
     loaded = registry.load_risk_model(MODEL, "champion")
     fs = feature_set_for("diabetes130")
     spec = load_catalog().source("diabetes130")
@@ -38,7 +38,7 @@ def replay(d130_champion, tmp_path_factory, monkeypatch_module) -> tuple[Path, p
         instance["encounter_token"] = f"enc{i:020d}"
     served = ServedModel(MODEL, loaded.version, loaded.sha256, fs.version, "", "diabetes130")
     rng = np.random.default_rng(0)
-    log = PredictionLog(f"sqlite:///{path}")
+    log = PredictionLog(url)
     rows = []
     for start in range(0, len(instances), 100):
         batch = instances[start : start + 100]
@@ -57,7 +57,7 @@ def replay(d130_champion, tmp_path_factory, monkeypatch_module) -> tuple[Path, p
     outcomes = pd.DataFrame(
         {"encounter_token": [r["encounter_token"] for r in rows], "readmitted_30d": outcome}
     ).iloc[:1000]
-    return path, outcomes
+    return url, outcomes
 
 
 @pytest.fixture(scope="module")
@@ -140,11 +140,11 @@ def test_outcomes_for_unknown_encounters_are_refused_with_nothing_written(replay
 def test_feedback_is_recorded_once_and_feeds_the_workflow_numbers(replay, tmp_path) -> None:
     import sqlalchemy as sa
 
-    path, _ = replay
-    engine = sa.create_engine(f"sqlite:///{path}")
+    url, _ = replay
+    engine = sa.create_engine(url)
     with engine.connect() as conn:
         prediction_id, scored_at = conn.execute(
-            sa.text("SELECT prediction_id, scored_at FROM predictions WHERE alert = 1 LIMIT 1")
+            sa.text("SELECT prediction_id, scored_at FROM predictions WHERE alert LIMIT 1")
         ).one()
     engine.dispose()
     later = (pd.Timestamp(scored_at) + pd.Timedelta(minutes=40)).isoformat()

@@ -33,13 +33,13 @@ class Replay:
     """Scores real test-period encounters with a registered version and logs them with their
     simulated times, as the predictor does (``records``); outcomes drawn from the risk."""
 
-    def __init__(self, main: Path, shadow: Path, champion: int, candidate: int) -> None:
+    def __init__(self, main: str, shadow: str, champion: int, candidate: int) -> None:
         from hospital_mlops.catalog import load_catalog
         from hospital_mlops.example_requests import registered_examples
         from hospital_mlops.features import feature_set_for
         from hospital_mlops.governance import registry
 
-        self.urls = {"main": f"sqlite:///{main}", "shadow": f"sqlite:///{shadow}"}
+        self.urls = {"main": main, "shadow": shadow}
         self.fs = feature_set_for("diabetes130")
         self.spec = load_catalog().source("diabetes130")
         self.models = {v: registry.load_risk_model(MODEL, str(v)) for v in (champion, candidate)}
@@ -94,8 +94,10 @@ class Replay:
 
 
 @pytest.fixture(scope="module")
-def rollout_env(d130_runs, d130_champion, tmp_path_factory):
-    """Both logs and the GitOps directory of this module; the rerun's version unsigned."""
+def rollout_env(d130_runs, d130_champion, tmp_path_factory, module_new_store_url):
+    """Both logs (SQLite, then PostgreSQL) and the GitOps directory of this module; the rerun's
+    version unsigned. Afterwards the registry's champion and the rollout state are put back, so
+    the module runs again on the other backend from the same start."""
     from hospital_mlops.governance import registry
 
     _, _, second, _, _ = d130_runs
@@ -104,18 +106,23 @@ def rollout_env(d130_runs, d130_champion, tmp_path_factory):
     for role in REVIEW_ROLES:  # test_pipeline_kfp may have signed it already
         c.delete_model_version_tag(MODEL, str(candidate), f"{registry.SIGNOFF_PREFIX}{role}")
     root = tmp_path_factory.mktemp("rollout")
+    main, shadow = module_new_store_url("main"), module_new_store_url("shadow")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HMLOPS_PREDICTION_LOG_URL", f"sqlite:///{root / 'main.sqlite'}")
-        patch.setenv("HMLOPS_SHADOW_PREDICTION_LOG_URL", f"sqlite:///{root / 'shadow.sqlite'}")
-        replay = Replay(root / "main.sqlite", root / "shadow.sqlite", d130_champion, candidate)
+        patch.setenv("HMLOPS_PREDICTION_LOG_URL", main)
+        patch.setenv("HMLOPS_SHADOW_PREDICTION_LOG_URL", shadow)
+        replay = Replay(main, shadow, d130_champion, candidate)
         start = len(_audit({"audit_start": 0}))
-        yield {
-            "root": root,
-            "candidate": candidate,
-            "champion": d130_champion,
-            "replay": replay,
-            "audit_start": start,
-        }
+        try:
+            yield {
+                "root": root,
+                "candidate": candidate,
+                "champion": d130_champion,
+                "replay": replay,
+                "audit_start": start,
+            }
+        finally:
+            c.set_registered_model_alias(MODEL, "champion", str(d130_champion))
+            _state_file().unlink(missing_ok=True)
 
 
 def _rollout(env, action: str, *args: str) -> subprocess.CompletedProcess[str]:

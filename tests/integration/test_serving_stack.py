@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hospital_mlops.phi_scan import raw_identifiers, scan
+from hospital_mlops.phi_scan import raw_identifiers, scan, scan_database
 from hospital_mlops.sources.extract import read_extract
 from tests.conftest import TEST_KEY
 from tests.integration.conftest import HMLOPS, free_port_base, hmlops
@@ -34,7 +34,23 @@ def example_body(d130_champion) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stack(d130_champion):
+def stores(module_store_backend, module_new_store_url):
+    """The prediction log and drift results the stack writes: the state directory's SQLite
+    files by default; PostgreSQL databases named by the environment, as on a cluster."""
+    with pytest.MonkeyPatch.context() as patch:
+        if module_store_backend == "sqlite":
+            patch.delenv("HMLOPS_PREDICTION_LOG_URL", raising=False)
+            patch.delenv("HMLOPS_DRIFT_DB_URL", raising=False)
+            yield None
+            return
+        urls = {"log": module_new_store_url("predictions"), "drift": module_new_store_url("drift")}
+        patch.setenv("HMLOPS_PREDICTION_LOG_URL", urls["log"])
+        patch.setenv("HMLOPS_DRIFT_DB_URL", urls["drift"])
+        yield urls
+
+
+@pytest.fixture(scope="module")
+def stack(d130_champion, stores):
     base = free_port_base()
     server = subprocess.Popen(
         [*HMLOPS, "serve", "--model", "readmission-30d@champion", "--port-base", str(base)],
@@ -231,12 +247,18 @@ def test_a_prediction_walks_back_to_its_source_extract(stack, example_body, d130
 
 
 def test_no_raw_identifier_reaches_the_prediction_log_or_server_logs(
-    stack, catalog, d130_full
+    stack, stores, catalog, d130_full
 ) -> None:
     raw = read_extract(d130_full, catalog.source("diabetes130"))["encounters"]
     ids = raw_identifiers(raw["encounter_id"]) | raw_identifiers(raw["patient_nbr"])
     state = Path(os.environ["HMLOPS_STATE_DIR"])
-    assert (state / "predictions.sqlite").exists()
+    if stores is None:
+        assert (state / "predictions.sqlite").exists()
+    else:
+        from hospital_mlops.prediction_log import PredictionLog
+
+        assert PredictionLog(stores["log"]).count() > 0  # the scan below reads real rows
+        assert scan_database(stores["log"], ids) == [] and scan_database(stores["drift"], ids) == []
     assert scan(state, ids) == []
 
 

@@ -96,9 +96,9 @@ def _service(predictor_host: str, log: PredictionLog) -> CdsService:
 
 
 @pytest.fixture(scope="module")
-def cds(catalog, d130_small, tmp_path_factory) -> Iterator[Cds]:
+def cds(catalog, d130_small, tmp_path_factory, module_new_store_url) -> Iterator[Cds]:
     work = tmp_path_factory.mktemp("cds")
-    url = f"sqlite:///{work / 'predictions.sqlite'}"
+    url = module_new_store_url("predictions")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HMLOPS_PREDICTION_LOG_URL", url)  # the predictor's log is the service's
         _register(real_data(catalog, d130_small), work, MODEL)
@@ -312,6 +312,8 @@ def _edit(change) -> dict[str, Any]:
             "not Patient/example-patient",
         ),
         ({**example_request("complete"), "hook": "order-select"}, "hook", "encounter-discharge"),
+        # found by the fuzzer: it went on as a request header and the service answered 500
+        ({**example_request("complete"), "hookInstance": "\x80"}, "hookInstance", "UUID"),
         (
             {**example_request("complete"), "context": {"patientId": "example-patient"}},
             "context.encounterId",

@@ -110,11 +110,13 @@ def pop(d130_small: Path) -> Population:
 
 
 @pytest.fixture(scope="module")
-def setup(pop: Population, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def setup(
+    pop: Population, tmp_path_factory: pytest.TempPathFactory, module_new_store_url
+) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("detector")
     return {
         "reference": reference_file(pop, work),
-        "store_url": f"sqlite:///{work / 'drift.db'}",
+        "store_url": module_new_store_url("drift"),
         "sink": Sink(),
         "log": work / "detector.log",
     }

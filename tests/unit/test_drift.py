@@ -498,8 +498,8 @@ def _result(window_id: str, version: str, drift: bool) -> DriftResult:
     )
 
 
-def test_results_survive_a_restart(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'drift.db'}"
+def test_results_survive_a_restart(store_url: str) -> None:
+    url = store_url
     store = DriftStore(url)
     assert store.latest() is None
     store.save(_result("w1", "m/1", False))

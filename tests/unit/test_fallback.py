@@ -119,8 +119,8 @@ def test_a_malformed_policy_fails_naming_its_path(tmp_path, change, message) -> 
     assert message in str(caught.value)
 
 
-def test_the_cache_reads_the_encounters_newest_score(tmp_path: Path) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+def test_the_cache_reads_the_encounters_newest_score(store_url: str) -> None:
+    log = PredictionLog(store_url)
     served = ServedModel("readmission-30d", 3, "0" * 64, "fs", "", "diabetes130")
     token = "tok" + "0" * 20
     rows = []

@@ -19,8 +19,8 @@ NOW = datetime(2026, 1, 3, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def log(tmp_path) -> PredictionLog:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+def log(store_url: str) -> PredictionLog:
+    log = PredictionLog(store_url)
     answers = [
         {"prediction_id": f"p{i}", "scored_at": "2026-01-02T10:00:00Z", "risk": 0.3, "alert": i < 3}
         for i in range(4)
@@ -101,3 +101,34 @@ def test_override_reasons_can_be_held_to_a_configured_list(log) -> None:
         allowed_reasons=allowed,
         now=NOW,
     )
+
+
+def test_simultaneous_responses_to_one_alert_record_one_and_refuse_the_rest(log) -> None:
+    """Two clinicians (or a retried request) answering one alert at the same moment: one
+    response is recorded, each other is a duplicate, never a store error."""
+    import threading
+
+    for prediction_id in ("p0", "p1", "p2"):
+        barrier = threading.Barrier(6)
+        outcomes: list[object] = []
+
+        def respond(
+            pid: str = prediction_id,
+            barrier: threading.Barrier = barrier,
+            outcomes: list[object] = outcomes,
+        ) -> None:
+            barrier.wait()
+            try:
+                outcomes.append(record_feedback(log, pid, "acknowledged", "2026-01-02T11:00:00Z"))
+            except FeedbackRejected as exc:
+                outcomes.append(exc.kind)
+            except Exception as exc:  # what must not happen: reported, not raised in a thread
+                outcomes.append(repr(exc))
+
+        threads = [threading.Thread(target=respond) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert outcomes.count("duplicate") == 5, outcomes
+        assert sum(not isinstance(o, str) for o in outcomes) == 1, outcomes

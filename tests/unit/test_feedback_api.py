@@ -4,7 +4,6 @@ answered 4xx by field, and nothing written."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -20,8 +19,8 @@ GOOD = {"prediction_id": "p0", "response": "acted_on", "responded_at": "2026-01-
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> PredictionLog:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+def log(store_url: str) -> PredictionLog:
+    log = PredictionLog(store_url)
     answers = [
         {"prediction_id": f"p{i}", "scored_at": "2026-01-02T10:00:00Z", "risk": 0.3, "alert": True}
         for i in range(3)
@@ -117,11 +116,10 @@ def test_malformed_oversized_and_non_json_bodies_are_refused(client, log) -> Non
     assert _rows(log) == 0
 
 
-def test_a_store_that_is_gone_answers_503_not_500(log: PredictionLog, tmp_path: Path) -> None:
+def test_a_store_that_is_gone_answers_503_not_500(log: PredictionLog, new_store_url) -> None:
     client = TestClient(create_app(log, REASONS), raise_server_exceptions=False)
     log.engine.dispose()
-    (tmp_path / "log.sqlite").unlink()
-    (tmp_path / "log.sqlite").mkdir()  # a directory where the file was: unopenable
+    new_store_url.remove(log.url)
     answer = client.post("/v1/feedback", json=GOOD)
     assert answer.status_code == 503 and answer.json()["errors"][0]["field"] == "store"
     assert client.get("/healthz").status_code == 503

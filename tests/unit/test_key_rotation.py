@@ -173,13 +173,13 @@ def _log_predictions(log: PredictionLog, tokens: list[str]) -> None:
 
 
 def test_the_prediction_log_is_rekeyed_and_outcomes_join_across_the_rotation(
-    rotated, tmp_path: Path
+    rotated, store_url: str
 ) -> None:
     crosswalk = rotated["crosswalk"]
     old_tokens = list(crosswalk.mapping(ENC))[:5]
     new_tokens = [crosswalk.mapping(ENC)[t] for t in old_tokens]
     stranger = "f" * 32  # a token no crosswalk knows
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    log = PredictionLog(store_url)
     _log_predictions(log, [*old_tokens, stranger])
     # an outcome that arrived before the rotation, under the old key
     ingest_outcomes(log, pd.DataFrame({ENC: old_tokens[:1], "readmitted_30d": [1]}), "c" * 64)
@@ -206,11 +206,11 @@ def test_the_prediction_log_is_rekeyed_and_outcomes_join_across_the_rotation(
     assert again.as_dict() == {"predictions": 0, "outcomes": 0, "already_current": 5, "unknown": 1}
 
 
-def test_a_contradicting_outcome_stops_the_rekey_and_changes_nothing(rotated, tmp_path) -> None:
+def test_a_contradicting_outcome_stops_the_rekey_and_changes_nothing(rotated, store_url) -> None:
     crosswalk = rotated["crosswalk"]
     old = next(iter(crosswalk.mapping(ENC)))
     new = crosswalk.mapping(ENC)[old]
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    log = PredictionLog(store_url)
     _log_predictions(log, [old, new])
     ingest_outcomes(log, pd.DataFrame({ENC: [old, new], "readmitted_30d": [1, 0]}), "c" * 64)
     with pytest.raises(KeyRotationError, match="contradicts"):
@@ -220,14 +220,14 @@ def test_a_contradicting_outcome_stops_the_rekey_and_changes_nothing(rotated, tm
     assert sorted(tokens) == sorted([old, new])  # the transaction rolled back
 
 
-def test_during_a_rotation_the_cds_fallback_finds_the_pre_rotation_score(tmp_path) -> None:
+def test_during_a_rotation_the_cds_fallback_finds_the_pre_rotation_score(store_url) -> None:
     from hospital_mlops.cds_config import load_cds_config
     from hospital_mlops.fallback import load_fallback_policy
     from hospital_mlops.fhir_mapping import load_fhir_mapping
     from serving.cds_service import CdsService
     from serving.predictor_client import PredictorClient
 
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    log = PredictionLog(store_url)
     _log_predictions(log, [_token(OLD, "enc-123")])
 
     def service(keyring: HmacKeyring) -> CdsService:
@@ -261,14 +261,14 @@ def test_the_keys_command_shows_ids_never_keys(monkeypatch, capsys, tmp_path) ->
     assert "HMLOPS_HMAC_PREVIOUS_KEY" in capsys.readouterr().err
 
 
-def test_the_rotation_commands_end_to_end(rotated, monkeypatch, capsys, tmp_path) -> None:
+def test_the_rotation_commands_end_to_end(rotated, monkeypatch, capsys, new_store_url) -> None:
     store, crosswalk = rotated["store"], rotated["crosswalk"]
     old_token = next(iter(crosswalk.mapping(ENC)))
-    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    url = new_store_url("log")
     _log_predictions(PredictionLog(url), [old_token])
     monkeypatch.setenv("HMLOPS_HMAC_KEY", NEW_SECRET)
     monkeypatch.setenv("HMLOPS_HMAC_PREVIOUS_KEY", TEST_KEY)
-    empty = f"sqlite:///{tmp_path / 'shadow.sqlite'}"  # a log nothing was written to yet
+    empty = new_store_url("shadow")  # a log nothing was written to yet
     argv = ["keys", "rekey", "--out", str(store), "--log-url", url, "--log-url", empty, "--json"]
     assert main(argv) == 0
     logs = json.loads(capsys.readouterr().out)["logs"]

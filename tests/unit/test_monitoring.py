@@ -242,8 +242,8 @@ def _token(i: int) -> str:
 
 
 @pytest.fixture
-def logged(tmp_path) -> PredictionLog:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+def logged(store_url: str) -> PredictionLog:
+    log = PredictionLog(store_url)
     instances = [{"encounter_token": _token(i)} for i in range(6)]
     answers = [
         {"prediction_id": f"p{i}", "scored_at": "2026-01-06T00:00:00Z", "risk": 0.1, "alert": False}
@@ -303,3 +303,30 @@ def test_an_outcome_that_contradicts_an_earlier_one_is_refused(logged, tmp_path)
         ingest_outcomes(logged, *read_outcomes(flipped))
     third = _csv(tmp_path, f"encounter_token,readmitted_30d\n{_token(3)},0\n")
     assert ingest_outcomes(logged, *read_outcomes(third)).new == 1  # token 3 was not written
+
+
+def test_simultaneous_ingests_of_one_file_write_each_outcome_once(logged, tmp_path) -> None:
+    """The same outcomes file ingested by two jobs at once (a retried CronJob): each outcome
+    is written once, and neither job fails."""
+    import threading
+
+    path = _csv(tmp_path, f"encounter_token,readmitted_30d\n{_token(4)},1\n{_token(5)},0\n")
+    frame, digest = read_outcomes(path)
+    barrier = threading.Barrier(4)
+    done: list[object] = []
+
+    def ingest() -> None:
+        barrier.wait()
+        try:
+            done.append(ingest_outcomes(logged, frame, digest))
+        except Exception as exc:  # what must not happen: reported, not raised in a thread
+            done.append(repr(exc))
+
+    threads = [threading.Thread(target=ingest) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert all(not isinstance(d, str) for d in done) and len(done) == 4, done
+    assert sum(d.new for d in done) == 2  # type: ignore[union-attr]
+    assert {d.rows for d in done} == {2}  # type: ignore[union-attr]

@@ -69,8 +69,8 @@ def test_a_breakdown_must_name_a_request_field(tmp_path: Path) -> None:
         load_monitoring_policy(path)
 
 
-def test_fields_come_out_of_the_logged_request_in_the_database(tmp_path: Path) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+def test_fields_come_out_of_the_logged_request_in_the_database(store_url: str) -> None:
+    log = PredictionLog(store_url)
     served = ServedModel("m", 1, "0" * 64, "fs", "", "diabetes130")
     answers = [
         {"prediction_id": f"{i:036d}", "scored_at": "2026-01-08T01:00:00Z", "risk": 0.2,

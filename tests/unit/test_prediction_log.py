@@ -1,4 +1,6 @@
-"""The prediction log: every answer kept by prediction id, written off the request path."""
+"""The prediction log: every answer kept by prediction id, written off the request path.
+
+Each test that writes or reads the log runs on SQLite and on PostgreSQL (``store_url``)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import os
 import stat
 
 import pytest
+import sqlalchemy as sa
 
 from hospital_mlops.prediction_log import (
     PredictionLog,
@@ -27,8 +30,8 @@ def _answer(i: int) -> dict:
     }
 
 
-def test_background_writes_are_all_kept_and_readable(tmp_path) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+def test_background_writes_are_all_kept_and_readable(store_url) -> None:
+    log = PredictionLog(store_url)
     for batch in range(50):
         answers = [_answer(batch * 4 + j) for j in range(4)]
         instances = [{"age": "[70-80)", "n": j} for j in range(4)]
@@ -41,20 +44,20 @@ def test_background_writes_are_all_kept_and_readable(tmp_path) -> None:
     assert row["model_sha256"] == "a" * 64 and row["features_sha256"] == "b" * 64
     log.close()
     # durable: a new process (a new engine) reads the same rows
-    assert PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}").count() == 200
+    assert PredictionLog(store_url).count() == 200
 
 
-def test_an_unknown_prediction_is_a_clear_error(tmp_path) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+def test_an_unknown_prediction_is_a_clear_error(store_url) -> None:
+    log = PredictionLog(store_url)
     with pytest.raises(PredictionNotFound, match="no prediction 'nope'"):
         log.get("nope")
 
 
-def test_a_duplicate_prediction_id_is_refused_not_overwritten(tmp_path) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+def test_a_duplicate_prediction_id_is_refused_not_overwritten(store_url) -> None:
+    log = PredictionLog(store_url)
     rows = records("r", "v1", SERVED, [{}], [_answer(1)])
     log.write(rows)
-    with pytest.raises(Exception, match="UNIQUE"):
+    with pytest.raises(sa.exc.IntegrityError):
         log.write(rows)
     assert log.count() == 1
 
@@ -68,8 +71,8 @@ def test_the_local_log_is_owner_only(tmp_path, monkeypatch) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_a_failed_background_write_is_counted_and_logs_no_inputs(tmp_path, capfd) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+def test_a_failed_background_write_is_counted_and_logs_no_inputs(store_url, capfd) -> None:
+    log = PredictionLog(store_url)
     patient = {"age": "[70-80)", "diag_1": "PATIENT-VALUE-428.0"}
     rows = records("r", "v1", SERVED, [patient], [_answer(1)])
     log.write(rows)
@@ -83,8 +86,8 @@ def test_a_failed_background_write_is_counted_and_logs_no_inputs(tmp_path, capfd
     assert "PATIENT-VALUE" not in errors and "70-80" not in errors
 
 
-def test_rows_are_written_by_another_process(tmp_path) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+def test_rows_are_written_by_another_process(store_url) -> None:
+    log = PredictionLog(store_url)
     log.append(records("r", "v1", SERVED, [{}], [_answer(1)]))
     log.flush()
     writer = log._writer
@@ -94,8 +97,8 @@ def test_rows_are_written_by_another_process(tmp_path) -> None:
     assert writer._process.poll() == 0  # stopped cleanly, not left behind
 
 
-def test_if_the_writer_process_dies_rows_are_written_in_process(tmp_path) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+def test_if_the_writer_process_dies_rows_are_written_in_process(store_url) -> None:
+    log = PredictionLog(store_url)
     log.append(records("r", "v1", SERVED, [{}], [_answer(1)]))
     log.flush()
     writer = log._writer
@@ -109,14 +112,14 @@ def test_if_the_writer_process_dies_rows_are_written_in_process(tmp_path) -> Non
     # the dead writer's pipe has no reader: the next send fails at once (EPIPE), and every row
     # from then on is written in the serving process
     assert not writer.alive
-    assert PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}").count() == 39
+    assert PredictionLog(store_url).count() == 39
 
 
-def test_inputs_and_answers_are_stored_as_sorted_key_json(tmp_path) -> None:
+def test_inputs_and_answers_are_stored_as_sorted_key_json(store_url) -> None:
     """What orjson cannot encode (an integer beyond 64 bits) is still logged, not lost."""
     import json
 
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    log = PredictionLog(store_url)
     plain = {"z": 1, "age": "[70-80)", "a": [2, 1], "name": "Zoë"}
     huge = {"n": 2**70, "age": "[50-60)"}
     log.append(records("r1", "v1", SERVED, [plain], [_answer(1)]))
@@ -130,8 +133,8 @@ def test_inputs_and_answers_are_stored_as_sorted_key_json(tmp_path) -> None:
     assert stored["r2"] == json.dumps(huge, sort_keys=True)
 
 
-def test_the_join_key_and_answer_are_columns(tmp_path) -> None:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+def test_the_join_key_and_answer_are_columns(store_url) -> None:
+    log = PredictionLog(store_url)
     instances = [{"age": "[70-80)", "encounter_token": "tok_0123456789abcdef"}, {"age": "[50-60)"}]
     answers = [dict(_answer(1), alert=True), dict(_answer(2), alert=False)]
     log.write(records("r", "v1", SERVED, instances, answers))
@@ -144,13 +147,10 @@ def test_the_join_key_and_answer_are_columns(tmp_path) -> None:
     assert (second["encounter_token"], second["alert"]) == (None, False)
 
 
-def test_a_log_from_before_the_monitoring_columns_gets_them_filled(tmp_path) -> None:
+def test_a_log_from_before_the_monitoring_columns_gets_them_filled(store_url) -> None:
     import json
 
-    import sqlalchemy as sa
-
-    path = tmp_path / "old.sqlite"
-    old = sa.create_engine(f"sqlite:///{path}")
+    old = sa.create_engine(store_url)
     with old.begin() as conn:
         conn.execute(
             sa.text(
@@ -172,7 +172,8 @@ def test_a_log_from_before_the_monitoring_columns_gets_them_filled(tmp_path) -> 
                 "answer": json.dumps({"risk": 0.25, "alert": True}),
             },
         )
-    row = PredictionLog(f"sqlite:///{path}").get("p1")
+    old.dispose()
+    row = PredictionLog(store_url).get("p1")
     assert (row["encounter_token"], row["risk"], row["alert"]) == (
         "tok_0123456789abcdef",
         0.25,
@@ -180,15 +181,17 @@ def test_a_log_from_before_the_monitoring_columns_gets_them_filled(tmp_path) -> 
     )
 
 
-def test_a_read_only_database_loses_rows_counted_at_once_not_at_the_next_flush(tmp_path) -> None:
+def test_a_read_only_database_loses_rows_counted_at_once_not_at_the_next_flush(
+    new_store_url,
+) -> None:
     """A database that refuses writes (read-only here; full or gone alike): every row is
     counted as lost as soon as the writer fails it, so the server's counter (and its alert)
     does not wait for a flush."""
     import time
 
-    path = tmp_path / "p.sqlite"
-    PredictionLog(f"sqlite:///{path}").close()  # the tables exist
-    log = PredictionLog(f"sqlite:///file:{path}?mode=ro&uri=true")
+    url = new_store_url("p")
+    PredictionLog(url).close()  # the tables exist
+    log = PredictionLog(new_store_url.read_only(url))
     for i in range(5):
         log.append(records(f"r{i}", "v1", SERVED, [{}], [_answer(i)]))
     deadline = time.monotonic() + 10
@@ -196,5 +199,48 @@ def test_a_read_only_database_loses_rows_counted_at_once_not_at_the_next_flush(t
         time.sleep(0.05)
     assert log.failed_writes == 5  # no flush was asked for
     log.flush()
-    assert log.failed_writes == 5 and PredictionLog(f"sqlite:///{path}").count() == 0
+    assert log.failed_writes == 5 and PredictionLog(url).count() == 0
     log.close()
+
+
+_REPLICA = """
+import sys, time
+from hospital_mlops.prediction_log import PredictionLog, records
+from tests.unit.test_prediction_log import SERVED, _answer
+replica, url, start = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+while time.time() < start:  # imported: now open the database together
+    pass
+log = PredictionLog(url)
+for batch in range(50):
+    answers = [_answer(replica * 1000 + batch * 5 + j) for j in range(5)]
+    log.append(records(f"rep{replica}-{batch}", "v1", SERVED, [{}] * 5, answers))
+log.close()
+print(log.failed_writes)
+"""
+
+
+def test_replicas_starting_together_on_a_new_database_lose_nothing(store_url) -> None:
+    """Four serving processes (replicas, or a predictor and its shadow) open one empty database
+    at the same moment and write at once: the tables are made once, every row lands."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    start = time.time() + 8  # after every replica has imported
+    replicas = [
+        subprocess.Popen(
+            [sys.executable, "-c", _REPLICA, str(i), store_url, str(start)],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    outputs = [replica.communicate(timeout=120) for replica in replicas]
+    for replica, (out, err) in zip(replicas, outputs, strict=True):
+        assert replica.returncode == 0, err[-2000:]
+        assert out.strip() == "0", err[-2000:]
+    assert PredictionLog(store_url).count() == 4 * 250
