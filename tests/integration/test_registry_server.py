@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from hospital_mlops.governance import registry
 from hospital_mlops.governance.config import load_governance
 from hospital_mlops.train import train_risk_model
 from hospital_mlops.use_case import TrainingConfig, load_use_case
+from serving.predictor import ReadmissionPredictor
 from tests.fault_proxy import FaultProxy
 from tests.unit.test_registry import _features
 
@@ -147,15 +149,9 @@ def _champion_in_database(server: LocalMlflow, model: str) -> list[int]:
 def test_a_version_is_registered_signed_off_promoted_and_served_through_the_server(
     servable: Servable, mlflow_server: LocalMlflow, monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    from serving.predictor import ReadmissionPredictor
-
     state = tmp_path / "state"
     _use(monkeypatch, mlflow_server.url, state)
     name = "served-through-the-server"
-    rejected = registry.log_candidate(
-        name, dataclasses.replace(servable.candidate, gates_passed=False)
-    )
-    assert rejected["version"] is None and rejected["run_id"]
     accepted = registry.log_candidate(name, servable.candidate)
     assert accepted["version"] == 1
 
@@ -175,10 +171,13 @@ def test_a_version_is_registered_signed_off_promoted_and_served_through_the_serv
     # mlflow-artifacts: URIs, never a path of its own
     assert _versions_in_database(mlflow_server, name) == [1]
     assert _champion_in_database(mlflow_server, name) == [1]
-    run = registry.client().get_run(accepted["run_id"])
-    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
-    stored = {p.name for p in (mlflow_server.root / "artifacts").rglob("*") if p.is_file()}
-    assert {"golden.parquet", "training.json", "MLmodel"} <= stored
+    uri = registry.client().get_run(accepted["run_id"]).info.artifact_uri
+    assert uri.startswith("mlflow-artifacts:")
+    stored = mlflow_server.root / "artifacts" / urllib.parse.urlsplit(uri).path.lstrip("/")
+    assert (stored / "golden" / "golden.parquet").is_file()
+    assert (stored / "evidence" / "training.json").read_bytes() == (
+        servable.candidate.evidence["training.json"].read_bytes()
+    )
 
     # the predictor loads the champion by alias as serving/ does on a cluster: the files'
     # sha256 against the registry's record, then the golden predictions
@@ -229,6 +228,11 @@ def test_a_server_failing_after_it_answered_is_one_clear_line_from_every_command
         assert len(proxy.failed) > before, f"{command} never reached the fault"
         assert code == 2 and out == "", (command, out, err)
         assert err == f"hmlops: error: the MLflow store at {proxy.url} failed: {cause}\n", command
+    predictor = ReadmissionPredictor("readmission", FAULTED, "champion")
+    assert not predictor.load()  # the pod stays unready, its log saying why
+    assert predictor.not_ready_reason == (
+        f"RegistryUnavailable: the MLflow store at {proxy.url} failed: {cause}"
+    )
     proxy.heal()
     version = registry.client().get_model_version(FAULTED, "1")
     assert "signoff.clinical" in version.tags and "Late" not in version.tags["signoff.clinical"]
@@ -296,6 +300,25 @@ def test_a_server_failing_during_registration_says_what_was_written_and_moves_no
         again = registry.log_candidate(FAULTED, servable.candidate)
         assert again["version"] == max(before) + 1
         assert _champion_in_database(mlflow_server, FAULTED) == [1]
+
+
+def test_retries_would_register_a_version_twice_when_its_answer_is_lost(
+    through_proxy: FaultProxy,
+    mlflow_server: LocalMlflow,
+    servable: Servable,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Why the registry's default is no retries: MLflow retries POSTs too, so the request that
+    created a version, its answer lost, creates another."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+    before = _versions_in_database(mlflow_server, FAULTED)
+    through_proxy.fail("lose", on="model-versions/create", once=True)
+    registered = registry.log_candidate(FAULTED, servable.candidate)["version"]
+    new = sorted(set(_versions_in_database(mlflow_server, FAULTED)) - set(before))
+    assert len(new) == 2 and registered == new[1]
+    assert "run_id" not in registry.client().get_model_version(FAULTED, str(new[0])).tags
 
 
 def test_an_unreachable_server_is_one_line_in_seconds_from_the_cli(tmp_path: Path) -> None:
