@@ -80,7 +80,7 @@ def _use(mp: pytest.MonkeyPatch, uri: str, state: Path) -> None:
     """The registry at ``uri``, and a local state directory of its own that must stay empty."""
     mp.setenv("MLFLOW_TRACKING_URI", uri)
     mp.setenv("HMLOPS_STATE_DIR", str(state))
-    for name in registry.HTTP_DEFAULTS:  # the registry's own bounds, as an operator has them
+    for name in registry.HTTP_DEFAULTS:  # unset, as where no operator set them: the defaults
         mp.delenv(name, raising=False)
 
 
