@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from hospital_mlops.features import FEATURE_SETS
+from hospital_mlops.governance.registry import store_errors
 from hospital_mlops.lineage import utc_now
 from hospital_mlops.train import MODEL_FILES, RiskModel, model_hash
 
@@ -52,6 +53,7 @@ def is_bundle(ref: str) -> bool:
     return (Path(ref) / MANIFEST).is_file()
 
 
+@store_errors
 def export_bundle(model: str, ref: str, out: Path) -> Path:
     """Write version ``ref`` of ``model`` to ``out`` (atomically: a half-written bundle never
     appears under its name)."""
@@ -89,8 +91,10 @@ def export_bundle(model: str, ref: str, out: Path) -> Path:
                 run_id=run_id, artifact_path=f"evidence/{DRIFT_REFERENCE}"
             )
             shutil.copy2(reference, staging / DRIFT_REFERENCE)
-        except (MlflowException, OSError):
-            pass  # versions registered before drift references existed
+        except MlflowException as exc:
+            if not registry.not_found(exc):  # a failing store is not a missing reference
+                raise
+            # versions registered before drift references existed have none
         manifest = {
             "name": model,
             "version": int(version.version),

@@ -2,10 +2,11 @@
 
 A test that touches the prediction log, drift results, feedback, outcomes, rollout observation or
 monitoring takes ``store_url`` (or ``new_store_url`` for several databases) and runs once per
-backend. The PostgreSQL runs carry the ``postgres`` mark: `make test` leaves them to
-`make test-cluster`, which starts one server per test session (per xdist worker) from Debian's
-``postgresql`` package. Outside CI a machine without it skips them with the reason; under CI
-(``CI`` set) that is a failure, never a skip.
+backend. A registry test takes ``mlflow_server``: the registry as a cluster runs it, an
+``mlflow server`` on the session's PostgreSQL. The PostgreSQL runs carry the ``postgres`` mark:
+`make test` leaves them to `make test-cluster`, which starts one server per test session (per
+xdist worker) from Debian's ``postgresql`` package. Outside CI a machine without it skips them
+with the reason; under CI (``CI`` set) that is a failure, never a skip.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from e2e.local_mlflow import LocalMlflow, running_mlflow
 from e2e.local_postgres import LocalPostgres, PostgresUnavailable
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -38,6 +40,16 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(
+    postgres: LocalPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalMlflow]:
+    """A real ``mlflow server`` with a database of its own on ``postgres`` as its backend store
+    and artifacts proxied to a local directory; started once per session (it takes ~11 s)."""
+    with running_mlflow(postgres, tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
 
 
 class StoreFactory:

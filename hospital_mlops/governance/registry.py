@@ -5,27 +5,42 @@ is logged as a run (its evidence kept) but never registered. Promotion to an ali
 ``champion`` requires every sign-off role named in ``config/governance.yaml``. Nothing that
 identifies a patient is written here: parameters, metrics, hashes and token-free feature rows
 only.
+
+The store is the local SQLite file (a laptop, the demo) or, on a cluster, an ``mlflow server``
+over HTTP with PostgreSQL behind it and artifacts proxied through it (``mlflow-artifacts:``).
+Every failure of the store reaches callers as one of this module's errors, with the store's URI
+and the cause in a few words: a store that answers "no such model, version or alias" is a
+RegistryError; one that fails (5xx, a refused or dropped connection, no answer in time) is a
+RegistryUnavailable, never a missing version.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import pandas as pd
 
 from hospital_mlops.paths import state_dir
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# A registry that cannot be reached must fail in seconds, not after minutes of retries.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+# A model load downloads ~120 files; a progress bar per download buried the one line a command
+# prints (and the predictor's log) under kilobytes of bars.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+# MLflow's HTTP client retries a failed request 7 times with exponential back-off (minutes) and
+# waits 120 s for each answer. A registry that cannot be reached must fail in seconds instead.
+# No retries at all: MLflow retries every method, POST included, so a retried request whose
+# answer was lost (the server acted, then the connection dropped) registers a second version.
+# A command is rerun, and a pod restarted, by whoever runs it. The operator's own values win.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 GATES_TAG = "gates.passed"
 SIGNOFF_PREFIX = "signoff."
@@ -41,7 +56,7 @@ def pip_requirements() -> list[str]:
 
 
 class RegistryUnavailable(RuntimeError):
-    """The MLflow tracking/registry store cannot be reached or opened."""
+    """The MLflow tracking/registry store cannot be reached or opened, or failed answering."""
 
 
 class PromotionRefused(PermissionError):
@@ -61,6 +76,13 @@ def tracking_uri() -> str:
     return f"sqlite:///{directory / 'mlflow.db'}"
 
 
+def _bound_http_waits(uri: str) -> None:
+    """For a store over HTTP(S), the waits of ``HTTP_DEFAULTS`` wherever the operator set none."""
+    if uri.startswith(("http://", "https://")):
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+
+
 def client() -> Any:
     """An MlflowClient on the configured store, probed once so an unreachable store fails here
     with its URI, before anything is written."""
@@ -72,18 +94,94 @@ def client() -> Any:
         from hospital_mlops.governance.local_artifacts import use_for_local_store
 
         use_for_local_store(state_dir())  # movable, and readable by a reader that cannot write
+    _bound_http_waits(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     c = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         c.search_experiments(max_results=1)
     except Exception as exc:
-        detail = str(exc).splitlines()[0][:300].replace(uri, _redact(uri))
+        # from None: the chained exception would print the credentials again
         raise RegistryUnavailable(
-            f"the MLflow store at {_redact(uri)} cannot be reached: {type(exc).__name__}: "
-            f"{_redact_userinfo(detail)}"
-        ) from None  # the chained exception would print the credentials again
+            f"the MLflow store at {_redact(uri)} cannot be reached: {failure_cause(exc)}"
+        ) from None
     return c
+
+
+def failure_cause(exc: BaseException) -> str:
+    """Why a store request failed, in a few words: an HTTP status, a refused or dropped
+    connection, no answer in time; otherwise the exception's first line, without credentials.
+
+    MLflow wraps the HTTP client's exception in a message of its own (a long URL, urllib3's
+    retry wording) with the original as its cause or context: the chain says what happened."""
+    from requests.exceptions import Timeout
+
+    chain: list[BaseException] = []
+    cursor: BaseException | None = exc
+    while cursor is not None and cursor not in chain:
+        chain.append(cursor)
+        cursor = cursor.__cause__ or cursor.__context__
+    text = " ".join(str(e) for e in chain)
+    status = re.search(r"too many (\d{3}) error responses|error code (\d{3}) != 200", text)
+    if status:
+        return f"HTTP {status.group(1) or status.group(2)}"
+    for e in chain:
+        code = getattr(getattr(e, "response", None), "status_code", None)
+        if code:
+            return f"HTTP {code}"
+    # a read timeout after the last retry reaches requests as a ConnectionError, not a Timeout
+    if any(isinstance(e, Timeout) for e in chain) or re.search(r"Read timed out", text):
+        timeout = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+        return f"no answer within {timeout} s (MLFLOW_HTTP_REQUEST_TIMEOUT)"
+    if re.search(r"RemoteDisconnected|Connection aborted", text):
+        return "the connection closed before an answer"
+    errno = re.search(r"\[Errno -?\d+\] ([^)'\"]+)", text)
+    if errno:
+        return errno.group(1).strip().lower()
+    uri = tracking_uri()
+    first = (str(exc).splitlines() or [""])[0][:200].replace(uri, _redact(uri))
+    return f"{type(exc).__name__}: {_redact_userinfo(first)}"
+
+
+def not_found(exc: Exception) -> bool:
+    """The store answered that a model, version or alias does not exist (not that it failed)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code in (
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_PARAMETER_VALUE",  # an alias that points nowhere
+    )
+
+
+def _store_failure(exc: BaseException) -> RegistryUnavailable:
+    return RegistryUnavailable(
+        f"the MLflow store at {_redact(tracking_uri())} failed: {failure_cause(exc)}"
+    )
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def store_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """``func`` raising the registry's errors for the store's: a request the store refuses
+    (4xx: no such model, version, alias or artifact) is a RegistryError with the store's reason;
+    any other failure is a RegistryUnavailable naming the store and the cause."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from mlflow.exceptions import MlflowException
+        from requests import RequestException
+
+        try:
+            return func(*args, **kwargs)
+        except (MlflowException, RequestException) as exc:
+            if isinstance(exc, MlflowException) and 400 <= exc.get_http_status_code() < 500:
+                reason = re.sub(r"^[A-Z_]+: ", "", str(exc).splitlines()[0])
+                raise RegistryError(reason) from None
+            raise _store_failure(exc) from None
+
+    return wrapper
 
 
 def _redact_userinfo(text: str) -> str:
@@ -143,23 +241,42 @@ def log_candidate(model_name: str, candidate: Candidate) -> dict[str, Any]:
     try:
         return _log_candidate(model_name, candidate, progress)
     except (MlflowException, SQLAlchemyError, OSError) as exc:
-        uri = _redact(tracking_uri())
-        reason = _redact_userinfo(str(exc).splitlines()[0][:200]).replace(tracking_uri(), uri)
         done = (
             f"the run {progress['run_id']} was logged"
             if "run_id" in progress
             else "nothing was logged"
         )
-        registered = (
-            f"version {progress['version']} was created but not completed (retire it)"
-            if "version" in progress
-            else "no version was registered"
-        )
         raise RegistrationFailed(
-            f"the MLflow store at {uri} failed during registration "
-            f"({type(exc).__name__}: {reason}); {done}, {registered}, and no alias changed. "
-            "Run the step again when the store answers."
+            f"the MLflow store at {_redact(tracking_uri())} failed during registration "
+            f"({failure_cause(exc)}); {done}, {_left_registered(model_name, progress)}, and no "
+            "alias changed. Run the step again when the store answers."
         ) from None
+
+
+def _left_registered(model: str, progress: dict[str, Any]) -> str:
+    """What a failed registration left in the registry. A SQLite store's transaction says it
+    alone; over HTTP the server may have created the version and its answer been lost, so the
+    registry is asked once more, and when it cannot answer that is said."""
+    if "version" in progress:
+        return f"version {progress['version']} was created but not completed (retire it)"
+    if "registering" not in progress or not tracking_uri().startswith(("http://", "https://")):
+        return "no version was registered"
+    from mlflow.exceptions import MlflowException
+
+    run_id = progress["run_id"]
+    try:
+        found = client().search_model_versions(f"name='{model}' and run_id='{run_id}'")
+    except (RegistryUnavailable, MlflowException, OSError):
+        return (
+            f"whether a version was registered could not be checked (look for one of run "
+            f"{run_id} in `hmlops registry show --model {model}` and retire it)"
+        )
+    if not found:
+        return "no version was registered"
+    numbers = ", ".join(str(v.version) for v in sorted(found, key=lambda v: int(v.version)))
+    if len(found) == 1:
+        return f"version {numbers} was created but not completed (retire it)"
+    return f"versions {numbers} were created but not completed (retire them)"
 
 
 def _log_candidate(
@@ -210,6 +327,7 @@ def _log_candidate(
     }
     if not candidate.gates_passed:
         return result
+    progress["registering"] = True
     version = mlflow.register_model(info.model_uri, model_name, tags=tags)
     progress["version"] = int(version.version)
     c.set_model_version_tag(model_name, version.version, "run_id", run_id)
@@ -223,7 +341,9 @@ def _version(c: Any, model: str, version: int) -> Any:
     try:
         return c.get_model_version(model, str(version))
     except MlflowException as exc:
-        raise RegistryError(f"model {model!r} has no version {version}") from exc
+        if not_found(exc):
+            raise RegistryError(f"model {model!r} has no version {version}") from exc
+        raise _store_failure(exc) from None
 
 
 def model_version(c: Any, model: str, version: int) -> Any:
@@ -231,6 +351,7 @@ def model_version(c: Any, model: str, version: int) -> Any:
     return _version(c, model, version)
 
 
+@store_errors
 def sign_off(model: str, version: int, role: str, by: str, note: str = "") -> dict[str, Any]:
     from hospital_mlops.governance.config import ROLES
 
@@ -253,6 +374,7 @@ def signoffs(version: Any) -> dict[str, dict[str, str]]:
     }
 
 
+@store_errors
 def promote(model: str, version: int, alias: str, required_roles: Sequence[str]) -> dict[str, Any]:
     """Point ``alias`` at the version, or refuse naming everything that is missing."""
     c = client()
@@ -272,6 +394,7 @@ def promote(model: str, version: int, alias: str, required_roles: Sequence[str])
     return {"model": model, "version": version, "alias": alias, "signoffs": signed}
 
 
+@store_errors
 def show(model: str) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
 
@@ -279,7 +402,9 @@ def show(model: str) -> dict[str, Any]:
     try:
         registered = c.get_registered_model(model)
     except MlflowException as exc:
-        raise RegistryError(f"no registered model named {model!r}") from exc
+        if not_found(exc):
+            raise RegistryError(f"no registered model named {model!r}") from exc
+        raise _store_failure(exc) from None
     versions = sorted(c.search_model_versions(f"name='{model}'"), key=lambda v: int(v.version))
     aliases: dict[str, list[str]] = {}
     for alias, version in (registered.aliases or {}).items():
@@ -309,6 +434,7 @@ def model_uri(model: str, ref: str) -> str:
     return f"models:/{model}/{ref}" if ref.isdigit() else f"models:/{model}@{ref}"
 
 
+@store_errors
 def verify_golden(uri: str, tolerance: float = 1e-9) -> dict[str, Any]:
     """Load a registered model and check it reproduces its stored golden predictions; the
     serving layer runs this at start-up and refuses to serve on a mismatch."""
@@ -344,7 +470,9 @@ def _resolve(c: Any, model: str, ref: str) -> Any:
     try:
         return c.get_model_version_by_alias(model, ref)
     except MlflowException as exc:
-        raise RegistryError(f"model {model!r} has no alias {ref!r}") from exc
+        if not_found(exc):
+            raise RegistryError(f"model {model!r} has no alias {ref!r}") from exc
+        raise _store_failure(exc) from None
 
 
 def _training_record(version: Any) -> dict[str, Any]:
@@ -356,6 +484,7 @@ def _training_record(version: Any) -> dict[str, Any]:
     return dict(json.loads(Path(local).read_text()))
 
 
+@store_errors
 def compare(model: str, champion: str, challenger: str, store: Path) -> dict[str, Any]:
     """Score the challenger's own test slice with both versions and compare them on it."""
     import mlflow
@@ -443,6 +572,7 @@ class LoadedModel:
     tags: dict[str, str]
 
 
+@store_errors
 def load_risk_model(model: str, ref: str) -> LoadedModel:
     """The registered version's own scoring function (not MLflow's wrapper), with its training
     record (thresholds); ``ref`` is a version number, an alias or ``latest``.

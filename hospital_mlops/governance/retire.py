@@ -13,6 +13,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from hospital_mlops.governance.registry import store_errors
+
 
 class RetirementRefused(PermissionError):
     pass
@@ -26,6 +28,7 @@ def retired(version: Any) -> dict[str, str] | None:
     return json.loads(raw) if raw else None
 
 
+@store_errors
 def retire(model: str, version: int, by: str, reason: str, *, withdraw: bool = False) -> dict:
     from hospital_mlops.governance import registry
     from hospital_mlops.rollout import audit

@@ -174,8 +174,8 @@ def test_a_registry_that_goes_away_during_registration_fails_clearly_and_changes
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail now, not after minutes
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    for name in registry.HTTP_DEFAULTS:  # the registry's own bounds: fail now, not in minutes
+        monkeypatch.delenv(name, raising=False)
     server = _start_tracking_server(tmp_path, port)
     name = "test-registry-gone"
     try:
@@ -196,7 +196,9 @@ def test_a_registry_that_goes_away_during_registration_fails_clearly_and_changes
         message = str(err.value)
         assert f"http://127.0.0.1:{port}" in message and "failed during registration" in message
         assert "the run " in message and "was logged" in message
-        assert "no version was registered" in message and "no alias changed" in message
+        # the server may have created the version before it died: only the registry can say
+        assert "whether a version was registered could not be checked" in message
+        assert "no alias changed" in message
         monkeypatch.setattr(mlflow, "register_model", original)
         # the registry's own database, read directly: what a restarted server would serve
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
