@@ -86,21 +86,15 @@ class DriftStore:
 def reference_from_registry(model: str, ref: str) -> tuple[DriftReference, str]:
     """The registered version's ``evidence/drift_reference.parquet`` and the version label the
     predictor puts in its answers (``name/3``)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     from hospital_mlops.drift import DriftReferenceError
     from hospital_mlops.governance import registry
 
     version = registry._resolve(registry.client(), model, ref)
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path=f"evidence/{REFERENCE_FILE}"
-        )
-    except (MlflowException, OSError) as exc:
+    local = registry.evidence_file(version.run_id, f"evidence/{REFERENCE_FILE}")
+    if local is None:
         raise DriftReferenceError(
-            f"{model} version {version.version} has no evidence/{REFERENCE_FILE} "
-            f"({type(exc).__name__}); it was registered before drift references were recorded: "
-            "retrain, or start the detector with a local reference"
-        ) from None
+            f"{model} version {version.version} has no evidence/{REFERENCE_FILE}; it was "
+            "registered before drift references were recorded: retrain, or start the detector "
+            "with a local reference"
+        )
     return read_reference(Path(local)), f"{model}/{version.version}"

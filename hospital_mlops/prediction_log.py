@@ -138,7 +138,10 @@ def _monitoring_columns(instance: Any, answer: dict[str, Any]) -> dict[str, Any]
 
 def _engine(url: str) -> sa.Engine:
     # hide_parameters: a failed write's error must not carry the patient's inputs into a log.
-    engine = sa.create_engine(url, future=True, hide_parameters=True)
+    # pool_pre_ping: a database server restarted (a failover, an upgrade) leaves the writer's
+    # pooled connection dead; checked before each batch, it costs a round trip, not the batch.
+    server = not url.startswith("sqlite")
+    engine = sa.create_engine(url, future=True, hide_parameters=True, pool_pre_ping=server)
     create_tables(engine, _metadata, migrate=_add_missing_columns)
     return engine
 

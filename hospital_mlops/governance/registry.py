@@ -163,6 +163,47 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def raise_if_failure(exc: BaseException) -> None:
+    """For a caller that treats "not there" as an answer (no champion yet, no evidence): return
+    when the store refused the request (4xx: no such model, version, alias or artifact); raise
+    RegistryUnavailable when it failed (5xx, no answer), which must never pass for "not there"
+    (a rollout would then delete the champion alias it meant to restore)."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException) and 400 <= exc.get_http_status_code() < 500:
+        return
+    raise _store_failure(exc) from None
+
+
+def evidence_file(run_id: str, artifact_path: str) -> Path | None:
+    """One artifact of a run, downloaded; None only when the store holds no such file.
+
+    MLflow's proxied-artifact client reports a failed listing as "no such artifact" (404,
+    RESOURCE_DOES_NOT_EXIST) even when the server answered 503. So a refusal is checked by
+    listing the file's directory: a listing that fails, or one that shows the file, means
+    the store failed (RegistryUnavailable), never that the evidence is missing."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from requests import RequestException
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path))
+    except OSError:
+        return None  # the local store's file repository: no such file
+    except (MlflowException, RequestException) as exc:
+        raise_if_failure(exc)
+        failed = exc
+    parent = artifact_path.rsplit("/", 1)[0] if "/" in artifact_path else None
+    try:
+        listed = {f.path for f in client().list_artifacts(run_id, parent)}
+    except (MlflowException, RequestException) as exc:
+        raise_if_failure(exc)
+        return None  # the directory itself is refused: nothing there
+    if artifact_path in listed:
+        raise _store_failure(failed) from None
+    return None
+
+
 def store_errors(func: Callable[P, R]) -> Callable[P, R]:
     """``func`` raising the registry's errors for the store's: a request the store refuses
     (4xx: no such model, version, alias or artifact) is a RegistryError with the store's reason;

@@ -113,24 +113,16 @@ def baseline_from_registry(model: str, ref: str) -> tuple[Baseline, int]:
     it gave that period (``evidence/test_predictions.parquet``, every encounter of it, with
     labels); and its version number. The drift detector's reference is a label-free sample of
     the same period."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     from hospital_mlops.governance import registry
 
     version = registry._resolve(registry.client(), model, ref)
-    try:
-        evaluation = mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path="evidence/evaluation.json"
-        )
-        test_period = mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path="evidence/test_predictions.parquet"
-        )
-    except (MlflowException, OSError) as exc:
+    evaluation = registry.evidence_file(version.run_id, "evidence/evaluation.json")
+    test_period = registry.evidence_file(version.run_id, "evidence/test_predictions.parquet")
+    if evaluation is None or test_period is None:
         raise MonitoringError(
-            f"{model} version {version.version} lacks its evaluation evidence "
-            f"({type(exc).__name__}): no baseline to monitor against"
-        ) from None
+            f"{model} version {version.version} lacks its evaluation evidence: no baseline to "
+            "monitor against"
+        )
     with open(evaluation, encoding="utf-8") as handle:
         record = json.load(handle)
     scores = pd.read_parquet(Path(test_period), columns=["score"])["score"].to_numpy("float64")

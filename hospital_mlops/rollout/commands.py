@@ -145,13 +145,15 @@ def _registered(model: str, version: int) -> Registered:
     c = registry.client()
     try:
         mv = c.get_model_version(model, str(version))
-    except MlflowException:
+    except MlflowException as exc:
+        registry.raise_if_failure(exc)
         raise RolloutError(f"model {model!r} has no registered version {version}") from None
     if mv.tags.get(registry.GATES_TAG) != "true":
         raise RolloutRefused(f"{model} version {version} did not pass its model gates")
     try:
         champion: int | None = int(c.get_model_version_by_alias(model, "champion").version)
-    except MlflowException:
+    except MlflowException as exc:
+        registry.raise_if_failure(exc)
         champion = None
     signed = registry.signoffs(mv)
     required = load_governance().required_signoffs
@@ -478,7 +480,8 @@ def _champion(model: str) -> str | None:
 
     try:
         return str(registry.client().get_model_version_by_alias(model, "champion").version)
-    except MlflowException:
+    except MlflowException as exc:
+        registry.raise_if_failure(exc)
         return None
 
 

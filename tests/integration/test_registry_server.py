@@ -371,3 +371,35 @@ def test_the_operators_retries_and_timeout_are_kept(
         elapsed = time.monotonic() - started
     assert str(err.value).endswith("no answer within 2 s (MLFLOW_HTTP_REQUEST_TIMEOUT)")
     assert 1.5 < elapsed < 10
+
+
+def test_a_failing_server_is_never_taken_for_a_missing_champion_or_missing_evidence(
+    through_proxy: FaultProxy, mlflow_server: LocalMlflow
+) -> None:
+    """What the rollout and monitoring read as "not there" (no champion yet, no evidence
+    recorded) they read only from a refusal: a 503 is the store failing. Taken for "no
+    champion", a rollout's restore step would delete the champion alias."""
+    from hospital_mlops.drift import DriftReferenceError
+    from hospital_mlops.drift_store import reference_from_registry
+    from hospital_mlops.monitoring.run import MonitoringError, baseline_from_registry
+    from hospital_mlops.rollout.commands import _champion, _registered
+
+    proxy = through_proxy
+    assert _champion(FAULTED) == "1" and _champion("no-such-model") is None
+    with pytest.raises(MonitoringError, match="lacks its evaluation evidence"):
+        baseline_from_registry(FAULTED, "champion")  # healthy: this version has none
+    with pytest.raises(DriftReferenceError, match="has no evidence/drift_reference"):
+        reference_from_registry(FAULTED, "champion")
+    unavailable = f"the MLflow store at {proxy.url} failed: HTTP 503"
+    proxy.fail("status", on="alias")
+    with pytest.raises(registry.RegistryUnavailable, match=unavailable):
+        _champion(FAULTED)
+    with pytest.raises(registry.RegistryUnavailable, match=unavailable):
+        _registered(FAULTED, 1)
+    proxy.fail("status", on="artifacts")
+    with pytest.raises(registry.RegistryUnavailable, match=unavailable):
+        baseline_from_registry(FAULTED, "1")
+    with pytest.raises(registry.RegistryUnavailable, match=unavailable):
+        reference_from_registry(FAULTED, "1")
+    proxy.heal()
+    assert _champion_in_database(mlflow_server, FAULTED) == [1]

@@ -244,3 +244,31 @@ def test_replicas_starting_together_on_a_new_database_lose_nothing(store_url) ->
         assert replica.returncode == 0, err[-2000:]
         assert out.strip() == "0", err[-2000:]
     assert PredictionLog(store_url).count() == 4 * 250
+
+
+@pytest.mark.postgres
+def test_a_database_server_restart_loses_no_row(tmp_path) -> None:
+    """The database restarts under a running predictor (a failover, a minor upgrade): the
+    writer process's pooled connection is dead, checked before the next batch and replaced;
+    no row is lost."""
+    from e2e.local_postgres import LocalPostgres, PostgresUnavailable
+    from tests.stores import unavailable
+
+    try:
+        server = LocalPostgres(tmp_path / "pg").start()
+    except PostgresUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        url = server.create_database("restart")
+        log = PredictionLog(url)
+        log.append(records("before", "v1", SERVED, [{}] * 5, [_answer(i) for i in range(5)]))
+        log.flush()
+        assert log.count() == 5
+        server.restart()
+        for i in range(5, 25):
+            log.append(records(f"after-{i}", "v1", SERVED, [{}], [_answer(i)]))
+        log.flush()
+        assert log.failed_writes == 0 and log.count() == 25
+        log.close()
+    finally:
+        server.stop()
