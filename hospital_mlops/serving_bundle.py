@@ -58,7 +58,6 @@ def export_bundle(model: str, ref: str, out: Path) -> Path:
     """Write version ``ref`` of ``model`` to ``out`` (atomically: a half-written bundle never
     appears under its name)."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     from hospital_mlops.governance import registry
 
@@ -86,15 +85,11 @@ def export_bundle(model: str, ref: str, out: Path) -> Path:
                 mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact),
                 staging / name,
             )
-        try:
-            reference = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=f"evidence/{DRIFT_REFERENCE}"
-            )
+        # versions registered before drift references existed have none; a failing store is
+        # not a missing reference (evidence_file tells the two apart)
+        reference = registry.evidence_file(run_id, f"evidence/{DRIFT_REFERENCE}")
+        if reference is not None:
             shutil.copy2(reference, staging / DRIFT_REFERENCE)
-        except MlflowException as exc:
-            if not registry.not_found(exc):  # a failing store is not a missing reference
-                raise
-            # versions registered before drift references existed have none
         manifest = {
             "name": model,
             "version": int(version.version),

@@ -12,6 +12,7 @@ with the reason; under CI (``CI`` set) that is a failure, never a skip.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -120,3 +121,24 @@ def module_new_store_url(
 
 
 NewStoreUrl = Callable[[str], str]
+
+
+def simultaneously(count: int, call: Callable[[], object]) -> list[object]:
+    """``call`` in ``count`` threads released at the same moment: each one's result, or the
+    exception it raised (returned, not raised in a thread where nobody would see it)."""
+    barrier = threading.Barrier(count)
+    results: list[object] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(call())
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results

@@ -159,10 +159,6 @@ def _store_failure(exc: BaseException) -> RegistryUnavailable:
     )
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
 def raise_if_failure(exc: BaseException) -> None:
     """For a caller that treats "not there" as an answer (no champion yet, no evidence): return
     when the store refused the request (4xx: no such model, version, alias or artifact); raise
@@ -204,6 +200,10 @@ def evidence_file(run_id: str, artifact_path: str) -> Path | None:
     return None
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
 def store_errors(func: Callable[P, R]) -> Callable[P, R]:
     """``func`` raising the registry's errors for the store's: a request the store refuses
     (4xx: no such model, version, alias or artifact) is a RegistryError with the store's reason;
@@ -217,10 +217,9 @@ def store_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except (MlflowException, RequestException) as exc:
-            if isinstance(exc, MlflowException) and 400 <= exc.get_http_status_code() < 500:
-                reason = re.sub(r"^[A-Z_]+: ", "", str(exc).splitlines()[0])
-                raise RegistryError(reason) from None
-            raise _store_failure(exc) from None
+            raise_if_failure(exc)
+            reason = re.sub(r"^[A-Z_]+: ", "", str(exc).splitlines()[0])
+            raise RegistryError(reason) from None
 
     return wrapper
 

@@ -247,8 +247,11 @@ def test_a_prediction_walks_back_to_its_source_extract(stack, example_body, d130
 
 
 def test_no_raw_identifier_reaches_the_prediction_log_or_server_logs(
-    stack, stores, catalog, d130_full
+    stack, stores, example_body, catalog, d130_full
 ) -> None:
+    _, urls = stack
+    answer = httpx.post(f"{urls['p']}/v1/models/readmission:predict", json=example_body)
+    assert answer.status_code == 200  # at least this prediction is logged and scanned
     raw = read_extract(d130_full, catalog.source("diabetes130"))["encounters"]
     ids = raw_identifiers(raw["encounter_id"]) | raw_identifiers(raw["patient_nbr"])
     state = Path(os.environ["HMLOPS_STATE_DIR"])
@@ -257,7 +260,11 @@ def test_no_raw_identifier_reaches_the_prediction_log_or_server_logs(
     else:
         from hospital_mlops.prediction_log import PredictionLog
 
-        assert PredictionLog(stores["log"]).count() > 0  # the scan below reads real rows
+        log = PredictionLog(stores["log"])
+        deadline = time.monotonic() + 20  # written by the predictor's writer process
+        while log.count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert log.count() > 0  # the scan below reads real rows
         assert scan_database(stores["log"], ids) == [] and scan_database(stores["drift"], ids) == []
     assert scan(state, ids) == []
 

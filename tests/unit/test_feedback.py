@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from hospital_mlops.monitoring.feedback import (
+    FeedbackRecorded,
     FeedbackRejected,
     feedback_table,
     record_feedback,
@@ -16,6 +17,7 @@ from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
 
 SERVED = ServedModel("readmission-30d", 1, "a" * 64, "fs", "b" * 64, "diabetes130")
 NOW = datetime(2026, 1, 3, 12, 0, tzinfo=UTC)
+NOW_TEXT = "2026-01-02T11:00:00Z"  # a response time after every logged prediction
 
 
 @pytest.fixture
@@ -106,29 +108,12 @@ def test_override_reasons_can_be_held_to_a_configured_list(log) -> None:
 def test_simultaneous_responses_to_one_alert_record_one_and_refuse_the_rest(log) -> None:
     """Two clinicians (or a retried request) answering one alert at the same moment: one
     response is recorded, each other is a duplicate, never a store error."""
-    import threading
+    from tests.stores import simultaneously
 
     for prediction_id in ("p0", "p1", "p2"):
-        barrier = threading.Barrier(6)
-        outcomes: list[object] = []
-
-        def respond(
-            pid: str = prediction_id,
-            barrier: threading.Barrier = barrier,
-            outcomes: list[object] = outcomes,
-        ) -> None:
-            barrier.wait()
-            try:
-                outcomes.append(record_feedback(log, pid, "acknowledged", "2026-01-02T11:00:00Z"))
-            except FeedbackRejected as exc:
-                outcomes.append(exc.kind)
-            except Exception as exc:  # what must not happen: reported, not raised in a thread
-                outcomes.append(repr(exc))
-
-        threads = [threading.Thread(target=respond) for _ in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert outcomes.count("duplicate") == 5, outcomes
-        assert sum(not isinstance(o, str) for o in outcomes) == 1, outcomes
+        outcomes = simultaneously(
+            6, lambda pid=prediction_id: record_feedback(log, pid, "acknowledged", NOW_TEXT)
+        )
+        kinds = [o.kind if isinstance(o, FeedbackRejected) else o for o in outcomes]
+        assert kinds.count("duplicate") == 5, outcomes
+        assert sum(isinstance(o, FeedbackRecorded) for o in outcomes) == 1, outcomes

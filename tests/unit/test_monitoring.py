@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from hospital_mlops.monitoring.outcomes import (
+    OutcomesIngested,
     OutcomesRejected,
     ingest_outcomes,
     read_outcomes,
@@ -308,25 +309,11 @@ def test_an_outcome_that_contradicts_an_earlier_one_is_refused(logged, tmp_path)
 def test_simultaneous_ingests_of_one_file_write_each_outcome_once(logged, tmp_path) -> None:
     """The same outcomes file ingested by two jobs at once (a retried CronJob): each outcome
     is written once, and neither job fails."""
-    import threading
+    from tests.stores import simultaneously
 
     path = _csv(tmp_path, f"encounter_token,readmitted_30d\n{_token(4)},1\n{_token(5)},0\n")
     frame, digest = read_outcomes(path)
-    barrier = threading.Barrier(4)
-    done: list[object] = []
-
-    def ingest() -> None:
-        barrier.wait()
-        try:
-            done.append(ingest_outcomes(logged, frame, digest))
-        except Exception as exc:  # what must not happen: reported, not raised in a thread
-            done.append(repr(exc))
-
-    threads = [threading.Thread(target=ingest) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert all(not isinstance(d, str) for d in done) and len(done) == 4, done
+    done = simultaneously(4, lambda: ingest_outcomes(logged, frame, digest))
+    assert len(done) == 4 and all(isinstance(d, OutcomesIngested) for d in done), done
     assert sum(d.new for d in done) == 2  # type: ignore[union-attr]
     assert {d.rows for d in done} == {2}  # type: ignore[union-attr]
