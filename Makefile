@@ -14,7 +14,7 @@ export DO_NOT_TRACK := 1
 # started; a served image compiles at load and keeps no machine code on disk (docs/serving.md).
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
-.PHONY: demo test test-postgres test-cluster test-containers images lint typecheck bench bench-containers compile clean audit
+.PHONY: demo test test-postgres test-cluster test-containers e2e images lint typecheck bench bench-containers compile clean audit
 
 # uv installs the exact pins of the lock files (the same wheels pip would pick) in about a
 # quarter of pip's time; it lives in its own venv so that neither environment it builds, nor
@@ -77,8 +77,16 @@ test-postgres: $(STAMP)
 	e2e/install-postgres.sh
 	$(BIN)/pytest -q -n 2 --dist loadgroup -m postgres --junitxml=out/test-results-postgres.xml
 
+# The rendered production and canary overlays' workloads run in podman as declared (Deployments
+# through `podman kube play`, InferenceService components as KServe's pods), end to end against
+# PostgreSQL and an `mlflow server` (e2e/run.py; docs/deployment.md). Exits 0 only when all of it
+# worked; the last line is a JSON summary.
+e2e: images
+	e2e/install-postgres.sh
+	$(BIN)/python -m e2e.run
+
 # The second CI target: what runs the cluster's parts for real, too slow for `make test`.
-test-cluster: test-postgres test-containers
+test-cluster: test-postgres test-containers e2e
 
 # Known vulnerabilities in the locked dependencies (pip-audit asks PyPI's advisory data; where it
 # cannot be reached every dependency is reported as skipped, never as clean: docs/security.md).

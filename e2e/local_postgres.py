@@ -62,6 +62,7 @@ class LocalPostgres:
     root: Path
     port: int = 0
     listen: tuple[str, ...] = ("127.0.0.1",)
+    clients: tuple[str, ...] = ()  # CIDRs beyond loopback allowed in (password auth)
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     _as_user: list[str] = field(default_factory=list, init=False)
     _databases: int = field(default=0, init=False)
@@ -126,6 +127,7 @@ class LocalPostgres:
                 "--no-sync",
             )
         pwfile.unlink()
+        self._allow_clients()
         self.port = self.port or free_port()
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses={','.join(self.listen)} "
@@ -146,6 +148,16 @@ class LocalPostgres:
             "start",
         )
         return self
+
+    def _allow_clients(self) -> None:
+        """pg_hba.conf lets in the given networks too (initdb allows only loopback), with the
+        same password authentication as loopback."""
+        hba = self.data_dir / "pg_hba.conf"
+        text = hba.read_text()
+        lines = [f"host all all {cidr} scram-sha-256" for cidr in self.clients]
+        missing = [line for line in lines if line not in text.splitlines()]
+        if missing:
+            hba.write_text(text.rstrip("\n") + "\n" + "\n".join(missing) + "\n")
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
@@ -188,12 +200,14 @@ class LocalPostgres:
 
 @contextlib.contextmanager
 def running_postgres(
-    root: Path | None = None, listen: tuple[str, ...] = ("127.0.0.1",)
+    root: Path | None = None,
+    listen: tuple[str, ...] = ("127.0.0.1",),
+    clients: tuple[str, ...] = (),
 ) -> Iterator[LocalPostgres]:
     with contextlib.ExitStack() as stack:
         if root is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hmlops-pg-")))
-        server = LocalPostgres(root, listen=listen).start()
+        server = LocalPostgres(root, listen=listen, clients=clients).start()
         try:
             yield server
         finally:

@@ -7,7 +7,6 @@ missing engine or image is a failure, never a skip: a suite that did not run is 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -65,16 +64,12 @@ def engine() -> str:
 
 @pytest.fixture(scope="session")
 def images(engine: str) -> Images:
-    if not IMAGES_JSON.exists():
-        _unavailable(f"no {IMAGES_JSON}: build the images first (make images)")
-    record = json.loads(IMAGES_JSON.read_text())
-    refs = {}
-    for name in ("pipeline", "serving"):
-        entry = record["images"][name]
-        found = podman("image", "inspect", "--format", "{{.Id}}", entry["ref"], check=False)
-        if found.returncode != 0 or found.stdout.strip() != entry["id"]:
-            _unavailable(f"{entry['ref']} is not the image {IMAGES_JSON} records: rebuild it")
-        refs[name] = entry["digest_ref"] or entry["ref"]
+    from e2e.podman import ImagesMissing, built_images
+
+    try:
+        refs, record = built_images(IMAGES_JSON)
+    except ImagesMissing as exc:
+        _unavailable(str(exc))
     return Images(refs["pipeline"], refs["serving"], record)
 
 
