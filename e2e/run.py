@@ -329,7 +329,7 @@ def _rollout(env: Mapping[str, str], version: int, image: str, work: Path) -> di
                "--gitops-dir", str(gitops), "--image", image, "--actor", "e2e",
                "--json")  # fmt: skip
     decision = json.loads(out)
-    patch = Path(str((decision.get("action") or {}).get("patch_path") or ""))
+    patch = Path(str(decision.get("patch_path") or ""))
     if not patch.is_file() or gitops not in patch.parents:
         raise E2EError(f"rollout advance wrote no GitOps change: {json.dumps(decision)[:800]}")
     rendered = subprocess.run(
