@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hospital_mlops.monitoring.poisson_draws import PoissonDraws
+
 _BLOCK = 25  # replicates drawn together: matrices of a few MB, each block its own stream
 
 
@@ -64,12 +66,12 @@ class RankGroups:
         from ``seed``, so the result does not depend on how blocks are scheduled."""
         blocks = [min(_BLOCK, count - start) for start in range(0, count, _BLOCK)]
         streams = np.random.SeedSequence(seed).spawn(len(blocks))
+        draws = PoissonDraws(np.r_[self.case_counts, self.class_counts])
+        cut = len(self.case_counts)
         out = []
         for size, stream in zip(blocks, streams, strict=True):
-            rng = np.random.default_rng(stream)
-            cases = rng.poisson(self.case_counts, size=(size, len(self.case_counts)))
-            non_cases = rng.poisson(self.class_counts, size=(size, len(self.class_counts)))
-            out.append(self.auroc(cases.astype("float64"), non_cases.astype("float64")))
+            weights = draws.draw(np.random.default_rng(stream), size)
+            out.append(self.auroc(weights[:, :cut], weights[:, cut:]))
         return np.concatenate(out)
 
 

@@ -1,12 +1,15 @@
-"""The window AUROC's grouped Poisson bootstrap against the row-weight bootstrap it replaced."""
+"""The window AUROC's grouped Poisson bootstrap against the row-weight bootstrap it replaced,
+and its Poisson draws against the Poisson distribution."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from hospital_mlops.evaluate import weighted
 from hospital_mlops.monitoring.auroc_bootstrap import RankGroups, auroc_with_ci
+from hospital_mlops.monitoring.poisson_draws import PoissonDraws
 
 
 def _sample(n: int, seed: int, decimals: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -107,3 +110,20 @@ def test_the_same_seed_gives_the_same_interval_and_a_sure_model_a_point_one() ->
     tied = np.full(200, 0.3)  # no discrimination at all: every pair a tie
     point, ci = auroc_with_ci(np.r_[np.ones(50), np.zeros(150)], tied, 200, 0, 0.95)
     assert point == 0.5 and ci == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("mean", [1.0, 2.0, 7.0, 19.0, 60.0, 300.0])
+def test_the_group_draws_are_poisson_of_the_group_size(mean: float) -> None:
+    """Inverse-CDF draws through the guide tables (300: beyond the tables, numpy's own), each
+    column its own mean, against the Poisson distribution."""
+    means = np.array([1.0, mean, 5.0])
+    draws = PoissonDraws(means).draw(np.random.default_rng(11), 200_000)
+    assert draws.shape == (200_000, 3) and (draws == np.round(draws)).all() and draws.min() >= 0
+    x = draws[:, 1].astype(np.int64)
+    # expected counts of at least 20 per bin, the tails pooled
+    low, high = (int(k) for k in stats.poisson.ppf([1e-4, 1 - 1e-4], mean))
+    observed = np.bincount(np.clip(x, low, high) - low, minlength=high - low + 1)
+    expected = np.diff(np.r_[0.0, stats.poisson.cdf(np.arange(low, high), mean), 1.0])
+    assert stats.chisquare(observed, expected * len(x)).pvalue > 0.001
+    assert x.mean() == pytest.approx(mean, rel=0.01) and x.var() == pytest.approx(mean, rel=0.03)
+    assert abs(np.corrcoef(draws[:, 0], draws[:, 1])[0, 1]) < 0.01  # columns independent
