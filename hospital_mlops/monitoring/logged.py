@@ -155,36 +155,36 @@ def _read_postgres(
     query = _postgres_query(groups, model, version)
     schema = _BASE | {"encounter_token": pa.string()} | {name: pa.string() for name in groups}
     del schema["outcome"]
+    outcome_schema = {"encounter_token": pa.string(), "outcome": pa.bool_()}
+    known = sa.select(outcomes.c.encounter_token, outcomes.c.readmitted_30d.label("outcome"))
     with contextlib.ExitStack() as stack:
         connections = []
-        for _ in range(_STREAMS):
+        for _ in range(_STREAMS + 1):  # and one for the outcomes, read meanwhile
             conn = stack.enter_context(log.engine.connect())
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
             raw = conn.connection.driver_connection
             assert raw is not None
             connections.append(raw)
-        leader = connections[0]
-        snapshot, blocks = leader.execute(
-            "SELECT pg_export_snapshot(), pg_relation_size('predictions') / "
-            "current_setting('block_size')::int"
-        ).fetchone()
+        snapshot, blocks = (
+            connections[0]
+            .execute(
+                "SELECT pg_export_snapshot(), pg_relation_size('predictions') / "
+                "current_setting('block_size')::int"
+            )
+            .fetchone()
+        )
         for raw in connections[1:]:
             raw.execute(pgsql.SQL("SET TRANSACTION SNAPSHOT {}").format(pgsql.Literal(snapshot)))
         bounds = [blocks * k // _STREAMS for k in range(_STREAMS)] + [None]
-        parts = [_block_range(query, bounds[k], bounds[k + 1]) for k in range(_STREAMS)]
-        with ThreadPoolExecutor(max_workers=_STREAMS) as pool:
-            read = pool.map(
-                lambda job: _copy(job[0], job[1], schema, dialect),
-                zip(connections, parts, strict=True),
+        jobs = [(_block_range(query, bounds[k], bounds[k + 1]), schema) for k in range(_STREAMS)]
+        jobs.append((known, outcome_schema))
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            *parts, outcome_rows = pool.map(
+                lambda job: _copy(job[0], job[1][0], job[1][1], dialect),
+                zip(connections, jobs, strict=True),
             )
-            rows = pa.concat_tables(list(read))
-        known = _copy(
-            leader,
-            sa.select(outcomes.c.encounter_token, outcomes.c.readmitted_30d.label("outcome")),
-            {"encounter_token": pa.string(), "outcome": pa.bool_()},
-            dialect,
-        )
-    joined = rows.join(known, keys="encounter_token", join_type="left outer")
+    rows = pa.concat_tables(parts)
+    joined = rows.join(outcome_rows, keys="encounter_token", join_type="left outer")
     return joined.select(list(_BASE) + list(groups))
 
 
