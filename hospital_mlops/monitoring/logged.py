@@ -82,10 +82,10 @@ def _postgres_query(groups: dict[str, str], model: str, version: int) -> sa.Sele
     if not fields:
         return _where(sa.select(*columns), model, version)
     # json_to_record fails on anything but an object, where ->> gave NULL: a request logged
-    # as a list or a scalar must not stop the run, so it reads as an object without fields
-    as_object = sa.case(
-        (sa.func.left(sa.func.ltrim(p.c.inputs, " \t\r\n"), 1) == "{", p.c.inputs), else_="{}"
-    )
+    # as a list or a scalar must not stop the run, so it reads as an object without fields.
+    # The prefix test settles nearly every row (ltrim would copy each request: +30% time).
+    is_object = sa.or_(p.c.inputs.like("{%"), p.c.inputs.regexp_match(r"^[ \t\r\n]*\{"))
+    as_object = sa.case((is_object, p.c.inputs), else_="{}")
     request = (
         sa.func.json_to_record(sa.cast(as_object, JSON))
         .table_valued(*(sa.column(field, sa.Text) for field in fields))

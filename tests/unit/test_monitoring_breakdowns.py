@@ -19,7 +19,7 @@ from hospital_mlops.monitoring.policy import MonitoringPolicyError, load_monitor
 from hospital_mlops.monitoring.report import monitoring_html
 from hospital_mlops.monitoring.run import logged_predictions
 from hospital_mlops.paths import config_path
-from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
+from hospital_mlops.prediction_log import PredictionLog, ServedModel, predictions, records
 
 POLICY = load_monitoring_policy()
 
@@ -150,6 +150,11 @@ def _log_every_kind_of_row(url: str) -> None:
         records("r", "v1", other, [{"race": "Asian"}], [answers[0] | {"prediction_id": "v2"}])
     )
     log.write(records("r", "v1", served, [{}], [{"prediction_id": "norisk", "scored_at": "x"}]))
+    # an object after white space, as another writer may have logged it
+    spaced = records("r", "v1", served, [{}], [answers[-1] | {"prediction_id": "spaced"}])[0]
+    spaced |= {"inputs": ' \n\t{"race": "Asian", "gender": "Male"}', "risk": 0.95}
+    with log.engine.begin() as conn:
+        conn.execute(predictions.insert(), [spaced])
     table = outcomes_table(log)
     with log.engine.begin() as conn:
         conn.execute(
@@ -188,10 +193,11 @@ def test_sqlite_and_postgresql_reads_give_the_same_frame(
         log.close()
     sqlite, pg = (f.sort_values("risk").reset_index(drop=True) for f in frames)
     pd.testing.assert_frame_equal(sqlite, pg)
-    assert len(sqlite) == 301 and sqlite["outcome"].notna().sum() == 136
+    assert len(sqlite) == 302 and sqlite["outcome"].notna().sum() == 136
     assert set(sqlite["race"].dropna()) == {
-        "Caucasian", 'Ñandú "quoted"', "comma, and\nnewline", "", "AfricanAmerican"
+        "Caucasian", 'Ñandú "quoted"', "comma, and\nnewline", "", "AfricanAmerican", "Asian"
     }  # fmt: skip
+    assert sqlite["race"].iloc[-1] == "Asian" and sqlite["sex"].iloc[-1] == "Male"
     assert set(sqlite["admission_source"].dropna()) == {"7", "17"}
     assert sqlite["sex"].isna().sum() == 43 + 1  # not sent, and the request that is a list
     assert sqlite["scored_at"].iloc[1] == pd.Timestamp("2026-01-02T01:00:00.000001Z")
