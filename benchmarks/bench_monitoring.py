@@ -13,7 +13,8 @@ read is a constant few hundred ms and is left out; the baseline is simulated lik
 build and the measurement, so the read starts from the disk.
 
 Targets (monitoring issue): SQLite 1M ≤ 60 s, PostgreSQL 10M ≤ 120 s, on 2 cores. Prints a
-table and saves benchmarks/results/monitoring.json (monitoring_postgres.json) with the machine.
+table and saves benchmarks/results/monitoring.json (PostgreSQL: monitoring_postgres.json, cold
+monitoring_postgres_cold.json) with the machine.
 
 Usage: python benchmarks/bench_monitoring.py [--backend sqlite|postgresql] [--cold]
        [--predictions N] [--work DIR]
@@ -109,6 +110,8 @@ def main() -> None:
         parser.error("--cold is for --backend postgresql")
     args.predictions = args.predictions or DEFAULT_PREDICTIONS[args.backend]
     args.out = args.out or RESULTS[args.backend]
+    if args.cold and args.out == RESULTS["postgresql"]:  # a warm run's file stays
+        args.out = args.out.with_name("monitoring_postgres_cold.json")
     args.work.mkdir(parents=True, exist_ok=True)
     policy = load_monitoring_policy()
     base_risk = risks(np.random.default_rng(1), 20_000)
