@@ -1,10 +1,10 @@
 """Poisson draws for a fixed vector of small integer means, many times over.
 
-The window bootstrap draws one Poisson per group per replicate, hundreds of thousands of means
-(mostly 1 to 20) two hundred times a window. numpy draws a small mean by multiplying uniforms
-(as many as the mean, ~50 ns a draw here); inverting the CDF through a guide table takes one
-uniform, two lookups and rarely a step (~10 ns). The tables are built once per vector of means.
-Means above ``TABLE_MAX`` are few and go to numpy.
+The window bootstrap draws one Poisson per group per replicate: hundreds of thousands of means,
+mostly small, two hundred times a window. numpy draws a small mean by multiplying uniforms, as
+many as the mean; inverting the CDF through a guide table takes one uniform, two lookups and
+rarely a step. The tables are built once per vector of means. Means above ``TABLE_MAX`` are
+few and go to numpy.
 """
 
 from __future__ import annotations
