@@ -12,12 +12,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from hospital_mlops.drift_store import DriftStore, results_table
-from hospital_mlops.monitoring.breakdowns import Cell, breakdown_cells, json_field
+from hospital_mlops.monitoring.breakdowns import Cell, breakdown_cells
 from hospital_mlops.monitoring.feedback import responses
-from hospital_mlops.monitoring.outcomes import outcomes_table
+from hospital_mlops.monitoring.logged import logged_predictions
 from hospital_mlops.monitoring.policy import MonitoringPolicy
 from hospital_mlops.monitoring.windows import Alert, Baseline, Window, alerts_for, compute_windows
-from hospital_mlops.prediction_log import PredictionLog, predictions
+from hospital_mlops.prediction_log import PredictionLog
 
 
 class MonitoringError(ValueError):
@@ -61,32 +61,6 @@ class MonitoringRun:
             "alerts": [a.as_dict() for a in self.alerts],
             "breakdowns": [c.as_dict() for c in self.breakdowns],
         }
-
-
-def logged_predictions(
-    log: PredictionLog, model: str, version: int, groups: dict[str, str] | None = None
-) -> pd.DataFrame:
-    """``scored_at`` (UTC), ``risk``, ``alert``, ``outcome`` (NaN until known) per prediction
-    of one registered version; and per ``groups`` entry (name → request field) that field as
-    the request sent it."""
-    p, o = predictions, outcomes_table(log)
-    groups = groups or {}
-    extra = [
-        json_field(log.engine, p.c.inputs, field).label(name) for name, field in groups.items()
-    ]
-    query = (
-        sa.select(p.c.scored_at, p.c.risk, p.c.alert, o.c.readmitted_30d.label("outcome"), *extra)
-        .select_from(p.outerjoin(o, p.c.encounter_token == o.c.encounter_token))
-        .where(p.c.model_name == model, p.c.model_version == version, p.c.risk.is_not(None))
-    )
-    columns = ["scored_at", "risk", "alert", "outcome", *groups]
-    with log.engine.connect() as conn:
-        frame = pd.DataFrame(conn.execute(query).all(), columns=columns)
-    frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True, format="ISO8601")
-    frame["risk"] = frame["risk"].astype("float64")
-    frame["alert"] = frame["alert"].astype(bool)
-    frame["outcome"] = pd.to_numeric(frame["outcome"], errors="coerce").astype("float64")
-    return frame
 
 
 def drift_results(store: DriftStore, model_version: str) -> pd.DataFrame:

@@ -9,6 +9,9 @@ always labelled an estimate and shown beside the realized numbers once they exis
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from hospital_mlops.evaluate import weighted
+from hospital_mlops.monitoring.auroc_bootstrap import auroc_with_ci
 from hospital_mlops.monitoring.policy import AlertKind, MonitoringPolicy
 
 
@@ -116,6 +120,21 @@ def window_starts(scored_at: pd.Series, length: timedelta) -> pd.Series:
     return epoch + ((scored_at - epoch) // step) * step
 
 
+def sorted_groups(keys: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Each distinct key (ascending) with the positions of its rows, in their order: one sort
+    for all the groups instead of a boolean mask per group."""
+    if len(keys) == 0:
+        return
+    keys = np.asarray(keys)
+    # small keys sort by radix in linear time; a window × group key is small
+    small = keys.min() >= 0 and keys.max() < 2**16
+    order = np.argsort(keys.astype(np.uint16) if small else keys, kind="stable")
+    ordered = keys[order]
+    bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    for rows in np.split(order, bounds):
+        yield int(keys[rows[0]]), rows
+
+
 def estimated_auroc(risk: np.ndarray) -> float:
     """AUROC expected if each prediction is a case with probability ``risk`` (calibrated risks):
     Σ over pairs of P(i case) P(j not) 1[risk_i > risk_j] (ties half), over the expected number
@@ -132,20 +151,6 @@ def estimated_auroc(risk: np.ndarray) -> float:
     favourable = (pos * neg_below).sum() + 0.5 * (pos * neg - both).sum()
     pairs = p.sum() * (1.0 - p).sum() - (p * (1.0 - p)).sum()
     return float(favourable / pairs) if pairs > 0 else float("nan")
-
-
-def _auroc_with_ci(
-    y: np.ndarray, risk: np.ndarray, policy: MonitoringPolicy
-) -> tuple[float, list[float]]:
-    scored = weighted.Scored.of(y, risk)
-    point = float(weighted.auroc(scored, np.ones((1, len(y))))[0])
-    rng = np.random.default_rng(policy.bootstrap.seed)
-    weights = rng.poisson(1.0, size=(policy.bootstrap.replicates, len(y))).astype("float64")
-    replicates = weighted.auroc(scored, weights)
-    replicates = replicates[np.isfinite(replicates)]
-    tail = (1 - policy.bootstrap.ci_level) / 2
-    low, high = np.quantile(replicates, [tail, 1 - tail])
-    return point, [round(float(low), 6), round(float(high), 6)]
 
 
 def _calibration(y: np.ndarray | None, risk: np.ndarray, bins: int) -> list[dict[str, float]]:
@@ -261,16 +266,27 @@ def compute_windows(
     drift = drift_results if drift_results is not None else pd.DataFrame()
     answered = responses if responses is not None else _NO_RESPONSES
     answered_starts = window_starts(answered["scored_at"], length)
-    windows = []
-    for start, rows in predictions.groupby(starts, sort=True):
-        start = pd.Timestamp(start)
+    window, window_start = pd.factorize(starts, sort=True)
+    risk_all = predictions["risk"].to_numpy(dtype="float64")
+    alert_all = predictions["alert"].to_numpy(dtype=bool)
+    outcome_all = predictions["outcome"].to_numpy(dtype="float64")
+
+    def one(key: int, rows: np.ndarray) -> Window:
+        start = pd.Timestamp(window_start[key])
         end = start + pd.Timedelta(length)
-        risk = rows["risk"].to_numpy(dtype="float64")
-        known = rows["outcome"].notna().to_numpy()
-        y = rows["outcome"].to_numpy(dtype="float64")[known]
+        risk = risk_all[rows]
+        alerted = alert_all[rows]
+        outcome = outcome_all[rows]
+        known = ~np.isnan(outcome)
+        y = outcome[known]
         with_outcomes = int(known.sum())
         realized = with_outcomes >= policy.windows.min_outcomes and 0 < y.sum() < len(y)
-        auroc, ci = _auroc_with_ci(y, risk[known], policy) if realized else (None, None)
+        b = policy.bootstrap
+        auroc, ci = (
+            auroc_with_ci(y, risk[known], b.replicates, b.seed, b.ci_level)
+            if realized
+            else (None, None)
+        )
         ece = observed_to_expected = None
         if realized:
             bins = weighted.quantile_bins(risk[known], policy.thresholds.calibration_bins)
@@ -288,42 +304,45 @@ def compute_windows(
             if responses is not None
             else None
         )
-        windows.append(
-            Window(
-                start=_iso(start),
-                end=_iso(end),
-                n=len(rows),
-                n_outcomes=with_outcomes,
-                data_drift=None if summary is None else summary.drifted_tests > 0,
-                drifted_features=[] if summary is None else summary.drifted_features,
-                score_drift=bool(ks.pvalue < policy.thresholds.score_drift_p_value),
-                score_drift_p_value=float(ks.pvalue),
-                auroc=None if auroc is None else round(auroc, 6),
-                auroc_ci=ci,
-                ece=None if ece is None else round(ece, 6),
-                observed_to_expected=(
-                    None if observed_to_expected is None else round(observed_to_expected, 6)
-                ),
-                estimated_auroc=round(estimated_auroc(risk), 6),
-                expected_event_rate=round(float(risk.mean()), 6),
-                observed_event_rate=round(float(y.mean()), 6) if realized else None,
-                alerts_per_100=round(100 * float(rows["alert"].astype(bool).mean()), 4),
-                alerts_issued=int(rows["alert"].astype(bool).sum()),
-                pending=work.pending if work else 0,
-                ignored=work.ignored if work else 0,
-                acknowledgement_rate=work.acknowledgement_rate if work else None,
-                override_rate=work.override_rate if work else None,
-                override_reasons=work.override_reasons if work else {},
-                median_minutes_to_response=work.median_minutes_to_response if work else None,
-                judged_alerts=work.judged if work else 0,
-                # with outcomes: expected vs observed among the predictions that have them
-                calibration=_calibration(y, risk[known], policy.thresholds.calibration_bins)
-                if realized
-                else _calibration(None, risk, policy.thresholds.calibration_bins),
-                assessable=len(rows) >= policy.windows.min_predictions,
-            )
+        return Window(
+            start=_iso(start),
+            end=_iso(end),
+            n=len(rows),
+            n_outcomes=with_outcomes,
+            data_drift=None if summary is None else summary.drifted_tests > 0,
+            drifted_features=[] if summary is None else summary.drifted_features,
+            score_drift=bool(ks.pvalue < policy.thresholds.score_drift_p_value),
+            score_drift_p_value=float(ks.pvalue),
+            auroc=None if auroc is None else round(auroc, 6),
+            auroc_ci=ci,
+            ece=None if ece is None else round(ece, 6),
+            observed_to_expected=(
+                None if observed_to_expected is None else round(observed_to_expected, 6)
+            ),
+            estimated_auroc=round(estimated_auroc(risk), 6),
+            expected_event_rate=round(float(risk.mean()), 6),
+            observed_event_rate=round(float(y.mean()), 6) if realized else None,
+            alerts_per_100=round(100 * float(alerted.mean()), 4),
+            alerts_issued=int(alerted.sum()),
+            pending=work.pending if work else 0,
+            ignored=work.ignored if work else 0,
+            acknowledgement_rate=work.acknowledgement_rate if work else None,
+            override_rate=work.override_rate if work else None,
+            override_reasons=work.override_reasons if work else {},
+            median_minutes_to_response=work.median_minutes_to_response if work else None,
+            judged_alerts=work.judged if work else 0,
+            # with outcomes: expected vs observed among the predictions that have them
+            calibration=_calibration(y, risk[known], policy.thresholds.calibration_bins)
+            if realized
+            else _calibration(None, risk, policy.thresholds.calibration_bins),
+            assessable=len(rows) >= policy.windows.min_predictions,
         )
-    return windows
+
+    groups = [(key, rows) for key, rows in sorted_groups(window) if key >= 0]  # not NaT
+    # a window is sorts, draws and reductions in numpy, which leave the GIL: windows share the
+    # cores
+    with ThreadPoolExecutor(max_workers=max(1, min(len(groups), os.cpu_count() or 1))) as pool:
+        return list(pool.map(lambda group: one(*group), groups))
 
 
 def alerts_for(windows: list[Window], baseline: Baseline, policy: MonitoringPolicy) -> list[Alert]:

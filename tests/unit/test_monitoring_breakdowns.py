@@ -12,12 +12,14 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.dialects import postgresql
 
+from e2e.local_postgres import LocalPostgres
 from hospital_mlops.monitoring.breakdowns import MISSING, breakdown_cells, json_field
+from hospital_mlops.monitoring.outcomes import outcomes_table
 from hospital_mlops.monitoring.policy import MonitoringPolicyError, load_monitoring_policy
 from hospital_mlops.monitoring.report import monitoring_html
 from hospital_mlops.monitoring.run import logged_predictions
 from hospital_mlops.paths import config_path
-from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
+from hospital_mlops.prediction_log import PredictionLog, ServedModel, predictions, records
 
 POLICY = load_monitoring_policy()
 
@@ -108,3 +110,95 @@ def test_the_report_shows_the_latest_window_and_hides_small_cells() -> None:
     assert "&lt;11" in row and "0." not in row  # listed, no numbers
     assert '<tr class="flag"><td>race</td><td>AfricanAmerican</td>' in page
     json.dumps(run)  # the run stays JSON
+
+
+def _log_every_kind_of_row(url: str) -> None:
+    """Requests with awkward field values, outcomes known and not, rows the read must leave
+    out; enough of them (with a request's size) to fill several table blocks."""
+    log = PredictionLog(url)
+    served = ServedModel("m", 1, "0" * 64, "fs", "", "diabetes130")
+    races = ["Caucasian", 'Ñandú "quoted"', "comma, and\nnewline", "", None, "AfricanAmerican"]
+    instances: list[object] = []
+    answers = []
+    for i in range(300):
+        instance = {
+            "encounter_token": f"tok{i:05d}",
+            "race": races[i % len(races)],
+            "gender": ["Female", "Male"][i % 2],
+            "age": "[70-80)",
+            "admission_source_id": [7, "7", 17][i % 3],
+            "notes": "x" * 600,  # a real request's size
+        }
+        if i % 7 == 0:
+            del instance["gender"]  # not sent
+        if i % 11 == 0:
+            del instance["encounter_token"]  # no token: no outcome can join
+        instances.append(instance)
+        answers.append(
+            {
+                "prediction_id": f"p{i:05d}",
+                "scored_at": f"2026-01-{1 + i % 20:02d}T0{i % 10}:00:00.{i:06d}Z",
+                "risk": round(0.01 + i / 400, 6),
+                "alert": i % 3 == 0,
+            }
+        )
+    instances.append([1, 2])  # a request that is not an object: no fields, still a row
+    answers.append({"prediction_id": "list", "scored_at": "2026-01-05T00:00:00Z", "risk": 0.9})
+    log.write(records("r", "v1", served, instances, answers))
+    other = ServedModel("m", 2, "0" * 64, "fs", "", "diabetes130")
+    log.write(
+        records("r", "v1", other, [{"race": "Asian"}], [answers[0] | {"prediction_id": "v2"}])
+    )
+    log.write(records("r", "v1", served, [{}], [{"prediction_id": "norisk", "scored_at": "x"}]))
+    # an object after white space, as another writer may have logged it
+    spaced = records("r", "v1", served, [{}], [answers[-1] | {"prediction_id": "spaced"}])[0]
+    spaced |= {"inputs": ' \n\t{"race": "Asian", "gender": "Male"}', "risk": 0.95}
+    with log.engine.begin() as conn:
+        conn.execute(predictions.insert(), [spaced])
+    table = outcomes_table(log)
+    with log.engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [
+                {
+                    "encounter_token": f"tok{i:05d}",
+                    "readmitted_30d": i % 4 == 0,
+                    "recorded_at": None,
+                    "ingested_at": "2026-03-01T00:00:00Z",
+                    "source_sha256": "0" * 64,
+                }
+                for i in range(0, 300, 2)
+            ],
+        )
+    log.close()
+
+
+@pytest.mark.postgres
+def test_sqlite_and_postgresql_reads_give_the_same_frame(
+    postgres: LocalPostgres, tmp_path: Path
+) -> None:
+    """PostgreSQL reads through COPY in block ranges and joins the outcomes in Arrow; SQLite
+    joins and extracts in SQL. The monitoring run must see the same frame from either."""
+    frames = []
+    for url in (f"sqlite:///{tmp_path / 'log.sqlite'}", postgres.create_database("same")):
+        _log_every_kind_of_row(url)
+        log = PredictionLog(url)
+        frames.append(logged_predictions(log, "m", 1, POLICY.breakdowns.by))
+        if url.startswith("postgresql"):
+            with log.engine.connect() as conn:
+                blocks = conn.exec_driver_sql(
+                    "SELECT pg_relation_size('predictions') / 8192"
+                ).scalar_one()
+            assert blocks > 10  # every read stream had rows to read
+        log.close()
+    sqlite, pg = (f.sort_values("risk").reset_index(drop=True) for f in frames)
+    pd.testing.assert_frame_equal(sqlite, pg)
+    assert len(sqlite) == 302 and sqlite["outcome"].notna().sum() == 136
+    assert set(sqlite["race"].dropna()) == {
+        "Caucasian", 'Ñandú "quoted"', "comma, and\nnewline", "", "AfricanAmerican", "Asian"
+    }  # fmt: skip
+    assert sqlite["race"].iloc[-1] == "Asian" and sqlite["sex"].iloc[-1] == "Male"
+    assert set(sqlite["admission_source"].dropna()) == {"7", "17"}
+    assert sqlite["sex"].isna().sum() == 43 + 1  # not sent, and the request that is a list
+    assert sqlite["scored_at"].iloc[1] == pd.Timestamp("2026-01-02T01:00:00.000001Z")
+    assert str(sqlite["race"].dtype) == "category"
