@@ -21,12 +21,14 @@ baseline period's own windows were from it?
 **Thresholds** (``calibrate``): the baseline period, in time order, is cut into consecutive
 windows of the production window size (not random resamples, which hide the real week-to-week
 variation); each window is measured against the rest of the baseline (leave one window out, so
-a window is never compared with itself). Per statistic, the logarithm of the magnitude (offset
-by one window's resolution, so that zero is allowed) is taken as normal across windows, and the
-threshold is the upper prediction bound of a new window at level ``1 - rate / K``: Student's t
-with ``B - 1`` degrees of freedom, the spread widened by ``sqrt(1 + 1/B)`` for the estimated
-mean. The Bonferroni split over the ``K`` statistics keeps the window-level false-alarm rate at
-most ``rate`` if each statistic's model holds; the evaluation harness measures whether it does.
+a window is never compared with itself). The logarithm of a magnitude (offset by one window's
+resolution, so that zero is allowed) is taken as normal around its statistic's baseline mean,
+with a spread pooled over the statistics of its kind, and the threshold is the upper prediction
+bound of a new window at level ``1 - rate / K``: Student's t on the pooled degrees of freedom,
+widened by ``sqrt(1 + 1/B)`` for the estimated mean. The Bonferroni split over the ``K``
+statistics keeps the window-level false-alarm rate at most ``rate`` where the model holds; the
+evaluation harness (benchmarks/bench_drift_alarms.py) measures whether it does. A missing-share
+change below ``MIN_MATERIAL`` never alerts.
 
 Pure: numpy and scipy on the frames it is given. Nothing here is wired into serving yet.
 """
@@ -47,6 +49,9 @@ Statistic = Literal["categorical_shift", "numeric_shift", "missingness", "score_
 
 MISSING = "<missing>"
 MIN_BASELINE_WINDOWS = 8  # fewer cannot estimate a spread worth a threshold
+# The smallest change worth anyone's look, whatever the baseline's spread: an input never missing
+# in the baseline would otherwise alarm on a single missing value.
+MIN_MATERIAL: dict[str, float] = {"missingness": 0.02}
 SCORE = "risk"
 
 
@@ -231,20 +236,24 @@ def calibrate(
         rest = pd.concat([w for j, w in enumerate(windows) if j != i])
         measured.append(window_magnitudes(rest, current, kinds, scales))
     names = list(measured[0])
-    level = 1.0 - false_alarm_rate / len(names)
     count = len(windows)
-    quantile = float(stats.t.ppf(level, df=count - 1)) * math.sqrt(1.0 + 1.0 / count)
+    level = 1.0 - false_alarm_rate / len(names)
     offset = 1.0 / window
+    logs = {n: np.log(np.array([m[n] for m in measured], dtype="float64") + offset) for n in names}
+    spread = _pooled_spread(logs, {n: statistic_of(n, kinds) for n in names})
     thresholds = []
     for name in names:
         values = np.array([m[name] for m in measured], dtype="float64")
-        logs = np.log(values + offset)
-        mean, sd = float(logs.mean()), float(logs.std(ddof=1))
+        statistic = statistic_of(name, kinds)
+        sd, df = spread[statistic]
+        quantile = float(stats.t.ppf(level, df=df)) * sd * math.sqrt(1.0 + 1.0 / count)
+        mean = float(logs[name].mean())
+        bound = float(math.exp(mean + quantile) - offset)
         thresholds.append(
             Threshold(
                 name=name,
-                statistic=statistic_of(name, kinds),
-                threshold=float(math.exp(mean + quantile * sd) - offset),
+                statistic=statistic,
+                threshold=max(bound, MIN_MATERIAL.get(statistic, 0.0)),
                 baseline_min=float(values.min()),
                 baseline_median=float(np.median(values)),
                 baseline_max=float(values.max()),
@@ -253,6 +262,23 @@ def calibrate(
             )
         )
     return Thresholds(false_alarm_rate, window, count, level, offset, tuple(thresholds))
+
+
+def _pooled_spread(
+    logs: Mapping[str, np.ndarray], statistics: Mapping[str, Statistic]
+) -> dict[Statistic, tuple[float, int]]:
+    """Per kind of statistic, the spread of a window's log-magnitude around its statistic's own
+    baseline mean, pooled over the statistics of that kind, and its degrees of freedom
+    (windows × statistics − statistics). A handful of baseline windows cannot give each
+    statistic a spread of its own worth a far tail (with 9 windows, Student's t at 1 − 0.02/45
+    is 6.4 standard deviations); pooled, the tail rests on a hundred residuals or more."""
+    out: dict[Statistic, tuple[float, int]] = {}
+    for statistic in sorted(set(statistics.values())):
+        members = [n for n, s in statistics.items() if s == statistic]
+        residuals = np.concatenate([logs[n] - logs[n].mean() for n in members])
+        df = max(len(residuals) - len(members), 1)
+        out[statistic] = (float(math.sqrt(float(np.sum(residuals**2)) / df)), df)
+    return out
 
 
 @dataclass(frozen=True)

@@ -162,3 +162,26 @@ def test_bad_baselines_and_settings_are_refused_naming_them(baseline: pd.DataFra
     with pytest.raises(ThresholdError, match="not readable"):
         Thresholds.from_json({"false_alarm_rate": 0.02})
     assert math.isfinite(small.thresholds[0].threshold)
+
+
+def test_a_never_missing_input_alerts_on_a_material_missing_share_only(
+    baseline: pd.DataFrame, thresholds: Thresholds
+) -> None:
+    """``stay`` is never missing in the baseline: its missingness spread is nil, so the floor
+    (2 points) is the threshold: 1% of stays blank is no alert, 5% is."""
+    (stay,) = [t for t in thresholds.thresholds if t.name == "stay.missing"]
+    assert stay.baseline_max == 0.0 and stay.threshold == pytest.approx(0.02)
+    rng = np.random.default_rng(4)
+    for share, alerted in ((0.01, False), (0.05, True)):
+        week = _week(rng)
+        week.loc[week.index[: int(share * WINDOW)], "stay"] = np.nan
+        found = [e.name for e in exceedances(baseline, week, KINDS, thresholds)]
+        assert ("stay.missing" in found) is alerted, (share, found)
+
+
+def test_the_spread_is_pooled_per_kind_of_statistic(thresholds: Thresholds) -> None:
+    by_kind: dict[str, set[float]] = {}
+    for t in thresholds.thresholds:
+        by_kind.setdefault(t.statistic, set()).add(round(t.log_sd, 12))
+    assert all(len(spreads) == 1 for spreads in by_kind.values()), by_kind
+    assert set(by_kind) == {"categorical_shift", "numeric_shift", "missingness", "score_shift"}
