@@ -127,6 +127,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from hospital_mlops.catalog import load_catalog
+    from hospital_mlops.data_faults import ReferenceProfile, data_faults
     from hospital_mlops.drift_thresholds import (
         calibrate,
         consecutive_windows,
@@ -164,21 +165,32 @@ def main() -> None:
     thresholds = calibrate(baseline[watched], kinds, window=args.window, false_alarm_rate=args.rate)
     reference = baseline[watched]
 
+    profile = ReferenceProfile.of(reference, kinds)
+
     def alerts(window: pd.DataFrame) -> list[Any]:
         return exceedances(reference, window[watched], kinds, thresholds)
 
+    def act(window: pd.DataFrame) -> list[Any]:
+        return data_faults(window[names], kinds, profile)
+
     stable_windows = consecutive_windows(held_back, args.window)
-    stable_alarms = [alerts(w) for w in stable_windows]
+    stable_alarms = [alerts(w) + act(w) for w in stable_windows]
 
     scenarios = []
     rng = np.random.default_rng(17)
     for name, (fault, expected) in SCENARIOS.items():
-        found = [alerts(fault(w.copy(), rng)) for w in stable_windows]
+        faulty = [fault(w.copy(), rng) for w in stable_windows]
+        found = [alerts(w) for w in faulty]
+        acted = [act(w) for w in faulty]
         scenarios.append(
             {
                 "name": name,
                 "windows": len(found),
-                "detected_first_window": sum(bool(f) for f in found),
+                "detected_first_window": sum(
+                    bool(f or a) for f, a in zip(found, acted, strict=True)
+                ),
+                "act_tier": sum(bool(a) for a in acted),
+                "act_rules": sorted({f"{d.input}: {d.rule}" for a in acted for d in a}),
                 "expected_statistic_flagged": sum(
                     any(e.name.split(".")[0] == expected for e in f) for f in found
                 ),
@@ -194,6 +206,7 @@ def main() -> None:
                     "period": period,
                     "start": int(window["encounter_order"].iloc[0]),
                     "flagged": [_flag(e) for e in flagged],
+                    "act": [d.detail for d in act(window)],
                     **_outcomes(window, fs.label),
                 }
             )
@@ -210,6 +223,7 @@ def main() -> None:
             "source": "diabetes130: later half of the validated period (held back)",
             "windows": len(stable_alarms),
             "false_alarms": sum(bool(a) for a in stable_alarms),
+            "act_tier_alarms": sum(bool(act(w)) for w in stable_windows),
         },
         "scenarios": scenarios,
         "real_windows": real,
