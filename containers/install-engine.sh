@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install what building and running the images needs, from Debian's packages, when it is missing:
-# podman, runc (crun does not run here), debootstrap (the local base image). Needs root; on a
-# machine that already has them this does nothing.
+# podman, runc (crun does not run here), debootstrap (the local base image), catatonit (the pause
+# binary `podman kube play` builds its infra container from; without it every pod fails to
+# start). Needs root; on a machine that already has them this does nothing.
 set -euo pipefail
 missing=()
-for tool in podman runc debootstrap; do
+for tool in podman runc debootstrap catatonit; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
@@ -15,5 +16,5 @@ fi
 echo "installing ${missing[*]} from Debian's packages ..."
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends podman runc debootstrap containernetworking-plugins \
-    iptables uidmap >/dev/null
+apt-get install -y -qq --no-install-recommends podman runc debootstrap catatonit \
+    containernetworking-plugins iptables uidmap >/dev/null
