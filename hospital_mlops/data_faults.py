@@ -14,7 +14,16 @@ produces them and each is a broken feed rather than a changed population:
   against the reference's, or ``out_of_range_share`` (0.2) of its values fall outside the
   reference's 0.1–99.9 percentile range (mg/dL read as mmol/L is a factor of 18);
 * **a silent feed**: a window holds fewer than ``silent_share`` (0.1) of the encounters the
-  baseline's rate expects for its length.
+  baseline's rate expects for its length;
+* **requests refused**: the endpoint refuses (a field-level 4xx) at least ``refused_share``
+  (0.005: 5 in 1,000) of a window's requests. The endpoint refuses a value outside the
+  catalogued range or list and a number sent as text, so at serving a recoded category, an
+  impossible value and a retyped field show up here rather than in the window's distribution;
+  the baseline, having passed the pipeline's gates, refuses none, and each refusal is a
+  discharge that got no score;
+* **repeated encounters**: at least ``repeated_share`` (0.005) of a window's rows are an
+  encounter already scored in it (a feed resending under another spelling of the ID: each
+  resend can alert a clinician twice).
 
 Each fault names the input, the rule and the observed value, for the owner and the audit log.
 Pure: pandas and numpy on the frames it is given.
@@ -24,14 +33,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
 
 from hospital_mlops.drift_thresholds import Kind
 
-Rule = Literal["input_missing", "new_category", "unit_change", "silent_feed"]
+Rule = Literal[
+    "input_missing",
+    "new_category",
+    "unit_change",
+    "silent_feed",
+    "requests_refused",
+    "repeated_encounters",
+]
+RULES: tuple[Rule, ...] = get_args(Rule)
 
 
 @dataclass(frozen=True)
@@ -41,9 +58,17 @@ class FaultRules:
     unit_factor: float = 2.0
     out_of_range_share: float = 0.2
     silent_share: float = 0.1
+    refused_share: float = 0.005
+    repeated_share: float = 0.005
 
     def __post_init__(self) -> None:
-        for name in ("all_missing_share", "new_category_share", "out_of_range_share"):
+        for name in (
+            "all_missing_share",
+            "new_category_share",
+            "out_of_range_share",
+            "refused_share",
+            "repeated_share",
+        ):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} {value!r}: must be in (0, 1]")
@@ -86,6 +111,23 @@ class ReferenceProfile:
                     low, high = np.percentile(values, [0.1, 99.9])
                     range_[name] = (float(low), float(high))
         return cls(missing, categories, median, range_)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "missing_share": dict(self.missing_share),
+            "categories": {k: sorted(v) for k, v in self.categories.items()},
+            "median": dict(self.median),
+            "range": {k: list(v) for k, v in self.range_.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReferenceProfile:
+        return cls(
+            {k: float(v) for k, v in data["missing_share"].items()},
+            {k: frozenset(str(x) for x in v) for k, v in data["categories"].items()},
+            {k: float(v) for k, v in data["median"].items()},
+            {k: (float(v[0]), float(v[1])) for k, v in data["range"].items()},
+        )
 
 
 def data_faults(
@@ -176,3 +218,39 @@ def silent_feed(
             f"{expected:.0f}",
         )  # fmt: skip
     return None
+
+
+def refused_requests(
+    accepted: int, refused: Mapping[str, int], rules: FaultRules | None = None
+) -> DataFault | None:
+    """Requests the endpoint refused against those it scored; ``refused`` counts them by the
+    field named in the refusal (a catalogued name, never a value the client sent)."""
+    rules = rules or FaultRules()
+    total_refused = sum(refused.values())
+    if total_refused == 0:
+        return None
+    share = total_refused / (accepted + total_refused)
+    if share < rules.refused_share:
+        return None
+    top = sorted(refused.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    fields = ", ".join(f"{name} ({count})" for name, count in top)
+    return DataFault(
+        "(requests)", "requests_refused", share, rules.refused_share,
+        f"{share:.0%} of requests refused ({total_refused} of {accepted + total_refused}); "
+        f"most by {fields}",
+    )  # fmt: skip
+
+
+def repeated_encounters(keys: pd.Series, rules: FaultRules | None = None) -> DataFault | None:
+    """Rows whose encounter key was already scored in the window (keys are tokens)."""
+    rules = rules or FaultRules()
+    present = keys.dropna()
+    if present.empty:
+        return None
+    share = float(present.duplicated().sum() / len(present))
+    if share < rules.repeated_share:
+        return None
+    return DataFault(
+        "(encounters)", "repeated_encounters", share, rules.repeated_share,
+        f"{share:.1%} of the window's rows repeat an encounter already scored in it",
+    )  # fmt: skip

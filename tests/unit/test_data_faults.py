@@ -70,3 +70,24 @@ def test_bad_rules_are_refused_naming_them() -> None:
         FaultRules(new_category_share=0)
     with pytest.raises(ValueError, match=r"unit_factor 1\.0: must be above 1"):
         FaultRules(unit_factor=1.0)
+
+
+def test_refused_requests_name_the_fields_most_refused() -> None:
+    from hospital_mlops.data_faults import refused_requests
+
+    assert refused_requests(1000, {}) is None
+    assert refused_requests(1000, {"admission_source_id": 4}) is None  # 0.4%
+    found = refused_requests(950, {"admission_source_id": 40, "time_in_hospital": 10})
+    assert found is not None and found.rule == "requests_refused"
+    assert found.observed == pytest.approx(0.05)
+    assert found.detail.index("admission_source_id (40)") < found.detail.index("time_in_hospital")
+
+
+def test_repeated_encounters_count_rows_already_scored_in_the_window() -> None:
+    from hospital_mlops.data_faults import repeated_encounters
+
+    keys = pd.Series([f"t{i}" for i in range(1000)])
+    assert repeated_encounters(keys) is None
+    assert repeated_encounters(pd.concat([keys, keys[:3]])) is None  # 0.3%: a retry or two
+    found = repeated_encounters(pd.concat([keys, keys[:20]]))
+    assert found is not None and found.observed == pytest.approx(20 / 1020)
