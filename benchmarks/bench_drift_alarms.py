@@ -325,23 +325,24 @@ def evaluate_synthetic(window: int, rate: float) -> dict[str, Any]:
         [(f.name, f.kind) for f in feature_set_for("synthetic").features]
     )
     watched = [*stream.names, "risk"]
-    span = stream.baseline["discharge_time"].iloc[-1] - stream.baseline["discharge_time"].iloc[0]
+
+    def hours_of(rows: pd.DataFrame) -> float:
+        span = rows["discharge_time"].max() - rows["discharge_time"].min()
+        return float(span.total_seconds() / 3600)
+
     detector = Detector(
         build_baseline(
             stream.baseline[watched], kinds, window=window, false_alarm_rate=rate,
-            hours=span.total_seconds() / 3600,
+            hours=hours_of(stream.baseline),
         ),
         stream.baseline[watched],
         watched,
     )  # fmt: skip
 
-    def hours_of(rows: pd.DataFrame) -> float:
-        return float((rows["discharge_time"].max() - rows["discharge_time"].min()).total_seconds())
-
     windows = consecutive_windows(stream.held_back, window)
     stable = [
         Case(w.reset_index(drop=True), {}, w["encounter_token"].reset_index(drop=True),
-             hours_of(w) / 3600)
+             hours_of(w))
         for w in windows
     ]  # fmt: skip
     stable_alerts = [detector.judge(c) for c in stable]
@@ -375,7 +376,7 @@ def evaluate_synthetic(window: int, rate: float) -> dict[str, Any]:
             judged.append(
                 detector.judge(
                     Case(frame, {field_name: gone} if gone else {},
-                         frame["encounter_token"], hours_of(w) / 3600)
+                         frame["encounter_token"], hours_of(w))
                 )
             )  # fmt: skip
         scenarios.append(_scenario_row("synthetic", name, what, judged, per_window_hours))

@@ -48,14 +48,6 @@ KEY = HmacKey(b"s" * 40, False)
 Tables = dict[str, pd.DataFrame]
 
 
-@dataclass(frozen=True)
-class ServingView:
-    """Features of the encounters that reached the model, and the tokens of those refused."""
-
-    features: pd.DataFrame  # in discharge order, with encounter_token and the served risk
-    rejected: frozenset[str]  # encounter tokens whose request the endpoint refused
-
-
 def _restore_columns(raw: Tables, clean: Tables) -> tuple[Tables, list[str]]:
     """A renamed or dropped field reaches the model empty: put the catalogued column back as
     nulls (a renamed one's new name is dropped) and say which it was."""
@@ -145,13 +137,10 @@ class Stream:
     """The synthetic stream, split and scored."""
 
     raw: Tables
-    features: pd.DataFrame  # the serving view of the clean extract, in discharge order
-    baseline: pd.DataFrame
+    baseline: pd.DataFrame  # the serving view of the clean extract, in discharge order, scored
     held_back: pd.DataFrame
     model: object
     names: list[str]
-    label: str
-    encounters_per_hour: float
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         fs = feature_set_for("synthetic")
@@ -174,17 +163,7 @@ def build_stream(window: int) -> Stream:
     rest = rest.assign(risk=model.predict_risk(rest, fs))
     cut = BASELINE_WINDOWS * window
     baseline, held_back = rest.iloc[:cut], rest.iloc[cut:].reset_index(drop=True)
-    span = baseline["discharge_time"].iloc[-1] - baseline["discharge_time"].iloc[0]
-    return Stream(
-        raw=raw,
-        features=kept,
-        baseline=baseline,
-        held_back=held_back,
-        model=model,
-        names=[f.name for f in fs.features],
-        label=fs.label,
-        encounters_per_hour=len(baseline) / (span.total_seconds() / 3600),
-    )
+    return Stream(raw, baseline, held_back, model, [f.name for f in fs.features])
 
 
 def scenario_injector(name: str) -> Callable[[Tables, np.random.Generator], Tables] | None:
