@@ -149,7 +149,9 @@ class Stream:
 
 def build_stream(window: int) -> Stream:
     fs = feature_set_for("synthetic")
-    raw = generate_tables(ENCOUNTERS, seed=SEED, start="2020-01-01", days=YEARS * 365)
+    raw = generate_tables(
+        ENCOUNTERS, seed=SEED, start="2020-01-01", days=YEARS * 365, open_cohort=True
+    )
     features, _ = serving_view(raw, raw)
     features = features.sort_values("discharge_time", kind="stable").reset_index(drop=True)
     first = features["discharge_time"].min() + pd.Timedelta(days=BURN_IN_DAYS)

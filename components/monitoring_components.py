@@ -10,7 +10,7 @@ values and a laptop passes nothing.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Output
 
@@ -82,11 +82,6 @@ def decide_op(
     return bool(result["retrain"])
 
 
-class Retrained(NamedTuple):
-    version: int
-    reason: str
-
-
 def retrain_op(
     source: str,
     use: str,
@@ -96,8 +91,14 @@ def retrain_op(
     mlflow_tracking_uri: str,
     model: str,
     ref: str,
-) -> Retrained:
-    """Train, evaluate and register on the newest published snapshot (0: nothing registered)."""
+    summary: Output[Markdown],
+) -> int:
+    """Train, evaluate and register on the newest published snapshot; the registered version
+    (0: nothing registered, and the summary says why).
+
+    One output parameter, ``Output``: kfp.local resolves a condition on a task's ``Output`` but
+    not on a named output (``retrain-op-version`` reads as a missing pipeline input, and the
+    branch behind it is skipped with a warning), so the version is the return value itself."""
     import os
     import tempfile
     from pathlib import Path
@@ -110,7 +111,10 @@ def retrain_op(
         result = pipeline_stages.retrain(
             source, use, Path(store_root), run_id, catalog_path, model, ref, Path(work)
         )
-    return Retrained(int(result["version"]), str(result["reason"]))
+    version = int(result["version"])
+    title = f"Version {version} registered" if version else "Nothing registered"
+    Path(summary.path).write_text(f"# {title}\n\n{result['reason']}\n")
+    return version
 
 
 def compare_op(

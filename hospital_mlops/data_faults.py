@@ -21,9 +21,10 @@ produces them and each is a broken feed rather than a changed population:
   impossible value and a retyped field show up here rather than in the window's distribution;
   the baseline, having passed the pipeline's gates, refuses none, and each refusal is a
   discharge that got no score;
-* **repeated encounters**: at least ``repeated_share`` (0.005) of a window's rows are an
-  encounter already scored in it (a feed resending under another spelling of the ID: each
-  resend can alert a clinician twice).
+* **repeated encounters**: at least ``repeated_share`` (0.003: 3 in 1,000) of a window's rows
+  are an encounter already scored in it (a feed resending under another spelling of the ID:
+  each resend can alert a clinician twice). A workflow that legitimately scores an encounter
+  more than once (a hook fired at order-sign and again at discharge) should raise it.
 
 Each fault names the input, the rule and the observed value, for the owner and the audit log.
 Pure: pandas and numpy on the frames it is given.
@@ -59,7 +60,7 @@ class FaultRules:
     out_of_range_share: float = 0.2
     silent_share: float = 0.1
     refused_share: float = 0.005
-    repeated_share: float = 0.005
+    repeated_share: float = 0.003
 
     def __post_init__(self) -> None:
         for name in (

@@ -77,6 +77,9 @@ def _demo_policies(directory: Path, pace: Pace = DEMO_PACE) -> tuple[Path, Path]
     monitoring["windows"].update(
         length_hours=pace.window_seconds / 3600, min_predictions=100, min_outcomes=100,
         feedback_hours=1, min_judged_alerts=20,
+        # the story pauses between its phases (rollout steps, a predictor restarting) for a
+        # window or two of compressed time; that is the demo's clock, not a silent feed
+        silent_after=6,
     )  # fmt: skip
     rollout = yaml.safe_load(config_path("rollout.yaml").read_text())
     for stage in ("shadow", "silent", "canary"):
@@ -180,14 +183,38 @@ def _wait_for_next_window(seconds: int) -> None:
 
 
 def _encounters(
-    period: tuple[int, int], scenario: str | None, offset: int, seed: int, n: int
+    period: tuple[int, int], scenario: str | None, offset: int, seed: int, n: int, part: int = 0
 ) -> tuple[list[dict[str, Any]], Any]:
+    """``n`` real encounters of ``period``: the ``part``-th of disjoint draws (so the clean and
+    the faulty phase never replay the same encounters), the fault injected when named."""
     from hospital_mlops.example_requests import labelled_instances
 
-    instances, labels = labelled_instances(period, n, seed, scenario)
+    instances, labels = labelled_instances(period, n, seed, scenario, part=part)
     for i, instance in enumerate(instances):
         instance["encounter_token"] = f"demo-encounter-{offset + i:08d}"
     return instances, labels
+
+
+def live_period(model: str, champion: int, test: tuple[int, int], needed: int) -> tuple[int, int]:
+    """The validated (test) period's encounters outside the champion's drift reference: what the
+    story replays as live traffic. The reference is the period's newest rows, so these are its
+    older rest: never calibrated on, never compared with themselves."""
+    from hospital_mlops.drift_store import reference_from_registry
+
+    reference, _, _ = reference_from_registry(model, str(champion))
+    first = reference.info.get("order_first")
+    if not isinstance(first, int):
+        raise RuntimeError(
+            f"{model} version {champion}'s drift reference does not say where it starts; "
+            "retrain it (references now record their span)"
+        )
+    period = (test[0], min(test[1], first - 1))
+    if period[1] - period[0] + 1 < needed:
+        raise RuntimeError(
+            f"only {max(period[1] - period[0] + 1, 0)} test-period encounters lie outside the "
+            f"drift reference; the story needs {needed} (lower serving.yaml drift.reference_rows)"
+        )
+    return period
 
 
 def _wait_for_detector(client: httpx.Client, base: str, since: datetime) -> None:
@@ -211,18 +238,28 @@ def _wait_for_detector(client: httpx.Client, base: str, since: datetime) -> None
 
 
 def _print_windows(windows: list[dict[str, Any]]) -> None:
-    """What the detector and the score test said per monitoring window."""
+    """What the detector said per monitoring window, by tier, with the magnitudes."""
     for w in windows:
-        if w["data_drift"] is None:
+        if w["data_drift"] is None and not w["data_faults"]:
             inputs = "no detector test"
-        elif w["data_drift"]:
-            inputs = f"inputs DRIFTED ({', '.join(w['drifted_features'])})"
         else:
-            inputs = "inputs unchanged"
+            parts = [f"ACT: {fault}" for fault in w["data_faults"]]
+            parts += [
+                f"investigate: {m['subject']} {m['statistic'].replace('_', ' ')} "
+                f"{m['magnitude']:.3g} > {m['threshold']:.3g}"
+                for m in w["moved_inputs"][:3]
+            ]
+            inputs = "; ".join(parts) or "inputs within their calibrated thresholds"
+        score = "score moved" if w["score_drift"] else "score within its threshold"
         print(
             f"  {w['start'][11:19]}–{w['end'][11:19]} UTC, {w['n']:>4} predictions: {inputs}; "
-            f"score KS p {w['score_drift_p_value']:.2g}"
+            f"{score} (KS p {w['score_drift_p_value']:.2g}, secondary)"
         )
+
+
+def fault_window_start(run: dict[str, Any]) -> str:
+    """The newest window's start: the story's fault phase fills the last window it sends."""
+    return max((w["start"] for w in run["windows"]), default="")
 
 
 def _to_candidate(instance: dict, percent: int) -> bool:
@@ -293,8 +330,13 @@ def play_story(
     for role in load_governance().required_signoffs:
         registry.sign_off(model, candidate, role, DEMO_REVIEWER, "recorded by `make demo`")
     print(f"candidate: {model} version {candidate} (retrained; demo sign-offs)")
-    period = test_period(
+    test = test_period(
         registry._training_record(registry._resolve(registry.client(), model, str(champion)))
+    )
+    period = live_period(model, champion, test, pace.shadow + 2 * pace.phase)
+    print(
+        f"live traffic: test-period encounters {period[0]}–{period[1]}, outside the drift "
+        f"reference (its newest rows); the clean and the faulty phase replay different ones"
     )
 
     rollout = ("rollout", "advance", "--model", model, "--version", str(candidate),
@@ -317,7 +359,7 @@ def play_story(
             story / "logs" / "candidate-shadow.log",
         )
         metrics = ("--metrics-url", f"{candidate_proc.url}/metrics")
-        warmup, _ = _encounters(period, None, 0, SEED + 1, pace.shadow)
+        warmup, _ = _encounters(period, None, 0, SEED, pace.shadow, part=0)
         _warm_up(candidate_proc.url, warmup[:BATCH])
         step = _hmlops(*rollout, *metrics)  # its /metrics now, so the stage counts only its own
         print(f"rollout: {step['stage_before']} → {step['stage_after']}")
@@ -347,11 +389,11 @@ def play_story(
         )
         _warm_up(candidate_proc.url, warmup[:BATCH])
         # 4. The stream: one clean window, then the fault.
-        phases = [("clean", None, 10_000), (f"fault: {FAULT}", FAULT, 20_000)]
+        phases = [("clean", None, 10_000, 1), (f"fault: {FAULT}", FAULT, 20_000, 2)]
         outcomes = []
         with httpx.Client(timeout=60) as client:
-            for label, scenario, offset in phases:
-                encounters, labels = _encounters(period, scenario, offset, SEED, pace.phase)
+            for label, scenario, offset, part in phases:
+                encounters, labels = _encounters(period, scenario, offset, SEED, pace.phase, part)
                 _wait_for_next_window(pace.window_seconds)
                 fault_started = datetime.now(UTC)
                 started = fault_started.strftime("%H:%M:%S")
@@ -387,9 +429,19 @@ def play_story(
         f"(the drift detector tests every {pace.detector_window} scored encounters):"
     )
     _print_windows(run["windows"])
+    before_fault = [w for w in run["windows"] if w["start"] < fault_window_start(run)]
+    real = sorted({m["subject"] for w in before_fault for m in w["moved_inputs"]})
+    if real:
+        print(
+            f"  note: real encounters outside the reference moved beyond a calibrated threshold "
+            f"before the fault ({', '.join(real)}): a real difference between periods, not the "
+            "injected fault, and worth the look an investigate alert asks for"
+        )
+    else:
+        print("  the clean traffic stayed within the thresholds calibrated on the reference")
     print("alerts to their owners:")
     for alert in run["alerts"]:
-        print(f"  [{alert['severity']}] {alert['kind']} → {alert['owner']}: {alert['message']}")
+        print(f"  [{alert['tier']}] {alert['kind']} → {alert['owner']}: {alert['message']}")
     # 6. The canary's own numbers trip a rollback criterion (its predictor is gone by now: the
     # service numbers are not re-read; the monitoring ones decide).
     step = _hmlops(*rollout)

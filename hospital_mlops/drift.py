@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -36,6 +36,14 @@ import numpy as np
 import pandas as pd
 
 from hospital_mlops.catalog import SourceSpec
+from hospital_mlops.data_faults import FaultRules
+from hospital_mlops.drift_alerts import (
+    DriftBaseline,
+    assess_window,
+    build_baseline,
+    judged_by_magnitude,
+)
+from hospital_mlops.drift_thresholds import Kind, ThresholdError, kinds_of
 from hospital_mlops.features import (
     DIABETES130_INPUTS,
     FeatureSet,
@@ -56,6 +64,7 @@ from hospital_mlops.train import RiskModel
 Backend = Literal["alibi-detect", "scipy"]
 
 REFERENCE_FILE = "drift_reference.parquet"
+BASELINE_FILE = "drift_baseline.json"  # the thresholds, kept with the version beside the reference
 REFERENCE_SEED = 20_130_101  # fixed: the same slice always gives the same reference
 SCORE_COLUMN = "risk"
 METADATA_KEY = b"hospital_mlops.drift_reference"
@@ -92,14 +101,27 @@ class DriftReference:
 
 
 def reference_frame(
-    rows_in: pd.DataFrame, model: RiskModel, fs: FeatureSet, rows: int, seed: int = REFERENCE_SEED
+    rows_in: pd.DataFrame,
+    model: RiskModel,
+    fs: FeatureSet,
+    rows: int,
+    seed: int = REFERENCE_SEED,
+    order_by: str | None = None,
 ) -> pd.DataFrame:
-    """A deterministic sample of a slice: its model features and calibrated score.
+    """A slice's model features and calibrated score: its newest ``rows`` rows in time order
+    when ``order_by`` names the time column (what alert thresholds are calibrated on: consecutive
+    windows keep the real week-to-week variation), else a deterministic random sample.
     Identifiers and the label are left out: the detector never sees either."""
     names = [f.name for f in fs.features]
-    sample = (
-        rows_in.sample(n=min(rows, len(rows_in)), random_state=seed) if len(rows_in) else rows_in
-    )
+    if order_by is not None:
+        ordered = rows_in.sort_values(order_by, kind="stable")
+        sample = ordered.iloc[max(len(ordered) - rows, 0) :]
+    else:
+        sample = (
+            rows_in.sample(n=min(rows, len(rows_in)), random_state=seed)
+            if len(rows_in)
+            else rows_in
+        )
     frame = sample[names].reset_index(drop=True)
     frame[SCORE_COLUMN] = model.predict_risk(frame, fs)
     return frame
@@ -114,13 +136,24 @@ def write_reference(
     seed: int = REFERENCE_SEED,
     *,
     slice_name: str = "test",
+    order_by: str | None = None,
 ) -> dict[str, Any]:
     """Write ``drift_reference.parquet`` from ``slice_rows`` (the ``slice_name`` period of the
-    split) with its provenance in the parquet metadata."""
+    split) with its provenance in the parquet metadata. With ``order_by``, the rows are the
+    slice's newest in time order, and a timestamp column also gives the hours they span."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    frame = reference_frame(slice_rows, model, fs, rows, seed)
+    frame = reference_frame(slice_rows, model, fs, rows, seed, order_by)
+    span_hours = None
+    order_first = order_last = None
+    if order_by is not None and len(frame):
+        kept = slice_rows[order_by].sort_values(kind="stable").iloc[-len(frame) :]
+        if pd.api.types.is_datetime64_any_dtype(kept):
+            span_hours = float((kept.iloc[-1] - kept.iloc[0]).total_seconds() / 3600)
+            order_first, order_last = kept.iloc[0].isoformat(), kept.iloc[-1].isoformat()
+        else:
+            order_first, order_last = int(kept.iloc[0]), int(kept.iloc[-1])
     info = {
         "feature_set": fs.name,
         "feature_set_version": fs.version,
@@ -129,6 +162,11 @@ def write_reference(
         "rows": len(frame),
         "slice_rows": len(slice_rows),
         "seed": seed,
+        "order": order_by or "sample",
+        "span_hours": span_hours,
+        # the reference's first and last rows on the time axis: traffic outside it is known
+        "order_first": order_first,
+        "order_last": order_last,
         "score_column": SCORE_COLUMN,
         "categorical": [f.name for f in fs.features if f.kind != "numeric"],
     }
@@ -402,13 +440,23 @@ class DriftResult:
     first_event_time: str
     last_event_time: str
     test_ms: float
+    # The tiered decision (drift_alerts.py), when the version carries a drift baseline: then
+    # ``is_drift`` means "an alert in either tier", ``drifted_features`` the inputs beyond their
+    # calibrated thresholds, and the p-values above are a secondary statistic only.
+    decided_by: str = "p_value"  # "tiers" | "p_value" (a version without a drift baseline)
+    tier: str | None = None  # the window's highest tier: "act", "investigate" or None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    investigate_tier: str = ""  # "ran", or "not run: <why>" (a short window, no thresholds)
+    refused: dict[str, int] = field(default_factory=dict)  # requests refused, by field
+    p_value_flags: list[str] = field(default_factory=list)  # secondary: p below the threshold
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DriftResult:
-        return cls(**{f: data[f] for f in cls.__dataclass_fields__})
+        # results stored before the tiered fields existed read back with their defaults
+        return cls(**{f: data[f] for f in cls.__dataclass_fields__ if f in data})
 
 
 def _p(value: float) -> float:
@@ -417,7 +465,10 @@ def _p(value: float) -> float:
 
 
 class DriftTester:
-    """The reference, encoded once, and the backend that compares a window with it."""
+    """The reference, encoded once, and what judges a window against it: the tiered alerts of
+    the version's drift baseline (drift_alerts.py) and, as a secondary statistic, the p-value
+    tests of the backend. Without a baseline (a version registered before baselines existed) the
+    p-values decide, as they used to."""
 
     def __init__(
         self,
@@ -427,6 +478,7 @@ class DriftTester:
         p_value: float,
         model_version: str,
         window: int = DEFAULT_WINDOW,
+        baseline: DriftBaseline | None = None,
     ) -> None:
         if reference.feature_set_version and reference.feature_set_version != fs.version:
             raise DriftReferenceError(
@@ -444,6 +496,11 @@ class DriftTester:
         self.backend: DriftBackend = cls(
             x_ref, self.encoding.categorical_indices, reference.scores, self.threshold
         )
+        self.reference_frame = reference.features.assign(**{SCORE_COLUMN: reference.scores})
+        self.baseline: DriftBaseline | None = None
+        self.baseline_note = "none: the p-value tests decide"
+        if baseline is not None:
+            self.baseline, self.baseline_note = _baseline_at(baseline, reference, fs, window)
 
     def test(
         self,
@@ -452,20 +509,54 @@ class DriftTester:
         window_id: str | None = None,
         first_event_time: str = "",
         last_event_time: str = "",
+        *,
+        refused: dict[str, int] | None = None,
+        keys: pd.Series | None = None,
+        hours: float | None = None,
     ) -> DriftResult:
         started = time.perf_counter()
         outcome = self.backend.run(self.encoding.encode(features), np.asarray(scores, "float64"))
-        elapsed = (time.perf_counter() - started) * 1000
         names = self.encoding.names
         p_values = {n: _p(p) for n, p in zip(names, outcome.feature_p_values, strict=True)}
+        p_flags = [n for n, p in p_values.items() if p < self.threshold]
+        if outcome.score_drift:
+            p_flags.append(SCORE_COLUMN)
+        tiered: dict[str, Any] = {}
+        if self.baseline is not None:
+            window = features.assign(**{SCORE_COLUMN: np.asarray(scores, "float64")})
+            alerts = assess_window(
+                self.baseline, self.reference_frame, window, refused=refused, keys=keys,
+                hours=hours,
+            )  # fmt: skip
+            moved = [a.subject for a in alerts if a.tier == "investigate" and a.subject in p_values]
+            tiered = {
+                "is_drift": bool(alerts),
+                "feature_drift": bool(moved),
+                "score_drift": any(a.subject == SCORE_COLUMN for a in alerts),
+                "drifted_features": list(dict.fromkeys(moved)),
+                "decided_by": "tiers",
+                "tier": alerts[0].tier if alerts else None,
+                "alerts": [a.as_dict() for a in alerts],
+                "investigate_tier": (
+                    "ran"
+                    if judged_by_magnitude(self.baseline, len(features))
+                    else "not run: "
+                    + (self.baseline.not_calibrated or f"a window of {len(features)} rows is "
+                       "under half the calibrated size")
+                ),
+            }  # fmt: skip
+        elapsed = (time.perf_counter() - started) * 1000
+        decision = {
+            "is_drift": outcome.feature_drift or outcome.score_drift,
+            "feature_drift": outcome.feature_drift,
+            "score_drift": outcome.score_drift,
+            "drifted_features": [n for n in p_flags if n != SCORE_COLUMN],
+            **tiered,
+        }
         return DriftResult(
             window_id=window_id or uuid.uuid4().hex,
             window_size=len(features),
             tested_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            is_drift=outcome.feature_drift or outcome.score_drift,
-            feature_drift=outcome.feature_drift,
-            score_drift=outcome.score_drift,
-            drifted_features=[n for n, p in p_values.items() if p < self.threshold],
             feature_p_values=p_values,
             feature_distances={
                 n: _p(d) for n, d in zip(names, outcome.feature_distances, strict=True)
@@ -481,7 +572,90 @@ class DriftTester:
             first_event_time=first_event_time,
             last_event_time=last_event_time,
             test_ms=round(elapsed, 3),
+            refused=dict(refused or {}),
+            p_value_flags=p_flags,
+            **decision,
         )
+
+
+def _baseline_at(
+    baseline: DriftBaseline, reference: DriftReference, fs: FeatureSet, window: int
+) -> tuple[DriftBaseline, str]:
+    """The registered baseline, fitted to the detector's window: its thresholds hold for the
+    window they were calibrated at, so another window size is calibrated again from the
+    reference (in time order) under the same rate, tiers and rules."""
+    kinds = feature_kinds(fs)
+    if dict(baseline.kinds) != kinds:
+        raise DriftReferenceError(
+            "the drift baseline was calibrated on other features than serving computes; retrain"
+        )
+    if baseline.thresholds is None or baseline.thresholds.window == window:
+        return baseline, "registered"
+    rate = baseline.thresholds.false_alarm_rate
+    if reference.info.get("order", "sample") == "sample":
+        note = "not run: a sampled reference cannot be cut into consecutive windows"
+        return replace(baseline, thresholds=None, not_calibrated=note), note
+    again = build_baseline(
+        reference.features.assign(**{SCORE_COLUMN: reference.scores}),
+        kinds,
+        window=window,
+        false_alarm_rate=rate,
+        hours=reference.info.get("span_hours"),
+        tiers=baseline.tiers,
+        rules=baseline.rules,
+    )
+    again = replace(again, encounters_per_hour=baseline.encounters_per_hour)
+    return again, (
+        f"calibrated again at window {window} (registered at {baseline.thresholds.window})"
+    )
+
+
+def feature_kinds(fs: FeatureSet) -> dict[str, Kind]:
+    return kinds_of([(f.name, f.kind) for f in fs.features])
+
+
+def calibrate_reference(
+    reference: DriftReference,
+    fs: FeatureSet,
+    window: int,
+    *,
+    false_alarm_rate: float,
+    tiers: dict[str, str] | None = None,
+    rules: FaultRules | None = None,
+) -> DriftBaseline:
+    """The drift baseline of a reference written in time order (``write_reference(order_by=)``):
+    what training registers beside it as ``drift_baseline.json``."""
+    if reference.info.get("order", "sample") == "sample":
+        raise DriftReferenceError(
+            "a sampled drift reference cannot calibrate thresholds: write it in time order"
+        )
+    return build_baseline(
+        reference.features.assign(**{SCORE_COLUMN: reference.scores}),
+        feature_kinds(fs),
+        window=window,
+        false_alarm_rate=false_alarm_rate,
+        hours=reference.info.get("span_hours"),
+        tiers=tiers,
+        rules=rules,
+    )
+
+
+def write_baseline(path: Path, baseline: DriftBaseline) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(baseline.to_json(), indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)  # never a half-written baseline
+
+
+def read_baseline(path: Path) -> DriftBaseline:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DriftReferenceError(f"drift baseline {path.name}: {type(exc).__name__}") from None
+    try:
+        return DriftBaseline.from_json(data)
+    except ThresholdError as exc:
+        raise DriftReferenceError(f"drift baseline {path.name}: {exc}") from None
 
 
 # --- the monitor: logged events → windows ---------------------------------------------------------
@@ -503,6 +677,18 @@ class ScoredWindow:
     scores: np.ndarray
     first_event_time: str
     last_event_time: str
+    # requests the endpoint refused while the window filled, by field (each a discharge that got
+    # no score), and the rows' encounter tokens where the client sent them
+    refused: dict[str, int] = field(default_factory=dict)
+    keys: pd.Series | None = None
+
+    @property
+    def hours(self) -> float | None:
+        """The time the window took to fill, from its first and last logged event."""
+        first, last = _event_time(self.first_event_time), _event_time(self.last_event_time)
+        if first is None or last is None:
+            return None
+        return max((last - first).total_seconds() / 3600, 0.0)
 
 
 @dataclass
@@ -518,6 +704,7 @@ class _Pending:
     time: str
     features: pd.DataFrame | None = None  # requests (None: the request was invalid)
     in_use: np.ndarray | None = None  # requests: rows inside the intended use
+    keys: list[str | None] = field(default_factory=list)  # requests: encounter tokens sent
     scores: np.ndarray | None = None  # responses (None: the response was invalid)
     model_versions: frozenset[str] = frozenset()
 
@@ -577,7 +764,8 @@ class DriftMonitor:
         self.max_pending_seconds = max_pending_seconds
         self.clock = clock
         self.pending: OrderedDict[str, _Pending] = OrderedDict()
-        self.chunks: list[tuple[pd.DataFrame, np.ndarray]] = []
+        self.chunks: list[tuple[pd.DataFrame, np.ndarray, list[str | None]]] = []
+        self.window_refused: Counter[str] = Counter()
         self.buffered_rows = 0
         self.window_first_time = ""
         self.window_last_time = ""
@@ -612,12 +800,16 @@ class DriftMonitor:
         return intake
 
     def test(self, window: ScoredWindow) -> DriftResult:
+        keys = window.keys
         return self.tester.test(
             window.features,
             window.scores,
             window.window_id,
             window.first_event_time,
             window.last_event_time,
+            refused=window.refused,
+            keys=None if keys is None or keys.isna().all() else keys.dropna(),
+            hours=window.hours,
         )
 
     def observe(self, event: InferenceEvent) -> list[DriftResult]:
@@ -643,11 +835,17 @@ class DriftMonitor:
                 now=_event_time(event.time),
             )
         except InvalidRequest as exc:
-            intake.rejections.append(Rejection("invalid_request", _safe_field(exc.errors[0].field)))
+            where = _safe_field(exc.errors[0].field)
+            intake.rejections.append(Rejection("invalid_request", where))
+            # the predictor refused the same request (same validation): discharges without a
+            # score, which the window's requests_refused rule counts
+            instances = data["instances"]
+            self.window_refused[where] += len(instances) if isinstance(instances, list) else 1
             return item
         item.features = diabetes130_features(valid.encounters, valid.prior_encounters)
         item.features = item.features.reset_index(drop=True)
         item.in_use = ~diabetes130_out_of_cohort(valid.encounters)
+        item.keys = list(valid.encounter_tokens)
         return item
 
     def _response(self, event: InferenceEvent, intake: Intake) -> _Pending:
@@ -687,10 +885,12 @@ class DriftMonitor:
             intake.rejections.append(Rejection("other_model", "model_version"))
             return
         features, scores = request.features, response.scores
+        keys = request.keys or [None] * len(scores)
         if request.in_use is not None and not request.in_use.all():
             self.outside_intended_use += int((~request.in_use).sum())
             features = features.loc[request.in_use].reset_index(drop=True)
             scores = scores[request.in_use]
+            keys = [k for k, use in zip(keys, request.in_use, strict=True) if use]
             if not len(scores):
                 return
         times = sorted(t for t in (request.time, response.time) if t)
@@ -698,24 +898,34 @@ class DriftMonitor:
             self.window_first_time = times[0]
         if times:
             self.window_last_time = max(self.window_last_time, times[-1])
-        self.chunks.append((features, scores))
+        self.chunks.append((features, scores, keys))
         self.buffered_rows += len(scores)
         while self.buffered_rows >= self.window:
             intake.windows.append(self._cut())
 
     def _cut(self) -> ScoredWindow:
-        features = pd.concat([f for f, _ in self.chunks], ignore_index=True)
-        scores = np.concatenate([s for _, s in self.chunks])
+        features = pd.concat([f for f, _, _ in self.chunks], ignore_index=True)
+        scores = np.concatenate([s for _, s, _ in self.chunks])
+        keys = [k for _, _, ks in self.chunks for k in ks]
         window = ScoredWindow(
             uuid.uuid4().hex,
             features.iloc[: self.window].reset_index(drop=True),
             scores[: self.window],
             self.window_first_time,
             self.window_last_time,
+            dict(self.window_refused),
+            pd.Series(keys[: self.window], dtype="object"),
         )
+        self.window_refused = Counter()
         rest = len(scores) - self.window
         self.chunks = (
-            [(features.iloc[self.window :].reset_index(drop=True), scores[self.window :])]
+            [
+                (
+                    features.iloc[self.window :].reset_index(drop=True),
+                    scores[self.window :],
+                    keys[self.window :],
+                )
+            ]
             if rest
             else []
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
 import pandas as pd
@@ -36,6 +36,7 @@ from hospital_mlops.data_faults import (
     silent_feed,
 )
 from hospital_mlops.drift_thresholds import (
+    MIN_BASELINE_WINDOWS,
     Kind,
     Statistic,
     ThresholdError,
@@ -94,21 +95,32 @@ class Alert:
 
 @dataclass(frozen=True)
 class DriftBaseline:
-    """The thresholds of one reference and what the fault rules need of it."""
+    """The thresholds of one reference, what the fault rules need of it, and the policy it was
+    calibrated under (which statistic is in which tier; the fault rules' limits)."""
 
-    thresholds: Thresholds
+    thresholds: Thresholds | None  # None: the baseline was too short to calibrate (see why)
     profile: ReferenceProfile
     kinds: Mapping[str, Kind]
     scales: Mapping[str, float]
     encounters_per_hour: float | None  # the baseline's rate, for a silent feed (None: unknown)
+    tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
+    rules: FaultRules = field(default_factory=FaultRules)
+    not_calibrated: str = ""  # why there are no thresholds: the investigate tier does not run
+
+    @property
+    def false_alarm_rate(self) -> float | None:
+        return None if self.thresholds is None else self.thresholds.false_alarm_rate
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "thresholds": self.thresholds.to_json(),
+            "thresholds": None if self.thresholds is None else self.thresholds.to_json(),
+            "not_calibrated": self.not_calibrated,
             "profile": self.profile.to_json(),
             "kinds": dict(self.kinds),
             "scales": dict(self.scales),
             "encounters_per_hour": self.encounters_per_hour,
+            "tiers": dict(self.tiers),
+            "rules": asdict(self.rules),
         }
 
     @classmethod
@@ -116,11 +128,16 @@ class DriftBaseline:
         try:
             rate = data["encounters_per_hour"]
             return cls(
-                thresholds=Thresholds.from_json(data["thresholds"]),
+                thresholds=(
+                    None if data["thresholds"] is None else Thresholds.from_json(data["thresholds"])
+                ),
                 profile=ReferenceProfile.from_json(data["profile"]),
                 kinds=dict(data["kinds"]),
                 scales={k: float(v) for k, v in data["scales"].items()},
                 encounters_per_hour=None if rate is None else float(rate),
+                tiers=check_tiers(data.get("tiers", DEFAULT_TIERS)),
+                rules=FaultRules(**data.get("rules", {})),
+                not_calibrated=str(data.get("not_calibrated", "")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ThresholdError(f"drift baseline: not readable ({exc})") from None
@@ -133,14 +150,35 @@ def build_baseline(
     window: int,
     false_alarm_rate: float,
     hours: float | None = None,
+    tiers: Mapping[str, str] | None = None,
+    rules: FaultRules | None = None,
 ) -> DriftBaseline:
     """Calibrate on ``baseline`` (in time order; the score in ``risk``). ``hours``: the time the
-    baseline's rows span, for the silent-feed rule's expected rate."""
-    thresholds = calibrate(baseline, kinds, window=window, false_alarm_rate=false_alarm_rate)
+    baseline's rows span, for the silent-feed rule's expected rate. A baseline too short for
+    thresholds still gives the fault rules their profile; ``not_calibrated`` says why the
+    investigate tier cannot run (a wrong rate or window is still an error)."""
+    thresholds: Thresholds | None = None
+    why = ""
+    if len(baseline) < MIN_BASELINE_WINDOWS * window:
+        why = (
+            f"the baseline has {len(baseline)} rows, fewer than {MIN_BASELINE_WINDOWS} windows "
+            f"of {window}"
+        )
+    else:
+        thresholds = calibrate(baseline, kinds, window=window, false_alarm_rate=false_alarm_rate)
     scales = {n: numeric_scale(baseline[n]) for n, k in kinds.items() if k == "numeric"}
     rate = len(baseline) / hours if hours and hours > 0 else None
     profile = ReferenceProfile.of(baseline, kinds)
-    return DriftBaseline(thresholds, profile, dict(kinds), scales, rate)
+    return DriftBaseline(
+        thresholds,
+        profile,
+        dict(kinds),
+        scales,
+        rate,
+        check_tiers(tiers if tiers is not None else DEFAULT_TIERS),
+        rules or FaultRules(),
+        why,
+    )
 
 
 def _from_fault(fault: DataFault, tiers: Mapping[str, Tier]) -> Alert:
@@ -165,8 +203,8 @@ def assess_window(
     ``reference``: the drift reference's rows (inputs, and ``risk`` if the score is watched);
     ``refused``: requests the endpoint refused in the window, by field; ``keys``: the rows'
     encounter tokens; ``hours``: the time the window took to fill."""
-    tiers = tiers or DEFAULT_TIERS
-    rules = rules or FaultRules()
+    tiers = tiers or baseline.tiers
+    rules = rules or baseline.rules
     faults: list[DataFault] = []
     if len(window):
         faults += data_faults(window, baseline.kinds, baseline.profile, rules)
@@ -183,7 +221,7 @@ def assess_window(
         if found is not None:
             faults.append(found)
     alerts = [_from_fault(f, tiers) for f in faults]
-    if len(window) >= _min_rows(baseline):
+    if baseline.thresholds is not None and len(window) >= _min_rows(baseline.thresholds):
         beyond = exceedances(
             reference, window, baseline.kinds, baseline.thresholds, baseline.scales
         )
@@ -204,7 +242,12 @@ def assess_window(
     )
 
 
-def _min_rows(baseline: DriftBaseline) -> int:
+def _min_rows(thresholds: Thresholds) -> int:
     """Magnitudes are calibrated at the baseline's window size; a window far smaller has a far
     noisier magnitude, so it is judged only by the fault rules."""
-    return max(50, math.ceil(baseline.thresholds.window / 2))
+    return max(50, math.ceil(thresholds.window / 2))
+
+
+def judged_by_magnitude(baseline: DriftBaseline, rows: int) -> bool:
+    """Whether a window of ``rows`` gets the investigate tier (else: the fault rules only)."""
+    return baseline.thresholds is not None and rows >= _min_rows(baseline.thresholds)

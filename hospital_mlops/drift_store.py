@@ -9,7 +9,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from hospital_mlops.drift import REFERENCE_FILE, DriftReference, DriftResult, read_reference
+from hospital_mlops.drift import (
+    BASELINE_FILE,
+    REFERENCE_FILE,
+    DriftReference,
+    DriftResult,
+    read_baseline,
+    read_reference,
+)
+from hospital_mlops.drift_alerts import DriftBaseline
 from hospital_mlops.paths import writable_state_dir
 from hospital_mlops.store_schema import create_tables
 
@@ -83,9 +91,12 @@ class DriftStore:
         self.engine.dispose()
 
 
-def reference_from_registry(model: str, ref: str) -> tuple[DriftReference, str]:
-    """The registered version's ``evidence/drift_reference.parquet`` and the version label the
-    predictor puts in its answers (``name/3``)."""
+def reference_from_registry(
+    model: str, ref: str
+) -> tuple[DriftReference, str, DriftBaseline | None]:
+    """The registered version's ``evidence/drift_reference.parquet``, its drift baseline (None
+    for a version registered before baselines existed) and the version label the predictor puts
+    in its answers (``name/3``)."""
     from hospital_mlops.drift import DriftReferenceError
     from hospital_mlops.governance import registry
 
@@ -97,4 +108,12 @@ def reference_from_registry(model: str, ref: str) -> tuple[DriftReference, str]:
             "registered before drift references were recorded: retrain, or start the detector "
             "with a local reference"
         )
-    return read_reference(Path(local)), f"{model}/{version.version}"
+    found = registry.evidence_file(version.run_id, f"evidence/{BASELINE_FILE}")
+    baseline = read_baseline(Path(found)) if found is not None else None
+    return read_reference(Path(local)), f"{model}/{version.version}", baseline
+
+
+def baseline_beside(reference_path: Path) -> DriftBaseline | None:
+    """The ``drift_baseline.json`` next to a local reference, if there is one."""
+    path = reference_path.with_name(BASELINE_FILE)
+    return read_baseline(path) if path.exists() else None

@@ -47,11 +47,12 @@ def example_instances(period: tuple[int, int], n: int = 5, seed: int = 7) -> lis
 
 
 def labelled_instances(
-    period: tuple[int, int], n: int, seed: int, scenario: str | None = None
+    period: tuple[int, int], n: int, seed: int, scenario: str | None = None, part: int = 0
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """As ``example_instances``, with each encounter's real 30-day readmission (1/0). With
     ``scenario``, the data issue's fault is injected into those encounters first, as a feed
-    would deliver them (the monitoring demo's stream)."""
+    would deliver them (the monitoring demo's stream). ``part``: the same seed shuffles the
+    period once, and part k takes its k-th ``n`` encounters, so parts never overlap."""
     spec = load_catalog().source(SOURCE)
     raw = read_extract(default_extract(SOURCE, spec), spec)["encounters"]
     ids = pd.to_numeric(raw["encounter_id"])
@@ -62,10 +63,10 @@ def labelled_instances(
     in_period = np.flatnonzero((order >= period[0]) & (order <= period[1]))
     if len(in_period) == 0:
         raise ValueError(f"no encounters in the order range {period}")
-    chosen = np.random.default_rng(seed).choice(
-        in_period, size=min(n, len(in_period)), replace=False
-    )
-    chosen.sort()
+    shuffled = np.random.default_rng(seed).permutation(in_period)
+    chosen = np.sort(shuffled[part * n : (part + 1) * n])
+    if len(chosen) == 0:
+        raise ValueError(f"the order range {period} has no part {part} of {n} encounters")
     tables = {"encounters": raw.iloc[chosen]}
     if scenario:
         from hospital_mlops.faults import scenario as fault

@@ -16,7 +16,14 @@ from typing import Any
 
 import pandas as pd
 
-from hospital_mlops.drift import REFERENCE_FILE, write_reference
+from hospital_mlops.drift import (
+    BASELINE_FILE,
+    REFERENCE_FILE,
+    calibrate_reference,
+    read_reference,
+    write_baseline,
+    write_reference,
+)
 from hospital_mlops.evaluate.evaluation import (
     COMPARATOR_SCORE,
     LABEL,
@@ -33,6 +40,7 @@ from hospital_mlops.governance.config import load_governance
 from hospital_mlops.governance.evidence import EvidenceContext
 from hospital_mlops.governance.validation_report import validation_html, validation_markdown
 from hospital_mlops.lineage import code_version, utc_now
+from hospital_mlops.monitoring.policy import load_monitoring_policy
 from hospital_mlops.serving_config import load_serving_config
 from hospital_mlops.snapshots import read_tables, sha256_file, verify_snapshot
 from hospital_mlops.splits import (
@@ -130,13 +138,29 @@ def _write_training(
     golden.to_parquet(out_dir / "golden.parquet", index=False)
     # What the drift detector compares served encounters with: the newest validated period, which
     # is what deployment follows. Registered as evidence so a version carries its own baseline.
+    serving = load_serving_config()
     write_reference(
         out_dir / REFERENCE_FILE,
         test,
         model,
         fs,
-        load_serving_config().drift.reference_rows,
+        serving.drift.reference_rows,
         slice_name="test",
+        order_by=source_use.split.time_column,
+    )
+    # Its alert thresholds, calibrated on the same rows' consecutive windows at the monitoring
+    # policy's declared false-alarm rate, and kept beside it (docs/drift.md).
+    alerting = load_monitoring_policy().drift
+    write_baseline(
+        out_dir / BASELINE_FILE,
+        calibrate_reference(
+            read_reference(out_dir / REFERENCE_FILE),
+            fs,
+            serving.drift.window,
+            false_alarm_rate=alerting.false_alarm_rate,
+            tiers=dict(alerting.tiers),
+            rules=alerting.faults.rules(),
+        ),
     )
 
     representativeness = {
@@ -267,6 +291,7 @@ def _gate_and_report(
     evidence["training.json"] = str(train_dir / "training.json")
     evidence["test_predictions.parquet"] = str(train_dir / "test_predictions.parquet")
     evidence[REFERENCE_FILE] = str(train_dir / REFERENCE_FILE)
+    evidence[BASELINE_FILE] = str(train_dir / BASELINE_FILE)
     summary = {
         "headline": headline(evaluation),
         "gates": gate_record,

@@ -31,6 +31,7 @@ MODEL_DIR = "risk_model"
 GOLDEN = "golden.parquet"
 TRAINING = "training.json"
 DRIFT_REFERENCE = "drift_reference.parquet"
+DRIFT_BASELINE = "drift_baseline.json"  # its alert thresholds (versions before them have none)
 GOLDEN_TOLERANCE = 1e-9
 
 
@@ -87,9 +88,10 @@ def export_bundle(model: str, ref: str, out: Path) -> Path:
             )
         # versions registered before drift references existed have none; a failing store is
         # not a missing reference (evidence_file tells the two apart)
-        reference = registry.evidence_file(run_id, f"evidence/{DRIFT_REFERENCE}")
-        if reference is not None:
-            shutil.copy2(reference, staging / DRIFT_REFERENCE)
+        for name in (DRIFT_REFERENCE, DRIFT_BASELINE):
+            found = registry.evidence_file(run_id, f"evidence/{name}")
+            if found is not None:
+                shutil.copy2(found, staging / name)
         manifest = {
             "name": model,
             "version": int(version.version),

@@ -94,12 +94,12 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Any:
                 ).set_display_name("retrain on the newest snapshot"),
                 store=True,
             )
-            with dsl.If(retrain.outputs["version"] > 0, name="registered"):
+            with dsl.If(retrain.outputs["Output"] > 0, name="registered"):
                 _wired(
                     ops.compare(
                         model=model,
                         ref=ref,
-                        challenger=retrain.outputs["version"],
+                        challenger=retrain.outputs["Output"],
                         policy_path=policy_path,
                         mlflow_tracking_uri=mlflow_tracking_uri,
                         prediction_log_url=prediction_log_url,

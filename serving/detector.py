@@ -77,6 +77,12 @@ FEATURE_DISTANCE = Gauge(
     "Latest window: KS statistic or chi-square statistic per feature",
     ["feature"],
 )
+WINDOW_ALERTS = Gauge(
+    "hmlops_drift_window_alerts",
+    "Latest window: alerts per tier (act: a hard data fault; investigate: beyond a calibrated "
+    "threshold)",
+    ["tier"],
+)
 SCORE_P_VALUE = Gauge("hmlops_drift_score_p_value", "Latest window: KS p-value of the risk score")
 THRESHOLD = Gauge("hmlops_drift_threshold", "Per-test p-value threshold after Bonferroni")
 BUFFERED_ROWS = Gauge("hmlops_drift_buffered_rows", "Scored encounters waiting for a full window")
@@ -151,7 +157,12 @@ class DriftDetector(Model):
     def load(self) -> bool:
         from hospital_mlops.catalog import load_catalog
         from hospital_mlops.drift import DriftTester, read_reference
-        from hospital_mlops.drift_store import DriftStore, redact_url, reference_from_registry
+        from hospital_mlops.drift_store import (
+            DriftStore,
+            baseline_beside,
+            redact_url,
+            reference_from_registry,
+        )
         from hospital_mlops.features import feature_set_for
         from hospital_mlops.serving_config import load_serving_config
 
@@ -159,10 +170,11 @@ class DriftDetector(Model):
             config = load_serving_config()
             if self.reference_path is not None:
                 reference = read_reference(self.reference_path)
+                baseline = baseline_beside(self.reference_path)
                 self.model_version = f"{self.registered_model}@{self.ref}"
                 expected = None  # a local file names no registered version to check against
             else:
-                reference, self.model_version = reference_from_registry(
+                reference, self.model_version, baseline = reference_from_registry(
                     self.registered_model, self.ref
                 )
                 expected = self.model_version
@@ -175,6 +187,7 @@ class DriftDetector(Model):
                 config.drift.p_value,
                 self.model_version,
                 window,
+                baseline,
             )
             self.monitor = DriftMonitor(
                 tester,
@@ -197,11 +210,13 @@ class DriftDetector(Model):
             self._publish(self.latest_result)
         self.ready = True
         log.info(
-            "drift detector for %s: %s backend, window %d, reference %d rows, results in %s",
+            "drift detector for %s: %s backend, window %d, reference %d rows, thresholds %s, "
+            "results in %s",
             self.model_version,
             tester.backend.name,
             self.monitor.window,
             len(reference.features),
+            tester.baseline_note,
             redact_url(self.store.url),
         )
         return True
@@ -276,10 +291,11 @@ class DriftDetector(Model):
             WINDOWS_TESTED.inc()
             self._publish(result)
             log.info(
-                "drift window %s: is_drift=%s drifted=%s score_p=%.3g (%.0f ms)",
+                "drift window %s: tier=%s alerts=%s (decided by %s; score KS p=%.3g) (%.0f ms)",
                 result.window_id,
-                result.is_drift,
-                result.drifted_features,
+                result.tier,
+                [f"{a['tier']}:{a['statistic']}:{a['subject']}" for a in result.alerts],
+                result.decided_by,
                 result.score_p_value,
                 result.test_ms,
             )
@@ -287,6 +303,8 @@ class DriftDetector(Model):
 
     def _publish(self, result: DriftResult) -> None:
         IS_DRIFT.set(1 if result.is_drift else 0)
+        for tier in ("act", "investigate"):
+            WINDOW_ALERTS.labels(tier).set(sum(a["tier"] == tier for a in result.alerts))
         SCORE_P_VALUE.set(result.score_p_value)
         for feature, p in result.feature_p_values.items():
             FEATURE_P_VALUE.labels(feature).set(p)

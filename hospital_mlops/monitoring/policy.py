@@ -8,10 +8,18 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from hospital_mlops.config_files import StrictModel, load_yaml_model
+from hospital_mlops.data_faults import FaultRules
+from hospital_mlops.drift_alerts import check_tiers
 from hospital_mlops.paths import config_path
 
 AlertKind = Literal[
-    "data_drift", "score_drift", "performance", "calibration", "alert_burden", "workflow"
+    "data_drift",
+    "data_fault",
+    "score_drift",
+    "performance",
+    "calibration",
+    "alert_burden",
+    "workflow",
 ]
 
 
@@ -27,6 +35,7 @@ class Windows(StrictModel):
     feedback_hours: float = Field(gt=0, le=24 * 30)
     feedback_expected: bool
     min_judged_alerts: int = Field(ge=1)
+    silent_after: int = Field(ge=1)  # consecutive quiet windows that make a silent feed
 
 
 class Bootstrap(StrictModel):
@@ -41,6 +50,8 @@ class Thresholds(StrictModel):
     ece_max: float = Field(gt=0, lt=0.5)
     calibration_bins: int = Field(ge=2, le=50)
     observed_to_expected: tuple[float, float]
+    # how often a well-calibrated model may raise a calibration alert in a window by chance
+    calibration_false_alarm_rate: float = Field(gt=0, lt=0.5)
     alerts_per_100_change: float = Field(gt=0, le=10)
     override_rate_max: float = Field(gt=0, le=1)
     acknowledgement_rate_min: float = Field(ge=0, lt=1)
@@ -50,6 +61,35 @@ class Thresholds(StrictModel):
         low, high = self.observed_to_expected
         if not 0 < low < 1 < high:
             raise ValueError("observed_to_expected must be [low, high] with 0 < low < 1 < high")
+        return self
+
+
+class FaultLimits(StrictModel):
+    """The act tier's fixed data-fault rules (hospital_mlops/data_faults.py)."""
+
+    all_missing_share: float = Field(gt=0, le=1)
+    new_category_share: float = Field(gt=0, le=1)
+    unit_factor: float = Field(gt=1)
+    out_of_range_share: float = Field(gt=0, le=1)
+    silent_share: float = Field(gt=0, lt=1)
+    refused_share: float = Field(gt=0, le=1)
+    repeated_share: float = Field(gt=0, le=1)
+
+    def rules(self) -> FaultRules:
+        return FaultRules(**self.model_dump())
+
+
+class DriftAlerting(StrictModel):
+    """The served inputs' alerts: thresholds calibrated on the validated period at a declared
+    false-alarm rate per window, and which statistic belongs to which tier."""
+
+    false_alarm_rate: float = Field(gt=0, lt=0.5)
+    tiers: dict[str, Literal["investigate", "act"]]
+    faults: FaultLimits
+
+    @model_validator(mode="after")
+    def _every_statistic_in_a_tier(self) -> DriftAlerting:
+        check_tiers(self.tiers)
         return self
 
 
@@ -97,15 +137,24 @@ class Breakdowns(StrictModel):
         return self
 
 
+class SubgroupCalibrationPolicy(StrictModel):
+    """Each matured window's O/E and ECE per break-down subgroup, judged against the subgroup's
+    band from the validated period at this per-window false-alarm rate (shared over subgroups)."""
+
+    false_alarm_rate: float = Field(gt=0, lt=0.5)
+
+
 class MonitoringPolicy(StrictModel):
     baseline: Literal["registry"]
     windows: Windows
     bootstrap: Bootstrap
     thresholds: Thresholds
+    drift: DriftAlerting
     feedback: Feedback
     owners: dict[AlertKind, str]
     retraining: RetrainingPolicy
     breakdowns: Breakdowns
+    subgroup_calibration: SubgroupCalibrationPolicy
 
     @model_validator(mode="after")
     def _every_kind_owned(self) -> MonitoringPolicy:

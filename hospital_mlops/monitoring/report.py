@@ -225,6 +225,7 @@ def monitoring_html(run: dict[str, Any]) -> str:
         else "<p>No alerts.</p>"
     )
     breakdown_section = _breakdowns(run.get("breakdowns", []))
+    calibration_section = _subgroup_calibration(run.get("subgroup_calibration"))
     made = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     figure = "".join(
         f"<h3>{esc(title)}</h3>{plots[key]}"
@@ -256,6 +257,7 @@ is only as good as the calibration.</p>
 <h2>Override reasons</h2>
 {_table(["reason", "overrides"], reason_rows) if reason_rows else "<p>None recorded.</p>"}
 {breakdown_section}
+{calibration_section}
 </body></html>
 """
 
@@ -297,3 +299,63 @@ def _breakdowns(cells: list[dict[str, Any]]) -> str:
         "shown once the group has enough outcomes; the window's own numbers carry the CIs.</p>"
         + _table(header, rows, classes)
     )
+
+
+def _calibration_numbers(c: dict[str, Any]) -> list[str]:
+    """A subgroup cell's numbers; a suppressed cell's are not shown."""
+    if c["suppressed"]:
+        return [f"&lt;{SMALL_CELL}"] + ["—"] * 6
+    band = c.get("band") or {}
+    ci, expected, noise = c.get("oe_ci"), c.get("expected_events"), c.get("ece_noise")
+    return [
+        count_html(c.get("n")),
+        count_html(c.get("n_outcomes")),
+        count_html(c.get("observed_events")) + ("" if expected is None else f" / {expected:.1f}"),
+        _num(c.get("observed_to_expected"), 2) + (f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else ""),
+        f"{_num(band.get('oe_low'), 2)}–{_num(band.get('oe_high'), 2)}" if band else "—",
+        _num(c.get("ece")) + ("" if noise is None else f" (± {noise:.3f})"),
+        f"≤ {_num(band.get('ece_high'))}" if band else "—",
+    ]
+
+
+def _subgroup_calibration(section: dict[str, Any] | None) -> str:
+    """Calibration by subgroup on matured outcomes: every alerting cell, and the latest assessed
+    window's cells; windows still waiting for outcomes are listed as such, never as passing."""
+    if not section:
+        return ""
+    esc = html.escape
+    head = "<h2>Calibration by subgroup (matured outcomes)</h2>"
+    if section["status"] != "run":
+        return f"{head}<p>Not run: {esc(str(section.get('reason') or ''))}</p>"
+    assessed = [w for w in section["windows"] if w["status"] == "run"]
+    latest = assessed[-1]["start"] if assessed else None
+    rows, classes = [], []
+    for w in assessed:
+        for c in w["cells"]:
+            if c["status"] != "alert" and w["start"] != latest:
+                continue
+            when = esc(f"{w['start'][:10]} → {w['end'][:10]}")
+            named = [when, esc(c["breakdown"]), esc(c["group"]), esc(c["status"])]
+            rows.append([*named, *_calibration_numbers(c)])
+            classes.append("flag" if c["status"] == "alert" else "")
+    waiting = [
+        f"<li>{esc(w['start'][:10])} → {esc(w['end'][:10])}: {esc(w['status'].replace('_', ' '))}"
+        f" ({esc(str(w.get('reason') or ''))})</li>"
+        for w in section["windows"]
+        if w["status"] != "run"
+    ]
+    header = ["window", "break-down", "group", "status", "n", "with outcomes",
+              "events obs. / exp.", "O/E (CI)", "O/E band", "ECE (noise)", "ECE band"]  # fmt: skip
+    note = (
+        f'<p class="note">{esc(section["rule"])} Declared false-alarm rate '
+        f"{section['false_alarm_rate']:g} per window over {section['tests_per_window']} tests. "
+        f"Groups with fewer than {SMALL_CELL} predictions, outcomes or events are listed "
+        "without numbers. Shown: every alerting cell, and the latest assessed window.</p>"
+    )
+    table = (
+        _table(header, rows, classes)
+        if rows
+        else f"<p>{'No subgroup cells.' if assessed else 'No window has matured yet.'}</p>"
+    )
+    pending = f"<p>Not assessed:</p><ul>{''.join(waiting)}</ul>" if waiting else ""
+    return head + note + table + pending

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,11 @@ from hospital_mlops.monitoring.breakdowns import Cell, breakdown_cells
 from hospital_mlops.monitoring.feedback import responses
 from hospital_mlops.monitoring.logged import logged_predictions
 from hospital_mlops.monitoring.policy import MonitoringPolicy
+from hospital_mlops.monitoring.subgroup_calibration import (
+    CalibrationSettings,
+    SubgroupCalibration,
+    subgroup_calibration,
+)
 from hospital_mlops.monitoring.windows import Alert, Baseline, Window, alerts_for, compute_windows
 from hospital_mlops.prediction_log import PredictionLog
 
@@ -34,6 +40,7 @@ class MonitoringRun:
     alerts: list[Alert]
     policy: MonitoringPolicy
     breakdowns: list[Cell] = field(default_factory=list)
+    subgroup_calibration: SubgroupCalibration | None = None
 
     def as_dict(self) -> dict[str, Any]:
         b = self.baseline
@@ -60,12 +67,15 @@ class MonitoringRun:
             "windows": [w.as_dict() for w in self.windows],
             "alerts": [a.as_dict() for a in self.alerts],
             "breakdowns": [c.as_dict() for c in self.breakdowns],
+            "subgroup_calibration": (
+                None if self.subgroup_calibration is None else self.subgroup_calibration.as_dict()
+            ),
         }
 
 
 def drift_results(store: DriftStore, model_version: str) -> pd.DataFrame:
     """The detector's results for ``name/version``: ``tested_at``, ``is_drift``,
-    ``drifted_features``."""
+    ``drifted_features``, and its tiered ``alerts`` (empty for a result decided by p-values)."""
     r = results_table
     with store.engine.connect() as conn:
         rows = conn.execute(
@@ -73,13 +83,30 @@ def drift_results(store: DriftStore, model_version: str) -> pd.DataFrame:
                 r.c.model_version == model_version
             )
         ).all()
+    results = [json.loads(x) for _, _, x in rows]
     return pd.DataFrame(
         {
             "tested_at": pd.to_datetime([t for t, _, _ in rows], utc=True, format="ISO8601"),
             "is_drift": [bool(d) for _, d, _ in rows],
-            "drifted_features": [json.loads(x).get("drifted_features", []) for _, _, x in rows],
+            "drifted_features": [x.get("drifted_features", []) for x in results],
+            "decided_by": [x.get("decided_by", "p_value") for x in results],
+            "alerts": [x.get("alerts", []) for x in results],
         }
     )
+
+
+def feed_faults(results: pd.DataFrame) -> pd.DataFrame:
+    """Only the act tier's data faults of another version's detector results: what they say
+    about the feed both versions read, not about that version's reference."""
+    if results.empty:
+        return results
+    alerts = [[a for a in found if a["tier"] == "act"] for found in results["alerts"]]
+    return results.assign(
+        alerts=alerts,
+        is_drift=[bool(a) for a in alerts],
+        drifted_features=[[] for _ in alerts],
+        decided_by="tiers",
+    )[[bool(a) for a in alerts]]
 
 
 def baseline_from_registry(model: str, ref: str) -> tuple[Baseline, int]:
@@ -104,6 +131,22 @@ def baseline_from_registry(model: str, ref: str) -> tuple[Baseline, int]:
     return Baseline.from_evidence(label, record, scores), int(version.version)
 
 
+def validated_period_from_registry(model: str, ref: str, columns: list[str]) -> pd.DataFrame | None:
+    """The registered version's test-period predictions (``evidence/test_predictions.parquet``),
+    only those of ``columns`` it holds (never its encounter or patient tokens); None when the
+    version has none."""
+    import pyarrow.parquet as pq
+
+    from hospital_mlops.governance import registry
+
+    version = registry._resolve(registry.client(), model, ref)
+    path = registry.evidence_file(version.run_id, "evidence/test_predictions.parquet")
+    if path is None:
+        return None
+    held = set(pq.read_schema(path).names)
+    return pd.read_parquet(path, columns=[c for c in columns if c in held])
+
+
 def run_monitoring(
     model: str,
     ref: str,
@@ -112,6 +155,7 @@ def run_monitoring(
     store: DriftStore,
 ) -> MonitoringRun:
     baseline, version = baseline_from_registry(model, ref)
+    settings = CalibrationSettings.from_policy(policy, policy.subgroup_calibration.false_alarm_rate)
     frame = logged_predictions(log, model, version, policy.breakdowns.by)
     answered = responses(log, model, version)
     if not policy.windows.feedback_expected and answered["response"].isna().all():
@@ -119,13 +163,38 @@ def run_monitoring(
     windows = compute_windows(
         frame, baseline, policy, drift_results(store, baseline.model), answered
     )
+    by_subgroup = subgroup_calibration(
+        frame,
+        validated_period_from_registry(model, str(version), settings.test_period_columns()),
+        settings,
+        datetime.now(UTC),
+    )
     return MonitoringRun(
         model=baseline.model,
         baseline=baseline,
         predictions=len(frame),
         with_outcomes=int(frame["outcome"].notna().sum()),
         windows=windows,
-        alerts=alerts_for(windows, baseline, policy),
+        alerts=[
+            *alerts_for(windows, baseline, policy, datetime.now(UTC)),
+            *subgroup_alerts(by_subgroup, policy),
+        ],
         policy=policy,
         breakdowns=breakdown_cells(frame, policy),
+        subgroup_calibration=by_subgroup,
     )
+
+
+def subgroup_alerts(by_subgroup: SubgroupCalibration, policy: MonitoringPolicy) -> list[Alert]:
+    """A subgroup outside its band on matured outcomes is a demonstrated impact: the act tier,
+    for calibration's owner, like a whole window's."""
+    return [
+        Alert(
+            "calibration",
+            policy.owners["calibration"],
+            "critical",
+            f"by subgroup, {a.message}",
+            a.window_start,
+        )
+        for a in by_subgroup.alerts
+    ]

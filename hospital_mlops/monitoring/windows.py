@@ -55,11 +55,16 @@ class Baseline:
 
 @dataclass(frozen=True)
 class DriftSummary:
-    """The drift detector's results for one window's time span."""
+    """The drift detector's results for one window's time span: its tested windows, those with
+    an investigate-tier input alert, the inputs that moved (largest excess first, with their
+    magnitudes), the act tier's data faults, and whether the score moved."""
 
     tests: int
     drifted_tests: int
     drifted_features: list[str]
+    moved: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+    score_shift: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,12 +75,18 @@ class Window:
     n_outcomes: int
     data_drift: bool | None  # None: no detector result in this window
     drifted_features: list[str]
+    # the detector's calibrated score shift (False without a detector result); the KS p-value
+    # below is a secondary statistic and raises no alert
     score_drift: bool
     score_drift_p_value: float
     auroc: float | None  # realized, once enough outcomes have arrived
     auroc_ci: list[float] | None
     ece: float | None
+    # the ECE a perfectly calibrated model reaches by chance on these risks and this many
+    # outcomes, at 1 − calibration_false_alarm_rate
+    ece_by_chance: float | None
     observed_to_expected: float | None
+    observed_to_expected_ci: list[float] | None  # exact Poisson, at the same rate
     estimated_auroc: float  # from the calibrated risks (CBPE); an estimate, always
     expected_event_rate: float
     observed_event_rate: float | None
@@ -91,6 +102,10 @@ class Window:
     judged_alerts: int
     calibration: list[dict[str, float]]  # per equal-mass risk band: expected vs observed rate
     assessable: bool  # enough predictions for alerts
+    # the detector's tiered alerts in this window: the act tier's data faults, and the inputs
+    # beyond their calibrated thresholds (subject, statistic, magnitude, threshold, range)
+    data_faults: list[str] = field(default_factory=list)
+    moved_inputs: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,12 +115,17 @@ class Window:
 class Alert:
     kind: AlertKind
     owner: str
-    severity: str  # "warning" | "critical"
+    severity: str  # "warning" (the investigate tier) | "critical" (the act tier)
     message: str
     window_start: str
 
+    @property
+    def tier(self) -> str:
+        """Act: the only tier that may hold a rollout or roll back; investigate: someone looks."""
+        return "act" if self.severity == "critical" else "investigate"
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "tier": self.tier}
 
 
 def _iso(t: pd.Timestamp | datetime) -> str:
@@ -153,6 +173,30 @@ def estimated_auroc(risk: np.ndarray) -> float:
     return float(favourable / pairs) if pairs > 0 else float("nan")
 
 
+_CHANCE_DRAWS = 2000
+
+
+def ece_by_chance(risk: np.ndarray, bin_of: np.ndarray, rate: float, seed: int) -> float:
+    """The (1 − rate) quantile of the ECE a perfectly calibrated model shows on these risks:
+    each bin's events drawn as Binomial(bin size, the bin's mean risk). That is a little wider
+    than the exact Poisson-binomial, so the bound errs toward fewer alerts."""
+    rng = np.random.default_rng([seed, len(risk)])
+    size = np.bincount(bin_of).astype("int64")
+    expected = np.bincount(bin_of, weights=risk)
+    events = rng.binomial(
+        size, np.clip(expected / np.maximum(size, 1), 0, 1), (_CHANCE_DRAWS, len(size))
+    )
+    draws = np.abs(events - expected).sum(axis=1) / len(risk)
+    return float(np.quantile(draws, 1 - rate))
+
+
+def observed_to_expected_ci(observed: float, expected: float, rate: float) -> list[float]:
+    """The exact (Garwood) Poisson interval of the observed count, over the expected count."""
+    low = stats.chi2.ppf(rate / 2, 2 * observed) / 2 if observed > 0 else 0.0
+    high = stats.chi2.ppf(1 - rate / 2, 2 * observed + 2) / 2
+    return [round(float(low / expected), 6), round(float(high / expected), 6)]
+
+
 def _calibration(y: np.ndarray | None, risk: np.ndarray, bins: int) -> list[dict[str, float]]:
     edges = np.unique(np.quantile(risk, np.linspace(0, 1, bins + 1)))
     band = np.clip(np.searchsorted(edges, risk, side="right") - 1, 0, max(len(edges) - 2, 0))
@@ -177,9 +221,36 @@ def _drift_in(results: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> 
     inside = results[(results["tested_at"] >= start) & (results["tested_at"] < end)]
     if inside.empty:
         return None
-    drifted = inside[inside["is_drift"]]
-    features = sorted({f for fs in drifted["drifted_features"] for f in fs})
-    return DriftSummary(len(inside), len(drifted), features)
+    tiered = inside.get("decided_by", pd.Series("p_value", index=inside.index)) == "tiers"
+    alerts = [a for found in inside.get("alerts", []) for a in found]
+    # the detector may test several times in a window: each input once, at its largest move
+    largest: dict[tuple[str, str], dict[str, Any]] = {}
+    for a in alerts:
+        if a["tier"] == "investigate" and a["subject"] != "risk":
+            key = (a["subject"], a["statistic"])
+            if key not in largest or a["magnitude"] > largest[key]["magnitude"]:
+                largest[key] = a
+    moved = sorted(largest.values(), key=lambda a: -a["magnitude"] / max(a["threshold"], 1e-12))
+    faults = list(dict.fromkeys(a["detail"] for a in alerts if a["tier"] == "act"))
+    # a p-value result (a version without a drift baseline) still counts as it used to
+    drifted = inside[
+        [
+            (bool(f) if t else bool(d))
+            for f, d, t in zip(inside["drifted_features"], inside["is_drift"], tiered, strict=True)
+        ]
+    ]
+    features = list(dict.fromkeys(f for fs in drifted["drifted_features"] for f in fs))
+    return DriftSummary(
+        len(inside),
+        len(drifted),
+        features,
+        moved=[
+            {k: a[k] for k in ("subject", "statistic", "magnitude", "threshold", "baseline_range")}
+            for a in moved
+        ],
+        faults=faults,
+        score_shift=any(a["subject"] == "risk" for a in alerts),
+    )
 
 
 @dataclass(frozen=True)
@@ -287,11 +358,17 @@ def compute_windows(
             if realized
             else (None, None)
         )
-        ece = observed_to_expected = None
+        ece = observed_to_expected = chance = None
+        oe_ci = None
         if realized:
-            bins = weighted.quantile_bins(risk[known], policy.thresholds.calibration_bins)
+            t = policy.thresholds
+            bins = weighted.quantile_bins(risk[known], t.calibration_bins)
             ece = float(weighted.ece(y, risk[known], bins, np.ones((1, len(y))))[0])
+            chance = ece_by_chance(risk[known], bins, t.calibration_false_alarm_rate, b.seed)
             observed_to_expected = float(y.mean() / risk[known].mean())
+            oe_ci = observed_to_expected_ci(
+                float(y.sum()), float(risk[known].sum()), t.calibration_false_alarm_rate
+            )
         ks = stats.ks_2samp(risk, baseline.scores)
         summary = _drift_in(drift, start, end)
         work = (
@@ -311,14 +388,16 @@ def compute_windows(
             n_outcomes=with_outcomes,
             data_drift=None if summary is None else summary.drifted_tests > 0,
             drifted_features=[] if summary is None else summary.drifted_features,
-            score_drift=bool(ks.pvalue < policy.thresholds.score_drift_p_value),
+            score_drift=bool(summary is not None and summary.score_shift),
             score_drift_p_value=float(ks.pvalue),
             auroc=None if auroc is None else round(auroc, 6),
             auroc_ci=ci,
             ece=None if ece is None else round(ece, 6),
+            ece_by_chance=None if chance is None else round(chance, 6),
             observed_to_expected=(
                 None if observed_to_expected is None else round(observed_to_expected, 6)
             ),
+            observed_to_expected_ci=oe_ci,
             estimated_auroc=round(estimated_auroc(risk), 6),
             expected_event_rate=round(float(risk.mean()), 6),
             observed_event_rate=round(float(y.mean()), 6) if realized else None,
@@ -336,6 +415,8 @@ def compute_windows(
             if realized
             else _calibration(None, risk, policy.thresholds.calibration_bins),
             assessable=len(rows) >= policy.windows.min_predictions,
+            data_faults=[] if summary is None else summary.faults,
+            moved_inputs=[] if summary is None else summary.moved[:10],
         )
 
     groups = [(key, rows) for key, rows in sorted_groups(window) if key >= 0]  # not NaT
@@ -345,27 +426,115 @@ def compute_windows(
         return list(pool.map(lambda group: one(*group), groups))
 
 
-def alerts_for(windows: list[Window], baseline: Baseline, policy: MonitoringPolicy) -> list[Alert]:
-    """Each threshold crossed in an assessable window, addressed to the kind's owner."""
+def _moved(m: dict[str, Any]) -> str:
+    low, high = m["baseline_range"] or (0.0, 0.0)
+    return (
+        f"{m['subject']} {m['statistic'].replace('_', ' ')} {m['magnitude']:.3g} "
+        f"(threshold {m['threshold']:.3g}; baseline windows {low:.3g}–{high:.3g})"
+    )
+
+
+def silent_windows(
+    windows: list[Window],
+    length: timedelta,
+    silent_share: float,
+    now: datetime | None,
+    min_run: int = 1,
+) -> list[tuple[str, str, int, float]]:
+    """Runs of consecutive windows each holding fewer than ``silent_share`` of the median
+    window's predictions (none at all included): a feed gone quiet. (first start, last end,
+    predictions in the run, the typical count per window). Judged over closed windows from the
+    first with data to the last with data or, given ``now``, to the last closed before it (so a
+    feed that stopped altogether is seen). Three windows with data are needed to know what is
+    typical. A run shorter than ``min_run`` windows is not reported."""
+    step = pd.Timedelta(length)
+    counts = {pd.Timestamp(w.start): w.n for w in windows}
+    if len(counts) < 3:
+        return []
+    first = min(counts)
+    last = max(counts)
+    if now is not None:
+        last = max(last, window_starts(pd.Series([pd.Timestamp(now)]), length).iloc[0] - step)
+    closed = {t: n for t, n in counts.items() if now is None or t + step <= pd.Timestamp(now)}
+    typical = float(np.median(list(closed.values()) or list(counts.values())))
+    runs: list[tuple[str, str, int, float]] = []
+    run: list[tuple[pd.Timestamp, int]] = []
+    start = first
+    while start <= last + step:  # one step past the end closes the last run
+        n = counts.get(start, 0)
+        quiet = start <= last and (now is None or start + step <= pd.Timestamp(now))
+        if quiet and n < silent_share * typical:
+            run.append((start, n))
+        elif run:
+            if len(run) >= min_run:
+                runs.append(
+                    (_iso(run[0][0]), _iso(run[-1][0] + step), sum(c for _, c in run), typical)
+                )
+            run = []
+        start += step
+    return runs
+
+
+def alerts_for(
+    windows: list[Window],
+    baseline: Baseline,
+    policy: MonitoringPolicy,
+    now: datetime | None = None,
+) -> list[Alert]:
+    """Each threshold crossed in an assessable window, addressed to the kind's owner; with
+    ``now``, a feed silent up to now too (the monitoring run passes it). A
+    "critical" alert is the act tier (a hard data fault, or a demonstrated impact on outcomes:
+    the only alerts that may hold a rollout or roll one back); a "warning" is the investigate
+    tier."""
     t = policy.thresholds
     out: list[Alert] = []
+    length = timedelta(hours=policy.windows.length_hours)
 
     def raise_(kind: AlertKind, severity: str, message: str, w: Window) -> None:
         out.append(Alert(kind, policy.owners[kind], severity, message, w.start))
 
+    for start, end, n, typical in silent_windows(
+        windows, length, policy.drift.faults.silent_share, now, policy.windows.silent_after
+    ):
+        out.append(
+            Alert(
+                "data_fault", policy.owners["data_fault"], "critical",
+                f"{start}–{end}: a silent feed ({n} predictions; a window typically holds "
+                f"{typical:.0f})",
+                start,
+            )
+        )  # fmt: skip
     for w in windows:
+        when = f"window {w.start}–{w.end} ({w.n} predictions)"
+        if w.data_faults:  # a broken feed is a fault however few rows got through
+            raise_("data_fault", "critical", f"{when}: " + "; ".join(w.data_faults[:5]), w)
         if not w.assessable:
             continue
-        when = f"window {w.start}–{w.end} ({w.n} predictions)"
         if w.data_drift:
-            features = ", ".join(w.drifted_features[:5]) or "the inputs"
-            raise_("data_drift", "warning", f"{when}: input drift detected in {features}", w)
+            moved = "; ".join(_moved(m) for m in w.moved_inputs[:5]) or ", ".join(
+                w.drifted_features[:5]
+            )
+            with_it = [
+                "scores moved with them" if w.score_drift else "scores did not move",
+                (
+                    f"observed/expected {w.observed_to_expected:.2f}, ECE {w.ece:.3f}"
+                    if w.ece is not None and w.observed_to_expected is not None
+                    else "calibration not yet known (outcomes pending)"
+                ),
+            ]
+            raise_(
+                "data_drift",
+                "warning",
+                f"{when}: inputs beyond their calibrated thresholds: {moved} "
+                f"({'; '.join(with_it)})",
+                w,
+            )
         if w.score_drift:
             raise_(
                 "score_drift",
                 "warning",
-                f"{when}: the risk distribution differs from the reference "
-                f"(KS p = {w.score_drift_p_value:.2g} < {t.score_drift_p_value})",
+                f"{when}: the risk distribution moved beyond its calibrated threshold "
+                f"(KS p = {w.score_drift_p_value:.2g}, secondary)",
                 w,
             )
         floor = baseline.auroc - t.auroc_drop
@@ -392,14 +561,26 @@ def alerts_for(windows: list[Window], baseline: Baseline, policy: MonitoringPoli
                 w,
             )
         low, high = t.observed_to_expected
-        if w.ece is not None and w.ece > t.ece_max:
-            raise_("calibration", "critical", f"{when}: ECE {w.ece:.3f} > {t.ece_max}", w)
-        if w.observed_to_expected is not None and not low <= w.observed_to_expected <= high:
+        chance = w.ece_by_chance if w.ece_by_chance is not None else 0.0
+        if w.ece is not None and w.ece > max(t.ece_max, chance):
             raise_(
                 "calibration",
                 "critical",
-                f"{when}: observed/expected events {w.observed_to_expected:.2f} outside "
-                f"[{low}, {high}]",
+                f"{when}: ECE {w.ece:.3f} > {t.ece_max} on {w.n_outcomes} outcomes (a "
+                f"calibrated model reaches {chance:.3f} by chance at this size)",
+                w,
+            )
+        oe_ci = w.observed_to_expected_ci
+        if (
+            w.observed_to_expected is not None
+            and oe_ci is not None
+            and (oe_ci[1] < low or oe_ci[0] > high)
+        ):
+            raise_(
+                "calibration",
+                "critical",
+                f"{when}: observed/expected events {w.observed_to_expected:.2f} (CI "
+                f"{oe_ci[0]:.2f}–{oe_ci[1]:.2f}) outside [{low}, {high}]",
                 w,
             )
         change = w.alerts_per_100 / baseline.alerts_per_100 - 1 if baseline.alerts_per_100 else 0

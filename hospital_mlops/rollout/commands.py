@@ -212,9 +212,11 @@ def _service(settings: Settings) -> tuple[observe.ServiceSnapshot | None, dict[s
 def _observe(
     settings: Settings, record: RolloutRecord, registered: Registered
 ) -> tuple[Observations, observe.ServiceSnapshot | None, dict[str, Any]]:
+    import pandas as pd
+
     from hospital_mlops.drift_store import DriftStore
     from hospital_mlops.monitoring.feedback import responses
-    from hospital_mlops.monitoring.run import baseline_from_registry, drift_results
+    from hospital_mlops.monitoring.run import baseline_from_registry, drift_results, feed_faults
     from hospital_mlops.monitoring.windows import alerts_for, compute_windows
     from hospital_mlops.prediction_log import PredictionLog
     from hospital_mlops.serving_config import load_serving_config
@@ -254,6 +256,11 @@ def _observe(
     store = DriftStore(load_serving_config().drift.store_url)
     try:
         drift = drift_results(store, baseline.model)
+        if registered.champion is not None and registered.champion != settings.version:
+            # the candidate reads the same feed as the champion, whose detector watches it: a
+            # broken feed (the act tier's data faults) holds the candidate's stage too
+            feed = drift_results(store, f"{settings.model}/{registered.champion}")
+            drift = pd.concat([drift, feed_faults(feed)], ignore_index=True)
     finally:
         store.close()
     drift = drift[(drift["tested_at"] >= since) & (drift["tested_at"] <= until)]

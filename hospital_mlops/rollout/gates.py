@@ -9,7 +9,9 @@ from typing import Any, Literal
 
 from hospital_mlops.rollout.policy import STAGES, RolloutPolicy, Stage, StagePolicy
 
-DRIFT_KINDS = ("data_drift", "score_drift")
+# Data alerts that hold a stage: only the act tier's ("critical"). An investigate-tier drift
+# alert tells its owner to look; on its own it holds nothing (docs/monitoring.md).
+DRIFT_KINDS = ("data_fault", "data_drift", "score_drift")
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,9 @@ def _at_most(name: str, observed: float | None, limit: float | None) -> GateResu
 
 def stage_gates(policy: StagePolicy, obs: Observations) -> list[GateResult]:
     g = policy.gates
-    drift = sorted({kind for kind, _ in obs.alerts if kind in DRIFT_KINDS})
+    drift = sorted(
+        {kind for kind, severity in obs.alerts if kind in DRIFT_KINDS and severity == "critical"}
+    )
     results = [
         GateResult("min_hours", obs.hours >= policy.min_hours, obs.hours, policy.min_hours),
         GateResult(

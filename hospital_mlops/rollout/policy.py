@@ -61,7 +61,9 @@ class Stages(StrictModel):
 class Rollback(StrictModel):
     error_rate_max: float = Field(gt=0, lt=1)
     latency_p99_ms_max: float = Field(gt=0)
-    on_alerts: tuple[Literal["performance", "calibration", "data_drift", "score_drift"], ...]
+    on_alerts: tuple[
+        Literal["performance", "calibration", "data_fault", "data_drift", "score_drift"], ...
+    ]
 
 
 class RolloutPolicy(StrictModel):

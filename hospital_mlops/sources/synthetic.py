@@ -297,6 +297,27 @@ def _unique_identities(
         days[rows] = np.clip(days[rows] + rng.integers(-200, 201, size=len(rows)), lo, hi)
 
 
+def _unique_birth_days(
+    rng: np.random.Generator,
+    given: IntArr,
+    family: IntArr,
+    first_day: IntArr,
+    age_days: IntArr,
+    lo: int,
+    hi: int,
+) -> IntArr:
+    """Ages at first admission with (name, first day - age) unique: one person per identity."""
+    days = age_days.copy()
+    n_fam = len(_FAMILY)
+    while True:
+        key = (given * n_fam + family) * 10_000_000 + (first_day - days + 5_000_000)
+        dup = pd.Index(key).duplicated(keep="first")
+        if not dup.any():
+            return days
+        rows = np.flatnonzero(dup)
+        days[rows] = np.clip(days[rows] + rng.integers(-200, 201, size=len(rows)), lo, hi)
+
+
 # --- encounters --------------------------------------------------------------------------------
 
 
@@ -365,9 +386,20 @@ def _place_chains(
 
 
 def generate_tables(
-    n_encounters: int, seed: int = 7, start: str = "2024-01-01", days: int = 365
+    n_encounters: int,
+    seed: int = 7,
+    start: str = "2024-01-01",
+    days: int = 365,
+    open_cohort: bool = False,
 ) -> dict[str, pd.DataFrame]:
-    """Same data as ``generate_extract``, in memory (patients, encounters, vitals, labs, merges)."""
+    """Same data as ``generate_extract``, in memory (patients, encounters, vitals, labs, merges).
+
+    By default every person's age is drawn as of ``start`` (a closed cohort): over a window of
+    years the population then ages a year per year, which a multi-year drift study would read
+    as drift. ``open_cohort`` draws the age as of each person's first admission instead, so
+    people enter the window at a stable age mix. The one-year extract keeps the default, and
+    the same arguments still give the same tables.
+    """
     if n_encounters < 1:
         raise ValueError(f"n_encounters must be at least 1, got {n_encounters}")
     if days < 7:
@@ -581,7 +613,15 @@ def generate_tables(
         zip3[rows] = choices[np.floor(zip_pick[rows] * len(choices)).astype(np.int64)]
     race_obj = _lookup(RACES, race)
     race_obj[race_missing] = None
-    birth = (start_ns - age_days * 86400 * _NS_PER_S).astype(np.int64)
+    if open_cohort:
+        first_day = np.minimum.reduceat(admit_min, first) // _DAY_MIN
+        age_days = _unique_birth_days(
+            np.random.default_rng([seed, 1]), given, family, first_day, age_days, age_lo, age_hi
+        )
+        birth_day = first_day - age_days
+    else:
+        birth_day = -age_days
+    birth = (start_ns + birth_day * 86400 * _NS_PER_S).astype(np.int64)
     patients = pd.DataFrame(
         {
             "mrn": mrn_str,

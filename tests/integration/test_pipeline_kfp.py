@@ -81,6 +81,7 @@ def test_model_contract_gates_and_registry(d130_runs) -> None:
         "validation_report.html", "validation_report.md", "evaluation.json", "gates.json",
         "model_card.html", "model_card.json", "model_card.xml", "hti1_source_attributes.json",
         "training.json", "test_predictions.parquet", "drift_reference.parquet",
+        "drift_baseline.json",
     } == names  # fmt: skip
     hti1 = json.loads(Path(evidence_path(first, "hti1_source_attributes.json")).read_text())
     assert [a["number"] for a in hti1["attributes"]] == list(range(1, 32))

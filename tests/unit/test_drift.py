@@ -16,6 +16,7 @@ import pytest
 
 from hospital_mlops.catalog import SourceSpec, load_catalog
 from hospital_mlops.drift import (
+    BASELINE_FILE,
     MIN_EXPECTED,
     RARE_CATEGORY,
     REFERENCE_FILE,
@@ -28,11 +29,14 @@ from hospital_mlops.drift import (
     FeatureEncoding,
     ScoredWindow,
     SortedSample,
+    calibrate_reference,
     ks_2samp_asymp,
+    read_baseline,
     read_reference,
+    write_baseline,
     write_reference,
 )
-from hospital_mlops.drift_store import DriftStore, reference_from_registry
+from hospital_mlops.drift_store import DriftStore, baseline_beside, reference_from_registry
 from hospital_mlops.example_requests import jsonable
 from hospital_mlops.features import DIABETES130_INPUTS, build_features, feature_set_for
 from hospital_mlops.inference_events import InferenceEvent, binary_headers, parse_binary_event
@@ -537,9 +541,122 @@ def test_the_reference_is_loaded_from_the_registered_versions_evidence(
         )
 
     registry.log_candidate("test-drift-reference", candidate({REFERENCE_FILE: path}))
-    loaded, version = reference_from_registry("test-drift-reference", "latest")
+    loaded, version, baseline = reference_from_registry("test-drift-reference", "latest")
+    assert baseline is None  # registered with no drift_baseline.json: the p-values decide
     assert version == "test-drift-reference/1"
     expected = read_reference(path)
     pd.testing.assert_frame_equal(loaded.features, expected.features)
     assert np.array_equal(loaded.scores, expected.scores)
     assert loaded.feature_set_version == FS.version
+
+
+# --- the tiered decision: a calibrated baseline kept beside the reference -----------------------
+
+
+@pytest.fixture(scope="module")
+def tiered(pop: Population, tmp_path_factory: pytest.TempPathFactory) -> DriftTester:
+    """A reference written as training writes it (in time order) with its baseline beside it,
+    read back from disk the way the detector reads a local reference."""
+    directory = tmp_path_factory.mktemp("tiered")
+    path = directory / REFERENCE_FILE
+    write_reference(
+        path, pop.features.iloc[:REFERENCE_ROWS], pop.model, FS, REFERENCE_ROWS,
+        order_by="encounter_order",
+    )  # fmt: skip
+    reference = read_reference(path)
+    assert reference.info["order"] == "encounter_order"
+    write_baseline(
+        directory / BASELINE_FILE,
+        calibrate_reference(reference, FS, WINDOW, false_alarm_rate=0.02),
+    )
+    baseline = baseline_beside(path)
+    assert baseline is not None and baseline.thresholds is not None
+    return DriftTester(reference, FS, "scipy", P_VALUE, "m/1", WINDOW, baseline)
+
+
+def test_with_a_baseline_the_tiers_decide_and_p_values_are_only_reported(
+    pop: Population, tiered: DriftTester
+) -> None:
+    assert tiered.baseline_note == "registered"
+    rest = pop.features.iloc[REFERENCE_ROWS:].reset_index(drop=True)
+    risk = pop.model.predict_risk(rest, FS)
+    results = [
+        tiered.test(rest.iloc[s : s + WINDOW], risk[s : s + WINDOW])
+        for s in range(0, len(rest) - WINDOW + 1, WINDOW)
+    ]
+    assert len(results) >= 6 and all(r.decided_by == "tiers" for r in results)
+    assert all(r.investigate_tier == "ran" for r in results)
+    # windows like the baseline's: no act-tier alert, and at most one needless look in six
+    assert not any(r.tier == "act" for r in results)
+    assert sum(r.is_drift for r in results) <= 1, [r.alerts for r in results]
+    # the p-value tests still run, as a secondary statistic
+    assert all(len(r.feature_p_values) == len(FS.features) for r in results)
+
+    shifted = rest.iloc[:WINDOW].assign(
+        inpatient_admissions_prior_year=rest["inpatient_admissions_prior_year"].iloc[:WINDOW] + 3
+    )
+    moved = tiered.test(shifted, pop.model.predict_risk(shifted, FS))
+    assert moved.is_drift and moved.tier == "investigate"
+    assert "inpatient_admissions_prior_year" in moved.drifted_features
+    alert = next(a for a in moved.alerts if a["subject"] == "inpatient_admissions_prior_year")
+    assert alert["magnitude"] > alert["threshold"] >= alert["baseline_range"][1]
+
+
+def test_refused_and_resent_requests_reach_the_act_tier_through_the_monitor(
+    pop: Population, tiered: DriftTester
+) -> None:
+    monitor = DriftMonitor(tiered, pop.spec, WINDOW)
+    instances = [
+        {**i, "encounter_token": f"tok-{n:016d}"}
+        for n, i in enumerate(pop.instances[REFERENCE_ROWS : REFERENCE_ROWS + WINDOW])
+    ]
+    instances[:30] = instances[30:60]  # 30 encounters sent twice under the same token
+    # 20 requests the endpoint refuses: a code outside the catalogued list
+    refused = [{**pop.instances[0], "admission_source_id": 99} for _ in range(20)]
+    for n, one in enumerate(refused):
+        monitor.collect(_event(f"r-{n}", "request", {"instances": [one]}))
+    windows = []
+    for request, response in event_pairs(pop, instances, "dup"):
+        windows += monitor.collect(request).windows
+        windows += monitor.collect(response).windows
+    (window,) = windows
+    assert window.refused == {"admission_source_id": 20}
+    result = monitor.test(window)
+    rules = {a["statistic"]: a for a in result.alerts if a["tier"] == "act"}
+    assert result.tier == "act" and {"requests_refused", "repeated_encounters"} <= set(rules)
+    assert rules["requests_refused"]["magnitude"] == pytest.approx(20 / (WINDOW + 20), abs=1e-6)
+    assert result.refused == {"admission_source_id": 20}
+    # no token, field value or client text in what is stored
+    stored = json.dumps(result.as_dict())
+    assert "tok-" not in stored and "99" not in json.dumps(result.alerts)
+    # the next window starts with no refusals
+    assert monitor.window_refused == {}
+
+
+def test_another_window_size_is_calibrated_again_and_a_sampled_reference_cannot_be(
+    pop: Population, tiered: DriftTester, reference: DriftReference, tmp_path: Path
+) -> None:
+    assert tiered.baseline is not None
+    smaller = DriftTester(tiered.reference, FS, "scipy", P_VALUE, "m/1", 500, tiered.baseline)
+    assert smaller.baseline is not None and smaller.baseline.thresholds is not None
+    assert smaller.baseline.thresholds.window == 500
+    assert smaller.baseline_note.startswith("calibrated again at window 500")
+    # the registry's reference of older versions is a random sample: no consecutive windows
+    sampled = DriftTester(reference, FS, "scipy", P_VALUE, "m/1", 500, tiered.baseline)
+    assert sampled.baseline is not None and sampled.baseline.thresholds is None
+    result = sampled.test(reference.features.iloc[:500], reference.scores[:500])
+    assert result.decided_by == "tiers" and result.investigate_tier.startswith("not run")
+    with pytest.raises(DriftReferenceError, match="sampled drift reference"):
+        calibrate_reference(reference, FS, WINDOW, false_alarm_rate=0.02)
+    # a damaged baseline file is refused with its name, never half-read
+    bad = tmp_path / BASELINE_FILE
+    bad.write_text('{"thresholds": 1}')
+    with pytest.raises(DriftReferenceError, match=r"drift_baseline\.json"):
+        read_baseline(bad)
+
+
+def test_results_stored_before_the_tiers_read_back() -> None:
+    fields = DriftResult.__dataclass_fields__
+    old = {f: None for f in list(fields)[: list(fields).index("decided_by")]}
+    result = DriftResult.from_dict(old)
+    assert result.decided_by == "p_value" and result.alerts == [] and result.tier is None

@@ -167,6 +167,34 @@ def test_calibration_decay_is_for_ml_once_outcomes_arrive_and_not_before() -> No
     assert all(w.auroc is None and w.ece is None for w in windows)
 
 
+def test_small_windows_of_a_calibrated_model_raise_calibration_alerts_at_the_declared_rate() -> (
+    None
+):
+    # 300 outcomes a week: a calibrated model's ECE often exceeds ece_max by chance alone
+    windows = compute_windows(_stream(60, 300, 11), BASELINE, POLICY)
+    over_limit = [w for w in windows if w.ece > POLICY.thresholds.ece_max]
+    assert len(over_limit) > 10  # the fixed limit alone would page most weeks
+    calibration = [a for a in alerts_for(windows, BASELINE, POLICY) if a.kind == "calibration"]
+    rate = POLICY.thresholds.calibration_false_alarm_rate
+    assert len(calibration) <= max(2, 3 * rate * 2 * len(windows))  # two statistics
+    for w in windows:
+        low, high = w.observed_to_expected_ci
+        assert low <= w.observed_to_expected <= high
+        assert w.ece_by_chance > POLICY.thresholds.ece_max / 2
+
+
+def test_chance_bound_shrinks_with_the_window_and_a_real_decay_still_alerts_small() -> None:
+    small = compute_windows(_stream(1, 300, 4), BASELINE, POLICY)[0]
+    large = compute_windows(_stream(1, 5000, 4), BASELINE, POLICY)[0]
+    assert large.ece_by_chance < small.ece_by_chance / 2
+    doubled = compute_windows(_stream(2, 300, 4, outcome_scale=2.0), BASELINE, POLICY)
+    alerts = [a for a in alerts_for(doubled, BASELINE, POLICY) if a.kind == "calibration"]
+    assert {a.window_start for a in alerts} == {w.start for w in doubled}
+    assert all(a.severity == "critical" for a in alerts)
+    assert any("by chance at this size" in a.message for a in alerts)
+    assert any("observed/expected" in a.message and "CI" in a.message for a in alerts)
+
+
 def test_lost_discrimination_is_a_critical_performance_alert() -> None:
     stream = _stream(2, 3000, 3, random_outcomes=True)
     alerts = alerts_for(compute_windows(stream, BASELINE, POLICY), BASELINE, POLICY)
@@ -174,13 +202,127 @@ def test_lost_discrimination_is_a_critical_performance_alert() -> None:
     assert "AUROC" in next(a.message for a in alerts if a.kind == "performance")
 
 
-def test_shifted_risks_are_score_drift_for_data_engineering_and_estimated_performance() -> None:
+def _tiered(at: pd.Timestamp, *alerts: dict[str, object]) -> dict[str, object]:
+    """One detector result as the tiered detector stores it."""
+    inputs = [a["subject"] for a in alerts if a["tier"] == "investigate" and a["subject"] != "risk"]
+    return {
+        "tested_at": at,
+        "is_drift": bool(alerts),
+        "drifted_features": inputs,
+        "decided_by": "tiers",
+        "alerts": list(alerts),
+    }
+
+
+def _alert(tier: str, statistic: str, subject: str, magnitude: float) -> dict[str, object]:
+    return {
+        "tier": tier, "statistic": statistic, "subject": subject, "magnitude": magnitude,
+        "threshold": 0.1, "baseline_range": [0.02, 0.08], "detail": f"{subject}: {statistic}",
+    }  # fmt: skip
+
+
+def test_shifted_risks_are_score_drift_only_when_the_detector_says_so() -> None:
     stream = _stream(2, 3000, 4, risk_shift=0.12, with_outcomes=False)
     windows = compute_windows(stream, BASELINE, POLICY)
-    assert all(w.score_drift for w in windows)
+    # the KS p-value is reported as a secondary statistic; on its own it raises nothing
+    assert all(w.score_drift_p_value < POLICY.thresholds.score_drift_p_value for w in windows)
+    assert not any(w.score_drift for w in windows)
     kinds = _kinds(alerts_for(windows, BASELINE, POLICY))
-    assert ("score_drift", "data-engineering", "warning") in kinds
+    assert not any(k == "score_drift" for k, _, _ in kinds)
     assert ("alert_burden", "clinical-operations", "warning") in kinds
+
+    drift = pd.DataFrame(
+        [_tiered(START + pd.Timedelta(days=1), _alert("investigate", "score_shift", "risk", 0.2))]
+    )
+    windows = compute_windows(stream, BASELINE, POLICY, drift)
+    assert [w.score_drift for w in windows] == [True, False]
+    alerts = alerts_for(windows, BASELINE, POLICY)
+    score = [a for a in alerts if a.kind == "score_drift"]
+    assert len(score) == 1 and score[0].owner == "data-engineering"
+    assert score[0].tier == "investigate" and score[0].as_dict()["tier"] == "investigate"
+
+
+def test_tiered_results_become_a_data_fault_to_act_on_and_drift_to_investigate() -> None:
+    stream = _stream(3, 3000, 6)
+    drift = pd.DataFrame(
+        [
+            _tiered(
+                START + pd.Timedelta(days=1),
+                _alert("investigate", "numeric_shift", "number_diagnoses", 0.31),
+            ),
+            _tiered(
+                START + WEEK + pd.Timedelta(days=1),
+                {
+                    **_alert("act", "requests_refused", "admission_source_id", 0.1),
+                    "detail": "requests refused: 10% (admission_source_id 100)",
+                },
+            ),
+            _tiered(START + 2 * WEEK + pd.Timedelta(days=1)),
+        ]
+    )
+    windows = compute_windows(stream, BASELINE, POLICY, drift)
+    assert [w.data_drift for w in windows] == [True, False, False]
+    assert windows[0].moved_inputs[0]["subject"] == "number_diagnoses"
+    alerts = alerts_for(windows, BASELINE, POLICY)
+    by_kind = {a.kind: a for a in alerts}
+    assert set(by_kind) == {"data_drift", "data_fault"}
+    look, act = by_kind["data_drift"], by_kind["data_fault"]
+    assert look.tier == "investigate" and act.tier == "act" and act.severity == "critical"
+    # the owner reads the magnitude, its threshold, the baseline's range and whether the
+    # scores and calibration moved with it
+    assert "number_diagnoses numeric shift 0.31 (threshold 0.1; baseline windows 0.02–0.08)" in (
+        look.message
+    )
+    assert "scores did not move" in look.message and "observed/expected" in look.message
+    assert "requests refused" in act.message and act.window_start == windows[1].start
+
+
+def test_another_versions_detector_lends_only_its_feed_faults() -> None:
+    from hospital_mlops.monitoring.run import feed_faults
+
+    at = START + pd.Timedelta(hours=1)
+    results = pd.DataFrame(
+        {
+            "tested_at": [at, at + pd.Timedelta(hours=1)],
+            "is_drift": [True, True],
+            "drifted_features": [["race"], ["number_diagnoses"]],
+            "decided_by": ["tiers", "tiers"],
+            "alerts": [
+                [{"tier": "investigate", "subject": "race", "detail": "race moved"}],
+                [
+                    {"tier": "investigate", "subject": "number_diagnoses", "detail": "moved"},
+                    {"tier": "act", "subject": "number_diagnoses", "detail": "median 1"},
+                ],
+            ],
+        }
+    )
+    lent = feed_faults(results)
+    assert len(lent) == 1 and lent["alerts"].iloc[0] == [results["alerts"].iloc[1][1]]
+    assert lent["drifted_features"].iloc[0] == []
+    assert feed_faults(results.iloc[:0]).empty
+
+
+def test_a_feed_gone_quiet_is_a_data_fault_and_a_short_history_is_not_judged() -> None:
+    stream = _stream(6, 3000, 9)
+    week = stream["scored_at"].min().floor("D")
+    quiet = stream[
+        (stream["scored_at"] < week + 3 * WEEK) | (stream["scored_at"] >= week + 5 * WEEK)
+    ]
+    quiet = pd.concat([quiet, stream[(stream["scored_at"] >= week + 3 * WEEK)].head(100)])
+    windows = compute_windows(quiet, BASELINE, POLICY)
+    faults = [a for a in alerts_for(windows, BASELINE, POLICY) if a.kind == "data_fault"]
+    assert len(faults) == 1 and "silent feed" in faults[0].message
+    assert faults[0].tier == "act"
+    # a policy that calls a feed silent only after three quiet windows lets two pass
+    patient = POLICY.model_copy(
+        update={"windows": POLICY.windows.model_copy(update={"silent_after": 3})}
+    )
+    assert not [a for a in alerts_for(windows, BASELINE, patient) if a.kind == "data_fault"]
+    # a feed that stopped: silence up to now counts once the monitoring run says when now is
+    end = stream["scored_at"].max() + 4 * WEEK
+    later = alerts_for(compute_windows(stream, BASELINE, POLICY), BASELINE, POLICY, end)
+    assert [a.kind for a in later] == ["data_fault"]
+    assert alerts_for(windows[:2], BASELINE, POLICY, end) == []  # two windows: nothing typical
 
 
 def test_the_detectors_results_become_data_drift_alerts_in_their_window() -> None:

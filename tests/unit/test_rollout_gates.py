@@ -53,7 +53,7 @@ def test_traffic_follows_the_stage() -> None:
         ("shadow", {"predictions": 20}, "min_predictions"),
         ("shadow", {"agreement_with_champion": 0.7}, "agreement_with_champion"),
         ("shadow", {"agreement_with_champion": None}, "agreement_with_champion"),
-        ("shadow", {"alerts": (("score_drift", "warning"),)}, "no_drift_alerts"),
+        ("shadow", {"alerts": (("score_drift", "critical"),)}, "no_drift_alerts"),
         ("silent", {"ece": None}, "ece"),  # no outcomes yet: a silent stage waits for them
         ("silent", {"ece": 0.09}, "ece"),
         ("silent", {"alerts_per_100_change": -0.4}, "alerts_per_100_change"),
@@ -67,6 +67,16 @@ def test_each_failing_gate_holds_the_stage_and_is_named(stage, change, gate) -> 
     assert decision.decision == "hold" and decision.stage_after == decision.stage_before
     failed = [g.name for g in decision.gates if not g.passed]
     assert failed == [gate]
+
+
+def test_an_investigate_tier_drift_alert_holds_nothing() -> None:
+    """Only the act tier may hold a rollout: drift to investigate tells its owner to look."""
+    looks = (("data_drift", "warning"), ("score_drift", "warning"))
+    decision = decide(POLICY, RolloutState("shadow"), replace(HEALTHY, alerts=looks), True)
+    assert decision.decision == "advance"
+    # a data fault is the act tier: it rolls the candidate back
+    fault = replace(HEALTHY, alerts=(("data_fault", "critical"),))
+    assert decide(POLICY, RolloutState("canary", 0), fault, True).decision == "rollback"
 
 
 def test_stages_that_reach_clinicians_need_the_registry_signoffs() -> None:

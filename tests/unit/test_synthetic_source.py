@@ -366,3 +366,31 @@ def test_other_windows_and_tiny_inputs() -> None:
     assert len(generate_tables(1)["encounters"]) == 1
     with pytest.raises(ValueError):
         generate_tables(0)
+
+
+def test_open_cohort_keeps_the_age_mix_steady_across_years() -> None:
+    """A multi-year stream whose people enter at a stable age, not one that ages a year a year."""
+    years = 4
+    tables = generate_tables(40_000, seed=5, start="2020-01-01", days=years * 365, open_cohort=True)
+    pat, enc = tables["patients"], tables["encounters"]
+    # The only shared (name, birth date) pairs are the EMPI duplicates the merges table names.
+    people = pat[~pat["mrn"].isin(tables["patient_merges"]["retired_mrn"])]
+    assert not people.duplicated(["patient_name", "birth_date"]).any()
+    first = enc.groupby("mrn")["admit_time"].min()
+    born = pat.set_index("mrn")["birth_date"].reindex(first.index)
+    age_first = (first.dt.normalize() - born).dt.days / 365.25
+    assert age_first.between(18, 95).all()
+    age_at_admit = (
+        enc["admit_time"].dt.normalize() - enc["mrn"].map(pat.set_index("mrn")["birth_date"])
+    ).dt.days / 365.25
+    by_year = age_at_admit.groupby(enc["admit_time"].dt.year).mean()
+    # A closed cohort's mean age rises by about one a year; an open one's stays within a year.
+    assert by_year.max() - by_year.min() < 1.0, by_year.to_dict()
+
+    closed = generate_tables(40_000, seed=5, start="2020-01-01", days=years * 365)
+    c_pat, c_enc = closed["patients"], closed["encounters"]
+    c_age = (
+        c_enc["admit_time"].dt.normalize() - c_enc["mrn"].map(c_pat.set_index("mrn")["birth_date"])
+    ).dt.days / 365.25
+    c_year = c_age.groupby(c_enc["admit_time"].dt.year).mean()
+    assert c_year.max() - c_year.min() > 2.0, c_year.to_dict()
