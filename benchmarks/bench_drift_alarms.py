@@ -17,8 +17,13 @@ refused counted beside the rows it scored.
 * **scenarios**: each fault of hospital_mlops/faults.py that the source has, as the serving
   endpoint meets it (a recoded category or an impossible value is refused with a 4xx; a renamed
   or dropped field reaches the model empty; …), applied to consecutive held-back windows.
-  ``detected_first_window`` counts the windows in which the fault, starting there, is alerted
+  ``detected_by.drift_alert`` counts the windows in which the fault, starting there, is alerted
   on; ``windows_to_detect`` is the median number of windows until the first alert.
+* **pipeline gates** (synthetic): a synthetic fault is a fault of a delivery, so each is also
+  sent through the data pipeline's gates on 40 seeded extracts (one per window, paired), beside
+  40 clean ones (the gates' false refusals). ``detected_first_window`` counts the draws caught by
+  either layer: the delivery refused, or the alert in the first serving window. diabetes130
+  faults are serving faults only, counted by the alerts alone.
 * **real_windows**: each diabetes130 held-back and training-period window, with its alerts and
   the realized AUROC (Poisson-bootstrap CI), ECE and observed/expected events (exact Poisson CI).
 
@@ -219,9 +224,22 @@ def _flag(alert: Alert) -> dict[str, Any]:
 
 
 def _scenario_row(
-    source: str, name: str, what: str, judged: Sequence[list[Alert]], hours: float | None
+    source: str,
+    name: str,
+    what: str,
+    judged: Sequence[list[Alert]],
+    hours: float | None,
+    gate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """One fault's power. With ``gate`` (the fault's pipeline-gate draws, paired one to one with
+    the windows), a draw counts as detected when either layer catches it: the delivery's gate
+    refuses it, or the serving alerts fire in its first window."""
     detected = [bool(a) for a in judged]
+    either = detected
+    if gate is not None:
+        refused = gate["refused_per_draw"]
+        assert len(refused) == len(detected), "gate draws and windows are paired one to one"
+        either = [d or r for d, r in zip(detected, refused, strict=True)]
     waits = []
     for start in range(len(detected)):
         later = [j for j in range(start, len(detected)) if detected[j]]
@@ -232,13 +250,18 @@ def _scenario_row(
         "name": f"{source}: {name}",
         "fault": what,
         "windows": len(judged),
-        "detected_first_window": sum(detected),
+        "detected_first_window": sum(either),
+        "detected_by": {
+            "drift_alert": sum(detected),
+            "pipeline_gate": None if gate is None else gate["refused"],
+        },
         "act_tier": sum(any(a.tier == "act" for a in alerts) for alerts in judged),
         "statistics": dict(
             Counter(f"{a.tier}: {a.statistic}" for alerts in judged for a in alerts).most_common()
         ),
         "windows_to_detect": median_wait,
         "hours_to_detect": None if median_wait is None or hours is None else median_wait * hours,
+        "pipeline_gate": gate,
     }
 
 
@@ -327,7 +350,7 @@ def evaluate_synthetic(window: int, rate: float) -> dict[str, Any]:
     from hospital_mlops.faults import SCENARIOS
     from hospital_mlops.features import feature_set_for
 
-    gates = pipeline_gates(synthetic_scenarios())  # first: a failure shows in seconds
+    gates = pipeline_gates(synthetic_scenarios(), SCENARIO_WINDOWS)  # first: fails in seconds
     stream = build_stream(window)
     kinds: dict[str, Kind] = kinds_of(
         [(f.name, f.kind) for f in feature_set_for("synthetic").features]
@@ -366,7 +389,7 @@ def evaluate_synthetic(window: int, rate: float) -> dict[str, Any]:
             judged = [detector.judge(_silent(c, rng)) for c in stable[:SCENARIO_WINDOWS]]
             scenarios.append(
                 _scenario_row("synthetic", "empty_extract (silent feed)", what, judged,
-                              per_window_hours)
+                              per_window_hours, gates[name])
             )  # fmt: skip
             continue
         injector = scenario_injector(name)
@@ -387,9 +410,9 @@ def evaluate_synthetic(window: int, rate: float) -> dict[str, Any]:
                          frame["encounter_token"], hours_of(w))
                 )
             )  # fmt: skip
-        scenarios.append(_scenario_row("synthetic", name, what, judged, per_window_hours))
-    for row in scenarios:
-        row["pipeline_gate"] = gates[row["name"].split(": ", 1)[1].split(" ")[0]]
+        scenarios.append(
+            _scenario_row("synthetic", name, what, judged, per_window_hours, gates[name])
+        )
     return {
         "baseline": {
             "source": "synthetic: 30 windows after the model's training slice",
@@ -400,14 +423,18 @@ def evaluate_synthetic(window: int, rate: float) -> dict[str, Any]:
             "synthetic: every later window (the long no-fault stream)", stable_alerts
         ),
         "scenarios": scenarios,
+        "pipeline_gate_clean": gates["clean"],
         "thresholds": detector.baseline.thresholds.to_json(),
     }
 
 
-def pipeline_gates(names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Each fault also sent through the data pipeline (ingest → validate → features) on a small
-    synthetic extract: the gate that refuses it, if any. A fault refused there never reaches a
-    model, so serving never meets it."""
+def pipeline_gates(names: Sequence[str], draws: int) -> dict[str, Any]:
+    """Each fault also sent through the data pipeline (ingest → normalize → validate → features →
+    publish), as a delivery meets it before its snapshot is published: ``draws`` clean synthetic
+    extracts (each its own seed), each sent clean and with every fault injected (the injection
+    seeded by the draw). A fault refused there never reaches a snapshot, so a model never meets
+    it. The clean deliveries measure the gates' own false refusals."""
+    import shutil
     import tempfile
 
     from hospital_mlops import stages
@@ -419,25 +446,50 @@ def pipeline_gates(names: Sequence[str]) -> dict[str, dict[str, Any]]:
     # synthetic data is not PHI: the labelled demo key, unless a key is already set
     os.environ.setdefault(HMAC_KEY_ENV, DEMO_HMAC_KEY)
     spec = load_catalog().source("synthetic")
-    out: dict[str, dict[str, Any]] = {}
+
+    def send(extract: Path, work: Path) -> tuple[bool, str | None, set[str]]:
+        ctx = stages.RunContext("synthetic", "readmission_risk_model", work / "ctx", "bench")
+        summary = stages.run_in_process(ctx, extract, work / "run")
+        failed = [g for g in summary["gates"] if not g["success"]]
+        shutil.rmtree(work, ignore_errors=True)
+        failures = {
+            f"{f['table']}.{f['column'] or '*'}: {f['expectation']}"
+            for g in failed
+            for f in g["failures"]
+        }
+        return summary["status"] == "failed", failed[0]["layer"] if failed else None, failures
+
+    refused: dict[str, list[bool]] = {n: [] for n in ["clean", *names]}
+    layers: dict[str, Counter[str]] = {n: Counter() for n in refused}
+    failures: dict[str, Counter[str]] = {n: Counter() for n in refused}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        clean = generate_extract(root / "clean", GATE_ENCOUNTERS, seed=11)
-        for name in names:
-            extract = materialize_scenario(name, "synthetic", spec, clean, root / "faulty")
-            ctx = stages.RunContext("synthetic", "readmission_risk_model", root / name, "bench")
-            summary = stages.run_in_process(ctx, extract, root / "runs" / name)
-            failed = [g for g in summary["gates"] if not g["success"]]
-            out[name] = {
-                "refused": summary["status"] == "failed",
-                "layer": failed[0]["layer"] if failed else None,
-                "declared_layer": SCENARIOS[name].caught_at,
-                "failures": sorted(
-                    {f"{f['table']}.{f['column'] or '*'}: {f['expectation']}"
-                     for g in failed for f in g["failures"]}
-                ),
-            }  # fmt: skip
-    return out
+        for draw in range(draws):
+            clean = generate_extract(root / f"clean-{draw}", GATE_ENCOUNTERS, seed=1_000 + draw)
+            for name in refused:
+                extract = (
+                    clean
+                    if name == "clean"
+                    else materialize_scenario(name, "synthetic", spec, clean, root / "f", draw)
+                )
+                was_refused, layer, why = send(extract, root / "work")
+                refused[name].append(was_refused)
+                layers[name].update([layer] if layer else [])
+                failures[name].update(why)
+                if extract != clean:
+                    shutil.rmtree(extract)
+            shutil.rmtree(clean)
+    return {
+        name: {
+            "draws": draws,
+            "refused": sum(refused[name]),
+            "refused_per_draw": refused[name],
+            "layers": dict(layers[name].most_common()),
+            "declared_layer": None if name == "clean" else SCENARIOS[name].caught_at,
+            "failures": dict(failures[name].most_common()),
+        }
+        for name in refused
+    }
 
 
 def _stable(source: str, judged: Sequence[list[Alert]]) -> dict[str, Any]:
@@ -480,6 +532,7 @@ def main() -> None:
             "by_source": {"diabetes130": d130["stable"], "synthetic": synthetic["stable"]},
         },
         "scenarios": d130["scenarios"] + synthetic["scenarios"],
+        "pipeline_gate_clean": synthetic["pipeline_gate_clean"],
         "real_windows": d130["real_windows"],
         "train_period_flags": dict(train_flags.most_common()),
         "baselines": {"diabetes130": d130["baseline"], "synthetic": synthetic["baseline"]},
@@ -497,7 +550,9 @@ def main() -> None:
     print(json.dumps({k: report[k] for k in ("stable", "train_period_flags")}, indent=2))
     for row in report["scenarios"]:
         print(f"{row['detected_first_window']:>3}/{row['windows']:<3} {row['name']}: "
-              f"{row['statistics']}")  # fmt: skip
+              f"{row['detected_by']} {row['statistics']}")  # fmt: skip
+    clean = report["pipeline_gate_clean"]
+    print(f"clean deliveries refused by a gate: {clean['refused']}/{clean['draws']}")
     for row in d130["real_windows"]:
         if row["period"] == "test_later_half":
             print(row["start"], [f["name"] for f in row["flagged"]], row["auroc"], row["ece"],
