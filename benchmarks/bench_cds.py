@@ -160,7 +160,7 @@ def main() -> None:
     )
     os.environ.update(HMLOPS_STATE_DIR=str(args.state))
     from hospital_mlops.cds_auth import TRUSTED_CLIENTS_ENV, DemoClient
-    from hospital_mlops.cli_cds import example_request
+    from hospital_mlops.cli.cds import example_request
     from hospital_mlops.fhir_examples import example_instance
     from serving.readiness import wait_until_ready
 

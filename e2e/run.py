@@ -262,7 +262,7 @@ def _explainer_explains(
 
 
 def _cds_card(stack: Mapping[str, Workload], ehr: Any, version: int) -> str:
-    from hospital_mlops.cli_cds import example_request
+    from hospital_mlops.cli.cds import example_request
 
     url = f"{stack['cds'].base}{DISCHARGE}"
     unsigned = httpx.post(url, json=example_request("complete"), timeout=60)

@@ -444,7 +444,7 @@ def test_the_detector_tests_a_window_of_the_loggers_events(
 def test_the_cds_service_answers_a_signed_discharge_call_with_the_models_card(
     stack: dict[str, Server], test_values: StandIns
 ) -> None:
-    from hospital_mlops.cli_cds import example_request
+    from hospital_mlops.cli.cds import example_request
     from hospital_mlops.fhir_examples import example_instance
 
     cds = stack["cds"].base

@@ -71,7 +71,7 @@ def hmlops_here(*args: str) -> subprocess.CompletedProcess[str]:
     """``hmlops`` in this process (``cli.run_captured``): the same ``main`` the console script
     runs, without paying the interpreter's and MLflow's start-up per call (for tests that make
     many calls; the subprocess form above is what the CLI tests of each command use)."""
-    from hospital_mlops.cli import run_captured
+    from hospital_mlops.cli.main import run_captured
 
     code, out, err = run_captured(args)
     return subprocess.CompletedProcess(["hmlops", *args], code, out, err)

@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from hospital_mlops.kfp_runner import compile_pipeline, validate_ir
+from pipelines.runner import compile_pipeline, validate_ir
 
 
 def test_compiled_ir_parses_strictly_and_carries_cluster_wiring(tmp_path) -> None:
@@ -53,8 +53,8 @@ def test_a_tampered_ir_fails_the_strict_parse(tmp_path) -> None:
 
 @pytest.mark.skipif(not os.environ.get("KFP_HOST"), reason="needs a Kubeflow Pipelines host")
 def test_submit_to_a_real_host() -> None:  # pragma: no cover - cluster only
-    from hospital_mlops.cli import build_parser
-    from hospital_mlops.kfp_runner import submit
+    from hospital_mlops.cli.main import build_parser
+    from pipelines.runner import submit
 
     # the CLI's own Namespace: every option submit() reads, the service account's default too
     host = os.environ["KFP_HOST"]

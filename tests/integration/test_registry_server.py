@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from e2e.local_mlflow import LocalMlflow
 from e2e.local_postgres import free_port
-from hospital_mlops.cli import run_captured
+from hospital_mlops.cli.main import run_captured
 from hospital_mlops.features import feature_set_for
 from hospital_mlops.governance import registry
 from hospital_mlops.governance.config import load_governance

@@ -107,11 +107,11 @@ def test_a_calibration_fault_retrains_and_the_challenger_is_compared_and_recorde
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from hospital_mlops.governance import registry
-    from hospital_mlops.kfp_monitoring import run_monitoring_locally
     from hospital_mlops.monitoring import pipeline_stages
     from hospital_mlops.monitoring.policy import load_monitoring_policy
     from hospital_mlops.monitoring.windows import window_starts
     from hospital_mlops.sources.extract import read_extract, write_csv_extract
+    from pipelines.monitoring_runner import run_monitoring_locally
 
     started = time.monotonic()
     monkeypatch.setenv("HMLOPS_STATE_DIR", str(tmp_path / "state"))  # an empty registry

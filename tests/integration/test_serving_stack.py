@@ -414,7 +414,7 @@ def test_the_demo_posts_an_encounter_discharge_call_and_prints_the_card(
 ) -> None:
     """`make demo`'s CDS step: `hmlops cds serve` as a real process against the stack's
     predictor, one call built from example FHIR data, the card printed."""
-    from hospital_mlops.cli_serving import _demo_cds_card
+    from hospital_mlops.cli.serving import _demo_cds_card
 
     _, urls = stack
     _demo_cds_card(urls["p"], free_port_base(1), tmp_path)

@@ -21,7 +21,7 @@ from hospital_mlops.api_access import (
     read_access_log,
     token_hash,
 )
-from hospital_mlops.cli import run_captured
+from hospital_mlops.cli.main import run_captured
 from serving.access import AccessControl
 
 PID = "0f8fad5b-d9cb-469f-a165-70867728950e"

@@ -33,7 +33,7 @@ from jwt.algorithms import ECAlgorithm
 
 from hospital_mlops.cds_auth import TrustedClient
 from hospital_mlops.cds_config import CdsConfigError, load_cds_config
-from hospital_mlops.cli_cds import example_request
+from hospital_mlops.cli.cds import example_request
 from hospital_mlops.fallback import load_fallback_policy
 from hospital_mlops.features import feature_set_for
 from hospital_mlops.fhir_examples import example_bundle, example_instance

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hospital_mlops.cli import main
-from hospital_mlops.cli_serving import ServeUsageError, parse_model
+from hospital_mlops.cli.main import main
+from hospital_mlops.cli.serving import ServeUsageError, parse_model
 
 
 def test_deploy_render_writes_an_overlay_pinned_to_the_version(tmp_path, capsys) -> None:

@@ -126,7 +126,7 @@ def test_no_engine_at_all_says_what_to_install(
 
 
 def test_the_runner_and_image_must_agree(tmp_path: Path) -> None:
-    from hospital_mlops.kfp_runner import run_locally
+    from pipelines.runner import run_locally
 
     with pytest.raises(ContainerEngineError, match="needs --image"):
         run_locally(

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from hospital_mlops import key_rotation
 from hospital_mlops.catalog import Catalog
-from hospital_mlops.cli import main
+from hospital_mlops.cli.main import main
 from hospital_mlops.key_rotation import (
     KeyRotationError,
     build_crosswalk,

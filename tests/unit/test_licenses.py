@@ -5,7 +5,7 @@ import json
 from email.message import Message
 from importlib.metadata import Distribution
 
-from hospital_mlops.cli import main
+from hospital_mlops.cli.main import main
 from hospital_mlops.licenses import classify, inventory, write_inventory
 
 

@@ -111,7 +111,7 @@ def test_each_production_container_translates_to_its_posture(component: str) -> 
 
 
 def test_the_cli_accepts_every_translated_command_line() -> None:
-    from hospital_mlops.cli import build_parser
+    from hospital_mlops.cli.main import build_parser
 
     runs = {
         name: translate(source, secrets=SECRETS, volume_dirs=TRUSTED)

@@ -635,7 +635,7 @@ def test_commands_are_the_ones_the_renderer_writes(name: str, ref: str) -> None:
 
 
 def test_the_cli_accepts_the_explainer_command_as_kserve_runs_it() -> None:
-    from hospital_mlops.cli import build_parser
+    from hospital_mlops.cli.main import build_parser
 
     isvc = one(built("production"), "InferenceService", deploy.SERVICE)
     args = build_parser().parse_args(kserve_explainer_args(isvc))
@@ -644,7 +644,7 @@ def test_the_cli_accepts_the_explainer_command_as_kserve_runs_it() -> None:
 
 
 def test_the_cli_accepts_the_cds_command_the_manifest_runs() -> None:
-    from hospital_mlops.cli import build_parser
+    from hospital_mlops.cli.main import build_parser
 
     cds = one(built("production"), "Deployment", deploy.CDS)["spec"]["template"]["spec"]
     args = build_parser().parse_args(cds["containers"][0]["args"])
@@ -888,7 +888,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in BLOCKED:
             raise ImportError(f"{{name}} is not in the serving image")
 sys.meta_path.insert(0, Block())
-import hospital_mlops.cli, hospital_mlops.deploy
+import hospital_mlops.cli.main, hospital_mlops.deploy
 for name in {modules!r}:
     importlib.import_module(name)
 """
@@ -966,7 +966,7 @@ def test_the_pipeline_runner_reads_only_the_launcher_config() -> None:
     rules = _rules(build(RBAC_BUILDS["pipeline-runner"]))
     assert rules == [{"apiGroups": [""], "resources": ["configmaps"],
                       "resourceNames": ["kfp-launcher"], "verbs": ["get"]}]  # fmt: skip
-    from hospital_mlops.kfp_monitoring import PIPELINE_SERVICE_ACCOUNT, load_recurring_run
+    from pipelines.monitoring_runner import PIPELINE_SERVICE_ACCOUNT, load_recurring_run
 
     assert load_recurring_run().service_account == PIPELINE_SERVICE_ACCOUNT
     [account] = of_kind(build(RBAC_BUILDS["pipeline-runner"]), "ServiceAccount")

@@ -28,9 +28,9 @@ import kfp_server_api
 import pytest
 from google.protobuf import json_format
 
-from hospital_mlops import kfp_runner
-from hospital_mlops.cli import build_parser, run_captured
-from hospital_mlops.kfp_runner import PipelineSubmitError, compile_pipeline, submit, validate_ir
+from hospital_mlops.cli.main import build_parser, run_captured
+from pipelines import runner as kfp_runner
+from pipelines.runner import PipelineSubmitError, compile_pipeline, submit, validate_ir
 
 API = "/apis/v2beta1"
 TOKEN = "test-token-0123456789"
@@ -257,7 +257,7 @@ def hmlops_subprocess(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess
     """The CLI in its own interpreter: what a user sees, warnings and logging included."""
     env = {**os.environ, "HOME": str(tmp_path)}  # no user kfp context file
     return subprocess.run(
-        [sys.executable, "-c", "import sys; from hospital_mlops.cli import main; "
+        [sys.executable, "-c", "import sys; from hospital_mlops.cli.main import main; "
          "sys.exit(main(sys.argv[1:]))", *argv],
         capture_output=True, text=True, env=env, timeout=90,  # bounded: no retry loop
     )  # fmt: skip

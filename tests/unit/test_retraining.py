@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hospital_mlops.kfp_monitoring import (
+from hospital_mlops.monitoring.policy import load_monitoring_policy
+from hospital_mlops.monitoring.triggers import retraining_decision
+from pipelines.monitoring_runner import (
     RecurringRunError,
     compile_monitoring,
     load_recurring_run,
     recurring_run_path,
 )
-from hospital_mlops.monitoring.policy import load_monitoring_policy
-from hospital_mlops.monitoring.triggers import retraining_decision
 
 POLICY = load_monitoring_policy()
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -82,7 +82,7 @@ def test_a_waiting_challenger_suppresses_retraining_and_says_why() -> None:
 
 
 def test_the_monitoring_pipeline_compiles_strictly_with_its_cluster_wiring(tmp_path) -> None:
-    from hospital_mlops.kfp_runner import validate_ir
+    from pipelines.runner import validate_ir
 
     path = compile_monitoring(tmp_path / "monitoring.yaml")
     ir = validate_ir(path)

@@ -39,10 +39,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.action == "serve":
-        from hospital_mlops.cli_serving import _check_port
+        from hospital_mlops.cli.ports import check_port
         from serving.cds_service import serve_cds
 
-        _check_port(args.port)
+        check_port(args.port)
         try:
             serve_cds(
                 args.port, args.predictor_url, args.bind, insecure_no_auth=args.insecure_no_auth

@@ -78,10 +78,10 @@ def dispatch(args: argparse.Namespace) -> int:
     from hospital_mlops.prediction_log import PredictionLog
 
     if args.action == "feedback-api":
-        from hospital_mlops.cli_serving import _check_port
+        from hospital_mlops.cli.ports import check_port
         from serving.feedback_api import serve_feedback_api
 
-        _check_port(args.port)
+        check_port(args.port)
         serve_feedback_api(args.port, args.bind)
         return 0
 
@@ -260,7 +260,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    from hospital_mlops import kfp_monitoring
+    from pipelines import monitoring_runner as kfp_monitoring
 
     if args.pipeline_action == "compile":
         path = kfp_monitoring.compile_monitoring(args.out, image=args.image)

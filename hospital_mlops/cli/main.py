@@ -15,15 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hospital_mlops import (
-    cli_access,
-    cli_cds,
-    cli_governance,
-    cli_keys,
-    cli_monitoring,
-    cli_rollout,
-    cli_serving,
-)
+from hospital_mlops.cli import access as cli_access
+from hospital_mlops.cli import cds as cli_cds
+from hospital_mlops.cli import governance as cli_governance
+from hospital_mlops.cli import keys as cli_keys
+from hospital_mlops.cli import monitoring as cli_monitoring
+from hospital_mlops.cli import rollout as cli_rollout
+from hospital_mlops.cli import serving as cli_serving
 from hospital_mlops.governance.config import ROLES
 
 # The errors a user can act on, by module: the CLI imports a module only when a command needs
@@ -44,9 +42,10 @@ USAGE_ERRORS = (
         ("RegistryUnavailable", "RegistryError", "RegistrationFailed"),
     ),
     ("hospital_mlops.governance.compare", ("CompareError",)),
-    ("hospital_mlops.cli_serving", ("ServeUsageError",)),
-    ("hospital_mlops.cli_cds", ("CdsUsageError",)),
-    ("hospital_mlops.cli_governance", ("GovernanceUsageError",)),
+    ("hospital_mlops.cli.serving", ("ServeUsageError",)),
+    ("hospital_mlops.cli.ports", ("PortUsageError",)),
+    ("hospital_mlops.cli.cds", ("CdsUsageError",)),
+    ("hospital_mlops.cli.governance", ("GovernanceUsageError",)),
     ("hospital_mlops.api_access", ("ApiTokensError",)),
     ("hospital_mlops.fhir_mapping", ("FhirMappingError",)),
     ("hospital_mlops.cds_config", ("CdsConfigError",)),
@@ -65,7 +64,7 @@ USAGE_ERRORS = (
     ("hospital_mlops.rollout.gitops", ("ApplyError",)),
     ("hospital_mlops.fallback", ("FallbackPolicyError",)),
     ("hospital_mlops.monitoring.challenger", ("ChallengerError",)),
-    ("hospital_mlops.kfp_monitoring", ("RecurringRunError",)),
+    ("pipelines.monitoring_runner", ("RecurringRunError",)),
 )
 REFUSALS = (
     (
@@ -261,7 +260,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.action == "run":
             return _pipeline_run(args)
         if args.action == "compile":
-            from hospital_mlops.kfp_runner import compile_pipeline
+            from pipelines.runner import compile_pipeline
 
             path = compile_pipeline(args.out, image=args.image)
             print(f"compiled {path}")
@@ -272,7 +271,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             return 0
-        from hospital_mlops.kfp_runner import PipelineSubmitError, submit
+        from pipelines.runner import PipelineSubmitError, submit
 
         try:
             result = submit(args)
@@ -347,7 +346,7 @@ def _catalog(path: Path | None) -> int:
 
 
 def _pipeline_run(args: argparse.Namespace) -> int:
-    from hospital_mlops.kfp_runner import run_locally
+    from pipelines.runner import run_locally
 
     summary = run_locally(
         source=args.source,
@@ -516,11 +515,8 @@ def _print_comparison(compared: dict[str, Any]) -> None:
         )
 
 
-DEMO_REVIEWER = "DEMO reviewer (not a real sign-off)"
-
-
 def _demo(out: Path, serve_port: int = 8080, story: bool = True, pace: str = "demo") -> int:
-    from hospital_mlops.kfp_runner import run_locally
+    from pipelines.runner import run_locally
 
     print(
         "hospital-mlops demo: the bundled UCI Diabetes 130-US extract through the Kubeflow "
@@ -563,9 +559,11 @@ def _demo(out: Path, serve_port: int = 8080, story: bool = True, pace: str = "de
     if served != 0:
         return served
     if story:
-        from hospital_mlops.demo_story import PACES, run_story
+        from hospital_mlops.cli.demo_story import PACES, run_story
 
-        told = run_story(model["name"], int(model["version"]), out, out, serve_port, PACES[pace])
+        told = run_story(
+            run_captured, model["name"], int(model["version"]), out, out, serve_port, PACES[pace]
+        )
         if told != 0:
             return told
     _demo_packet(model["name"], int(model["version"]), out)
@@ -589,6 +587,7 @@ def _demo_packet(name: str, version: int, out: Path) -> None:
 def _demo_promote(name: str, version: int) -> None:
     """Sign off with clearly labelled demo reviewers and promote, so later stages have a
     champion to serve. A hospital does this with its real reviewers (see docs/validation.md)."""
+    from hospital_mlops.cli.demo_story import DEMO_REVIEWER
     from hospital_mlops.governance import registry
     from hospital_mlops.governance.config import load_governance
 

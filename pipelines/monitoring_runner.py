@@ -77,8 +77,8 @@ def compile_monitoring(out: Path, image: str | None = None) -> Path:
     from kfp import compiler
 
     from components.data_components import DEFAULT_IMAGE
-    from hospital_mlops.kfp_runner import validate_ir
     from pipelines.monitoring_pipeline import make_monitoring_pipeline
+    from pipelines.runner import validate_ir
 
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(make_monitoring_pipeline(image or DEFAULT_IMAGE), str(out))
@@ -99,8 +99,8 @@ def run_monitoring_locally(
     """One monitoring run through kfp.local; returns what each step produced."""
     from kfp import local
 
-    from hospital_mlops.kfp_runner import _ensure_import_path, _stdout_to_stderr, new_run_id
     from pipelines.monitoring_pipeline import make_monitoring_pipeline
+    from pipelines.runner import _ensure_import_path, _stdout_to_stderr, new_run_id
 
     run_id = new_run_id()
     root = out.resolve() / "monitoring" / run_id

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hospital_mlops.cli.ports import check_port
+
 if TYPE_CHECKING:
     from serving.local_stack import LocalStack
 
@@ -91,11 +93,6 @@ def parse_model(model: str) -> tuple[str, str]:
     return name, ref
 
 
-def _check_port(port: int, span: int = 1) -> None:
-    if not (port >= 1024 and port + span - 1 <= 65535):
-        raise ServeUsageError(f"ports must be within 1024–65535, not {port}..{port + span - 1}")
-
-
 def _start_stack(model: str, port_base: int) -> LocalStack | None:
     """Start the three servers and print their URLs; None (reason on stderr) if one fails."""
     from serving.local_stack import LocalStack, StackFailed
@@ -134,7 +131,7 @@ def serve(args: argparse.Namespace) -> int:
 
         print(json.dumps({"instances": registered_examples(name, ref, n=1)}, indent=2))
         return 0
-    _check_port(args.port_base, 3)
+    check_port(args.port_base, 3)
     from hospital_mlops.api_access import client_headers, tokens_from_env
 
     tokens = tokens_from_env()
@@ -162,7 +159,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def serve_one(args: argparse.Namespace) -> int:
-    _check_port(args.port)
+    check_port(args.port)
     from hospital_mlops.api_access import tokens_from_env
 
     tokens_from_env()  # a broken tokens file is a clear error before any server starts
@@ -332,7 +329,7 @@ def _demo_cds_card(predictor_url: str, port: int, log_dir: Path) -> None:
     import httpx
 
     from hospital_mlops.cds_auth import TRUSTED_CLIENTS_ENV, DemoClient
-    from hospital_mlops.cli_cds import example_request
+    from hospital_mlops.cli.cds import example_request
     from serving.readiness import wait_until_ready
 
     log_file = log_dir / "cds.log"

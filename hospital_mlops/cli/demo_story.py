@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,20 +91,32 @@ def _demo_policies(directory: Path, pace: Pace = DEMO_PACE) -> tuple[Path, Path]
     rollout["stages"]["canary"]["steps"] = [50]
     directory.mkdir(parents=True, exist_ok=True)
     paths = directory / "monitoring.yaml", directory / "rollout.yaml"
-    header = "# The demo's compressed time (hospital_mlops/demo_story.py); not for production.\n"
+    header = (
+        "# The demo's compressed time (hospital_mlops/cli/demo_story.py); not for production.\n"
+    )
     for path, body in zip(paths, (monitoring, rollout), strict=True):
         path.write_text(header + yaml.safe_dump(body, sort_keys=False))
     return paths
 
 
-def _hmlops(*args: str) -> dict[str, Any]:
-    """A command as an operator runs it (same process: the CLI's own ``main``)."""
-    from hospital_mlops.cli import run_captured
+DEMO_REVIEWER = "DEMO reviewer (not a real sign-off)"
 
-    code, text, err = run_captured(args)
-    if code != 0:
-        raise RuntimeError(f"hmlops {' '.join(args)} failed ({code}): {err[-1500:]}")
-    return json.loads(text) if text.lstrip().startswith(("{", "[")) else {"text": text}
+# ``hmlops`` in this process: (argv) → (exit code, stdout, stderr). The CLI passes its own
+# ``run_captured`` in, so the story runs the commands an operator runs without importing them.
+CommandRunner = Callable[[Sequence[str]], tuple[int, str, str]]
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Runs commands as an operator would, and stops the story on the first that fails."""
+
+    run: CommandRunner
+
+    def __call__(self, *args: str) -> dict[str, Any]:
+        code, text, err = self.run(args)
+        if code != 0:
+            raise RuntimeError(f"hmlops {' '.join(args)} failed ({code}): {err[-1500:]}")
+        return json.loads(text) if text.lstrip().startswith(("{", "[")) else {"text": text}
 
 
 class Predictor:
@@ -267,25 +280,31 @@ def _to_candidate(instance: dict, percent: int) -> bool:
 
 
 def run_story(
-    model: str, champion: int, store: Path, out: Path, port_base: int, pace: Pace = DEMO_PACE
+    hmlops: CommandRunner,
+    model: str,
+    champion: int,
+    store: Path,
+    out: Path,
+    port_base: int,
+    pace: Pace = DEMO_PACE,
 ) -> int:
     """The story as ``make demo`` tells it: 0 when the canary was rolled back."""
     try:
-        outcome = play_story(model, champion, store, out, port_base, pace)
+        outcome = play_story(Operator(hmlops), model, champion, store, out, port_base, pace)
     except RuntimeError as exc:
         print(f"hmlops demo: the monitoring story stopped: {exc}", file=sys.stderr)
         return 1
     return 0 if outcome.decision["decision"] == "rollback" else 1
 
 
-def _end_earlier_rollout(model: str, rollout_policy: Path, gitops: Path) -> None:
+def _end_earlier_rollout(hmlops: Operator, model: str, rollout_policy: Path, gitops: Path) -> None:
     """A demo run that was interrupted leaves its candidate mid-rollout; the rollout tool
     rightly refuses a second one, so this run rolls it back first, on the record."""
-    status = _hmlops("rollout", "status", "--model", model, "--policy", str(rollout_policy),
+    status = hmlops("rollout", "status", "--model", model, "--policy", str(rollout_policy),
                      "--json")  # fmt: skip
     state = status.get("state")
     if state and state["stage"] not in ("full", "rolled_back"):
-        _hmlops("rollout", "rollback", "--model", model, "--version",
+        hmlops("rollout", "rollback", "--model", model, "--version",
                 str(state["candidate_version"]), "--policy", str(rollout_policy),
                 "--gitops-dir", str(gitops), "--actor", "make demo", "--allow-unpinned-image",
                 "--reason", "an earlier demo run was interrupted; a new run starts")  # fmt: skip
@@ -294,7 +313,13 @@ def _end_earlier_rollout(model: str, rollout_policy: Path, gitops: Path) -> None
 
 
 def play_story(
-    model: str, champion: int, store: Path, out: Path, port_base: int, pace: Pace = DEMO_PACE
+    hmlops: Operator,
+    model: str,
+    champion: int,
+    store: Path,
+    out: Path,
+    port_base: int,
+    pace: Pace = DEMO_PACE,
 ) -> StoryOutcome:
     """Tell the story (printing it) and return what it decided; RuntimeError if a step fails."""
     from hospital_mlops.example_requests import test_period
@@ -317,14 +342,13 @@ def play_story(
         f"\n=== The monitoring story (compressed time: {pace.window_seconds}-second windows) ===",
         flush=True,
     )
-    _end_earlier_rollout(model, rollout_policy, gitops)
+    _end_earlier_rollout(hmlops, model, rollout_policy, gitops)
 
     # 1. A candidate version. The demo has one extract, so it learns from the same snapshot.
     latest = read_entries(store)
     ctx = RunContext("diabetes130", "readmission_risk_model", store, f"story-{int(time.time())}")
     registered = run_model_in_process(ctx, Path(latest[-1]["path"]), story / "retrain")
     candidate = int(registered["version"])
-    from hospital_mlops.cli import DEMO_REVIEWER
     from hospital_mlops.governance.config import load_governance
 
     for role in load_governance().required_signoffs:
@@ -361,7 +385,7 @@ def play_story(
         metrics = ("--metrics-url", f"{candidate_proc.url}/metrics")
         warmup, _ = _encounters(period, None, 0, SEED, pace.shadow, part=0)
         _warm_up(candidate_proc.url, warmup[:BATCH])
-        step = _hmlops(*rollout, *metrics)  # its /metrics now, so the stage counts only its own
+        step = hmlops(*rollout, *metrics)  # its /metrics now, so the stage counts only its own
         print(f"rollout: {step['stage_before']} → {step['stage_after']}")
         logged = {url: _logged_rows(url) for url in (main_log, shadow_log)}
         with httpx.Client(timeout=60) as client:
@@ -372,10 +396,10 @@ def play_story(
                 logged = {url: rows + len(batch) for url, rows in logged.items()}
                 if start == pace.shadow // 2 - BATCH:
                     _await_logged(logged)
-                    step = _hmlops(*rollout, *metrics)
+                    step = hmlops(*rollout, *metrics)
                     print(f"rollout: {step['stage_before']} → {step['stage_after']}")
         _await_logged(logged)
-        step = _hmlops(*rollout, *metrics)
+        step = hmlops(*rollout, *metrics)
         print(f"rollout: {step['stage_before']} → {step['stage_after']} "
               f"(candidate traffic {step['traffic_percent_after']}%)")  # fmt: skip
         percent = int(step["traffic_percent_after"])
@@ -419,8 +443,8 @@ def play_story(
     # 5. Outcomes arrive (here: the encounters' real 30-day readmissions).
     outcomes_file = story / "outcomes.csv"
     pd.DataFrame(outcomes).to_csv(outcomes_file, index=False)
-    _hmlops("monitor", "ingest-outcomes", "--input", str(outcomes_file), "--json")
-    run = _hmlops("monitor", "run", "--model", f"{model}@{champion}", "--policy",
+    hmlops("monitor", "ingest-outcomes", "--input", str(outcomes_file), "--json")
+    run = hmlops("monitor", "run", "--model", f"{model}@{champion}", "--policy",
                   str(monitoring_policy), "--json",
                   "--events-file", str(story / "alert-events.jsonl"),
                   "--metrics-file", str(story / "monitoring.prom"))  # fmt: skip
@@ -444,14 +468,14 @@ def play_story(
         print(f"  [{alert['tier']}] {alert['kind']} → {alert['owner']}: {alert['message']}")
     # 6. The canary's own numbers trip a rollback criterion (its predictor is gone by now: the
     # service numbers are not re-read; the monitoring ones decide).
-    step = _hmlops(*rollout)
+    step = hmlops(*rollout)
     tripped = [c for c in step["rollback_criteria"] if not c["passed"]]
     print(f"\nrollout: {step['stage_before']} → {step['stage_after']} ({step['decision']})")
     for c in tripped:
         print(f"  criterion {c['name']}: observed {c['observed']}, limit {c['limit']}")
     print(f"  GitOps change to commit: {step['patch_path']}")
     report = story / "monitoring_report.html"
-    _hmlops("monitor", "report", "--model", f"{model}@{champion}", "--policy",
+    hmlops("monitor", "report", "--model", f"{model}@{champion}", "--policy",
             str(monitoring_policy), "--out", str(report))  # fmt: skip
     print(f"\nmonitoring report (self-contained HTML): {report}")
     print(f"audit log: hmlops rollout audit --model {model}")

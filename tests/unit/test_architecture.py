@@ -1,0 +1,98 @@
+"""The layout rules of docs/architecture.md, read from the source.
+
+* The library sits at the bottom: no module of ``hospital_mlops`` outside ``hospital_mlops.cli``
+  imports a door (``serving``, ``pipelines``, ``components``), kfp, kserve or the CLI.
+* The doors never import the CLI.
+* No import cycle between modules, counting imports inside functions too (a function-level
+  import hides a cycle from the interpreter, not from a reader).
+"""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("hospital_mlops", "serving", "components", "pipelines")
+DOORS = ("serving", "pipelines", "components")
+CLUSTER_CLIENTS = ("kfp", "kfp_server_api", "kserve")
+FACE = "hospital_mlops.cli"
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, dotted name) of every absolute import, wherever it sits in the module."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}:{node.lineno}: relative import"
+            assert node.module is not None
+            out += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+    return out
+
+
+def _owner(name: str) -> str | None:
+    """The project module a dotted import name lands in (``a.b.func`` → ``a.b``)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _in(name: str, roots: tuple[str, ...]) -> bool:
+    return any(name == r or name.startswith(r + ".") for r in roots)
+
+
+def test_the_rules_see_the_project() -> None:
+    # a glob that matched nothing would pass every rule below
+    assert "hospital_mlops.cli.main" in MODULES
+    assert "serving.predictor" in MODULES
+    assert len([m for m in MODULES if m.startswith("hospital_mlops.")]) > 50
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(m for m in MODULES if _in(m, ("hospital_mlops",)) and not _in(m, (FACE,))),
+)
+def test_the_library_imports_no_door(module: str) -> None:
+    forbidden = (*DOORS, *CLUSTER_CLIENTS, FACE)
+    bad = [
+        f"line {line}: {name}" for line, name in _imports(MODULES[module]) if _in(name, forbidden)
+    ]
+    assert not bad, f"{module} (library) imports a door: {bad}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _in(m, DOORS)))
+def test_the_doors_never_import_the_cli(module: str) -> None:
+    bad = [f"line {line}: {name}" for line, name in _imports(MODULES[module]) if _in(name, (FACE,))]
+    assert not bad, f"{module} (a door) imports the CLI: {bad}"
+
+
+def test_no_import_cycle_between_modules() -> None:
+    graph: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        targets = {_owner(name) for _, name in _imports(path)}
+        # a package's own __init__ importing its parent is not a cycle worth a name
+        graph[module] = {t for t in targets if t and t != module and not module.startswith(t + ".")}
+    try:
+        list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        # graphlib names the cycle by predecessors; reversed, each arrow reads "imports"
+        pytest.fail(f"import cycle: {' → '.join(reversed(exc.args[1]))}")
