@@ -437,19 +437,19 @@ def pipeline_gates(names: Sequence[str], draws: int) -> dict[str, Any]:
     import shutil
     import tempfile
 
-    from hospital_mlops import stages
     from hospital_mlops.catalog import load_catalog
     from hospital_mlops.faults import SCENARIOS, materialize_scenario
     from hospital_mlops.normalize import DEMO_HMAC_KEY, HMAC_KEY_ENV
     from hospital_mlops.sources.synthetic import generate_extract
+    from hospital_mlops.steps import data as data_steps
 
     # synthetic data is not PHI: the labelled demo key, unless a key is already set
     os.environ.setdefault(HMAC_KEY_ENV, DEMO_HMAC_KEY)
     spec = load_catalog().source("synthetic")
 
     def send(extract: Path, work: Path) -> tuple[bool, str | None, set[str]]:
-        ctx = stages.RunContext("synthetic", "readmission_risk_model", work / "ctx", "bench")
-        summary = stages.run_in_process(ctx, extract, work / "run")
+        ctx = data_steps.RunContext("synthetic", "readmission_risk_model", work / "ctx", "bench")
+        summary = data_steps.run_in_process(ctx, extract, work / "run")
         failed = [g for g in summary["gates"] if not g["success"]]
         shutil.rmtree(work, ignore_errors=True)
         failures = {

@@ -33,12 +33,12 @@ def ingest_op(
     import json
     from pathlib import Path
 
-    from hospital_mlops import stages
-    from hospital_mlops.kfp_io import publish_gate_outputs
+    from components.kfp_io import publish_gate_outputs
+    from hospital_mlops.steps import data as data_steps
 
-    ctx = stages.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
     try:
-        manifest, _ = stages.ingest(ctx, Path(extract))
+        manifest, _ = data_steps.ingest(ctx, Path(extract))
     finally:
         publish_gate_outputs(ctx, "ingest", gate_report, gate_page, gate_metrics)
     Path(raw_manifest.path).write_text(json.dumps(manifest))
@@ -58,11 +58,11 @@ def normalize_op(
     import json
     from pathlib import Path
 
-    from hospital_mlops import stages
+    from hospital_mlops.steps import data as data_steps
 
-    ctx = stages.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
     raw = json.loads(Path(raw_manifest.path).read_text())
-    manifest = stages.normalize(ctx, raw, Path(normalized.path))
+    manifest = data_steps.normalize(ctx, raw, Path(normalized.path))
     normalized.metadata.update(
         {"sha256": manifest["sha256"], "hmac_key_id": manifest["hmac_key_id"]}
     )
@@ -82,12 +82,12 @@ def validate_op(
     """The content gate on the normalized layer, generated from the catalog."""
     from pathlib import Path
 
-    from hospital_mlops import stages
-    from hospital_mlops.kfp_io import publish_gate_outputs
+    from components.kfp_io import publish_gate_outputs
+    from hospital_mlops.steps import data as data_steps
 
-    ctx = stages.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
     try:
-        stages.validate(ctx, Path(normalized.path))
+        data_steps.validate(ctx, Path(normalized.path))
     finally:
         publish_gate_outputs(ctx, "validate", gate_report, gate_page, gate_metrics)
 
@@ -107,12 +107,12 @@ def features_op(
     """Versioned features (the module serving imports too) and the feature gate."""
     from pathlib import Path
 
-    from hospital_mlops import stages
-    from hospital_mlops.kfp_io import publish_gate_outputs
+    from components.kfp_io import publish_gate_outputs
+    from hospital_mlops.steps import data as data_steps
 
-    ctx = stages.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
     try:
-        manifest, _ = stages.features(ctx, Path(normalized.path), Path(features.path))
+        manifest, _ = data_steps.features(ctx, Path(normalized.path), Path(features.path))
     finally:
         publish_gate_outputs(ctx, "features", gate_report, gate_page, gate_metrics)
     features.metadata.update(
@@ -131,10 +131,10 @@ def publish_op(
     """Atomic publish of the validated snapshot; returns its sha256."""
     from pathlib import Path
 
-    from hospital_mlops import stages
+    from hospital_mlops.steps import data as data_steps
 
-    ctx = stages.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
-    return str(stages.publish(ctx, Path(features.path))["sha256"])
+    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    return str(data_steps.publish(ctx, Path(features.path))["sha256"])
 
 
 def finalize_op(
@@ -144,10 +144,10 @@ def finalize_op(
     import json
     from pathlib import Path
 
-    from hospital_mlops import stages
+    from hospital_mlops.steps import data as data_steps
 
-    ctx = stages.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
-    summary = stages.finalize_run(ctx, expect_model=train_model)
+    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    summary = data_steps.finalize_run(ctx, expect_model=train_model)
     return json.dumps({"status": summary["status"], "lineage_path": summary["lineage_path"]})
 
 

@@ -25,11 +25,12 @@ def train_op(
     """Time-based split of the published snapshot; XGBoost + calibration; comparator."""
     from pathlib import Path
 
-    from hospital_mlops import model_stages, stages
+    from hospital_mlops.steps import data as data_steps
+    from hospital_mlops.steps import model as model_steps
 
-    ctx = stages.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
     features_dir = Path(store_root) / "published" / "features" / published_sha256
-    training = model_stages.train(ctx, features_dir, Path(trained.path))
+    training = model_steps.train(ctx, features_dir, Path(trained.path))
     trained.metadata.update(
         {
             "model_sha256": training["model_sha256"],
@@ -56,10 +57,12 @@ def evaluate_op(
     import shutil
     from pathlib import Path
 
-    from hospital_mlops import kfp_io, model_stages, stages
+    from components import kfp_io
+    from hospital_mlops.steps import data as data_steps
+    from hospital_mlops.steps import model as model_steps
 
-    ctx = stages.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
-    summary = model_stages.evaluate(ctx, Path(trained.path), Path(evidence.path))
+    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    summary = model_steps.evaluate(ctx, Path(trained.path), Path(evidence.path))
     shutil.copyfile(Path(evidence.path) / "validation_report.md", report.path)
     shutil.copyfile(Path(evidence.path) / "validation_report.html", report_page.path)
     kfp_io.publish_model_metrics(Path(trained.path), summary, roc, metrics)
@@ -83,10 +86,11 @@ def register_op(
 
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-    from hospital_mlops import model_stages, stages
+    from hospital_mlops.steps import data as data_steps
+    from hospital_mlops.steps import model as model_steps
 
-    ctx = stages.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
-    result = model_stages.register(ctx, Path(trained.path), Path(evidence.path))
+    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    result = model_steps.register(ctx, Path(trained.path), Path(evidence.path))
     return json.dumps({k: result[k] for k in ("name", "version", "run_id")})
 
 

@@ -2,7 +2,7 @@
 challenger comparison.
 
 Same rules as the other components: real annotations (no ``from __future__``), bodies import
-the library and call one function of ``hospital_mlops.monitoring.pipeline_stages``, and the
+the library and call one function of ``hospital_mlops.steps.monitoring``, and the
 image is applied by ``build``. Connection settings (registry, prediction log, drift store)
 arrive as parameters and are set in the step's environment, so a cluster passes Secret-backed
 values and a laptop passes nothing.
@@ -41,10 +41,10 @@ def monitor_op(
     ):
         if value:
             os.environ[name] = value
-    from hospital_mlops.monitoring import pipeline_stages
+    from hospital_mlops.steps import monitoring as monitoring_steps
 
     out = Path(run.path)
-    result = pipeline_stages.monitor(model, ref, policy_path, out)
+    result = monitoring_steps.monitor(model, ref, policy_path, out)
     shutil.copyfile(out / "monitoring_report.html", report.path)
     shutil.copyfile(out / "summary.md", summary.path)
     metrics.log_metric("predictions", result["predictions"])
@@ -74,10 +74,10 @@ def decide_op(
 
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-    from hospital_mlops.monitoring import pipeline_stages
+    from hospital_mlops.steps import monitoring as monitoring_steps
 
     summary = json.loads((Path(run.path) / "run.json").read_text())
-    result = pipeline_stages.decide(summary, model, ref, policy_path, protocol_change)
+    result = monitoring_steps.decide(summary, model, ref, policy_path, protocol_change)
     Path(decision.path).write_text(json.dumps(result, indent=2) + "\n")
     return bool(result["retrain"])
 
@@ -105,10 +105,10 @@ def retrain_op(
 
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-    from hospital_mlops.monitoring import pipeline_stages
+    from hospital_mlops.steps import monitoring as monitoring_steps
 
     with tempfile.TemporaryDirectory() as work:
-        result = pipeline_stages.retrain(
+        result = monitoring_steps.retrain(
             source, use, Path(store_root), run_id, catalog_path, model, ref, Path(work)
         )
     version = int(result["version"])
@@ -138,9 +138,9 @@ def compare_op(
     ):
         if value:
             os.environ[name] = value
-    from hospital_mlops.monitoring import pipeline_stages
+    from hospital_mlops.steps import monitoring as monitoring_steps
 
-    result = pipeline_stages.compare(model, ref, challenger, policy_path)
+    result = monitoring_steps.compare(model, ref, challenger, policy_path)
     Path(comparison.path).write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Version {challenger} against the champion on the recent window", ""]
     lines += [

@@ -96,7 +96,7 @@ def run_locally(
 ) -> dict[str, Any]:
     """Run the pipeline with kfp.local and return the run summary: each step a process of this
     venv (``subprocess``), or a container of the pipeline image (``container``, DockerRunner)."""
-    from hospital_mlops import stages
+    from hospital_mlops.steps import data as data_steps
 
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, not {runner!r}")
@@ -128,7 +128,7 @@ def run_locally(
         catalog=cat,
     )
     run_id = new_run_id()
-    ctx = stages.RunContext(source, use, out, run_id, str(catalog) if catalog else None)
+    ctx = data_steps.RunContext(source, use, out, run_id, str(catalog) if catalog else None)
 
     arguments = {
         "run_id": run_id,
@@ -146,7 +146,7 @@ def run_locally(
         _run_in_subprocesses(ctx, arguments)
         pinned = None
     run = ctx.lineage.run(run_id)
-    summary = run if run is not None else stages.finalize_run(ctx, expect_model=train_model)
+    summary = run if run is not None else data_steps.finalize_run(ctx, expect_model=train_model)
     summary["lineage_path"] = str(ctx.lineage.runs / f"{run_id}.json")
     summary["extract"] = str(resolved)
     summary["scenario"] = scenario

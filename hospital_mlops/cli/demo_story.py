@@ -324,8 +324,8 @@ def play_story(
     """Tell the story (printing it) and return what it decided; RuntimeError if a step fails."""
     from hospital_mlops.example_requests import test_period
     from hospital_mlops.governance import registry
-    from hospital_mlops.model_stages import run_model_in_process
-    from hospital_mlops.stages import RunContext
+    from hospital_mlops.steps.data import RunContext
+    from hospital_mlops.steps.model import run_model_in_process
     from serving.local_stack import LocalStack
 
     story = out / "story"

@@ -72,7 +72,7 @@ REFUSALS = (
         ("PromotionRefused", "GoldenMismatch", "ArtifactMismatch", "ModelRetired"),
     ),
     ("hospital_mlops.rollout.commands", ("RolloutRefused",)),
-    ("hospital_mlops.governance.retire", ("RetirementRefused",)),
+    ("hospital_mlops.rollout.retire", ("RetirementRefused",)),
     ("hospital_mlops.governance.packet", ("PacketError",)),
 )
 
@@ -463,7 +463,7 @@ def _registry(args: argparse.Namespace) -> int:
         print(f"{args.model} version {args.version}: {args.role} sign-off by {record['by']}")
         return 0
     if args.action == "retire":
-        from hospital_mlops.governance.retire import retire
+        from hospital_mlops.rollout.retire import retire
 
         done = retire(args.model, args.version, args.by, args.reason, withdraw=args.withdraw)
         if args.json:

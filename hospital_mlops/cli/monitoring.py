@@ -228,7 +228,7 @@ def _utc_arg(text: str | None, flag: str) -> Any:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from hospital_mlops.monitoring.pipeline_stages import compare
+    from hospital_mlops.steps.monitoring import compare
 
     name, _, ref = args.model.partition("@")
     policy = str(args.policy) if args.policy else ""

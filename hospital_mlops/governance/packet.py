@@ -220,7 +220,7 @@ def _policies(dest: Path, missing: list[str]) -> None:
 def _signoffs(model: str, mv: Any, aliases: list[str], dest: Path, missing: list[str]) -> None:
     from hospital_mlops.governance import registry
     from hospital_mlops.governance.config import load_governance
-    from hospital_mlops.governance.retire import retired
+    from hospital_mlops.governance.registry import retired
 
     required = list(load_governance().required_signoffs)
     signed = registry.signoffs(mv)

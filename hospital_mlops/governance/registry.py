@@ -593,6 +593,12 @@ class ModelRetired(RuntimeError):
 RETIRED_TAG = "retired"
 
 
+def retired(version: Any) -> dict[str, str] | None:
+    """The retirement record of a registry version, or None while it is in service."""
+    raw = version.tags.get(RETIRED_TAG)
+    return json.loads(raw) if raw else None
+
+
 def _refuse_retired(model: str, version: Any) -> None:
     record = version.tags.get(RETIRED_TAG)
     if record:

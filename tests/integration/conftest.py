@@ -87,8 +87,8 @@ def d130_runs(tmp_path_factory: pytest.TempPathFactory):
     """The full pipeline once through kfp.local, then the model steps again in process on the
     snapshot it published (a second registered version, for determinism and compare). The
     data layers' determinism is checked on both sources in test_scenarios."""
-    from hospital_mlops.model_stages import run_model_in_process
-    from hospital_mlops.stages import RunContext, model_summary
+    from hospital_mlops.steps.data import RunContext, model_summary
+    from hospital_mlops.steps.model import run_model_in_process
 
     out = tmp_path_factory.mktemp("d130_store")
     first, proc = run_json("--source", "diabetes130", "--out", str(out))

@@ -36,11 +36,11 @@ RATE_FACTOR = 2.0  # the fault: twice the readmissions the champion's risks pred
 
 def _publish(store: Path, extract: Path, run_id: str, work: Path) -> dict:
     """The data pipeline's layers in process, publishing into ``store``; its index entry."""
-    from hospital_mlops import stages
     from hospital_mlops.published_index import read_entries
+    from hospital_mlops.steps import data as data_steps
 
-    ctx = stages.RunContext(SOURCE, USE, store, run_id)
-    summary = stages.run_in_process(ctx, extract, work / run_id)
+    ctx = data_steps.RunContext(SOURCE, USE, store, run_id)
+    summary = data_steps.run_in_process(ctx, extract, work / run_id)
     assert summary["status"] == "succeeded", summary.get("error")
     return next(e for e in read_entries(store) if e["run_id"] == run_id)
 
@@ -48,8 +48,8 @@ def _publish(store: Path, extract: Path, run_id: str, work: Path) -> dict:
 def _champion(store: Path, snapshot: dict, work: Path) -> int:
     """The model steps on ``snapshot``, registered, signed off and promoted to @champion."""
     from hospital_mlops.governance import registry
-    from hospital_mlops.model_stages import run_model_in_process
-    from hospital_mlops.stages import RunContext
+    from hospital_mlops.steps.data import RunContext
+    from hospital_mlops.steps.model import run_model_in_process
 
     ctx = RunContext(SOURCE, USE, store, "champion-training")
     version = int(run_model_in_process(ctx, Path(snapshot["path"]), work / "champion")["version"])
@@ -107,10 +107,10 @@ def test_a_calibration_fault_retrains_and_the_challenger_is_compared_and_recorde
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from hospital_mlops.governance import registry
-    from hospital_mlops.monitoring import pipeline_stages
     from hospital_mlops.monitoring.policy import load_monitoring_policy
     from hospital_mlops.monitoring.windows import window_starts
     from hospital_mlops.sources.extract import read_extract, write_csv_extract
+    from hospital_mlops.steps import monitoring as monitoring_steps
     from pipelines.monitoring_runner import run_monitoring_locally
 
     started = time.monotonic()
@@ -219,7 +219,7 @@ def test_a_calibration_fault_retrains_and_the_challenger_is_compared_and_recorde
     assert new["aliases"] == [] and versions[champion]["aliases"] == ["champion"]
     # ...and it now waits for a person (roll it out, or retire it): the next run that sees the
     # same fault does not retrain on top of it
-    again = pipeline_stages.decide(run, MODEL, "champion", "")
+    again = monitoring_steps.decide(run, MODEL, "champion", "")
     assert again["retrain"] is False
     assert [t["kind"] for t in again["triggers"]] == ["calibration"]
     assert f"version {challenger} is newer" in again["suppressed_because"]

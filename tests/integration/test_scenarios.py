@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hospital_mlops import stages
 from hospital_mlops.faults import SCENARIOS, materialize_scenario, scenario
-from hospital_mlops.stages import LAYERS
+from hospital_mlops.steps import data as data_steps
+from hospital_mlops.steps.data import LAYERS
 
 PAIRS = [(name, source) for name, s in SCENARIOS.items() for source in sorted(s.sources)]
 BASES = {"diabetes130": "d130_small", "synthetic": "synthetic_small"}
@@ -16,8 +16,8 @@ BASES = {"diabetes130": "d130_small", "synthetic": "synthetic_small"}
 
 def _run(source: str, extract: Path, tmp_path: Path, run_id: str = "test-run") -> tuple[dict, Path]:
     store = tmp_path / "store"
-    ctx = stages.RunContext(source, "readmission_risk_model", store, run_id)
-    return stages.run_in_process(ctx, extract, tmp_path / run_id), store
+    ctx = data_steps.RunContext(source, "readmission_risk_model", store, run_id)
+    return data_steps.run_in_process(ctx, extract, tmp_path / run_id), store
 
 
 @pytest.mark.parametrize("source", sorted(BASES))

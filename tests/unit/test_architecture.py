@@ -96,3 +96,30 @@ def test_no_import_cycle_between_modules() -> None:
     except graphlib.CycleError as exc:
         # graphlib names the cycle by predecessors; reversed, each arrow reads "imports"
         pytest.fail(f"import cycle: {' → '.join(reversed(exc.args[1]))}")
+
+
+def _room(module: str) -> str:
+    """A sub-package of ``hospital_mlops`` (or a module at its root), or a door package."""
+    parts = module.split(".")
+    if parts[0] != "hospital_mlops":
+        return parts[0]
+    if len(parts) > 2 or (len(parts) == 2 and (ROOT / "hospital_mlops" / parts[1]).is_dir()):
+        return ".".join(parts[:2])
+    return module
+
+
+def test_no_import_cycle_between_rooms() -> None:
+    # a cycle between rooms hides behind imports inside functions and makes neither room
+    # understandable alone (governance ↔ rollout, monitoring ↔ rollout before the steps room)
+    graph: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        room = _room(module)
+        targets = {_room(t) for t in (_owner(n) for _, n in _imports(path)) if t}
+        graph.setdefault(room, set()).update(t for t in targets if t != room)
+    graph.pop("hospital_mlops", None)  # the package's own __init__ is no room
+    for deps in graph.values():
+        deps.discard("hospital_mlops")
+    try:
+        list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import cycle between rooms: {' → '.join(reversed(exc.args[1]))}")

@@ -37,7 +37,7 @@ from hospital_mlops.normalize import (
 )
 from hospital_mlops.prediction_log import PredictionLog, ServedModel, predictions, records
 from hospital_mlops.snapshots import read_tables
-from hospital_mlops.stages import RunContext, ingest
+from hospital_mlops.steps.data import RunContext, ingest
 from tests.conftest import TEST_KEY
 
 SOURCE = "synthetic"

@@ -51,7 +51,7 @@ from hospital_mlops.splits import (
     split_sha256,
     temporal_split,
 )
-from hospital_mlops.stages import RunContext, _record, timed
+from hospital_mlops.steps.data import RunContext, _record, timed
 from hospital_mlops.train import Comparator, RiskModel, train_comparator, train_risk_model
 from hospital_mlops.use_case import SourceUse, UseCase, load_use_case
 

@@ -124,8 +124,8 @@ def retrain(
     """Train, evaluate and (gates permitting) register on the newest published snapshot. Refuses
     to retrain on the very snapshot the champion learnt from: that would be the same model."""
     from hospital_mlops.governance import registry
-    from hospital_mlops.model_stages import run_model_in_process
-    from hospital_mlops.stages import RunContext
+    from hospital_mlops.steps.data import RunContext
+    from hospital_mlops.steps.model import run_model_in_process
 
     latest = newest_snapshot(store_root, source)
     champion = registry._resolve(registry.client(), model, ref)

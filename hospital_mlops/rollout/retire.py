@@ -1,5 +1,7 @@
 """Retiring a model version: a recorded governance action that takes it out of use and keeps
-every piece of evidence (docs/runbooks/retirement.md).
+every piece of evidence (docs/runbooks/retirement.md). It lives with the rollout because it is
+refused mid-rollout and recorded in the rollout audit; the registry's side (the ``retired`` tag
+and ``retired()``) stays in governance/registry.py.
 
 Refused for the champion (promote its successor first; ``withdraw`` for a model withdrawn with
 no successor) and for a version mid-rollout (roll it back first). Removes the version's aliases,
@@ -11,21 +13,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
 
-from hospital_mlops.governance.registry import store_errors
+from hospital_mlops.governance.registry import retired, store_errors
 
 
 class RetirementRefused(PermissionError):
     pass
-
-
-def retired(version: Any) -> dict[str, str] | None:
-    """The retirement record of a registry version, or None while it is in service."""
-    from hospital_mlops.governance.registry import RETIRED_TAG
-
-    raw = version.tags.get(RETIRED_TAG)
-    return json.loads(raw) if raw else None
 
 
 @store_errors

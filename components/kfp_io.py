@@ -1,7 +1,7 @@
 """Small helpers that components use to hand gate reports to the Kubeflow dashboard.
 
-Typed against duck-typed artifacts (anything with ``.path`` and ``log_metric``) so the library
-keeps no kfp import.
+Typed against duck-typed artifacts (anything with ``.path`` and ``log_metric``), so kfp is
+needed only where the components are defined.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ class _PathArtifact(Protocol):
 def publish_gate_outputs(
     ctx: Any, layer: str, report: _PathArtifact, page: _PathArtifact, metrics: Any
 ) -> None:
-    from hospital_mlops.stages import load_gates
+    from hospital_mlops.steps.data import load_gates
 
     gate = load_gates(ctx).get(layer)
     if gate is None:

@@ -43,7 +43,7 @@ from hospital_mlops.validation.checks import GateFailed, GateResult, suite_versi
 from hospital_mlops.validation.gx_runner import run_gate, warm_up
 
 LAYERS = ("ingest", "validate", "features", "publish")
-log = logging.getLogger("hospital_mlops.stages")
+log = logging.getLogger("hospital_mlops.steps.data")
 
 
 class PublishRefused(RuntimeError):
