@@ -1,13 +1,16 @@
 """The use case a model serves: its intended use, split policy, thresholds, subgroups and gates.
 
 Loaded from ``config/use_case.yaml`` and validated here. Gates and thresholds are declared before
-evaluation and read by the pipeline; nothing in evaluation writes back to them.
+evaluation and read by the pipeline; nothing in evaluation writes back to them. A subgroup
+justification answers a flag, so it says who wrote it, on which day, and whether before or after
+the evaluation that raised the flag: one written after is post hoc, and the evidence says so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date
 from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
@@ -103,12 +106,36 @@ class Thresholds(StrictModel):
         return self
 
 
+class Justification(StrictModel):
+    """A flagged subgroup's written justification, with who wrote it and when."""
+
+    text: Annotated[str, Field(min_length=20)]
+    by: Annotated[str, Field(min_length=1)]
+    written_on: date
+    # did the writer see this flag raised? "after" is post hoc: it is kept and shown as such
+    relative_to_evaluation: Literal["before", "after"]
+
+    def post_hoc(self, evaluated_on: date) -> bool:
+        """Written after the evaluation, by its own account or by its date."""
+        return self.relative_to_evaluation == "after" or self.written_on > evaluated_on
+
+    def record(self, flag: str, evaluated_on: date) -> dict[str, str | bool]:
+        return {
+            "flag": flag,
+            "by": self.by,
+            "written_on": self.written_on.isoformat(),
+            "relative_to_evaluation": self.relative_to_evaluation,
+            "evaluated_on": evaluated_on.isoformat(),
+            "post_hoc": self.post_hoc(evaluated_on),
+        }
+
+
 class SubgroupPolicy(StrictModel):
     ratio_bounds: tuple[float, float] = (0.8, 1.25)
     min_group_rows: Annotated[int, Field(ge=1)] = 200
     min_group_events: Annotated[int, Field(ge=1)] = 20
     metrics: list[Literal["sensitivity", "observed_to_expected", "ppv", "selection_rate"]]
-    justifications: dict[str, str] = Field(default_factory=dict)
+    justifications: dict[str, Justification] = Field(default_factory=dict)
 
 
 class EvaluationPolicy(StrictModel):

@@ -39,7 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     packet.add_argument(
         "--strict",
         action="store_true",
-        help=f"exit {EXIT_STRICT} when anything is missing or a review item failed",
+        help=f"exit {EXIT_STRICT} when anything is missing, or a review item failed or did not run",
     )
     verify = gsub.add_parser("verify", help="re-check every file of a packet against its manifest")
     verify.add_argument("packet", type=Path)
@@ -83,11 +83,12 @@ def _packet(args: argparse.Namespace) -> int:
         print(f"governance packet of {args.model} version {args.version}: {packet.path}")
         print(f"  {len(packet.files)} files, each listed with its sha256 in MANIFEST.json")
         print(f"  review items failed: {', '.join(packet.review_failed) or 'none'}")
+        print(f"  review items not run: {', '.join(packet.review_not_run) or 'none'}")
         print(f"  missing or needing attention ({len(packet.missing)}):")
         for item in packet.missing:
             print(f"    - {item}")
         print(f"  check it later: hmlops governance verify {packet.path}")
-    if args.strict and (packet.missing or packet.review_failed):
+    if args.strict and (packet.missing or packet.review_failed or packet.review_not_run):
         return EXIT_STRICT
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import date
 from typing import Any
 
 from hospital_mlops.use_case import Gates, SubgroupPolicy
@@ -19,8 +20,19 @@ class ModelGate:
         return asdict(self)
 
 
+def justification_records(
+    flags: list[str], policy: SubgroupPolicy, evaluated_on: date
+) -> list[dict[str, str | bool]]:
+    """Who justified each flag and when, relative to this evaluation (kept with the gates)."""
+    return [
+        policy.justifications[f].record(f, evaluated_on)
+        for f in flags
+        if f in policy.justifications
+    ]
+
+
 def check_model_gates(
-    evaluation: dict[str, Any], gates: Gates, policy: SubgroupPolicy
+    evaluation: dict[str, Any], gates: Gates, policy: SubgroupPolicy, evaluated_on: date
 ) -> list[ModelGate]:
     auroc = evaluation["discrimination"]["auroc"]
     slope = evaluation["calibration"]["slope"]["value"]
@@ -29,6 +41,7 @@ def check_model_gates(
     lo, hi = gates.calibration_slope
     unjustified = [f for f in evaluation["subgroup_flags"] if f not in policy.justifications]
     justified = [f for f in evaluation["subgroup_flags"] if f in policy.justifications]
+    post_hoc = [f for f in justified if policy.justifications[f].post_hoc(evaluated_on)]
     out = [
         ModelGate(
             "auroc_lower_bound",
@@ -53,7 +66,8 @@ def check_model_gates(
             "subgroups_justified",
             not unjustified,
             f"flagged without justification: {unjustified or 'none'}; justified: "
-            f"{justified or 'none'}",
+            f"{justified or 'none'}"
+            + (f" (written after the evaluation, post hoc: {post_hoc})" if post_hoc else ""),
             "every flagged subgroup ratio has a written justification in use_case.yaml",
         ),
     ]

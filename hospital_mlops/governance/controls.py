@@ -2,9 +2,12 @@
 that back it, and their results read from the test suite's JUnit XML (``make test`` writes
 ``out/test-results.xml``).
 
-A control is "passed" only when at least one of its tests ran and none failed; "failed" when
-any failed; "not run" when the results hold none of its tests (an old results file, or a
-control whose tests are not in this build). Nothing is inferred from the control's wording.
+A control is "passed" only when all of its tests ran and passed: every test selector it names
+matched at least one test in the results, and none of them was skipped. "failed" when any
+failed; "not run" otherwise (no results, a selector that matched nothing — an old results file,
+a deselected suite, a control whose tests are not in this build — or a skipped test), with what
+did not run named. A control never passes on the tests that happened to run. Nothing is
+inferred from the control's wording.
 """
 
 from __future__ import annotations
@@ -212,6 +215,20 @@ class ControlResult:
     failed: int
     skipped: int
     failures: tuple[str, ...]
+    not_found: tuple[str, ...] = ()  # selectors that matched no test in the results
+    skipped_tests: tuple[str, ...] = ()
+
+    @property
+    def why_not_run(self) -> str:
+        """What kept a control from passing when none of its tests failed."""
+        parts = []
+        if self.not_found:
+            parts.append(f"no result for {', '.join(self.not_found)}")
+        if self.skipped_tests:
+            parts.append(f"skipped: {', '.join(self.skipped_tests[:5])}"
+                         + (f" and {len(self.skipped_tests) - 5} more"
+                            if len(self.skipped_tests) > 5 else ""))  # fmt: skip
+        return "; ".join(parts)
 
 
 def read_junit(path: Path) -> list[tuple[str, str, str]]:
@@ -243,9 +260,18 @@ def evaluate(cases: list[tuple[str, str, str]] | None) -> list[ControlResult]:
             for c, n, o in cases or []
             if any(_matches(sel, c, n) for sel in control.tests)
         ]
+        not_found = tuple(
+            sel for sel in control.tests if not any(_matches(sel, c, n) for c, n, _ in mine)
+        )
         failed = tuple(f"{c}::{n}" for c, n, o in mine if o == "failed")
+        skipped = tuple(f"{c}::{n}" for c, n, o in mine if o == "skipped")
         passed = sum(o == "passed" for *_, o in mine)
-        skipped = sum(o == "skipped" for *_, o in mine)
-        status: Status = "failed" if failed else ("passed" if passed else "not run")
-        results.append(ControlResult(control, status, passed, len(failed), skipped, failed))
+        status: Status = (
+            "failed" if failed else ("not run" if not_found or skipped or not passed else "passed")
+        )
+        results.append(
+            ControlResult(
+                control, status, passed, len(failed), len(skipped), failed, not_found, skipped
+            )
+        )
     return results

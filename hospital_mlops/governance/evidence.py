@@ -114,6 +114,7 @@ def fairness_summary(ctx: EvidenceContext) -> str:
         ratios = ", ".join(f"{m} ratio {estimate(v, 2)}" for m, v in s["ratios"].items())
         parts.append(f"{s['subgroup']}={s['group']} vs {s['reference']}: {ratios}")
     justified = [f for f in flags if f in policy.justifications]
+    post_hoc = [j["flag"] for j in ctx.gates.get("justifications", []) if j["post_hoc"]]
     return (
         f"Ratios to the largest group at the {ev['primary_threshold']} threshold, flagged outside "
         f"{policy.ratio_bounds[0]}–{policy.ratio_bounds[1]}: "
@@ -122,6 +123,12 @@ def fairness_summary(ctx: EvidenceContext) -> str:
         + (", ".join(flags) if flags else "none")
         + (f" (with written justifications: {', '.join(justified)})" if justified else "")
         + "."
+        + (
+            f" Justifications written after this evaluation raised the flag (post hoc): "
+            f"{', '.join(post_hoc)}."
+            if post_hoc
+            else ""
+        )
     )
 
 

@@ -73,7 +73,11 @@ def _bias_management(ctx: EvidenceContext) -> str:
         "group; race is an input only as registered and its effect is reported per group. "
     )
     if justified:
-        text += "Justified flags: " + "; ".join(f"{k}: {v}" for k, v in justified.items())
+        text += "Justified flags: " + "; ".join(
+            f"{k}: {v.text} (by {v.by}, written on {v.written_on}, "
+            f"{v.relative_to_evaluation} the evaluation)"
+            for k, v in justified.items()
+        )
     return text
 
 

@@ -72,6 +72,7 @@ class Packet:
     files: list[dict[str, Any]]
     missing: list[str]
     review_failed: list[str] = field(default_factory=list)
+    review_not_run: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class Packet:
             "files": [{"name": f["name"], "sha256": f["sha256"]} for f in self.files],
             "missing": self.missing,
             "review_failed": self.review_failed,
+            "review_not_run": self.review_not_run,
         }
 
 
@@ -199,6 +201,26 @@ def _use_case(
     (dest / "intended_use.md").write_text("\n".join(lines) + "\n")
 
 
+def _post_hoc_justifications(gates: Path) -> list[str]:
+    """The subgroup justifications written after the evaluation that raised their flags, as
+    the registered gate record kept them: a reader must know they were not declared before."""
+    if not gates.exists():
+        return []
+    record = json.loads(gates.read_text())
+    if "justifications" not in record:
+        return [
+            "evidence/gates.json: registered before justifications carried who wrote them and "
+            "when; whether any was written after the evaluation is not recorded"
+        ]
+    return [
+        f"use_case: the justification of {j['flag']} was written after the evaluation that "
+        f"raised it (by {j['by']}, on {j['written_on']}; evaluated on {j['evaluated_on']}): "
+        "post hoc, not declared beforehand"
+        for j in record["justifications"]
+        if j["post_hoc"]
+    ]
+
+
 def _policies(dest: Path, missing: list[str]) -> None:
     from hospital_mlops.paths import config_path, project_root
 
@@ -276,6 +298,7 @@ def build_packet(request: PacketRequest) -> Packet:
         training = json.loads(training_path.read_text()) if training_path.exists() else {}
         chain = _data(tags, request.store, root / "data", missing)
         _use_case(tags, training, root / "use_case", missing)
+        missing += _post_hoc_justifications(root / "evidence" / "gates.json")
         _policies(root / "policies", missing)
         _signoffs(request.model, mv, aliases, root / "signoffs.json", missing)
         not_osi = _supply_chain(root / "supply_chain", request.pip_audit, missing)
@@ -299,11 +322,17 @@ def build_packet(request: PacketRequest) -> Packet:
         missing += [
             f"review {c.id} ({c.status}): {c.detail.split('. ')[0][:160]}"
             for c in found
-            if c.status in ("warning", "failed")
+            if c.status in ("warning", "failed", "not run")
         ]
         if request.test_results is None:
             missing.append("review: no test results given, so the test-backed controls are "
                            "'not run' (`make test` writes out/test-results.xml)")  # fmt: skip
+        else:
+            missing += [
+                f"review control {r.control.id} (not run): {r.why_not_run or 'no test passed'}"
+                for r in result.controls
+                if r.status == "not run"
+            ]
         _write_json(root / "review" / "privacy_security_review.json", result.as_dict())
         (root / "review" / "privacy_security_review.html").write_text(review_html(result))
         (root / "index.html").write_text(
@@ -311,7 +340,7 @@ def build_packet(request: PacketRequest) -> Packet:
         )
         files = _manifest(root, request, missing)
         _zip(root, request.out)
-    return Packet(request.out, files, missing, result.failed)
+    return Packet(request.out, files, missing, result.failed, result.not_run)
 
 
 def _manifest(root: Path, request: PacketRequest, missing: list[str]) -> list[dict[str, Any]]:
@@ -433,6 +462,7 @@ def review_html(result: Review) -> str:
         f"{e(r.control.claim)}</td><td>{e(r.control.covers)}</td><td><b>{e(r.status)}</b> "
         f"({r.passed} passed, {r.failed} failed, {r.skipped} skipped)"
         + "".join(f"<br><code>{e(f)}</code>" for f in r.failures)
+        + (f"<br>{e(r.why_not_run)}" if r.status == "not run" and r.why_not_run else "")
         + f"</td><td>{'<br>'.join(f'<code>{e(t)}</code>' for t in r.control.tests)}</td></tr>"
         for r in result.controls
     )
@@ -477,9 +507,11 @@ def index_html(
     listing = "".join(f"<tr><td><code>{e(p)}</code></td><td>{e(d)}</td></tr>" for p, d in sections)
     gaps = "".join(f"<li>{e(m)}</li>" for m in missing) or "<li>nothing</li>"
     failed = ", ".join(result.failed) or "none"
+    not_run = ", ".join(result.not_run) or "none"
     body = (
         f"<h1>Governance packet: {e(model)} version {version}</h1>"
-        f"<p>Aliases: {e(', '.join(aliases) or 'none')}. Review items failed: {e(failed)}.</p>"
+        f"<p>Aliases: {e(', '.join(aliases) or 'none')}. Review items failed: {e(failed)}. "
+        f"Review items not run (not shown to hold): {e(not_run)}.</p>"
         f"<h2>Contents</h2><table><tr><th>file</th><th>what</th></tr>{listing}</table>"
         f"<h2>Missing or needing attention</h2><ul>{gaps}</ul>"
     )

@@ -167,6 +167,8 @@ class Review:
                     "tests_failed": r.failed,
                     "tests_skipped": r.skipped,
                     "failures": list(r.failures),
+                    "selectors_without_results": list(r.not_found),
+                    "skipped_tests": list(r.skipped_tests),
                 }
                 for r in self.controls
             ],
@@ -177,6 +179,13 @@ class Review:
     def failed(self) -> list[str]:
         return [r.control.id for r in self.controls if r.status == "failed"] + [
             c.id for c in self.checks if c.status == "failed"
+        ]
+
+    @property
+    def not_run(self) -> list[str]:
+        """What was not shown to hold: never counted as a pass (``--strict`` fails on it)."""
+        return [r.control.id for r in self.controls if r.status == "not run"] + [
+            c.id for c in self.checks if c.status == "not run"
         ]
 
 

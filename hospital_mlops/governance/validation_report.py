@@ -112,6 +112,17 @@ def _slices(evaluation: dict[str, Any]) -> str:
     )
 
 
+def _written(record: dict[str, Any] | None) -> str:
+    """Who wrote a justification and when, relative to the evaluation that raised the flag."""
+    if record is None:
+        return ""
+    when = "after" if record["post_hoc"] else "before"
+    return (
+        f" (by {record['by']}, written on {record['written_on']}, {when} the evaluation of "
+        f"{record['evaluated_on']}" + ("; post hoc" if record["post_hoc"] else "") + ")"
+    )
+
+
 def validation_html(
     evaluation: dict[str, Any], gates: dict[str, Any], context: dict[str, Any]
 ) -> str:
@@ -188,12 +199,13 @@ def validation_html(
         )
         sub_class.append("flag" if s["flags"] else "")
     justifications = use_case.subgroup_policy.justifications
+    records = {r["flag"]: r for r in gates.get("justifications", [])}
     flags = evaluation["subgroup_flags"]
     flag_list = (
         "".join(
             f"<li><code>{esc(f)}</code>: "
             + (
-                esc(justifications[f])
+                esc(justifications[f].text) + esc(_written(records.get(f)))
                 if f in justifications
                 else '<span class="fail">no written justification</span>'
             )

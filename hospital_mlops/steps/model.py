@@ -11,6 +11,7 @@ Files each step leaves in ``runs/<run_id>/model/`` (read by ``stages.finalize_ru
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from hospital_mlops.evaluate.evaluation import (
     headline,
     thresholds_from_validation,
 )
-from hospital_mlops.evaluate.gates import check_model_gates
+from hospital_mlops.evaluate.gates import check_model_gates, justification_records
 from hospital_mlops.evaluate.subgroups import group_labels
 from hospital_mlops.features import feature_set_for
 from hospital_mlops.governance import hti1, model_card
@@ -237,11 +238,18 @@ def _gate_and_report(
     out_dir: Path,
     evaluation: dict[str, Any],
 ) -> dict[str, Any]:
-    gates = check_model_gates(evaluation, source_use.gates, use_case.subgroup_policy)
+    evaluated_on = datetime.now(UTC).date()
+    policy = use_case.subgroup_policy
+    gates = check_model_gates(evaluation, source_use.gates, policy, evaluated_on)
     passed = all(g.passed for g in gates)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(out_dir / "evaluation.json", evaluation)
-    gate_record = {"passed": passed, "gates": [g.as_dict() for g in gates]}
+    gate_record = {
+        "passed": passed,
+        "gates": [g.as_dict() for g in gates],
+        "evaluated_on": evaluated_on.isoformat(),
+        "justifications": justification_records(evaluation["subgroup_flags"], policy, evaluated_on),
+    }
     _write_json(out_dir / "gates.json", gate_record)
     context = {
         "source": ctx.source,

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from hospital_mlops.evaluate.evaluation import evaluate_predictions, headline
-from hospital_mlops.evaluate.gates import check_model_gates
+from hospital_mlops.evaluate.gates import check_model_gates, justification_records
 from hospital_mlops.evaluate.subgroups import SubgroupError
 from hospital_mlops.splits import SplitError
-from hospital_mlops.use_case import UseCase, UseCaseError, load_use_case
+from hospital_mlops.use_case import (
+    Justification,
+    SubgroupPolicy,
+    UseCase,
+    UseCaseError,
+    load_use_case,
+)
+
+TODAY = date(2026, 12, 6)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +73,7 @@ def test_a_good_calibrated_model_passes_every_gate(use_case) -> None:
     assert 0.85 < top["calibration_slope"] < 1.15 and top["ece"] < 0.02
     assert top["alerts_per_100"] == pytest.approx(10, abs=0.5)
     gates = check_model_gates(
-        evaluation, use_case.for_source("diabetes130").gates, use_case.subgroup_policy
+        evaluation, use_case.for_source("diabetes130").gates, use_case.subgroup_policy, TODAY
     )
     assert [g.name for g in gates if not g.passed] == [], gates
     assert {g.name for g in gates} >= {"calibration_slope", "ece", "beats_comparator"}
@@ -77,19 +87,38 @@ def test_a_miscalibrated_group_is_flagged_and_blocks_the_gate(use_case) -> None:
     gates = {
         g.name: g
         for g in check_model_gates(
-            evaluation, use_case.for_source("diabetes130").gates, use_case.subgroup_policy
+            evaluation, use_case.for_source("diabetes130").gates, use_case.subgroup_policy, TODAY
         )
     }
     assert not gates["subgroups_justified"].passed
     assert "race=B:observed_to_expected" in gates["subgroups_justified"].observed
-    justified = use_case.subgroup_policy.model_copy(
-        update={"justifications": {f: "reviewed" for f in evaluation["subgroup_flags"]}}
-    )
-    again = {
+    flags = evaluation["subgroup_flags"]
+
+    def justified(relative: str, written_on: date) -> SubgroupPolicy:
+        note = Justification(text="reviewed by the clinical owner, with reasons", by="committee",
+                             written_on=written_on, relative_to_evaluation=relative)  # fmt: skip
+        return use_case.subgroup_policy.model_copy(
+            update={"justifications": {f: note for f in flags}}
+        )
+
+    gates_of = use_case.for_source("diabetes130").gates
+    before = {
         g.name: g
-        for g in check_model_gates(evaluation, use_case.for_source("diabetes130").gates, justified)
+        for g in check_model_gates(evaluation, gates_of, justified("before", TODAY), TODAY)
     }
-    assert again["subgroups_justified"].passed
+    assert before["subgroups_justified"].passed
+    assert "post hoc" not in before["subgroups_justified"].observed
+    # a justification written after the evaluation still answers the flag, but is named post hoc
+    after = {
+        g.name: g for g in check_model_gates(evaluation, gates_of, justified("after", TODAY), TODAY)
+    }
+    assert after["subgroups_justified"].passed
+    assert "post hoc" in after["subgroups_justified"].observed
+    # one that says "before" but is dated after the evaluation is post hoc by its date
+    later = justified("before", TODAY + timedelta(days=1))
+    records = justification_records(flags, later, TODAY)
+    assert records and all(r["post_hoc"] for r in records)
+    assert justification_records(flags, justified("before", TODAY), TODAY)[0]["post_hoc"] is False
 
 
 def test_too_good_to_be_true_fails_as_leakage(use_case) -> None:
@@ -101,6 +130,7 @@ def test_too_good_to_be_true_fails_as_leakage(use_case) -> None:
             _evaluate(use_case, predictions),
             use_case.for_source("diabetes130").gates,
             use_case.subgroup_policy,
+            TODAY,
         )
     }
     assert not gates["suspected_leakage"].passed

@@ -44,9 +44,11 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testcase classname="tests.unit.test_cds_auth" name="test_replayed_jti_is_refused"/>
 <testcase classname="tests.unit.test_cds_auth" name="test_expired_token_is_refused"
 >{failure}</testcase>
+<testcase classname="tests.unit.test_cds_service" name="test_unsigned_call_is_refused"/>
 <testcase classname="tests.unit.test_sbom" name="test_alibi_is_flagged"/>
 <testcase classname="tests.unit.test_sbom" name="test_other"><skipped message="x"/></testcase>
 <testcase classname="tests.unit.test_manifests" name="test_checkov_passes[production]"/>
+<testcase classname="tests.unit.test_egress_guard" name="test_a_socket_is_refused"/>
 </testsuite></testsuites>
 """
 
@@ -57,12 +59,23 @@ def _results(tmp_path: Path, failure: str) -> dict:
     return {r.control.id: r for r in evaluate(read_junit(path))}
 
 
-def test_a_control_passes_only_when_its_tests_ran_and_none_failed(tmp_path: Path) -> None:
+def test_a_control_passes_only_when_all_its_tests_ran_and_passed(tmp_path: Path) -> None:
     results = _results(tmp_path, "")
-    assert results["cds-jwt"].status == "passed" and results["cds-jwt"].passed == 2
-    assert results["sbom"].status == "passed" and results["sbom"].skipped == 1
+    # both of its modules have results, and every one passed
+    assert results["cds-jwt"].status == "passed" and results["cds-jwt"].passed == 3
     assert results["checkov"].status == "passed"
-    assert results["no-egress"].status == "not run"  # none of its tests in the results
+    # one test passed, one was skipped: the skipped one was not shown to hold
+    sbom = results["sbom"]
+    assert sbom.status == "not run" and sbom.passed == 1 and sbom.skipped == 1
+    assert "tests.unit.test_sbom::test_other" in sbom.why_not_run
+    # test_egress_guard passed, but the demo's egress test has no result at all
+    egress = results["no-egress"]
+    assert egress.status == "not run" and egress.passed == 1
+    assert egress.not_found == (
+        "tests.integration.test_guarded_demo::test_nothing_leaves_the_machine",
+    )
+    assert "no result for tests.integration.test_guarded_demo" in egress.why_not_run
+    assert results["phi-ingest"].status == "not run" and results["phi-ingest"].passed == 0
     assert all(r.status == "not run" for r in evaluate(None))
 
 
@@ -71,7 +84,7 @@ def test_one_failing_test_fails_its_control_and_is_named(tmp_path: Path) -> None
     assert results["cds-jwt"].status == "failed"
     failed = "tests.unit.test_cds_auth::test_expired_token_is_refused"
     assert results["cds-jwt"].failures == (failed,)
-    assert results["sbom"].status == "passed"
+    assert results["checkov"].status == "passed"  # a failure elsewhere touches no other control
 
 
 def test_telemetry_switches_must_all_be_off() -> None:
@@ -127,3 +140,25 @@ def test_pip_audit_results_are_read_not_assumed(tmp_path: Path) -> None:
     report.write_text("not json")
     assert pip_audit_check(report).status == "failed"
     assert pip_audit_check(None).status == "not run"
+
+
+@pytest.mark.parametrize(
+    ("missing", "failed", "not_run", "code"),
+    [([], [], [], 0), ([], [], ["pip-audit"], 3), ([], ["sbom"], [], 3), (["x"], [], [], 3)],
+)
+def test_strict_fails_on_anything_missing_failed_or_not_run(
+    monkeypatch, tmp_path: Path, missing, failed, not_run, code
+) -> None:
+    from hospital_mlops.cli.main import run_captured
+    from hospital_mlops.governance import packet
+
+    def built(request: packet.PacketRequest) -> packet.Packet:
+        return packet.Packet(request.out, [], missing, failed, not_run)
+
+    monkeypatch.setattr(packet, "build_packet", built)
+    argv = ["governance", "packet", "--model", "m", "--version", "1", "--out",
+            str(tmp_path / "p.zip"), "--test-results", str(tmp_path / "none.xml")]  # fmt: skip
+    assert run_captured([*argv, "--strict"])[0] == code
+    assert run_captured(argv)[0] == 0  # without --strict it only reports
+    shown = run_captured(argv)[1]
+    assert f"review items not run: {', '.join(not_run) or 'none'}" in shown
