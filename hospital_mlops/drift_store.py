@@ -100,7 +100,7 @@ def reference_from_registry(
     from hospital_mlops.drift import DriftReferenceError
     from hospital_mlops.governance import registry
 
-    version = registry._resolve(registry.client(), model, ref)
+    version = registry.resolve(registry.client(), model, ref)
     local = registry.evidence_file(version.run_id, f"evidence/{REFERENCE_FILE}")
     if local is None:
         raise DriftReferenceError(

@@ -92,5 +92,5 @@ def registered_examples(model: str, ref: str, n: int = 5, seed: int = 7) -> list
     """Real encounters from the test period of a registered version (``NAME``, ``REF``)."""
     from hospital_mlops.governance import registry
 
-    version = registry._resolve(registry.client(), model, ref)
-    return example_instances(test_period(registry._training_record(version)), n, seed)
+    version = registry.resolve(registry.client(), model, ref)
+    return example_instances(test_period(registry.training_record(version)), n, seed)

@@ -217,7 +217,7 @@ def _history(
 # --- diabetes130 -------------------------------------------------------------------------------
 
 _EXCLUDED_DISPOSITIONS = {11, 13, 14, 19, 20, 21}  # death or hospice: cannot be readmitted
-_MEDICATIONS = (
+MEDICATIONS = (
     "metformin",
     "repaglinide",
     "nateglinide",
@@ -242,9 +242,9 @@ _MEDICATIONS = (
     "metformin-rosiglitazone",
     "metformin-pioglitazone",
 )
-_SEX = {"Male": 1.0, "Female": 0.0}
+SEX = {"Male": 1.0, "Female": 0.0}
 _ADMISSION_TYPE = {1: "emergency", 2: "urgent", 3: "elective", 7: "emergency"}
-_ADMISSION_SOURCE = {
+ADMISSION_SOURCE = {
     1: "referral",
     2: "referral",
     3: "referral",
@@ -288,7 +288,7 @@ _LAB_BANDS = {
 _BAND_LOW = r"\[(\d+)-"  # "[70-80)" → 70
 
 
-def _band_midpoint(bands: pd.Series) -> pd.Series:
+def band_midpoint(bands: pd.Series) -> pd.Series:
     low = bands.astype("string").str.extract(_BAND_LOW, expand=False).astype("float64")
     return low + 5.0
 
@@ -315,7 +315,7 @@ DIABETES130_INPUTS = (
     "diag_1",
     "max_glu_serum",
     "A1Cresult",
-    *_MEDICATIONS,
+    *MEDICATIONS,
     "change",
     "diabetesMed",
 )
@@ -326,14 +326,14 @@ def diabetes130_features(enc: pd.DataFrame, earlier_encounters: np.ndarray) -> p
 
     One function for the pipeline (which counts earlier encounters in the extract) and for
     serving (where the EHR sends the count): no training/serving skew by construction."""
-    meds = enc[list(_MEDICATIONS)]
+    meds = enc[list(MEDICATIONS)]
     out = pd.DataFrame(
         {
-            "age_years": _band_midpoint(enc["age"]),
-            "sex_male": enc["gender"].map(_SEX).astype("float64"),
+            "age_years": band_midpoint(enc["age"]),
+            "sex_male": enc["gender"].map(SEX).astype("float64"),
             "race": enc["race"].fillna("missing").astype(object),
             "admission_type": enc["admission_type_id"].map(_ADMISSION_TYPE).fillna("other"),
-            "admission_source": enc["admission_source_id"].map(_ADMISSION_SOURCE).fillna("other"),
+            "admission_source": enc["admission_source_id"].map(ADMISSION_SOURCE).fillna("other"),
             "discharge_disposition": enc["discharge_disposition_id"]
             .map(_DISPOSITION)
             .fillna("other"),
@@ -378,10 +378,10 @@ def diabetes130_feature_row(enc: Mapping[str, Any], earlier_encounters: int) -> 
     insulin = enc["insulin"]
     return {
         "age_years": _band_midpoint_of(enc["age"]),
-        "sex_male": _SEX.get(enc["gender"], missing),
+        "sex_male": SEX.get(enc["gender"], missing),
         "race": "missing" if enc["race"] is None else enc["race"],
         "admission_type": _ADMISSION_TYPE.get(enc["admission_type_id"], "other"),
-        "admission_source": _ADMISSION_SOURCE.get(enc["admission_source_id"], "other"),
+        "admission_source": ADMISSION_SOURCE.get(enc["admission_source_id"], "other"),
         "discharge_disposition": _DISPOSITION.get(enc["discharge_disposition_id"], "other"),
         "length_of_stay_days": _number(enc["time_in_hospital"]),
         "num_lab_procedures": _number(enc["num_lab_procedures"]),
@@ -395,7 +395,7 @@ def diabetes130_feature_row(enc: Mapping[str, Any], earlier_encounters: int) -> 
         "hba1c_result": _LAB_BANDS.get(enc["A1Cresult"], missing),
         "max_glucose_result": _LAB_BANDS.get(enc["max_glu_serum"], missing),
         "insulin": None if insulin is None else insulin.lower(),
-        "diabetes_medications_active": float(sum(enc[m] != "No" for m in _MEDICATIONS)),
+        "diabetes_medications_active": float(sum(enc[m] != "No" for m in MEDICATIONS)),
         "diabetes_medication_changed": float(enc["change"] == "Ch"),
         "on_diabetes_medication": float(enc["diabetesMed"] == "Yes"),
         "earlier_encounters_in_extract": float(earlier_encounters),

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hospital_mlops.features import _MEDICATIONS
+from hospital_mlops.features import MEDICATIONS
 from hospital_mlops.fhir_mapping import CodeMap, FhirMapping
 from hospital_mlops.scoring import OBSERVATION_TIMES, PRIOR_ENCOUNTERS
 
@@ -598,12 +598,12 @@ def _quantity(
 def _medications(reader: _Reader) -> None:
     out = reader.out
     if "MedicationRequest" not in reader.r.supplied:
-        out.missing += ["num_medications", "diabetesMed", *_MEDICATIONS]
+        out.missing += ["num_medications", "diabetesMed", *MEDICATIONS]
         return
     meds = reader.m.medications
     requests = [m for m in reader.r.medication_requests if m.status not in ("entered-in-error",)]
     distinct: set[tuple[str, str]] = set()
-    columns = dict.fromkeys(_MEDICATIONS, "No")
+    columns = dict.fromkeys(MEDICATIONS, "No")
     by_id = {m.id: m for m in requests}
     for m in requests:
         codings = _codings(m.medicationCodeableConcept)

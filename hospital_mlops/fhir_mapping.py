@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from hospital_mlops.config_files import StrictModel, load_yaml_model
-from hospital_mlops.features import _MEDICATIONS, ICD9_GROUPS, icd9_group_of
+from hospital_mlops.features import ICD9_GROUPS, MEDICATIONS, icd9_group_of
 from hospital_mlops.paths import config_path
 
 Gender = Literal["Male", "Female", "Unknown/Invalid"]
@@ -89,7 +89,7 @@ class MedicationMap(StrictModel):
 
     @model_validator(mode="after")
     def _known_columns(self) -> MedicationMap:
-        unknown = sorted(set(self.ingredients.values()) - set(_MEDICATIONS))
+        unknown = sorted(set(self.ingredients.values()) - set(MEDICATIONS))
         if unknown:
             raise ValueError(f"not medication columns of the model: {unknown}")
         return self

@@ -63,7 +63,7 @@ def export_bundle(model: str, ref: str, out: Path) -> Path:
     from hospital_mlops.governance import registry
 
     c = registry.client()
-    version = registry._resolve(c, model, ref)
+    version = registry.resolve(c, model, ref)
     uri = registry.model_uri(model, str(version.version))
     loaded = mlflow.pyfunc.load_model(uri)
     files = Path(loaded._model_impl.context.artifacts["risk_model"])

@@ -100,17 +100,17 @@ def run_monitoring_locally(
     from kfp import local
 
     from pipelines.monitoring_pipeline import make_monitoring_pipeline
-    from pipelines.runner import _ensure_import_path, _stdout_to_stderr, new_run_id
+    from pipelines.runner import ensure_import_path, new_run_id, stdout_to_stderr
 
     run_id = new_run_id()
     root = out.resolve() / "monitoring" / run_id
-    _ensure_import_path()
+    ensure_import_path()
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
         raise_on_error=True,
     )
-    with _stdout_to_stderr():
+    with stdout_to_stderr():
         make_monitoring_pipeline()(
             run_id=run_id,
             model=model,

@@ -29,7 +29,7 @@ def new_run_id() -> str:
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
+def stdout_to_stderr() -> Iterator[None]:
     """kfp.local and component subprocesses print to fd 1; keep stdout for the JSON summary."""
     sys.stdout.flush()
     saved = os.dup(1)
@@ -42,7 +42,7 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _ensure_import_path() -> None:
+def ensure_import_path() -> None:
     """Component subprocesses import ``hospital_mlops``; make the project importable for them."""
     root = str(project_root())
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
@@ -171,13 +171,13 @@ def _run_in_subprocesses(ctx: Any, arguments: dict[str, Any]) -> None:
 
     from pipelines.data_pipeline import make_pipeline
 
-    _ensure_import_path()
+    ensure_import_path()
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(ctx.run_dir / "kfp"),
         raise_on_error=False,
     )
-    with _stdout_to_stderr():
+    with stdout_to_stderr():
         make_pipeline()(**arguments)
 
 
@@ -210,7 +210,7 @@ def _run_in_containers(
             pipeline_root=str(ctx.run_dir / "kfp"),
             raise_on_error=False,
         )
-        with _stdout_to_stderr(), _step_exit_status_kept():
+        with stdout_to_stderr(), _step_exit_status_kept():
             make_pipeline(pinned)(**arguments)
     return pinned
 

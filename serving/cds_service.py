@@ -411,7 +411,7 @@ def _registry_calibration(model_version: str) -> CalibrationTable | None:
     if not version.isdigit():
         return None
     try:
-        mv = registry._resolve(registry.client(), name, version)
+        mv = registry.resolve(registry.client(), name, version)
         path = mlflow.artifacts.download_artifacts(
             run_id=mv.run_id, artifact_path="evidence/test_predictions.parquet"
         )

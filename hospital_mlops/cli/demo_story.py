@@ -355,7 +355,7 @@ def play_story(
         registry.sign_off(model, candidate, role, DEMO_REVIEWER, "recorded by `make demo`")
     print(f"candidate: {model} version {candidate} (retrained; demo sign-offs)")
     test = test_period(
-        registry._training_record(registry._resolve(registry.client(), model, str(champion)))
+        registry.training_record(registry.resolve(registry.client(), model, str(champion)))
     )
     period = live_period(model, champion, test, pace.shadow + 2 * pace.phase)
     print(

@@ -236,7 +236,7 @@ def _redact(uri: str) -> str:
     return uri
 
 
-def _experiment(c: Any, name: str) -> str:
+def experiment_for(c: Any, name: str) -> str:
     found = c.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
@@ -328,7 +328,7 @@ def _log_candidate(
     from hospital_mlops.governance.pyfunc import RiskPyfunc
 
     c = client()
-    experiment_id = _experiment(c, model_name)
+    experiment_id = experiment_for(c, model_name)
     evidence_hashes = {name: _sha256(path) for name, path in candidate.evidence.items()}
     tags = {
         **candidate.tags,
@@ -497,7 +497,7 @@ def verify_golden(uri: str, tolerance: float = 1e-9) -> dict[str, Any]:
     return {"model_uri": uri, "rows": len(expected), "max_abs_difference": worst}
 
 
-def _resolve(c: Any, model: str, ref: str) -> Any:
+def resolve(c: Any, model: str, ref: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     if ref.isdigit():
@@ -515,7 +515,7 @@ def _resolve(c: Any, model: str, ref: str) -> Any:
         raise _store_failure(exc) from None
 
 
-def _training_record(version: Any) -> dict[str, Any]:
+def training_record(version: Any) -> dict[str, Any]:
     import mlflow
 
     local = mlflow.artifacts.download_artifacts(
@@ -537,8 +537,8 @@ def compare(model: str, champion: str, challenger: str, store: Path) -> dict[str
 
     c = client()
     versions = {
-        "champion": _resolve(c, model, champion),
-        "challenger": _resolve(c, model, challenger),
+        "champion": resolve(c, model, champion),
+        "challenger": resolve(c, model, challenger),
     }
     feature_sets = {k: v.tags.get("feature_set_version") for k, v in versions.items()}
     if feature_sets["champion"] != feature_sets["challenger"]:
@@ -571,7 +571,7 @@ def compare(model: str, champion: str, challenger: str, store: Path) -> dict[str
     for role, version in versions.items():
         loaded = mlflow.pyfunc.load_model(model_uri(model, str(version.version)))
         scores[role] = loaded.predict(inputs)["risk"].to_numpy()
-        thresholds[role] = float(_training_record(version)["thresholds"][primary])
+        thresholds[role] = float(training_record(version)["thresholds"][primary])
     result = compare_scores(test[fs.label].to_numpy(), test["patient_token"], scores, thresholds)
     return {
         "model": model,
@@ -630,7 +630,7 @@ def load_risk_model(model: str, ref: str) -> LoadedModel:
     from hospital_mlops.train import model_hash
 
     c = client()
-    version = _resolve(c, model, ref)
+    version = resolve(c, model, ref)
     _refuse_retired(model, version)
     uri = model_uri(model, str(version.version))
     loaded = mlflow.pyfunc.load_model(uri)
@@ -646,5 +646,5 @@ def load_risk_model(model: str, ref: str) -> LoadedModel:
         )
     risk_model = loaded.unwrap_python_model().model
     return LoadedModel(
-        risk_model, int(version.version), _training_record(version), actual, dict(version.tags)
+        risk_model, int(version.version), training_record(version), actual, dict(version.tags)
     )

@@ -4,24 +4,16 @@ Markdown summary for the Kubeflow dashboard. Renders an evaluation; computes not
 from __future__ import annotations
 
 import html
-import io
 from typing import Any
 
 from hospital_mlops.governance.evidence import LIMITATIONS
+from hospital_mlops.render.page import STYLE
+from hospital_mlops.render.plots import svg
+from hospital_mlops.render.tables import table
 from hospital_mlops.small_cells import RULE as SMALL_CELL_RULE
 from hospital_mlops.small_cells import count_html, suppressed_rows
 
 SUPPRESSED = "suppressed"
-
-_STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
-margin:2em auto;color:#1d2733;line-height:1.45}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ccd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccd;padding:.3em .6em;
-text-align:left;vertical-align:top}th{background:#f1f3f7}.pass{color:#11643a;font-weight:600}
-.fail{color:#a1161b;font-weight:600}.note{color:#555;font-size:.92em}.flag{background:#fff1f0}
-code{background:#f4f4f6;padding:0 .2em}
-"""
 
 
 def _fmt(estimate: dict[str, Any], digits: int = 3) -> str:
@@ -31,13 +23,6 @@ def _fmt(estimate: dict[str, Any], digits: int = 3) -> str:
     if ci[0] is None:
         return f"{value:.{digits}f}"
     return f"{value:.{digits}f} ({ci[0]:.{digits}f}–{ci[1]:.{digits}f})"
-
-
-def _svg(fig: Any) -> str:
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight")
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
 
 
 def _plots(evaluation: dict[str, Any]) -> dict[str, str]:
@@ -62,7 +47,7 @@ def _plots(evaluation: dict[str, Any]) -> dict[str, str]:
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
     ax.legend(loc="upper left", fontsize=8)
-    out["reliability"] = _svg(fig)
+    out["reliability"] = svg(fig)
     plt.close(fig)
 
     curve = evaluation["decision_curve"]
@@ -75,18 +60,9 @@ def _plots(evaluation: dict[str, Any]) -> dict[str, str]:
     ax.set_xlabel("threshold probability")
     ax.set_ylabel("net benefit")
     ax.legend(fontsize=8)
-    out["decision_curve"] = _svg(fig)
+    out["decision_curve"] = svg(fig)
     plt.close(fig)
     return out
-
-
-def _table(header: list[str], rows: list[list[str]], row_class: list[str] | None = None) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = []
-    for i, row in enumerate(rows):
-        cls = f' class="{row_class[i]}"' if row_class and row_class[i] else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
 def _slices(evaluation: dict[str, Any]) -> str:
@@ -107,7 +83,7 @@ def _slices(evaluation: dict[str, Any]) -> str:
         ]
         for s, hide in zip(listed, hidden, strict=True)
     ]
-    return "<h2>Extra validation slices (test period)</h2>" + _table(
+    return "<h2>Extra validation slices (test period)</h2>" + table(
         ["slice", "encounters", "events", "AUROC", "observed / expected"], rows
     )
 
@@ -246,7 +222,7 @@ def validation_html(
 before each later period ({training["embargoed_rows"]:,} encounters left out), so no training label
 can see into the validation or test period.</p>
 {
-        _table(
+        table(
             [
                 "period",
                 "range",
@@ -260,12 +236,12 @@ can see into the validation or test period.</p>
         )
     }
 <h2>Gates</h2>
-{_table(["gate", "result", "observed", "required"], gate_rows)}
+{table(["gate", "result", "observed", "required"], gate_rows)}
 <h2>Discrimination (test slice, 95% CI, patient-cluster bootstrap, {
         evaluation["bootstrap"]["replicates"]
     } replicates)</h2>
 {
-        _table(
+        table(
             ["metric", "model", "comparator"],
             [
                 ["AUROC", _fmt(d["auroc"]), _fmt(comp["auroc"])],
@@ -277,7 +253,7 @@ can see into the validation or test period.</p>
 <p class="note">Comparator: logistic regression on log(1 + {esc(", ".join(comp["columns"]))}).</p>
 <h2>Calibration</h2>
 {
-        _table(
+        table(
             ["metric", "value (95% CI)"],
             [
                 ["ECE (equal-mass bins)", _fmt(c["ece"], 4)],
@@ -293,7 +269,7 @@ can see into the validation or test period.</p>
 <p>Each threshold is fixed on the validation slice at the declared alert rate, then reported here
 on the test slice.</p>
 {
-        _table(
+        table(
             [
                 "use",
                 "risk ≥",
@@ -317,7 +293,7 @@ for {esc(", ".join(use_case.subgroup_policy.metrics))}, when a group has at leas
         use_case.subgroup_policy.min_group_events
     } events. {SMALL_CELL_RULE}</p>
 {
-        _table(
+        table(
             [
                 "subgroup",
                 "group",
@@ -347,7 +323,7 @@ comparator score, patient token and subgroup columns) with
 """
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>Validation report — {esc(use_case.title)}</title><style>{_STYLE}</style>"
+        f"<title>Validation report — {esc(use_case.title)}</title><style>{STYLE}</style>"
         f"</head><body>{body}</body></html>"
     )
 

@@ -109,7 +109,7 @@ def breakdown_cells(predictions: pd.DataFrame, policy: MonitoringPolicy) -> list
     """``predictions``: ``scored_at``, ``risk``, ``alert``, ``outcome`` and one text column per
     configured break-down (missing where the request did not send the field). Cells come
     break-down by break-down, then window by window, groups in name order."""
-    from hospital_mlops.monitoring.windows import _iso, sorted_groups, window_starts
+    from hospital_mlops.monitoring.windows import iso_utc, sorted_groups, window_starts
 
     if predictions.empty or not policy.breakdowns.by:
         return []
@@ -123,7 +123,7 @@ def breakdown_cells(predictions: pd.DataFrame, policy: MonitoringPolicy) -> list
         group, labels = _group_labels(predictions[name])
         return [
             _cell(
-                _iso(window_start[key // len(labels)]),
+                iso_utc(window_start[key // len(labels)]),
                 name,
                 labels[key % len(labels)],
                 (risk[rows], alert[rows], outcome[rows]),

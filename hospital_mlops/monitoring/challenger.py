@@ -104,7 +104,7 @@ def compare_on_window(
     challenger_risk, challenger_threshold = rescore(model, challenger, inputs)
     champion_version = registry.client().get_model_version(model, str(champion))
     primary = load_use_case().thresholds.primary
-    champion_threshold = float(registry._training_record(champion_version)["thresholds"][primary])
+    champion_threshold = float(registry.training_record(champion_version)["thresholds"][primary])
     result = compare_scores(
         y,
         frame["encounter_token"],

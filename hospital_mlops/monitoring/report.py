@@ -9,7 +9,9 @@ import html
 from datetime import UTC, datetime
 from typing import Any
 
-from hospital_mlops.governance.validation_report import _STYLE, _svg, _table
+from hospital_mlops.render.page import STYLE
+from hospital_mlops.render.plots import svg
+from hospital_mlops.render.tables import table
 from hospital_mlops.small_cells import SMALL_CELL, count_html
 
 _WINDOW_HEADER = [
@@ -75,7 +77,7 @@ def _plots(run: dict[str, Any]) -> dict[str, str]:
     ax.set_xticks(x, labels, rotation=30, fontsize=8)
     ax.set_ylabel("p-value (log)")
     ax.legend(fontsize=7, loc="lower left")
-    out["drift"] = _svg(fig)
+    out["drift"] = svg(fig)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
@@ -111,7 +113,7 @@ def _plots(run: dict[str, Any]) -> dict[str, str]:
     ax.set_xticks(x, labels, rotation=30, fontsize=8)
     ax.set_ylabel("AUROC")
     ax.legend(fontsize=7, loc="lower left")
-    out["performance"] = _svg(fig)
+    out["performance"] = svg(fig)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
@@ -131,7 +133,7 @@ def _plots(run: dict[str, Any]) -> dict[str, str]:
     ax.set_xlabel("predicted risk (band mean)")
     ax.set_ylabel("observed 30-day readmission rate")
     ax.legend(fontsize=6, loc="upper left")
-    out["calibration"] = _svg(fig)
+    out["calibration"] = svg(fig)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
@@ -140,7 +142,7 @@ def _plots(run: dict[str, Any]) -> dict[str, str]:
     ax.set_xticks(x, labels, rotation=30, fontsize=8)
     ax.set_ylabel("alerts per 100 encounters")
     ax.legend(fontsize=7)
-    out["burden"] = _svg(fig)
+    out["burden"] = svg(fig)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
@@ -174,7 +176,7 @@ def _plots(run: dict[str, Any]) -> dict[str, str]:
         )
     ax.set_xticks(x, labels, rotation=30, fontsize=8)
     ax.set_ylabel("share of alerts")
-    out["workflow"] = _svg(fig)
+    out["workflow"] = svg(fig)
     plt.close(fig)
     return out
 
@@ -220,7 +222,7 @@ def monitoring_html(run: dict[str, Any]) -> str:
             reasons[key] = reasons.get(key, 0) + n
     reason_rows = [[esc(r), count_html(n)] for r, n in sorted(reasons.items())]
     alerts_table = (
-        _table(["severity", "kind", "owner", "message"], alert_rows, alert_class)
+        table(["severity", "kind", "owner", "message"], alert_rows, alert_class)
         if alert_rows
         else "<p>No alerts.</p>"
     )
@@ -240,7 +242,7 @@ def monitoring_html(run: dict[str, Any]) -> str:
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>Monitoring report — {esc(run["model"])}</title><style>{_STYLE}</style></head><body>
+<title>Monitoring report — {esc(run["model"])}</title><style>{STYLE}</style></head><body>
 <h1>Monitoring report: {esc(run["model"])}</h1>
 <p class="note">Made {made} from {run["predictions"]:,} logged predictions
 ({run["with_outcomes"]:,} with outcomes) in {len(windows)} windows. Baseline: the validated
@@ -251,11 +253,11 @@ is only as good as the calibration.</p>
 <h2>Alerts ({len(run["alerts"])})</h2>
 {alerts_table}
 <h2>Windows</h2>
-{_table(_WINDOW_HEADER, window_rows)}
+{table(_WINDOW_HEADER, window_rows)}
 <h2>Plots</h2>
 {figure}
 <h2>Override reasons</h2>
-{_table(["reason", "overrides"], reason_rows) if reason_rows else "<p>None recorded.</p>"}
+{table(["reason", "overrides"], reason_rows) if reason_rows else "<p>None recorded.</p>"}
 {breakdown_section}
 {calibration_section}
 </body></html>
@@ -297,7 +299,7 @@ def _breakdowns(cells: list[dict[str, Any]]) -> str:
         f'<p class="note">Groups with fewer than {SMALL_CELL} predictions are listed without '
         "numbers. Observed/expected outside 0.8–1.25 is flagged. AUROC is a point estimate, "
         "shown once the group has enough outcomes; the window's own numbers carry the CIs.</p>"
-        + _table(header, rows, classes)
+        + table(header, rows, classes)
     )
 
 
@@ -352,10 +354,10 @@ def _subgroup_calibration(section: dict[str, Any] | None) -> str:
         f"Groups with fewer than {SMALL_CELL} predictions, outcomes or events are listed "
         "without numbers. Shown: every alerting cell, and the latest assessed window.</p>"
     )
-    table = (
-        _table(header, rows, classes)
+    cells = (
+        table(header, rows, classes)
         if rows
         else f"<p>{'No subgroup cells.' if assessed else 'No window has matured yet.'}</p>"
     )
     pending = f"<p>Not assessed:</p><ul>{''.join(waiting)}</ul>" if waiting else ""
-    return head + note + table + pending
+    return head + note + cells + pending

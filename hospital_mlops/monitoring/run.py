@@ -116,7 +116,7 @@ def baseline_from_registry(model: str, ref: str) -> tuple[Baseline, int]:
     the same period."""
     from hospital_mlops.governance import registry
 
-    version = registry._resolve(registry.client(), model, ref)
+    version = registry.resolve(registry.client(), model, ref)
     evaluation = registry.evidence_file(version.run_id, "evidence/evaluation.json")
     test_period = registry.evidence_file(version.run_id, "evidence/test_predictions.parquet")
     if evaluation is None or test_period is None:
@@ -139,7 +139,7 @@ def validated_period_from_registry(model: str, ref: str, columns: list[str]) -> 
 
     from hospital_mlops.governance import registry
 
-    version = registry._resolve(registry.client(), model, ref)
+    version = registry.resolve(registry.client(), model, ref)
     path = registry.evidence_file(version.run_id, "evidence/test_predictions.parquet")
     if path is None:
         return None

@@ -72,9 +72,9 @@ import pandas as pd
 from scipy import stats
 
 from hospital_mlops.evaluate.columns import LABEL, SCORE
-from hospital_mlops.features import _ADMISSION_SOURCE, _SEX, _band_midpoint
+from hospital_mlops.features import ADMISSION_SOURCE, SEX, band_midpoint
 from hospital_mlops.monitoring.policy import MonitoringPolicy
-from hospital_mlops.monitoring.windows import _iso, sorted_groups, window_starts
+from hospital_mlops.monitoring.windows import iso_utc, sorted_groups, window_starts
 
 UNKNOWN = "(not sent or unknown)"
 ROWS_PER_BIN = 50  # ECE bins: one per this many predictions with outcomes
@@ -130,7 +130,7 @@ def _decade(years: pd.Series) -> pd.Series:
 
 def _admission_source(codes: pd.Series) -> pd.Series:
     as_int = pd.to_numeric(codes, errors="coerce")
-    return as_int.map(_ADMISSION_SOURCE).fillna("other").astype(str)
+    return as_int.map(ADMISSION_SOURCE).fillna("other").astype(str)
 
 
 GROUP_MAPS: dict[str, GroupMap] = {
@@ -139,10 +139,10 @@ GROUP_MAPS: dict[str, GroupMap] = {
     ),
     "gender": GroupMap(
         "sex_male",
-        lambda s: _sex(s.map(_SEX)),
+        lambda s: _sex(s.map(SEX)),
         lambda s: _sex(pd.to_numeric(s, errors="coerce")),
     ),
-    "age": GroupMap("age_years", lambda s: _decade(_band_midpoint(s)), _decade),
+    "age": GroupMap("age_years", lambda s: _decade(band_midpoint(s)), _decade),
     "admission_source_id": GroupMap(
         "admission_source",
         _admission_source,
@@ -553,7 +553,7 @@ def _first_pass(
     start = pd.Timestamp(starts[key])
     end = start + pd.Timedelta(hours=settings.window_hours)
     matures = end + pd.Timedelta(days=settings.outcome_horizon_days)
-    span = (_iso(start), _iso(end), _iso(matures))
+    span = (iso_utc(start), iso_utc(end), iso_utc(matures))
     if matures > now:
         reason = (
             f"outcomes mature on {span[2][:10]} ({settings.outcome_horizon_days} days after "

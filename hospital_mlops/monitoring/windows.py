@@ -128,7 +128,7 @@ class Alert:
         return {**asdict(self), "tier": self.tier}
 
 
-def _iso(t: pd.Timestamp | datetime) -> str:
+def iso_utc(t: pd.Timestamp | datetime) -> str:
     return pd.Timestamp(t).tz_convert(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -382,8 +382,8 @@ def compute_windows(
             else None
         )
         return Window(
-            start=_iso(start),
-            end=_iso(end),
+            start=iso_utc(start),
+            end=iso_utc(end),
             n=len(rows),
             n_outcomes=with_outcomes,
             data_drift=None if summary is None else summary.drifted_tests > 0,
@@ -468,7 +468,12 @@ def silent_windows(
         elif run:
             if len(run) >= min_run:
                 runs.append(
-                    (_iso(run[0][0]), _iso(run[-1][0] + step), sum(c for _, c in run), typical)
+                    (
+                        iso_utc(run[0][0]),
+                        iso_utc(run[-1][0] + step),
+                        sum(c for _, c in run),
+                        typical,
+                    )
                 )
             run = []
         start += step

@@ -34,7 +34,7 @@ def retire(model: str, version: int, by: str, reason: str, *, withdraw: bool = F
     if not reason.strip():
         raise registry.RegistryError("a retirement needs a --reason for the record")
     c = registry.client()
-    mv = registry._version(c, model, version)
+    mv = registry.model_version(c, model, version)
     if retired(mv):
         raise RetirementRefused(f"{model} version {version} is already retired: {retired(mv)}")
     aliases = sorted(

@@ -92,7 +92,7 @@ def timed(ctx: RunContext, layer: str, step: str) -> Iterator[None]:
         log.info("%s/%s took %.2f s", layer, step, seconds)
 
 
-def _record(ctx: RunContext, manifest: Mapping[str, Any], path: Path | None = None) -> None:
+def record_lineage(ctx: RunContext, manifest: Mapping[str, Any], path: Path | None = None) -> None:
     """Record a node in lineage and note it as this run's. Nodes are shared across runs (a rerun
     reuses the same content-addressed node), so run membership is kept per run."""
     ctx.lineage.record_node(manifest)
@@ -159,7 +159,7 @@ def ingest(ctx: RunContext, extract: Path) -> tuple[dict[str, Any], GateResult]:
         "owner": spec.owner,
         "recorded_at": utc_now(),
     }
-    _record(ctx, source_node)
+    record_lineage(ctx, source_node)
     with timed(ctx, "ingest", "read"):
         tables = read_extract(extract, spec)
     checks = suites.raw_checks(spec)
@@ -172,7 +172,7 @@ def ingest(ctx: RunContext, extract: Path) -> tuple[dict[str, Any], GateResult]:
     with timed(ctx, "ingest", "snapshot"):
         snapshot, manifest = write_snapshot(tables, ctx.store / "raw", fields)
     manifest = {**manifest, "path": str(snapshot)}
-    _record(ctx, manifest)
+    record_lineage(ctx, manifest)
     with timed(ctx, "ingest", "gate"):
         result = run_gate(
             source=ctx.source, layer="ingest", name="raw", frames=tables, checks=checks
@@ -204,7 +204,7 @@ def normalize(ctx: RunContext, raw_manifest: Mapping[str, Any], out_dir: Path) -
     }
     with timed(ctx, "normalize", "write"):
         manifest = write_snapshot_at(tables, out_dir, fields)
-    _record(ctx, manifest, out_dir)
+    record_lineage(ctx, manifest, out_dir)
     return manifest
 
 
@@ -266,7 +266,7 @@ def features(
     }
     with timed(ctx, "features", "write"):
         manifest = write_snapshot_at({"features": frame}, out_dir, fields)
-    _record(ctx, manifest, out_dir)
+    record_lineage(ctx, manifest, out_dir)
     return manifest, result
 
 

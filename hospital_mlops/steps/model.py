@@ -52,7 +52,7 @@ from hospital_mlops.splits import (
     split_sha256,
     temporal_split,
 )
-from hospital_mlops.steps.data import RunContext, _record, timed
+from hospital_mlops.steps.data import RunContext, record_lineage, timed
 from hospital_mlops.train import Comparator, RiskModel, train_comparator, train_risk_model
 from hospital_mlops.use_case import SourceUse, UseCase, load_use_case
 
@@ -92,7 +92,7 @@ def train(ctx: RunContext, features_dir: Path, out_dir: Path) -> dict[str, Any]:
         "created_at": utc_now(),
     }
     split_manifest["sha256"] = split_sha256(snapshot["sha256"], source_use.split)
-    _record(ctx, split_manifest)
+    record_lineage(ctx, split_manifest)
     with timed(ctx, "train", "fit"):
         model = train_risk_model(split.train, split.validation, fs, use_case.training)
         comparator = train_comparator(split.train, source_use.comparator, fs.label)
@@ -192,7 +192,7 @@ def _write_training(
     }
     _write_json(out_dir / "training.json", training)
     _write_json(model_dir(ctx) / "training.json", training)
-    _record(
+    record_lineage(
         ctx,
         {
             "kind": "model",

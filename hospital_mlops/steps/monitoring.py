@@ -72,7 +72,7 @@ def decide(
 
     policy = _policy(policy_path)
     c = registry.client()
-    champion = registry._resolve(c, model, ref)
+    champion = registry.resolve(c, model, ref)
     decision = retraining_decision(
         run,
         policy.retraining,
@@ -128,7 +128,7 @@ def retrain(
     from hospital_mlops.steps.model import run_model_in_process
 
     latest = newest_snapshot(store_root, source)
-    champion = registry._resolve(registry.client(), model, ref)
+    champion = registry.resolve(registry.client(), model, ref)
     learnt_from = champion.tags.get("lineage.features_sha256", "")
     if latest is None:
         return {"retrained": False, "version": 0, "reason": f"no published {source} snapshot"}
@@ -162,7 +162,7 @@ def compare(
     from hospital_mlops.prediction_log import PredictionLog
 
     policy = _policy(policy_path)
-    champion = int(registry._resolve(registry.client(), model, ref).version)
+    champion = int(registry.resolve(registry.client(), model, ref).version)
     end = until or datetime.now(UTC)
     start = end - timedelta(days=policy.retraining.comparison_window_days)
     log = PredictionLog()

@@ -43,7 +43,7 @@ def test_a_registered_model_loads_from_a_moved_read_only_store(
     original = tmp_path / "written-here"
     monkeypatch.setenv("HMLOPS_STATE_DIR", str(original))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    experiment = registry._experiment(registry.client(), "local-artifacts-probe")
+    experiment = registry.experiment_for(registry.client(), "local-artifacts-probe")
     with mlflow.start_run(experiment_id=experiment) as run:
         mlflow.log_dict({"hello": "registry"}, "probe/probe.json")
     run_id = run.info.run_id

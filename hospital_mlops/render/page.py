@@ -1,0 +1,11 @@
+"""The reports' shared page style (inlined into each page)."""
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
+margin:2em auto;color:#1d2733;line-height:1.45}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccd;padding:.3em .6em;
+text-align:left;vertical-align:top}th{background:#f1f3f7}.pass{color:#11643a;font-weight:600}
+.fail{color:#a1161b;font-weight:600}.note{color:#555;font-size:.92em}.flag{background:#fff1f0}
+code{background:#f4f4f6;padding:0 .2em}
+"""
