@@ -23,6 +23,7 @@ from hospital_mlops.cli import monitoring as cli_monitoring
 from hospital_mlops.cli import rollout as cli_rollout
 from hospital_mlops.cli import serving as cli_serving
 from hospital_mlops.governance.config import ROLES
+from hospital_mlops.quiet import telemetry_off
 
 # The errors a user can act on, by module: the CLI imports a module only when a command needs
 # it (``hmlops --help`` must not load XGBoost), and an error class can only be raised once its
@@ -240,6 +241,7 @@ def run_captured(argv: Sequence[str]) -> tuple[int, str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    telemetry_off()  # before any command imports MLflow or Great Expectations
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)

@@ -19,13 +19,13 @@ for ``file`` URIs only while the registry is the local SQLite store (``use_for_l
 from __future__ import annotations
 
 import atexit
+import functools
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
-from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+from hospital_mlops.quiet import before_mlflow
 
 ARTIFACTS_DIR = "mlartifacts"
 _state: dict[str, Path] = {}
@@ -53,19 +53,32 @@ def _download_dir() -> Path:
     return Path(tempfile.mkdtemp(dir=_state["downloads"]))
 
 
-class RelocatableLocalArtifactRepository(LocalArtifactRepository):
-    def __init__(self, artifact_uri: str, *args: Any, **kwargs: Any) -> None:
-        super().__init__(artifact_uri, *args, **kwargs)
-        state = _state.get("state")
-        if state is not None:
-            self._artifact_dir = relocated(str(self._artifact_dir), state)
+@functools.cache
+def repository_class() -> type:
+    """MLflow's local repository with the two changes above. Built on first use: MLflow is
+    imported only once its telemetry is switched off (``quiet.before_mlflow``), never when this
+    module is imported."""
+    before_mlflow()
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-    def download_artifacts(self, artifact_path: str, dst_path: str | None = None) -> str:
-        return str(super().download_artifacts(artifact_path, dst_path or str(_download_dir())))
+    class RelocatableLocalArtifactRepository(LocalArtifactRepository):
+        def __init__(self, artifact_uri: str, *args: Any, **kwargs: Any) -> None:
+            super().__init__(artifact_uri, *args, **kwargs)
+            state = _state.get("state")
+            if state is not None:
+                self._artifact_dir = relocated(str(self._artifact_dir), state)
+
+        def download_artifacts(self, artifact_path: str, dst_path: str | None = None) -> str:
+            return str(super().download_artifacts(artifact_path, dst_path or str(_download_dir())))
+
+    return RelocatableLocalArtifactRepository
 
 
 def use_for_local_store(state: Path) -> None:
     """Read (and write) the local store's artifacts through the relocatable repository."""
+    before_mlflow()
+    from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
+
     _state["state"] = state.resolve()
-    _artifact_repository_registry.register("file", RelocatableLocalArtifactRepository)
-    _artifact_repository_registry.register("", RelocatableLocalArtifactRepository)
+    _artifact_repository_registry.register("file", repository_class())
+    _artifact_repository_registry.register("", repository_class())

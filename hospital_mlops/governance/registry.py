@@ -29,11 +29,7 @@ from typing import Any, ParamSpec, TypeVar
 import pandas as pd
 
 from hospital_mlops.paths import state_dir
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# A model load downloads ~120 files; a progress bar per download buried the one line a command
-# prints (and the predictor's log) under kilobytes of bars.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+from hospital_mlops.quiet import before_mlflow
 
 # MLflow's HTTP client retries a failed request 7 times with exponential back-off (minutes) and
 # waits 120 s for each answer. A registry that cannot be reached must fail in seconds instead.
@@ -86,6 +82,7 @@ def _bound_http_waits(uri: str) -> None:
 def client() -> Any:
     """An MlflowClient on the configured store, probed once so an unreachable store fails here
     with its URI, before anything is written."""
+    before_mlflow()
     import mlflow
     from mlflow import MlflowClient
 
@@ -325,7 +322,7 @@ def _log_candidate(
     import mlflow
     from mlflow.models import infer_signature
 
-    from hospital_mlops.governance.pyfunc import RiskPyfunc
+    from hospital_mlops.governance.pyfunc import risk_pyfunc_class
 
     c = client()
     experiment_id = experiment_for(c, model_name)
@@ -349,7 +346,7 @@ def _log_candidate(
         mlflow.log_artifact(str(golden_path), artifact_path="golden")
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=RiskPyfunc(),
+            python_model=risk_pyfunc_class()(),
             artifacts={"risk_model": str(candidate.model_dir)},
             code_paths=[str(Path(__file__).resolve().parent.parent)],
             signature=signature,

@@ -19,12 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hospital_mlops.governance.controls import ControlResult, Status, evaluate, read_junit
-
-TELEMETRY_SWITCHES = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "GX_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-}
+from hospital_mlops.quiet import SWITCHES
 
 
 @dataclass(frozen=True)
@@ -38,12 +33,12 @@ class Check:
 
 def telemetry_check(env: dict[str, str] | None = None) -> Check:
     env = dict(os.environ if env is None else env)
-    wrong = {k: env.get(k) for k, v in TELEMETRY_SWITCHES.items() if env.get(k, "").lower() != v}
+    wrong = {k: env.get(k) for k, v in SWITCHES.items() if env.get(k, "").lower() != v}
     return Check(
         "telemetry-off", "egress", "The libraries' usage telemetry is switched off.",
         "failed" if wrong else "passed",
         f"not set as required: {wrong}" if wrong else
-        ", ".join(f"{k}={v}" for k, v in TELEMETRY_SWITCHES.items()),
+        ", ".join(f"{k}={v}" for k, v in SWITCHES.items()),
     )  # fmt: skip
 
 

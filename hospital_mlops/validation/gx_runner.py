@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from hospital_mlops.quiet import telemetry_off
 from hospital_mlops.validation.checks import (
     Check,
     CheckOutcome,
@@ -28,7 +29,6 @@ from hospital_mlops.validation.checks import (
     suite_version,
 )
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 _SAMPLE_VALUES = 5
 
 
@@ -163,6 +163,7 @@ def warm_up() -> None:
 
 
 def _import_gx() -> None:
+    telemetry_off()  # GX reads GX_ANALYTICS_ENABLED when a context is made
     import great_expectations  # noqa: F401
     from great_expectations.execution_engine import pandas_execution_engine
 
@@ -254,6 +255,7 @@ def _validate_units(
     groups: Mapping[Unit, Sequence[Check]],
     units: Sequence[Unit],
 ) -> tuple[list[CheckOutcome], list[GateFailure]]:
+    telemetry_off()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

@@ -3,6 +3,8 @@
 * The library sits at the bottom: no module of ``hospital_mlops`` outside ``hospital_mlops.cli``
   imports a door (``serving``, ``pipelines``, ``components``), kfp, kserve or the CLI.
 * The doors never import the CLI.
+* Importing the library changes no environment variable; MLflow is imported only after its
+  telemetry is switched off.
 * No import cycle between modules, counting imports inside functions too (a function-level
   import hides a cycle from the interpreter, not from a reader).
 """
@@ -11,7 +13,12 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,3 +165,63 @@ def _private_uses(path: Path) -> list[str]:
 def test_no_private_name_is_taken_across_modules(module: str) -> None:
     bad = _private_uses(MODULES[module])
     assert not bad, f"{module} uses another module's private names: {bad}"
+
+
+# set by third-party libraries when they are imported, not by ours
+THIRD_PARTY_IMPORT_ENV = {
+    "KMP_INIT_AT_FORK",  # threadpoolctl / joblib (scikit-learn)
+    "KMP_DUPLICATE_LIB_OK",  # scikit-learn
+}
+_CLEAN_ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("MLFLOW_DISABLE_TELEMETRY", "GX_ANALYTICS_ENABLED", "DO_NOT_TRACK")
+}
+
+
+def _run(code: str, **env: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**_CLEAN_ENV, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_importing_the_library_changes_no_environment_variable() -> None:
+    found = _run(
+        "import importlib, json, os, pkgutil, sys\n"
+        "before = dict(os.environ)\n"
+        "import hospital_mlops\n"
+        "names = [m.name for m in pkgutil.walk_packages(hospital_mlops.__path__, 'hospital_mlops.')"
+        " if not m.name.endswith('__main__') and '_egress_site' not in m.name]\n"
+        "for name in names: importlib.import_module(name)\n"
+        "after = dict(os.environ)\n"
+        "changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))\n"
+        "print(json.dumps({'modules': len(names), 'changed': changed,"
+        " 'mlflow_imported': 'mlflow' in sys.modules}))\n"
+    )
+    assert found["modules"] > 100  # the walk found the package
+    assert set(found["changed"]) <= THIRD_PARTY_IMPORT_ENV, found["changed"]
+    # MLflow starts its telemetry when imported unless switched off first: the library imports
+    # it only on the way to the registry, after switching it off
+    assert not found["mlflow_imported"]
+
+
+def test_opening_the_registry_switches_telemetry_off_first(tmp_path: Path) -> None:
+    found = _run(
+        "import json, os\n"
+        "from hospital_mlops.governance import registry\n"
+        "registry.client()\n"
+        "from mlflow.telemetry.utils import is_telemetry_disabled\n"
+        "print(json.dumps({'disabled': is_telemetry_disabled(),"
+        " 'switches': [os.environ.get(k) for k in"
+        " ('MLFLOW_DISABLE_TELEMETRY', 'GX_ANALYTICS_ENABLED', 'DO_NOT_TRACK')]}))\n",
+        HMLOPS_STATE_DIR=str(tmp_path),
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    assert found == {"disabled": True, "switches": ["true", "false", "1"]}
