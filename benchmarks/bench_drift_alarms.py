@@ -48,7 +48,7 @@ import pandas as pd
 from bench_common import machine
 from scipy import stats
 
-from hospital_mlops.drift_alerts import Alert, DriftBaseline, assess_window, build_baseline
+from hospital_mlops.drift_alerts import DriftAlert, DriftBaseline, assess_window, build_baseline
 from hospital_mlops.drift_thresholds import Kind, consecutive_windows, kinds_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ class Detector:
     reference: pd.DataFrame
     watched: list[str]
 
-    def judge(self, case: Case) -> list[Alert]:
+    def judge(self, case: Case) -> list[DriftAlert]:
         return assess_window(
             self.baseline,
             self.reference,
@@ -210,7 +210,7 @@ def _clopper_pearson(k: int, n: int) -> list[float]:
     return [round(low, 4), round(high, 4)]
 
 
-def _flag(alert: Alert) -> dict[str, Any]:
+def _flag(alert: DriftAlert) -> dict[str, Any]:
     return {
         "tier": alert.tier,
         "statistic": alert.statistic,
@@ -227,7 +227,7 @@ def _scenario_row(
     source: str,
     name: str,
     what: str,
-    judged: Sequence[list[Alert]],
+    judged: Sequence[list[DriftAlert]],
     hours: float | None,
     gate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -492,7 +492,7 @@ def pipeline_gates(names: Sequence[str], draws: int) -> dict[str, Any]:
     }
 
 
-def _stable(source: str, judged: Sequence[list[Alert]]) -> dict[str, Any]:
+def _stable(source: str, judged: Sequence[list[DriftAlert]]) -> dict[str, Any]:
     alarms = sum(bool(a) for a in judged)
     return {
         "source": source,

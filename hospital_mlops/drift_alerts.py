@@ -37,10 +37,10 @@ from hospital_mlops.data_faults import (
 )
 from hospital_mlops.drift_thresholds import (
     MIN_BASELINE_WINDOWS,
+    DriftThresholds,
     Kind,
     Statistic,
     ThresholdError,
-    Thresholds,
     calibrate,
     exceedances,
     numeric_scale,
@@ -70,7 +70,7 @@ def check_tiers(tiers: Mapping[str, str]) -> dict[str, Tier]:
 
 
 @dataclass(frozen=True)
-class Alert:
+class DriftAlert:
     tier: Tier
     statistic: str  # a drift statistic or a data-fault rule
     subject: str  # the input, "risk" (the score) or "(requests)" / "(encounters)" / …
@@ -98,7 +98,7 @@ class DriftBaseline:
     """The thresholds of one reference, what the fault rules need of it, and the policy it was
     calibrated under (which statistic is in which tier; the fault rules' limits)."""
 
-    thresholds: Thresholds | None  # None: the baseline was too short to calibrate (see why)
+    thresholds: DriftThresholds | None  # None: the baseline was too short to calibrate (see why)
     profile: ReferenceProfile
     kinds: Mapping[str, Kind]
     scales: Mapping[str, float]
@@ -129,7 +129,9 @@ class DriftBaseline:
             rate = data["encounters_per_hour"]
             return cls(
                 thresholds=(
-                    None if data["thresholds"] is None else Thresholds.from_json(data["thresholds"])
+                    None
+                    if data["thresholds"] is None
+                    else DriftThresholds.from_json(data["thresholds"])
                 ),
                 profile=ReferenceProfile.from_json(data["profile"]),
                 kinds=dict(data["kinds"]),
@@ -157,7 +159,7 @@ def build_baseline(
     baseline's rows span, for the silent-feed rule's expected rate. A baseline too short for
     thresholds still gives the fault rules their profile; ``not_calibrated`` says why the
     investigate tier cannot run (a wrong rate or window is still an error)."""
-    thresholds: Thresholds | None = None
+    thresholds: DriftThresholds | None = None
     why = ""
     if len(baseline) < MIN_BASELINE_WINDOWS * window:
         why = (
@@ -181,8 +183,8 @@ def build_baseline(
     )
 
 
-def _from_fault(fault: DataFault, tiers: Mapping[str, Tier]) -> Alert:
-    return Alert(
+def _from_fault(fault: DataFault, tiers: Mapping[str, Tier]) -> DriftAlert:
+    return DriftAlert(
         tiers[fault.rule], fault.rule, fault.input, fault.observed, fault.limit, None, fault.detail
     )
 
@@ -197,7 +199,7 @@ def assess_window(
     hours: float | None = None,
     tiers: Mapping[str, Tier] | None = None,
     rules: FaultRules | None = None,
-) -> list[Alert]:
+) -> list[DriftAlert]:
     """The window's alerts, the act tier first, each tier largest excess first.
 
     ``reference``: the drift reference's rows (inputs, and ``risk`` if the score is watched);
@@ -227,7 +229,7 @@ def assess_window(
         )
         for e in beyond:
             alerts.append(
-                Alert(
+                DriftAlert(
                     tiers[e.statistic], e.statistic, e.name, e.magnitude, e.threshold,
                     e.baseline_range,
                     f"{e.name}: {e.statistic.replace('_', ' ')} {e.magnitude:.3g} beyond "
@@ -242,7 +244,7 @@ def assess_window(
     )
 
 
-def _min_rows(thresholds: Thresholds) -> int:
+def _min_rows(thresholds: DriftThresholds) -> int:
     """Magnitudes are calibrated at the baseline's window size; a window far smaller has a far
     noisier magnitude, so it is judged only by the fault rules."""
     return max(50, math.ceil(thresholds.window / 2))

@@ -18,7 +18,7 @@ baseline period's own windows were from it?
 * missingness per input: the absolute change in the share of missing values;
 * the score: the Kolmogorov–Smirnov D between the window's and the reference's risks.
 
-**Thresholds** (``calibrate``): the baseline period, in time order, is cut into consecutive
+**DriftThresholds** (``calibrate``): the baseline period, in time order, is cut into consecutive
 windows of the production window size (not random resamples, which hide the real week-to-week
 variation); each window is measured against the rest of the baseline (leave one window out, so
 a window is never compared with itself). The logarithm of a magnitude (offset by one window's
@@ -171,7 +171,7 @@ class Threshold:
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class DriftThresholds:
     """The thresholds of one reference, kept with the registered version as evidence."""
 
     false_alarm_rate: float  # declared, per window, over every statistic together
@@ -185,7 +185,7 @@ class Thresholds:
         return {**asdict(self), "thresholds": [asdict(t) for t in self.thresholds]}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Thresholds:
+    def from_json(cls, data: Mapping[str, Any]) -> DriftThresholds:
         try:
             return cls(
                 false_alarm_rate=float(data["false_alarm_rate"]),
@@ -218,7 +218,7 @@ def calibrate(
     *,
     window: int,
     false_alarm_rate: float,
-) -> Thresholds:
+) -> DriftThresholds:
     """Thresholds from ``baseline`` (rows in time order: the validated period, with the score in
     ``risk`` if it is to be watched), at ``false_alarm_rate`` per window."""
     _check_rate(false_alarm_rate)
@@ -261,7 +261,7 @@ def calibrate(
                 log_sd=sd,
             )
         )
-    return Thresholds(false_alarm_rate, window, count, level, offset, tuple(thresholds))
+    return DriftThresholds(false_alarm_rate, window, count, level, offset, tuple(thresholds))
 
 
 def _pooled_spread(
@@ -296,7 +296,7 @@ def exceedances(
     reference: pd.DataFrame,
     window: pd.DataFrame,
     kinds: Mapping[str, Kind],
-    thresholds: Thresholds,
+    thresholds: DriftThresholds,
     scales: Mapping[str, float] | None = None,
 ) -> list[Exceedance]:
     """The statistics of ``window`` beyond their thresholds, largest excess first."""

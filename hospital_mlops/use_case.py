@@ -74,7 +74,7 @@ class Subgroup(StrictModel):
         return self
 
 
-class Gates(StrictModel):
+class ModelGates(StrictModel):
     min_auroc_lower_bound: Probability
     max_auroc: Probability = 1.0
     calibration_slope: tuple[float, float]
@@ -87,7 +87,7 @@ class SourceUse(StrictModel):
     extra_slices: list[str] = Field(default_factory=list)
     subgroups: dict[str, Subgroup]
     comparator: Annotated[list[str], Field(min_length=1)]
-    gates: Gates
+    gates: ModelGates
 
 
 class ThresholdUse(StrictModel):
@@ -95,12 +95,12 @@ class ThresholdUse(StrictModel):
     alerts_per_100: Annotated[float, Field(gt=0, lt=100)]
 
 
-class Thresholds(StrictModel):
+class DecisionThresholds(StrictModel):
     primary: str
     uses: dict[str, ThresholdUse]
 
     @model_validator(mode="after")
-    def _primary_exists(self) -> Thresholds:
+    def _primary_exists(self) -> DecisionThresholds:
         if self.primary not in self.uses:
             raise ValueError(f"primary threshold {self.primary!r} is not one of {list(self.uses)}")
         return self
@@ -175,7 +175,7 @@ class UseCase(StrictModel):
     out_of_scope: list[str]
     label: Label
     sources: dict[str, SourceUse]
-    thresholds: Thresholds
+    thresholds: DecisionThresholds
     subgroup_policy: SubgroupPolicy
     evaluation: EvaluationPolicy = EvaluationPolicy()
     training: TrainingConfig = TrainingConfig()

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
-from hospital_mlops.use_case import Gates, SubgroupPolicy
+from hospital_mlops.use_case import ModelGates, SubgroupPolicy
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def justification_records(
 
 
 def check_model_gates(
-    evaluation: dict[str, Any], gates: Gates, policy: SubgroupPolicy, evaluated_on: date
+    evaluation: dict[str, Any], gates: ModelGates, policy: SubgroupPolicy, evaluated_on: date
 ) -> list[ModelGate]:
     auroc = evaluation["discrimination"]["auroc"]
     slope = evaluation["calibration"]["slope"]["value"]

@@ -44,7 +44,7 @@ class Bootstrap(StrictModel):
     ci_level: float = Field(gt=0.5, lt=1)
 
 
-class Thresholds(StrictModel):
+class MonitoringThresholds(StrictModel):
     score_drift_p_value: float = Field(gt=0, lt=0.5)
     auroc_drop: float = Field(gt=0, lt=0.5)
     ece_max: float = Field(gt=0, lt=0.5)
@@ -57,7 +57,7 @@ class Thresholds(StrictModel):
     acknowledgement_rate_min: float = Field(ge=0, lt=1)
 
     @model_validator(mode="after")
-    def _ordered(self) -> Thresholds:
+    def _ordered(self) -> MonitoringThresholds:
         low, high = self.observed_to_expected
         if not 0 < low < 1 < high:
             raise ValueError("observed_to_expected must be [low, high] with 0 < low < 1 < high")
@@ -148,7 +148,7 @@ class MonitoringPolicy(StrictModel):
     baseline: Literal["registry"]
     windows: Windows
     bootstrap: Bootstrap
-    thresholds: Thresholds
+    thresholds: MonitoringThresholds
     drift: DriftAlerting
     feedback: Feedback
     owners: dict[AlertKind, str]

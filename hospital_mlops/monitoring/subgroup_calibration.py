@@ -353,7 +353,7 @@ def _round(value: float | None) -> float | None:
 
 
 @dataclass(frozen=True)
-class Cell:
+class CalibrationCell:
     window_start: str
     breakdown: str
     group: str
@@ -393,7 +393,7 @@ class WindowCalibration:
     matures_at: str  # when its last prediction's outcome horizon has passed
     status: WindowStatus
     reason: str | None
-    cells: list[Cell]
+    cells: list[CalibrationCell]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -548,7 +548,7 @@ def _first_pass(
     settings: CalibrationSettings,
     now: pd.Timestamp,
     banded: dict[tuple[str, str], _TestGroup],
-) -> tuple[WindowCalibration, list[Cell | _Pending]]:
+) -> tuple[WindowCalibration, list[CalibrationCell | _Pending]]:
     risk, outcome = frame
     start = pd.Timestamp(starts[key])
     end = start + pd.Timedelta(hours=settings.window_hours)
@@ -567,7 +567,7 @@ def _first_pass(
         )
         return WindowCalibration(*span, "not_run", reason, []), []
     small = settings.small_cell_min
-    cells: list[Cell | _Pending] = []
+    cells: list[CalibrationCell | _Pending] = []
     for name, all_labels in labels.items():
         window_labels = all_labels[rows]
         for group in sorted(set(window_labels)):
@@ -577,12 +577,14 @@ def _first_pass(
             n, m = len(member), int(with_outcome.sum())
             events = int(y[with_outcome].sum())
             if n < small or 0 < m < small or 0 < events < small:
-                cells.append(Cell(span[0], name, group, "suppressed"))
+                cells.append(CalibrationCell(span[0], name, group, "suppressed"))
             elif m == 0:
-                cells.append(Cell(span[0], name, group, "no_outcomes", n=n, n_outcomes=0))
+                cells.append(
+                    CalibrationCell(span[0], name, group, "no_outcomes", n=n, n_outcomes=0)
+                )
             elif (name, group) not in banded:
                 cells.append(
-                    Cell(
+                    CalibrationCell(
                         span[0],
                         name,
                         group,
@@ -601,7 +603,7 @@ def _first_pass(
 
 def _assess(
     cell: _Pending, band: Band, settings: CalibrationSettings
-) -> tuple[Cell, list[SubgroupAlert]]:
+) -> tuple[CalibrationCell, list[SubgroupAlert]]:
     bins = bins_for(cell.size, settings.calibration_bins)
     s = _statistics(cell.score[None, :], cell.label[None, :], bins, settings.ci_level)
     ratio = float(s.observed[0] / s.expected[0])
@@ -636,7 +638,7 @@ def _assess(
                 f"more than its sampling noise ({noise:.3f})",
             )
         )
-    done = Cell(
+    done = CalibrationCell(
         window_start=cell.start,
         breakdown=cell.name,
         group=cell.group,
@@ -740,7 +742,7 @@ def subgroup_calibration(
         bands = dict(zip(wanted, pool.map(draw, wanted), strict=True))
     windows, alerts = [], []
     for w, cells in first:
-        done: list[Cell] = []
+        done: list[CalibrationCell] = []
         for c in cells:
             if isinstance(c, _Pending):
                 cell, raised = _assess(c, bands[(c.name, c.group, c.size)], settings)

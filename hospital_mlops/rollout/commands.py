@@ -33,7 +33,13 @@ from hospital_mlops.deploy import (
 from hospital_mlops.monitoring.policy import MonitoringPolicy
 from hospital_mlops.paths import state_dir
 from hospital_mlops.rollout import audit, gitops, observe
-from hospital_mlops.rollout.gates import Decision, GateResult, Observations, RolloutState, decide
+from hospital_mlops.rollout.gates import (
+    Decision,
+    Observations,
+    RolloutState,
+    StageGateResult,
+    decide,
+)
 from hospital_mlops.rollout.policy import RolloutPolicy
 from hospital_mlops.rollout.state import (
     Phase,
@@ -304,8 +310,8 @@ def _start_decision(settings: Settings, registered: Registered) -> Decision:
     if registered.champion == settings.version:
         raise RolloutError(f"{settings.model} version {settings.version} is already the champion")
     gates = [
-        GateResult("registered_with_passed_gates", True, True, True),
-        GateResult("not_the_champion", True, registered.champion, f"≠ {settings.version}"),
+        StageGateResult("registered_with_passed_gates", True, True, True),
+        StageGateResult("not_the_champion", True, registered.champion, f"≠ {settings.version}"),
     ]
     return Decision("none", "shadow", "advance", gates, [], 0, RolloutState("shadow"))
 
@@ -546,7 +552,7 @@ def rollback(settings: Settings, reason: str) -> Result:
         "rolled back",
         "rollback",
         [],
-        [GateResult("operator", False, reason.strip()[:500], "rollback requested")],
+        [StageGateResult("operator", False, reason.strip()[:500], "rollback requested")],
         0,
         None,
     )

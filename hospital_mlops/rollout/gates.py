@@ -31,7 +31,7 @@ class Observations:
 
 
 @dataclass(frozen=True)
-class GateResult:
+class StageGateResult:
     name: str
     passed: bool
     observed: Any
@@ -63,8 +63,8 @@ class Decision:
     stage_before: str
     stage_after: str
     decision: Literal["advance", "hold", "rollback"]
-    gates: list[GateResult]
-    rollback_criteria: list[GateResult]
+    gates: list[StageGateResult]
+    rollback_criteria: list[StageGateResult]
     traffic_percent_after: int
     next_state: RolloutState | None = field(default=None)  # None after a rollback
 
@@ -74,20 +74,20 @@ class Decision:
         return out
 
 
-def _at_most(name: str, observed: float | None, limit: float | None) -> GateResult | None:
+def _at_most(name: str, observed: float | None, limit: float | None) -> StageGateResult | None:
     if limit is None:
         return None
-    return GateResult(name, observed is not None and observed <= limit, observed, limit)
+    return StageGateResult(name, observed is not None and observed <= limit, observed, limit)
 
 
-def stage_gates(policy: StagePolicy, obs: Observations) -> list[GateResult]:
+def stage_gates(policy: StagePolicy, obs: Observations) -> list[StageGateResult]:
     g = policy.gates
     drift = sorted(
         {kind for kind, severity in obs.alerts if kind in DRIFT_KINDS and severity == "critical"}
     )
     results = [
-        GateResult("min_hours", obs.hours >= policy.min_hours, obs.hours, policy.min_hours),
-        GateResult(
+        StageGateResult("min_hours", obs.hours >= policy.min_hours, obs.hours, policy.min_hours),
+        StageGateResult(
             "min_predictions",
             obs.predictions >= policy.min_predictions,
             obs.predictions,
@@ -104,11 +104,11 @@ def stage_gates(policy: StagePolicy, obs: Observations) -> list[GateResult]:
         _at_most("override_rate", obs.override_rate, g.override_rate_max),
     ]
     if g.no_drift_alerts:
-        results.append(GateResult("no_drift_alerts", not drift, drift, []))
+        results.append(StageGateResult("no_drift_alerts", not drift, drift, []))
     if g.agreement_with_champion_min is not None:
         agreement = obs.agreement_with_champion
         results.append(
-            GateResult(
+            StageGateResult(
                 "agreement_with_champion",
                 agreement is not None and agreement >= g.agreement_with_champion_min,
                 agreement,
@@ -118,26 +118,26 @@ def stage_gates(policy: StagePolicy, obs: Observations) -> list[GateResult]:
     return [r for r in results if r is not None]
 
 
-def rollback_criteria(policy: RolloutPolicy, obs: Observations) -> list[GateResult]:
+def rollback_criteria(policy: RolloutPolicy, obs: Observations) -> list[StageGateResult]:
     """Each criterion as a result; ``passed`` False means it tripped."""
     r = policy.rollback
     tripped_alerts = sorted(
         {kind for kind, severity in obs.alerts if kind in r.on_alerts and severity == "critical"}
     )
     return [
-        GateResult(
+        StageGateResult(
             "error_rate",
             obs.error_rate is None or obs.error_rate <= r.error_rate_max,
             obs.error_rate,
             r.error_rate_max,
         ),
-        GateResult(
+        StageGateResult(
             "latency_p99_ms",
             obs.latency_p99_ms is None or obs.latency_p99_ms <= r.latency_p99_ms_max,
             obs.latency_p99_ms,
             r.latency_p99_ms_max,
         ),
-        GateResult("critical_alerts", not tripped_alerts, tripped_alerts, list(r.on_alerts)),
+        StageGateResult("critical_alerts", not tripped_alerts, tripped_alerts, list(r.on_alerts)),
     ]
 
 
@@ -163,7 +163,7 @@ def decide(
     if STAGES.index(after.stage) >= STAGES.index(policy.signoffs_required_from):
         gates = [
             *gates,
-            GateResult("registry_signoffs", signoffs_complete, signoffs_complete, True),
+            StageGateResult("registry_signoffs", signoffs_complete, signoffs_complete, True),
         ]
     if all(g.passed for g in gates):
         return Decision(

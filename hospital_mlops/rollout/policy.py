@@ -19,7 +19,7 @@ class RolloutPolicyError(ValueError):
     pass
 
 
-class Gates(StrictModel):
+class StageGates(StrictModel):
     latency_p99_ms_max: float = Field(gt=0)
     error_rate_max: float = Field(ge=0, lt=1)
     no_drift_alerts: bool = True
@@ -32,7 +32,7 @@ class Gates(StrictModel):
 class StagePolicy(StrictModel):
     min_hours: float = Field(ge=0)
     min_predictions: int = Field(ge=0)
-    gates: Gates
+    gates: StageGates
 
 
 class CanaryPolicy(StagePolicy):

@@ -3,6 +3,7 @@
 * The library sits at the bottom: no module of ``hospital_mlops`` outside ``hospital_mlops.cli``
   imports a door (``serving``, ``pipelines``, ``components``), kfp, kserve or the CLI.
 * The doors never import the CLI.
+* No two public classes share a name; no module uses another's private names.
 * Importing the library changes no environment variable; MLflow is imported only after its
   telemetry is switched off.
 * No import cycle between modules, counting imports inside functions too (a function-level
@@ -225,3 +226,15 @@ def test_opening_the_registry_switches_telemetry_off_first(tmp_path: Path) -> No
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
     assert found == {"disabled": True, "switches": ["true", "false", "1"]}
+
+
+def test_no_two_public_classes_share_a_name() -> None:
+    # "GateResult" meant a data gate's result in one room and a rollout stage's in another;
+    # a reader (and an import) should never have to ask which
+    defined: dict[str, list[str]] = {}
+    for module, path in MODULES.items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                defined.setdefault(node.name, []).append(module)
+    shared = {name: where for name, where in defined.items() if len(where) > 1}
+    assert not shared, shared

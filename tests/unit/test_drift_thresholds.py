@@ -16,8 +16,8 @@ import pytest
 from scipy import stats
 
 from hospital_mlops.drift_thresholds import (
+    DriftThresholds,
     ThresholdError,
-    Thresholds,
     calibrate,
     consecutive_windows,
     exceedances,
@@ -72,7 +72,7 @@ def baseline() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def thresholds(baseline: pd.DataFrame) -> Thresholds:
+def thresholds(baseline: pd.DataFrame) -> DriftThresholds:
     return calibrate(baseline, KINDS, window=WINDOW, false_alarm_rate=RATE)
 
 
@@ -93,7 +93,7 @@ def test_the_magnitudes_are_the_effect_sizes_they_claim() -> None:
 
 
 def test_thresholds_come_from_consecutive_baseline_windows(
-    baseline: pd.DataFrame, thresholds: Thresholds
+    baseline: pd.DataFrame, thresholds: DriftThresholds
 ) -> None:
     assert thresholds.baseline_windows == 40 and thresholds.window == WINDOW
     names = {t.name for t in thresholds.thresholds}
@@ -105,12 +105,12 @@ def test_thresholds_come_from_consecutive_baseline_windows(
     windows = consecutive_windows(baseline.head(3500), WINDOW)
     assert [len(w) for w in windows] == [WINDOW] * 3
     assert list(windows[1].index) == list(range(1000, 2000))
-    again = Thresholds.from_json(json.loads(json.dumps(thresholds.to_json())))
+    again = DriftThresholds.from_json(json.loads(json.dumps(thresholds.to_json())))
     assert again == thresholds
 
 
 def test_new_stable_weeks_alarm_at_most_at_the_declared_rate(
-    baseline: pd.DataFrame, thresholds: Thresholds
+    baseline: pd.DataFrame, thresholds: DriftThresholds
 ) -> None:
     """300 new ordinary weeks against the whole baseline as the reference: the measured
     window-level rate's 95% Clopper-Pearson lower bound does not exceed the declared rate."""
@@ -139,7 +139,7 @@ def test_new_stable_weeks_alarm_at_most_at_the_declared_rate(
     ],
 )
 def test_real_faults_are_caught_in_their_first_window(
-    baseline: pd.DataFrame, thresholds: Thresholds, fault: dict[str, float], expected: str
+    baseline: pd.DataFrame, thresholds: DriftThresholds, fault: dict[str, float], expected: str
 ) -> None:
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -160,12 +160,12 @@ def test_bad_baselines_and_settings_are_refused_naming_them(baseline: pd.DataFra
     with pytest.raises(ThresholdError, match=r"no threshold for \['age', 'age.missing'"):
         exceedances(baseline, baseline.head(WINDOW), KINDS, small)
     with pytest.raises(ThresholdError, match="not readable"):
-        Thresholds.from_json({"false_alarm_rate": 0.02})
+        DriftThresholds.from_json({"false_alarm_rate": 0.02})
     assert math.isfinite(small.thresholds[0].threshold)
 
 
 def test_a_never_missing_input_alerts_on_a_material_missing_share_only(
-    baseline: pd.DataFrame, thresholds: Thresholds
+    baseline: pd.DataFrame, thresholds: DriftThresholds
 ) -> None:
     """``stay`` is never missing in the baseline: its missingness spread is nil, so the floor
     (2 points) is the threshold: 1% of stays blank is no alert, 5% is."""
@@ -179,7 +179,7 @@ def test_a_never_missing_input_alerts_on_a_material_missing_share_only(
         assert ("stay.missing" in found) is alerted, (share, found)
 
 
-def test_the_spread_is_pooled_per_kind_of_statistic(thresholds: Thresholds) -> None:
+def test_the_spread_is_pooled_per_kind_of_statistic(thresholds: DriftThresholds) -> None:
     by_kind: dict[str, set[float]] = {}
     for t in thresholds.thresholds:
         by_kind.setdefault(t.statistic, set()).add(round(t.log_sd, 12))
