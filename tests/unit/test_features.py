@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 from hospital_mlops.features import (
     DIABETES130,
     SYNTHETIC,
-    _history,
     build_features,
     feature_set_for,
     icd9_group,
     icd9_group_of,
 )
+from hospital_mlops.features.history import history
 from hospital_mlops.normalize import HmacKey, normalize_extract
 from hospital_mlops.sources.extract import read_extract
 
@@ -26,7 +26,7 @@ def test_history_counts_only_the_past_and_labels_the_next_30_days() -> None:
     start = np.array([0, 15, 380, 0, 50])
     end = np.array([10, 20, 385, 10, 55])
     day = 86_400
-    prior, since, readmit = _history(patient, start * day, end * day, window=365 * day)
+    prior, since, readmit = history(patient, start * day, end * day, window=365 * day)
     assert prior.tolist() == [
         0,
         1,
@@ -126,3 +126,28 @@ def test_synthetic_cohort_excludes_deaths_and_unobservable_outcomes(
     last = tables["encounters"]["admit_time"].max()
     assert (frame["discharge_time"] + pd.Timedelta(days=30) <= last).all()
     assert 0.06 < frame["readmitted_30d"].mean() < 0.2
+
+
+def test_a_sets_version_hashes_its_own_module_and_the_shared_code_only(monkeypatch) -> None:
+    import inspect
+
+    from hospital_mlops.features import base
+
+    real = inspect.getsource
+    d130, syn = DIABETES130.version, SYNTHETIC.version
+
+    def edited(name: str):  # the module's source with one comment added
+        def getsource(obj):
+            text = real(obj)
+            return text + "\n# an edit\n" if getattr(obj, "__name__", "") == name else text
+
+        return getsource
+
+    monkeypatch.setattr(inspect, "getsource", edited("hospital_mlops.features.synthetic"))
+    assert DIABETES130.version == d130  # another set's edit leaves it alone
+    assert SYNTHETIC.version != syn
+    monkeypatch.setattr(inspect, "getsource", edited("hospital_mlops.features.diabetes130"))
+    assert DIABETES130.version != d130 and SYNTHETIC.version == syn
+    monkeypatch.setattr(inspect, "getsource", edited("hospital_mlops.features.history"))
+    assert DIABETES130.version != d130 and SYNTHETIC.version != syn  # shared code: both change
+    assert "hospital_mlops.features.history" in base.SHARED_CODE
