@@ -213,9 +213,9 @@ def _post_hoc_justifications(gates: Path) -> list[str]:
             "when; whether any was written after the evaluation is not recorded"
         ]
     return [
-        f"use_case: the justification of {j['flag']} was written after the evaluation that "
-        f"raised it (by {j['by']}, on {j['written_on']}; evaluated on {j['evaluated_on']}): "
-        "post hoc, not declared beforehand"
+        f"use_case: the justification of {j['flag']} was written after an evaluation of this "
+        f"model had raised the flag (by {j['by']}, on {j['written_on']}; this version was "
+        f"evaluated on {j['evaluated_on']}): post hoc, not declared beforehand"
         for j in record["justifications"]
         if j["post_hoc"]
     ]

@@ -89,14 +89,14 @@ def _slices(evaluation: dict[str, Any]) -> str:
 
 
 def _written(record: dict[str, Any] | None) -> str:
-    """Who wrote a justification and when, relative to the evaluation that raised the flag."""
+    """Who wrote a justification and when, relative to an evaluation raising the flag."""
     if record is None:
         return ""
-    when = "after" if record["post_hoc"] else "before"
-    return (
-        f" (by {record['by']}, written on {record['written_on']}, {when} the evaluation of "
-        f"{record['evaluated_on']}" + ("; post hoc" if record["post_hoc"] else "") + ")"
-    )
+    if record["post_hoc"]:
+        when = "after an evaluation had raised the flag; post hoc"
+    else:
+        when = f"before the evaluation of {record['evaluated_on']}"
+    return f" (by {record['by']}, written on {record['written_on']}, {when})"
 
 
 def validation_html(
