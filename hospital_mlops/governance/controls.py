@@ -213,10 +213,13 @@ class ControlResult:
     status: Status
     passed: int
     failed: int
-    skipped: int
     failures: tuple[str, ...]
     not_found: tuple[str, ...] = ()  # selectors that matched no test in the results
     skipped_tests: tuple[str, ...] = ()
+
+    @property
+    def skipped(self) -> int:
+        return len(self.skipped_tests)
 
     @property
     def why_not_run(self) -> str:
@@ -270,8 +273,6 @@ def evaluate(cases: list[tuple[str, str, str]] | None) -> list[ControlResult]:
             "failed" if failed else ("not run" if not_found or skipped or not passed else "passed")
         )
         results.append(
-            ControlResult(
-                control, status, passed, len(failed), len(skipped), failed, not_found, skipped
-            )
+            ControlResult(control, status, passed, len(failed), failed, not_found, skipped)
         )
     return results

@@ -109,8 +109,7 @@ def _evidence(run_id: str, tags: dict[str, str], dest: Path, missing: list[str])
             "the version carries no evidence.sha256 tag: it was not registered by "
             "this system's training step, so its evidence cannot be vouched for"
         )
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # no progress bars: registry.client() set that
         local = Path(mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path="evidence", dst_path=tmp
         ))  # fmt: skip
