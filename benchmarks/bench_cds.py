@@ -159,9 +159,9 @@ def main() -> None:
         MLFLOW_DISABLE_TELEMETRY="true",
     )
     os.environ.update(HMLOPS_STATE_DIR=str(args.state))
-    from hospital_mlops.cds_auth import TRUSTED_CLIENTS_ENV, DemoClient
     from hospital_mlops.cli.cds import example_request
-    from hospital_mlops.fhir_examples import example_instance
+    from hospital_mlops.ehr.cds_auth import TRUSTED_CLIENTS_ENV, DemoClient
+    from hospital_mlops.ehr.fhir_examples import example_instance
     from serving.readiness import wait_until_ready
 
     predictor_port, cds_port = args.port_base, args.port_base + 1

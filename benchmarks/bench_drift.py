@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from bench_common import save_and_print
 
-from hospital_mlops.example_requests import jsonable
+from hospital_mlops.model.example_requests import jsonable
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "drift.json"
@@ -48,14 +48,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
 
-    from hospital_mlops.catalog import load_catalog
-    from hospital_mlops.drift import DriftMonitor, DriftTester, read_reference, write_reference
+    from hospital_mlops.data.catalog import load_catalog
+    from hospital_mlops.data.normalize import HmacKey, normalize_extract
+    from hospital_mlops.data.sources.extract import default_extract, read_extract
+    from hospital_mlops.data.splits import temporal_split
+    from hospital_mlops.drift.inference_events import InferenceEvent
+    from hospital_mlops.drift.monitor import (
+        DriftMonitor,
+        DriftTester,
+        read_reference,
+        write_reference,
+    )
     from hospital_mlops.features import DIABETES130_INPUTS, build_features, feature_set_for
-    from hospital_mlops.inference_events import InferenceEvent
-    from hospital_mlops.normalize import HmacKey, normalize_extract
-    from hospital_mlops.sources.extract import default_extract, read_extract
-    from hospital_mlops.splits import temporal_split
-    from hospital_mlops.train import train_risk_model
+    from hospital_mlops.model.train import train_risk_model
     from hospital_mlops.use_case import TrainingConfig, load_use_case
 
     spec = load_catalog().source("diabetes130")

@@ -1,4 +1,4 @@
-"""Evaluate the tiered drift alerts (hospital_mlops/drift_alerts.py) on two sources: false
+"""Evaluate the tiered drift alerts (hospital_mlops/drift/alerts.py) on two sources: false
 alarms on stable windows, power on faults in their first window, and what the real diabetes130
 windows show.
 
@@ -14,7 +14,7 @@ refused counted beside the rows it scored.
 * **synthetic** (benchmarks/drift_synthetic.py): a seeded five-year extract in discharge order;
   the thresholds are calibrated on 30 windows after the model's training slice, and every later
   window (hundreds) is the long no-fault stream.
-* **scenarios**: each fault of hospital_mlops/faults.py that the source has, as the serving
+* **scenarios**: each fault of hospital_mlops/data/faults.py that the source has, as the serving
   endpoint meets it (a recoded category or an impossible value is refused with a 4xx; a renamed
   or dropped field reaches the model empty; …), applied to consecutive held-back windows.
   ``detected_by.drift_alert`` counts the windows in which the fault, starting there, is alerted
@@ -48,8 +48,8 @@ import pandas as pd
 from bench_common import machine
 from scipy import stats
 
-from hospital_mlops.drift_alerts import DriftAlert, DriftBaseline, assess_window, build_baseline
-from hospital_mlops.drift_thresholds import Kind, consecutive_windows, kinds_of
+from hospital_mlops.drift.alerts import DriftAlert, DriftBaseline, assess_window, build_baseline
+from hospital_mlops.drift.thresholds import Kind, consecutive_windows, kinds_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "drift_alarms.json"
@@ -154,7 +154,7 @@ def _silent(case: Case, rng: np.random.Generator) -> Case:
     return Case(kept, {}, keys, case.hours)
 
 
-# name (as in hospital_mlops/faults.py, where it has one) → (what it is, the fault)
+# name (as in hospital_mlops/data/faults.py, where it has one) → (what it is, the fault)
 D130_SCENARIOS: dict[str, tuple[str, Fault]] = {
     "assay_shift": ("lab count +30 (above 200 refused)", _d130_assay),
     "diagnoses_truncated": ("principal diagnosis only (count 1)", _d130_truncated),
@@ -266,12 +266,12 @@ def _scenario_row(
 
 
 def evaluate_diabetes130(window: int, rate: float) -> dict[str, Any]:
-    from hospital_mlops.catalog import load_catalog
+    from hospital_mlops.data.catalog import load_catalog
+    from hospital_mlops.data.normalize import HmacKey, normalize_extract
+    from hospital_mlops.data.sources.extract import default_extract, read_extract
+    from hospital_mlops.data.splits import temporal_split
     from hospital_mlops.features import build_features, feature_set_for
-    from hospital_mlops.normalize import HmacKey, normalize_extract
-    from hospital_mlops.sources.extract import default_extract, read_extract
-    from hospital_mlops.splits import temporal_split
-    from hospital_mlops.train import train_risk_model
+    from hospital_mlops.model.train import train_risk_model
     from hospital_mlops.use_case import TrainingConfig, load_use_case
 
     spec = load_catalog().source("diabetes130")
@@ -347,7 +347,7 @@ def evaluate_diabetes130(window: int, rate: float) -> dict[str, Any]:
 def evaluate_synthetic(window: int, rate: float) -> dict[str, Any]:
     from drift_synthetic import build_stream, scenario_injector, serving_view, synthetic_scenarios
 
-    from hospital_mlops.faults import SCENARIOS
+    from hospital_mlops.data.faults import SCENARIOS
     from hospital_mlops.features import feature_set_for
 
     gates = pipeline_gates(synthetic_scenarios(), SCENARIO_WINDOWS)  # first: fails in seconds
@@ -437,10 +437,10 @@ def pipeline_gates(names: Sequence[str], draws: int) -> dict[str, Any]:
     import shutil
     import tempfile
 
-    from hospital_mlops.catalog import load_catalog
-    from hospital_mlops.faults import SCENARIOS, materialize_scenario
-    from hospital_mlops.normalize import DEMO_HMAC_KEY, HMAC_KEY_ENV
-    from hospital_mlops.sources.synthetic import generate_extract
+    from hospital_mlops.data.catalog import load_catalog
+    from hospital_mlops.data.faults import SCENARIOS, materialize_scenario
+    from hospital_mlops.data.normalize import DEMO_HMAC_KEY, HMAC_KEY_ENV
+    from hospital_mlops.data.sources.synthetic import generate_extract
     from hospital_mlops.steps import data as data_steps
 
     # synthetic data is not PHI: the labelled demo key, unless a key is already set

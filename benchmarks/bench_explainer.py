@@ -9,7 +9,8 @@ Prints and saves (benchmarks/results/explainer.json):
 - technical view (KernelSHAP with the configured nsamples and background): p50 per encounter
   (informational) and how many predictor rows one explanation costs;
 - stability of the clinician's top-3 reasons under clinically meaningless changes
-  (hospital_mlops.explain_stability), through the live explainer, on real test-period encounters.
+  (hospital_mlops.model.explain_stability), through the live explainer, on real test-period
+  encounters.
 
 Encounters are real test-period encounters of the served model (its training record's split) from
 the bundled extract. The registry is the one HMLOPS_STATE_DIR / MLFLOW_TRACKING_URI points at.
@@ -37,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hospital_mlops.explain_stability import measure_stability  # noqa: E402
+from hospital_mlops.model.explain_stability import measure_stability  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "explainer.json"
 MODEL_NAME = "readmission"
@@ -107,9 +108,9 @@ def main() -> None:
     parser.add_argument("--note", default="", help="recorded with the results (e.g. the setup)")
     args = parser.parse_args()
 
-    from hospital_mlops.example_requests import example_instances, test_period
     from hospital_mlops.governance import registry
-    from hospital_mlops.serving_config import load_serving_config
+    from hospital_mlops.inference.config import load_serving_config
+    from hospital_mlops.model.example_requests import example_instances, test_period
 
     load_at_start = round(os.getloadavg()[0], 2)
     name, _, ref = args.model.partition("@")

@@ -133,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["HMLOPS_STATE_DIR"] = str(args.state)
-    from hospital_mlops.example_requests import registered_examples
+    from hospital_mlops.inference.registered_examples import registered_examples
     from serving.readiness import wait_until_ready
 
     logs = Path(args.state) / "bench-load"

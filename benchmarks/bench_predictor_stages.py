@@ -44,7 +44,7 @@ BODIES = 200
 
 
 def _predictor(compiled: bool, log_url: str) -> Any:
-    from hospital_mlops import tree_shap_kernel
+    from hospital_mlops.model import tree_shap_kernel
     from serving.predictor import ReadmissionPredictor
 
     os.environ[tree_shap_kernel.SWITCH_ENV] = "1" if compiled else "0"
@@ -73,8 +73,8 @@ def _timed_pass(tables: Any, sink: list[float]) -> None:
 def _child(name: str, requests: int) -> None:
     """One pass, one process (as served: one model, its tables alone in the cache): prints the
     timings as JSON."""
-    from hospital_mlops.example_requests import example_instances, test_period
     from hospital_mlops.governance import registry
+    from hospital_mlops.model.example_requests import example_instances, test_period
 
     loaded = registry.load_risk_model(MODEL, REF)
     bodies = [{"instances": [i]} for i in example_instances(test_period(loaded.training), BODIES)]

@@ -68,7 +68,7 @@ def serve_floor(port: int) -> None:
 
     from hospital_mlops.features import feature_set_for
     from hospital_mlops.governance import registry
-    from hospital_mlops.train import design_matrix
+    from hospital_mlops.model.train import design_matrix
     from serving.server import bind_loopback
 
     bind_loopback()
@@ -98,10 +98,10 @@ def serve_floor(port: int) -> None:
 
 
 def _example_features(training: dict[str, Any], fs: Any) -> Any:
-    from hospital_mlops.catalog import load_catalog
-    from hospital_mlops.example_requests import example_instances, test_period
+    from hospital_mlops.data.catalog import load_catalog
     from hospital_mlops.features import diabetes130_features
-    from hospital_mlops.scoring import validate_instances
+    from hospital_mlops.model.example_requests import example_instances, test_period
+    from hospital_mlops.model.scoring import validate_instances
 
     instances = example_instances(test_period(training), 1)
     request = validate_instances(instances, load_catalog().source("diabetes130"))
@@ -290,8 +290,8 @@ def main() -> None:
 
     state = (args.state or DEFAULT_STATE).resolve()
     _ensure_state(state, explicit=args.state is not None)
-    from hospital_mlops.example_requests import example_instances, test_period
     from hospital_mlops.governance import registry
+    from hospital_mlops.model.example_requests import example_instances, test_period
 
     loaded = registry.load_risk_model(MODEL, REF)
     instances = example_instances(test_period(loaded.training), BODIES)

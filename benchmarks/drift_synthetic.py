@@ -1,5 +1,5 @@
 """The synthetic source's part of bench_drift_alarms.py: a long no-fault stream, and the fault
-scenarios of hospital_mlops/faults.py as a serving detector would meet them.
+scenarios of hospital_mlops/data/faults.py as a serving detector would meet them.
 
 **The serving view.** A model at discharge sees what the EHR holds at that moment, through an
 endpoint that validates what it is sent. So every frame here, clean or faulty, is built the same
@@ -27,12 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hospital_mlops.catalog import SourceSpec, load_catalog
-from hospital_mlops.faults import SCENARIOS
+from hospital_mlops.data.catalog import SourceSpec, load_catalog
+from hospital_mlops.data.faults import SCENARIOS
+from hospital_mlops.data.normalize import HmacKey, normalize_extract
+from hospital_mlops.data.sources.synthetic import generate_tables
 from hospital_mlops.features import compute_synthetic, feature_set_for
-from hospital_mlops.normalize import HmacKey, normalize_extract
-from hospital_mlops.sources.synthetic import generate_tables
-from hospital_mlops.train import train_risk_model
+from hospital_mlops.model.train import train_risk_model
 from hospital_mlops.use_case import TrainingConfig
 
 ENCOUNTERS = 700_000
@@ -67,9 +67,9 @@ def _restore_columns(raw: Tables, clean: Tables) -> tuple[Tables, list[str]]:
 
 def _refused_ids(raw: Tables, spec: SourceSpec) -> tuple[Tables, set[str]]:
     """The encounters whose request the endpoint refuses with a field-level 4xx, as our
-    diabetes130 endpoint does (hospital_mlops/scoring.py): a number sent as text, a value outside
-    the catalogued range, a category outside the catalogued list. Text numbers are read back so
-    that the rest of the extract can still be built."""
+    diabetes130 endpoint does (hospital_mlops/model/scoring.py): a number sent as text, a value
+    outside the catalogued range, a category outside the catalogued list. Text numbers are read
+    back so that the rest of the extract can still be built."""
     out, refused = dict(raw), set()
     for name in ("encounters", "vitals", "labs"):
         frame, columns = raw[name], spec.tables[name].columns

@@ -22,8 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from hospital_mlops.inference.prediction_log import PredictionLog, predictions
 from hospital_mlops.monitoring.outcomes import outcomes_table
-from hospital_mlops.prediction_log import PredictionLog, predictions
 
 WEEKS = 10
 MODEL, VERSION = "readmission-30d", 1
@@ -46,7 +46,7 @@ class RequestText:
     are encoded (ten million dumps of a 1 kB request take minutes)."""
 
     def __init__(self) -> None:
-        from hospital_mlops.example_requests import example_instances
+        from hospital_mlops.model.example_requests import example_instances
 
         self.template = example_instances((80_000, 80_100), n=1, seed=0)[0]
         marked = json.dumps(self.template | {f: f"@@{f}@@" for f in VARIED}, sort_keys=True)

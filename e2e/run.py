@@ -171,7 +171,7 @@ def _predictions_land_in_postgres(
 ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], bytes]]]:
     """Encounters from the version's test period, scored by the predictor container; every
     answer's row found in PostgreSQL. Returns the answers and (request, response body) pairs."""
-    from hospital_mlops.example_requests import registered_examples
+    from hospital_mlops.inference.registered_examples import registered_examples
 
     encounters = registered_examples(MODEL, str(version), n=WINDOW_ROWS, seed=3)
     url = f"{stack['predictor'].base}/v1/models/{SERVICE}:predict"
@@ -211,7 +211,7 @@ def _detector_tests_a_window(
     """The KServe agent's CloudEvents (binary mode) of every request and response, posted to the
     detector as the Broker's Triggers deliver them; its window's result is read back and found
     in PostgreSQL."""
-    from hospital_mlops.inference_events import binary_headers
+    from hospital_mlops.drift.inference_events import binary_headers
 
     detector = stack["detector"].base
     before = _drift_rows(stores)
@@ -368,7 +368,7 @@ def _stores(work: Path) -> Iterator[Stores]:
 
 
 def run(overlays: Sequence[str], work: Path, images_json: Path) -> dict[str, Any]:
-    from hospital_mlops.cds_auth import DemoClient
+    from hospital_mlops.ehr.cds_auth import DemoClient
 
     started = time.monotonic()
     images, _ = built_images(images_json)

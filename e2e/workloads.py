@@ -8,7 +8,8 @@ readiness probes.
   ``podman secret create`` as the flat JSON map {key: base64 value} that kube play reads; the
   image is the local build's digest with ``imagePullPolicy: Never`` (there is no registry).
 * **InferenceService components** (predictor, explainer) run as the pod KServe would make from
-  their container spec: ``hospital_mlops.manifest_containers`` translates it into ``podman run``
+  their container spec: ``hospital_mlops.deploy.manifest_containers`` translates it into
+  ``podman run``
   (KServe's appended explainer arguments included) and refuses what it cannot honour.
 * **Service names.** The cluster's DNS name of the predictor
   (``readmission-predictor.hospital-mlops``, port 80, as Knative serves it) is the bridge
@@ -39,7 +40,7 @@ from typing import Any
 import yaml
 
 from e2e.podman import GATEWAY, NETWORK, container_ip, logs, podman, state
-from hospital_mlops.manifest_containers import (
+from hospital_mlops.deploy.manifest_containers import (
     ContainerRun,
     HttpProbe,
     PodSource,

@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
-from hospital_mlops.catalog import Catalog, load_catalog
-from hospital_mlops.container_engine import ContainerEngineError
-from hospital_mlops.normalize import DEMO_HMAC_KEY, HMAC_KEY_ENV, load_hmac_key
+from hospital_mlops.data.catalog import Catalog, load_catalog
+from hospital_mlops.data.normalize import DEMO_HMAC_KEY, HMAC_KEY_ENV, load_hmac_key
+from hospital_mlops.data.sources.extract import default_extract, preflight_extract
+from hospital_mlops.deploy.container_engine import ContainerEngineError
 from hospital_mlops.paths import project_root
-from hospital_mlops.sources.extract import default_extract, preflight_extract
 
 RUNNERS = ("subprocess", "container")
 
@@ -63,7 +63,7 @@ def resolve_extract(
     spec = (catalog or load_catalog()).source(source)
     if extract is None:
         if source == "synthetic":
-            from hospital_mlops.sources.synthetic import generate_extract
+            from hospital_mlops.data.sources.synthetic import generate_extract
 
             target = out / "extracts" / f"synthetic-n{synthetic_encounters}-s{seed}"
             if not (target / "extract.json").exists():
@@ -73,7 +73,7 @@ def resolve_extract(
             extract = default_extract(source, spec)
     preflight_extract(extract, spec)
     if scenario:
-        from hospital_mlops.faults import materialize_scenario
+        from hospital_mlops.data.faults import materialize_scenario
 
         extract = materialize_scenario(scenario, source, spec, extract, out / "extracts", seed=seed)
     return extract
@@ -192,7 +192,7 @@ def _run_in_containers(
     """Every step in a container of ``image``, pinned to its digest; returns that reference."""
     from kfp import local
 
-    from hospital_mlops.container_engine import docker_api, resolve_image, step_container
+    from hospital_mlops.deploy.container_engine import docker_api, resolve_image, step_container
     from hospital_mlops.paths import state_dir
     from pipelines.data_pipeline import make_pipeline
 

@@ -1,1 +1,2 @@
-"""KServe adapters: thin ``kserve.Model`` classes over the library (see hospital_mlops.scoring)."""
+"""KServe adapters: thin ``kserve.Model`` classes over the library (see
+hospital_mlops.model.scoring)."""

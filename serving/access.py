@@ -1,6 +1,6 @@
 """The ASGI layer that enforces bearer tokens (when configured) and writes the access audit, in
 front of every server: the three KServe servers, the feedback API and the CDS Hooks service.
-The rules live in hospital_mlops/api_access.py."""
+The rules live in hospital_mlops/security/api_access.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from hospital_mlops.api_access import PUBLIC_PATHS, AccessLog, ApiTokens, prediction_ids
+from hospital_mlops.security.api_access import PUBLIC_PATHS, AccessLog, ApiTokens, prediction_ids
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -29,30 +29,30 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from hospital_mlops.api_access import PUBLIC_PATHS, access_log_from_env, tokens_from_env
-from hospital_mlops.cds_auth import (
+from hospital_mlops.data.normalize import HmacKeyring, token_function
+from hospital_mlops.ehr.cds_auth import (
     AuthRejected,
     ReplayCache,
     TrustedClient,
     bearer_token,
     verify_call_token,
 )
-from hospital_mlops.cds_card import (
+from hospital_mlops.ehr.cds_card import (
     CalibrationTable,
     fallback_card,
     not_scored_card,
     risk_card,
 )
-from hospital_mlops.cds_config import CdsConfig, Service
-from hospital_mlops.cds_explanation import explanation_page
-from hospital_mlops.fallback import FallbackPolicy
-from hospital_mlops.fhir_inputs import BUNDLE_KEY, FhirInputError, gather, model_inputs
-from hospital_mlops.fhir_mapping import FhirMapping
-from hospital_mlops.key_rotation import earlier_tokens
+from hospital_mlops.ehr.cds_config import CdsConfig, Service
+from hospital_mlops.ehr.cds_explanation import explanation_page
+from hospital_mlops.ehr.fhir_inputs import BUNDLE_KEY, FhirInputError, gather, model_inputs
+from hospital_mlops.ehr.fhir_mapping import FhirMapping
+from hospital_mlops.inference.fallback import FallbackPolicy
+from hospital_mlops.inference.prediction_log import PredictionLog, PredictionNotFound
+from hospital_mlops.model.scoring import ENCOUNTER_TOKEN
 from hospital_mlops.monitoring.feedback import FeedbackRejected, record_feedback
-from hospital_mlops.normalize import HmacKeyring, token_function
-from hospital_mlops.prediction_log import PredictionLog, PredictionNotFound
-from hospital_mlops.scoring import ENCOUNTER_TOKEN
+from hospital_mlops.security.api_access import PUBLIC_PATHS, access_log_from_env, tokens_from_env
+from hospital_mlops.security.key_rotation import earlier_tokens
 from serving.access import AccessControl
 from serving.fallback_scoring import CacheLookup, cache_from_log, score_or_fallback
 from serving.feedback_api import BodyTooLarge, capped_body, feedback_router
@@ -404,8 +404,8 @@ def _registry_calibration(model_version: str) -> CalibrationTable | None:
     import mlflow
     import pandas as pd
 
-    from hospital_mlops.evaluate.columns import LABEL, SCORE
     from hospital_mlops.governance import registry
+    from hospital_mlops.model.evaluate.columns import LABEL, SCORE
 
     name, _, version = model_version.partition("/")
     if not version.isdigit():
@@ -536,7 +536,7 @@ def trusted_clients_from_env() -> dict[str, TrustedClient]:
     import os
     from pathlib import Path
 
-    from hospital_mlops.cds_auth import TRUSTED_CLIENTS_ENV, load_trusted_clients
+    from hospital_mlops.ehr.cds_auth import TRUSTED_CLIENTS_ENV, load_trusted_clients
 
     path = os.environ.get(TRUSTED_CLIENTS_ENV)
     if not path:
@@ -561,10 +561,10 @@ def build_service(
     trusted clients (unless ``insecure_no_auth``)."""
     from urllib.parse import urlparse
 
-    from hospital_mlops.cds_config import load_cds_config
-    from hospital_mlops.fallback import load_fallback_policy
-    from hospital_mlops.fhir_mapping import load_fhir_mapping
-    from hospital_mlops.normalize import load_hmac_keyring
+    from hospital_mlops.data.normalize import load_hmac_keyring
+    from hospital_mlops.ehr.cds_config import load_cds_config
+    from hospital_mlops.ehr.fhir_mapping import load_fhir_mapping
+    from hospital_mlops.inference.fallback import load_fallback_policy
 
     parsed = urlparse(predictor_url)
     if parsed.scheme != "http" or not parsed.netloc:

@@ -33,14 +33,14 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from prometheus_client import Counter, Gauge
 
-from hospital_mlops.drift import DriftMonitor, DriftResult, ScoredWindow
-from hospital_mlops.inference_events import (
+from hospital_mlops.drift.inference_events import (
     MAX_EVENT_BYTES,
     SPEC_VERSION,
     InferenceEvent,
     InvalidEvent,
     parse_binary_event,
 )
+from hospital_mlops.drift.monitor import DriftMonitor, DriftResult, ScoredWindow
 
 log = logging.getLogger("hospital_mlops.serving.detector")
 
@@ -155,16 +155,16 @@ class DriftDetector(Model):
     # --- loading ---------------------------------------------------------------------------------
 
     def load(self) -> bool:
-        from hospital_mlops.catalog import load_catalog
-        from hospital_mlops.drift import DriftTester, read_reference
-        from hospital_mlops.drift_store import (
+        from hospital_mlops.data.catalog import load_catalog
+        from hospital_mlops.drift.monitor import DriftTester, read_reference
+        from hospital_mlops.drift.store import (
             DriftStore,
             baseline_beside,
             redact_url,
             reference_from_registry,
         )
         from hospital_mlops.features import feature_set_for
-        from hospital_mlops.serving_config import load_serving_config
+        from hospital_mlops.inference.config import load_serving_config
 
         try:
             config = load_serving_config()

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from hospital_mlops.api_access import client_headers
-from hospital_mlops.inference_events import binary_headers
+from hospital_mlops.drift.inference_events import binary_headers
+from hospital_mlops.security.api_access import client_headers
 
 log = logging.getLogger("hospital_mlops.serving.events")
 MAX_PENDING = 10_000

@@ -7,7 +7,7 @@ calls the predictor the way KServe wires an explainer, ``http://{predictor_host}
 ready is a 503 naming it; a predictor failure is a 502. Never a stack trace.
 
 Ready once its background is built: it starts without the predictor and answers 503 until the
-predictor answers. Domain logic is ``hospital_mlops/explain.py``.
+predictor answers. Domain logic is ``hospital_mlops/model/explain.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fastapi import HTTPException
 from kserve import Model
 from kserve.errors import InvalidInput, ModelNotReady
 
-from hospital_mlops.serving_config import ServingConfig
+from hospital_mlops.inference.config import ServingConfig
 from serving.predictor_client import (
     PredictorClient,
     PredictorFailed,
@@ -82,8 +82,8 @@ class ReadmissionExplainer(Model):
 
     def load(self) -> bool:
         """Build the background (licence profile ``bsl``); never needs the predictor."""
-        from hospital_mlops.catalog import load_catalog
-        from hospital_mlops.explain import RawCodec, load_training_background
+        from hospital_mlops.data.catalog import load_catalog
+        from hospital_mlops.model.explain import RawCodec, load_training_background
         from hospital_mlops.use_case import load_use_case
 
         try:
@@ -110,7 +110,7 @@ class ReadmissionExplainer(Model):
         return True
 
     async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        from hospital_mlops.explain import VIEWS
+        from hospital_mlops.model.explain import VIEWS
 
         if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
             raise _bad_request("instances", "missing from the body (a list of instances)")
@@ -134,7 +134,7 @@ class ReadmissionExplainer(Model):
             raise HTTPException(status_code=502, detail=str(exc)) from None
 
     async def _clinician(self, instances: list[Any], request_id: str | None) -> dict[str, Any]:
-        from hospital_mlops.explain import clinician_view
+        from hospital_mlops.model.explain import clinician_view
 
         answers = await self.client.predict(instances, caller="instance", request_id=request_id)
         top_k = self.config.explainer.top_k
@@ -146,7 +146,7 @@ class ReadmissionExplainer(Model):
         }
 
     async def _technical(self, instances: list[Any], request_id: str | None) -> dict[str, Any]:
-        from hospital_mlops.explain import RawAttribution, technical_view
+        from hospital_mlops.model.explain import RawAttribution, technical_view
 
         answers = await self.client.predict(
             instances, caller="instance", request_id=request_id, full=True
@@ -179,7 +179,7 @@ class ReadmissionExplainer(Model):
     async def _kernel_for(self, version: str) -> Any:
         """KernelSHAP fitted against the predictor's current model version (fitting scores the
         background, so it waits for the first technical request, not for start-up)."""
-        from hospital_mlops.explain import RawKernelShap
+        from hospital_mlops.model.explain import RawKernelShap
 
         if self._kernel is None or self._kernel_version != version:
             self._loop = asyncio.get_running_loop()
@@ -247,7 +247,7 @@ def serve_explainer(
     catalog's bundled one) is where the background encounters come from."""
     from kserve import ModelServer
 
-    from hospital_mlops.serving_config import load_serving_config
+    from hospital_mlops.inference.config import load_serving_config
     from serving.server import configure_rest_server
 
     config = config or load_serving_config()

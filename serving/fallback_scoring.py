@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from hospital_mlops.fallback import CachedScore, Cause, FallbackPolicy, fallback_answer
-from hospital_mlops.prediction_log import PredictionLog
-from hospital_mlops.score_cache import last_score
-from hospital_mlops.scoring import ENCOUNTER_TOKEN
+from hospital_mlops.inference.fallback import CachedScore, Cause, FallbackPolicy, fallback_answer
+from hospital_mlops.inference.prediction_log import PredictionLog
+from hospital_mlops.inference.score_cache import last_score
+from hospital_mlops.model.scoring import ENCOUNTER_TOKEN
 from serving.predictor_client import (
     PredictorClient,
     PredictorFailed,

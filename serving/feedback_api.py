@@ -20,13 +20,13 @@ import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from hospital_mlops.inference.prediction_log import PredictionLog
 from hospital_mlops.monitoring.feedback import (
     MAX_REASON,
     FeedbackRejected,
     record_feedback,
     recorded_feedback,
 )
-from hospital_mlops.prediction_log import PredictionLog
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def feedback_router(
 
 
 def create_app(prediction_log: PredictionLog, override_reasons: tuple[str, ...]) -> FastAPI:
-    from hospital_mlops.api_access import access_log_from_env, tokens_from_env
+    from hospital_mlops.security.api_access import access_log_from_env, tokens_from_env
     from serving.access import AccessControl
 
     app = FastAPI(title="hospital-mlops feedback", docs_url=None, redoc_url=None)

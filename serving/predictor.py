@@ -19,7 +19,7 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from hospital_mlops.inference_events import new_event_id
+from hospital_mlops.drift.inference_events import new_event_id
 
 log = logging.getLogger("hospital_mlops.serving.predictor")
 EXPLAINER_HEADER = "x-hmlops-explainer"  # "probe" on the explainer's synthetic rows
@@ -55,12 +55,12 @@ class ReadmissionPredictor(Model):
         self.not_ready_reason = "not loaded yet"
 
     def load(self) -> bool:
-        from hospital_mlops.catalog import load_catalog
+        from hospital_mlops.data.catalog import load_catalog
         from hospital_mlops.features import feature_set_for
         from hospital_mlops.governance import registry
-        from hospital_mlops.prediction_log import PredictionLog, ServedModel
-        from hospital_mlops.serving_bundle import load_bundle
-        from hospital_mlops.serving_config import load_serving_config
+        from hospital_mlops.inference.bundle import load_bundle
+        from hospital_mlops.inference.config import load_serving_config
+        from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel
         from hospital_mlops.use_case import load_use_case
 
         from_path = self.ref == "path"
@@ -128,7 +128,7 @@ class ReadmissionPredictor(Model):
         return True
 
     def _answer(self, instances: Any, full: bool = False) -> list[dict[str, Any]]:
-        from hospital_mlops.scoring import InvalidRequest, score
+        from hospital_mlops.model.scoring import InvalidRequest, score
 
         try:
             return score(
@@ -153,7 +153,7 @@ class ReadmissionPredictor(Model):
         request_body: dict[str, Any],
         response_body: dict[str, Any],
     ) -> None:
-        from hospital_mlops.prediction_log import records
+        from hospital_mlops.inference.prediction_log import records
 
         self.prediction_log.append(records(request_id, protocol, self.served, instances, answers))
         if self.emitter is not None:
@@ -202,7 +202,12 @@ class ReadmissionPredictor(Model):
         return response
 
     def _predict_v2(self, request: InferRequest, request_id: str, record: bool) -> InferResponse:
-        from hospital_mlops.scoring import InvalidRequest, Tensor, instances_from_v2, v2_outputs
+        from hospital_mlops.model.scoring import (
+            InvalidRequest,
+            Tensor,
+            instances_from_v2,
+            v2_outputs,
+        )
 
         tensors = [Tensor(t.name, t.datatype, t.shape, t.data) for t in request.inputs]
         try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from hospital_mlops.api_access import client_headers
+from hospital_mlops.security.api_access import client_headers
 
 # Tells the predictor who is asking: "instance" = the encounter being explained (a real scoring
 # request), "probe" = a KernelSHAP coalition (a synthetic mix of real encounters, which must not

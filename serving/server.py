@@ -151,7 +151,7 @@ def configure_rest_server(
         original_create(self)
         from kserve import model_server
 
-        from hospital_mlops.api_access import access_log_from_env, tokens_from_env
+        from hospital_mlops.security.api_access import access_log_from_env, tokens_from_env
         from serving.access import AccessControl
 
         model_server.app.add_middleware(RequestLimits, max_body_bytes=_settings["max_body_bytes"])
@@ -171,7 +171,7 @@ def configure_rest_server(
 
 def bind_loopback() -> None:
     """Local servers bind 127.0.0.1 (with the default request limits)."""
-    from hospital_mlops.serving_config import load_serving_config
+    from hospital_mlops.inference.config import load_serving_config
 
     configure_rest_server("127.0.0.1", load_serving_config().limits.max_body_bytes)
 
@@ -192,7 +192,7 @@ def serve_predictor(
     """``ref == "path"`` serves the bundle directory ``registered_model`` (see serving_bundle)."""
     from kserve import ModelServer
 
-    from hospital_mlops.serving_config import load_serving_config
+    from hospital_mlops.inference.config import load_serving_config
     from serving.predictor import ReadmissionPredictor
 
     configure_rest_server(bind, load_serving_config().limits.max_body_bytes, "predictor")

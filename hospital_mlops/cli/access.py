@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from hospital_mlops.api_access import ACCESS_LOG_ENV, TOKENS_FILE_ENV
+from hospital_mlops.security.api_access import ACCESS_LOG_ENV, TOKENS_FILE_ENV
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.action == "add-client":
-        from hospital_mlops.api_access import add_client
+        from hospital_mlops.security.api_access import add_client
 
         token = add_client(args.tokens_file, args.name)
         print(f"client {args.name!r} added to {args.tokens_file} (its sha256 only).")
@@ -45,8 +45,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from hospital_mlops.api_access import read_access_log
     from hospital_mlops.paths import state_dir
+    from hospital_mlops.security.api_access import read_access_log
 
     path = args.log or Path(os.environ.get(ACCESS_LOG_ENV) or state_dir() / "access-audit.jsonl")
     entries = read_access_log(path)

@@ -57,7 +57,7 @@ def dispatch(args: argparse.Namespace) -> int:
 def example_request(scenario: str = "complete", seed: int = 7) -> dict[str, Any]:
     """An ``encounter-discharge`` call for a real test-period encounter of the bundled extract,
     its FHIR data in one ``bundle`` prefetch key."""
-    from hospital_mlops.fhir_examples import example_bundle
+    from hospital_mlops.ehr.fhir_examples import example_bundle
 
     bundle = example_bundle(scenario, seed)
     return {

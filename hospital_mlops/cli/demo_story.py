@@ -34,8 +34,8 @@ import httpx
 import pandas as pd
 import yaml
 
+from hospital_mlops.data.published_index import read_entries
 from hospital_mlops.paths import config_path
-from hospital_mlops.published_index import read_entries
 from serving.readiness import NotReady, wait_until_ready
 
 FAULT = "diagnoses_truncated"
@@ -146,7 +146,7 @@ class Predictor:
 
 
 def _logged_rows(url: str) -> int:
-    from hospital_mlops.prediction_log import PredictionLog
+    from hospital_mlops.inference.prediction_log import PredictionLog
 
     log = PredictionLog(url)
     try:
@@ -200,7 +200,7 @@ def _encounters(
 ) -> tuple[list[dict[str, Any]], Any]:
     """``n`` real encounters of ``period``: the ``part``-th of disjoint draws (so the clean and
     the faulty phase never replay the same encounters), the fault injected when named."""
-    from hospital_mlops.example_requests import labelled_instances
+    from hospital_mlops.model.example_requests import labelled_instances
 
     instances, labels = labelled_instances(period, n, seed, scenario, part=part)
     for i, instance in enumerate(instances):
@@ -212,7 +212,7 @@ def live_period(model: str, champion: int, test: tuple[int, int], needed: int) -
     """The validated (test) period's encounters outside the champion's drift reference: what the
     story replays as live traffic. The reference is the period's newest rows, so these are its
     older rest: never calibrated on, never compared with themselves."""
-    from hospital_mlops.drift_store import reference_from_registry
+    from hospital_mlops.drift.store import reference_from_registry
 
     reference, _, _ = reference_from_registry(model, str(champion))
     first = reference.info.get("order_first")
@@ -322,8 +322,8 @@ def play_story(
     pace: Pace = DEMO_PACE,
 ) -> StoryOutcome:
     """Tell the story (printing it) and return what it decided; RuntimeError if a step fails."""
-    from hospital_mlops.example_requests import test_period
     from hospital_mlops.governance import registry
+    from hospital_mlops.model.example_requests import test_period
     from hospital_mlops.steps.data import RunContext
     from hospital_mlops.steps.model import run_model_in_process
     from serving.local_stack import LocalStack

@@ -51,7 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "sbom":
-        from hospital_mlops.sbom import write_sbom
+        from hospital_mlops.governance.sbom import write_sbom
 
         summary = write_sbom(args.out)
         print(

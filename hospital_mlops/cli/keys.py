@@ -47,7 +47,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _previous_id(keyring: Any, chosen: str | None) -> str:
-    from hospital_mlops.key_rotation import KeyRotationError
+    from hospital_mlops.security.key_rotation import KeyRotationError
 
     ids = [k.key_id for k in keyring.previous]
     if chosen:
@@ -64,7 +64,7 @@ def _previous_id(keyring: Any, chosen: str | None) -> str:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from hospital_mlops.normalize import load_hmac_keyring
+    from hospital_mlops.data.normalize import load_hmac_keyring
 
     if args.action == "translate":
         return _translate(args)
@@ -87,8 +87,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _crosswalk(args: argparse.Namespace, old: Any, new: Any) -> int:
-    from hospital_mlops.catalog import load_catalog
-    from hospital_mlops.key_rotation import build_crosswalk, write_crosswalk
+    from hospital_mlops.data.catalog import load_catalog
+    from hospital_mlops.security.key_rotation import build_crosswalk, write_crosswalk
 
     spec = load_catalog().source(args.source)
     crosswalk = write_crosswalk(
@@ -109,8 +109,8 @@ def _crosswalk(args: argparse.Namespace, old: Any, new: Any) -> int:
 
 
 def _rekey(args: argparse.Namespace, old_id: str, new_id: str) -> int:
-    from hospital_mlops.key_rotation import find_crosswalk, rekey_prediction_log
-    from hospital_mlops.prediction_log import PredictionLog, default_url
+    from hospital_mlops.inference.prediction_log import PredictionLog, default_url
+    from hospital_mlops.security.key_rotation import find_crosswalk, rekey_prediction_log
 
     crosswalk = find_crosswalk(args.out, old_id, new_id)
     results = {}
@@ -140,8 +140,8 @@ def _safe(url: str) -> str:
 
 
 def _translate(args: argparse.Namespace) -> int:
-    from hospital_mlops.key_rotation import KeyRotationError, find_crosswalk, translate
-    from hospital_mlops.normalize import load_hmac_key
+    from hospital_mlops.data.normalize import load_hmac_key
+    from hospital_mlops.security.key_rotation import KeyRotationError, find_crosswalk, translate
 
     current = load_hmac_key().key_id
     if args.from_key_id == current:

@@ -29,13 +29,13 @@ from hospital_mlops.quiet import telemetry_off
 # it (``hmlops --help`` must not load XGBoost), and an error class can only be raised once its
 # module is loaded, so ``main`` checks against the loaded ones.
 USAGE_ERRORS = (
-    ("hospital_mlops.catalog", ("CatalogError", "UnknownSource", "UseNotPermitted")),
-    ("hospital_mlops.sources.extract", ("ExtractError",)),
-    ("hospital_mlops.normalize", ("MissingHmacKey",)),
-    ("hospital_mlops.key_rotation", ("KeyRotationError",)),
-    ("hospital_mlops.lineage", ("LineageNotFound",)),
-    ("hospital_mlops.published_index", ("PublishedIndexError",)),
-    ("hospital_mlops.faults", ("UnknownScenario",)),
+    ("hospital_mlops.data.catalog", ("CatalogError", "UnknownSource", "UseNotPermitted")),
+    ("hospital_mlops.data.sources.extract", ("ExtractError",)),
+    ("hospital_mlops.data.normalize", ("MissingHmacKey",)),
+    ("hospital_mlops.security.key_rotation", ("KeyRotationError",)),
+    ("hospital_mlops.data.lineage", ("LineageNotFound",)),
+    ("hospital_mlops.data.published_index", ("PublishedIndexError",)),
+    ("hospital_mlops.data.faults", ("UnknownScenario",)),
     ("hospital_mlops.use_case", ("UseCaseError",)),
     ("hospital_mlops.governance.config", ("GovernanceError",)),
     (
@@ -47,12 +47,12 @@ USAGE_ERRORS = (
     ("hospital_mlops.cli.ports", ("PortUsageError",)),
     ("hospital_mlops.cli.cds", ("CdsUsageError",)),
     ("hospital_mlops.cli.governance", ("GovernanceUsageError",)),
-    ("hospital_mlops.api_access", ("ApiTokensError",)),
-    ("hospital_mlops.fhir_mapping", ("FhirMappingError",)),
-    ("hospital_mlops.cds_config", ("CdsConfigError",)),
-    ("hospital_mlops.prediction_log", ("PredictionNotFound",)),
-    ("hospital_mlops.serving_config", ("ServingConfigError",)),
-    ("hospital_mlops.container_engine", ("ContainerEngineError",)),
+    ("hospital_mlops.security.api_access", ("ApiTokensError",)),
+    ("hospital_mlops.ehr.fhir_mapping", ("FhirMappingError",)),
+    ("hospital_mlops.ehr.cds_config", ("CdsConfigError",)),
+    ("hospital_mlops.inference.prediction_log", ("PredictionNotFound",)),
+    ("hospital_mlops.inference.config", ("ServingConfigError",)),
+    ("hospital_mlops.deploy.container_engine", ("ContainerEngineError",)),
     ("hospital_mlops.monitoring.outcomes", ("OutcomesRejected",)),
     ("hospital_mlops.monitoring.feedback", ("FeedbackRejected",)),
     ("hospital_mlops.monitoring.run", ("MonitoringError",)),
@@ -63,7 +63,7 @@ USAGE_ERRORS = (
     ("hospital_mlops.rollout.audit", ("AuditLogError",)),
     ("hospital_mlops.rollout.observe", ("ObservationError",)),
     ("hospital_mlops.rollout.gitops", ("ApplyError",)),
-    ("hospital_mlops.fallback", ("FallbackPolicyError",)),
+    ("hospital_mlops.inference.fallback", ("FallbackPolicyError",)),
     ("hospital_mlops.monitoring.challenger", ("ChallengerError",)),
     ("pipelines.monitoring_runner", ("RecurringRunError",)),
 )
@@ -285,7 +285,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "lineage":
         if _is_uuid(args.ref):
             return cli_serving.print_prediction_lineage(args.ref, args.out, args.json)
-        from hospital_mlops.lineage import LineageStore, format_chain
+        from hospital_mlops.data.lineage import LineageStore, format_chain
 
         store = LineageStore(args.out)
         chain = store.chain(args.ref)
@@ -297,7 +297,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "catalog":
         return _catalog(args.catalog)
     if args.command == "synthetic":
-        from hospital_mlops.sources.synthetic import generate_extract
+        from hospital_mlops.data.sources.synthetic import generate_extract
 
         path = generate_extract(args.out, args.encounters, seed=args.seed)
         print(f"wrote a synthetic extract of {args.encounters} encounters to {path}")
@@ -325,7 +325,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "keys":
         return cli_keys.dispatch(args)
     if args.command == "scenarios":
-        from hospital_mlops.faults import SCENARIOS
+        from hospital_mlops.data.faults import SCENARIOS
 
         for s in SCENARIOS.values():
             print(
@@ -337,7 +337,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _catalog(path: Path | None) -> int:
-    from hospital_mlops.catalog import catalog_version, load_catalog
+    from hospital_mlops.data.catalog import catalog_version, load_catalog
 
     catalog = load_catalog(path)
     print(f"catalog {catalog.version} (content {catalog_version(catalog)}): valid")
@@ -411,7 +411,7 @@ def _is_uuid(ref: str) -> bool:
 
 
 def _licenses(out: Path) -> int:
-    from hospital_mlops.licenses import inventory, write_inventory
+    from hospital_mlops.governance.licenses import inventory, write_inventory
 
     records = inventory()
     path = write_inventory(records, out)
@@ -432,7 +432,7 @@ def _registry(args: argparse.Namespace) -> int:
     from hospital_mlops.governance import registry
 
     if args.action == "export":
-        from hospital_mlops.serving_bundle import BundleError, export_bundle, load_bundle
+        from hospital_mlops.inference.bundle import BundleError, export_bundle, load_bundle
 
         name, ref = cli_serving.parse_model(args.model)
         try:

@@ -75,7 +75,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from hospital_mlops.prediction_log import PredictionLog
+    from hospital_mlops.inference.prediction_log import PredictionLog
 
     if args.action == "feedback-api":
         from hospital_mlops.cli.ports import check_port
@@ -103,8 +103,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _ingest(log: object, path: Path, as_json: bool) -> int:
+    from hospital_mlops.inference.prediction_log import PredictionLog
     from hospital_mlops.monitoring.outcomes import ingest_outcomes, read_outcomes
-    from hospital_mlops.prediction_log import PredictionLog
 
     assert isinstance(log, PredictionLog)
     frame, digest = read_outcomes(path)
@@ -120,9 +120,9 @@ def _ingest(log: object, path: Path, as_json: bool) -> int:
 
 
 def _feedback(log: object, args: argparse.Namespace) -> int:
+    from hospital_mlops.inference.prediction_log import PredictionLog
     from hospital_mlops.monitoring.feedback import record_feedback
     from hospital_mlops.monitoring.policy import load_monitoring_policy
-    from hospital_mlops.prediction_log import PredictionLog
 
     assert isinstance(log, PredictionLog)
     done = record_feedback(
@@ -144,11 +144,11 @@ def _feedback(log: object, args: argparse.Namespace) -> int:
 
 
 def _monitor(log: object, model: str, policy_path: Path | None) -> Any:
-    from hospital_mlops.drift_store import DriftStore
+    from hospital_mlops.drift.store import DriftStore
+    from hospital_mlops.inference.config import load_serving_config
+    from hospital_mlops.inference.prediction_log import PredictionLog
     from hospital_mlops.monitoring.policy import load_monitoring_policy
     from hospital_mlops.monitoring.run import run_monitoring
-    from hospital_mlops.prediction_log import PredictionLog
-    from hospital_mlops.serving_config import load_serving_config
 
     assert isinstance(log, PredictionLog)
     name, _, ref = model.partition("@")

@@ -95,7 +95,7 @@ def _as_of(text: str | None) -> datetime:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from hospital_mlops.deploy import DEFAULT_IMAGE, DEFAULT_NAMESPACE
+    from hospital_mlops.deploy.overlay import DEFAULT_IMAGE, DEFAULT_NAMESPACE
     from hospital_mlops.monitoring.policy import load_monitoring_policy
     from hospital_mlops.rollout.commands import RolloutError, Settings, default_actor
     from hospital_mlops.rollout.policy import load_rollout_policy

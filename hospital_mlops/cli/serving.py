@@ -81,7 +81,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def parse_model(model: str) -> tuple[str, str]:
     """``NAME@REF`` → (name, ref); a bundle directory → (path, "path")."""
-    from hospital_mlops.serving_bundle import is_bundle
+    from hospital_mlops.inference.bundle import is_bundle
 
     if is_bundle(model):
         return model, "path"
@@ -127,12 +127,12 @@ def _stop_on_signals() -> None:
 def serve(args: argparse.Namespace) -> int:
     name, ref = parse_model(args.model)
     if args.print_example_request:
-        from hospital_mlops.example_requests import registered_examples
+        from hospital_mlops.inference.registered_examples import registered_examples
 
         print(json.dumps({"instances": registered_examples(name, ref, n=1)}, indent=2))
         return 0
     check_port(args.port_base, 3)
-    from hospital_mlops.api_access import client_headers, tokens_from_env
+    from hospital_mlops.security.api_access import client_headers, tokens_from_env
 
     tokens = tokens_from_env()
     if tokens is not None and tokens.client(client_headers().get("authorization")) is None:
@@ -160,7 +160,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def serve_one(args: argparse.Namespace) -> int:
     check_port(args.port)
-    from hospital_mlops.api_access import tokens_from_env
+    from hospital_mlops.security.api_access import tokens_from_env
 
     tokens_from_env()  # a broken tokens file is a clear error before any server starts
     if args.component == "predictor":
@@ -194,7 +194,7 @@ def serve_one(args: argparse.Namespace) -> int:
             print(f"hmlops: refused: {exc}", file=sys.stderr)
             return EXIT_NOT_READY
         return 0
-    from hospital_mlops.drift import MIN_WINDOW
+    from hospital_mlops.drift.monitor import MIN_WINDOW
     from serving.detector import DetectorNotReady, serve_detector
 
     if args.window is not None and args.window < MIN_WINDOW:
@@ -218,7 +218,7 @@ def serve_one(args: argparse.Namespace) -> int:
 
 
 def deploy(args: argparse.Namespace) -> int:
-    from hospital_mlops import deploy as rendering
+    from hospital_mlops.deploy import overlay as rendering
 
     out = args.out or Path("out/deploy") / f"{args.model}-v{args.version}-{args.stage}"
     try:
@@ -241,8 +241,8 @@ def deploy(args: argparse.Namespace) -> int:
 
 def print_prediction_lineage(prediction_id: str, store: Path, as_json: bool) -> int:
     """A prediction → its model version and artifact → the model's lineage to the extract."""
-    from hospital_mlops.lineage import LineageNotFound, LineageStore, format_chain
-    from hospital_mlops.prediction_log import PredictionLog
+    from hospital_mlops.data.lineage import LineageNotFound, LineageStore, format_chain
+    from hospital_mlops.inference.prediction_log import PredictionLog
 
     record = PredictionLog().get(prediction_id)
     try:
@@ -276,7 +276,7 @@ def demo_round_trip(model: str, store: Path, port_base: int = 8080, n: int = 5) 
     and one explanation and the detector's state, then stop them."""
     import httpx
 
-    from hospital_mlops.example_requests import registered_examples
+    from hospital_mlops.inference.registered_examples import registered_examples
     from serving.local_stack import PREDICTOR_MODEL
 
     name, ref = parse_model(model)
@@ -328,8 +328,8 @@ def _demo_cds_card(predictor_url: str, port: int, log_dir: Path) -> None:
 
     import httpx
 
-    from hospital_mlops.cds_auth import TRUSTED_CLIENTS_ENV, DemoClient
     from hospital_mlops.cli.cds import example_request
+    from hospital_mlops.ehr.cds_auth import TRUSTED_CLIENTS_ENV, DemoClient
     from serving.readiness import wait_until_ready
 
     log_file = log_dir / "cds.log"

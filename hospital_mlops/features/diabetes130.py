@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hospital_mlops.data.normalize import ENCOUNTER_ORDER
 from hospital_mlops.features.base import (
     LABEL,
     FeatureDef,
@@ -19,7 +20,6 @@ from hospital_mlops.features.base import (
 )
 from hospital_mlops.features.groupings import ICD9_GROUPS, icd9_group, icd9_group_of
 from hospital_mlops.features.history import history
-from hospital_mlops.normalize import ENCOUNTER_ORDER
 
 _EXCLUDED_DISPOSITIONS = {11, 13, 14, 19, 20, 21}  # death or hospice: cannot be readmitted
 MEDICATIONS = (

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hospital_mlops.evaluate import weighted
-from hospital_mlops.evaluate.bootstrap import ClusterBootstrap
+from hospital_mlops.model.evaluate import weighted
+from hospital_mlops.model.evaluate.bootstrap import ClusterBootstrap
 
 
 class CompareError(ValueError):

@@ -135,8 +135,8 @@ def _data(
     tags: dict[str, str], store: Path, dest: Path, missing: list[str]
 ) -> list[dict[str, Any]]:
     """Write the catalog entry and the lineage; return the lineage chain (empty if none)."""
-    from hospital_mlops.catalog import catalog_version, load_catalog
-    from hospital_mlops.lineage import LineageNotFound, LineageStore
+    from hospital_mlops.data.catalog import catalog_version, load_catalog
+    from hospital_mlops.data.lineage import LineageNotFound, LineageStore
 
     catalog = load_catalog()
     source = tags.get("source", "")
@@ -259,8 +259,8 @@ def _signoffs(model: str, mv: Any, aliases: list[str], dest: Path, missing: list
 
 
 def _supply_chain(dest: Path, pip_audit: Path | None, missing: list[str]) -> list[str]:
-    from hospital_mlops.licenses import inventory, write_inventory
-    from hospital_mlops.sbom import write_sbom
+    from hospital_mlops.governance.licenses import inventory, write_inventory
+    from hospital_mlops.governance.sbom import write_sbom
 
     records = inventory()
     write_inventory(records, dest / "licenses.csv")
@@ -281,7 +281,7 @@ def _supply_chain(dest: Path, pip_audit: Path | None, missing: list[str]) -> lis
 def build_packet(request: PacketRequest) -> Packet:
     from hospital_mlops.governance import registry
     from hospital_mlops.governance import review as checks
-    from hospital_mlops.phi_scan import source_identifiers
+    from hospital_mlops.governance.phi_scan import source_identifiers
 
     c = registry.client()
     mv = registry.model_version(c, request.model, request.version)

@@ -28,7 +28,7 @@ def risk_pyfunc_class() -> type:
     class RiskPyfunc(PythonModel):
         def load_context(self, context: Any) -> None:
             from hospital_mlops.features import FEATURE_SETS
-            from hospital_mlops.train import RiskModel
+            from hospital_mlops.model.train import RiskModel
 
             self.model = RiskModel.load(Path(context.artifacts["risk_model"]))
             sets = [fs for fs in FEATURE_SETS.values() if fs.name == self.model.feature_set_name]

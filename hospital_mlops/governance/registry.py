@@ -526,10 +526,10 @@ def compare(model: str, champion: str, challenger: str, store: Path) -> dict[str
     """Score the challenger's own test slice with both versions and compare them on it."""
     import mlflow
 
+    from hospital_mlops.data.snapshots import read_tables, verify_snapshot
+    from hospital_mlops.data.splits import split_sha256, temporal_split
     from hospital_mlops.features import feature_set_for
     from hospital_mlops.governance.compare import CompareError, compare_scores
-    from hospital_mlops.snapshots import read_tables, verify_snapshot
-    from hospital_mlops.splits import split_sha256, temporal_split
     from hospital_mlops.use_case import load_use_case
 
     c = client()
@@ -608,7 +608,7 @@ def _refuse_retired(model: str, version: Any) -> None:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    model: Any  # hospital_mlops.train.RiskModel
+    model: Any  # hospital_mlops.model.train.RiskModel
     version: int
     training: dict[str, Any]
     sha256: str  # verified against the version's ``lineage.model_sha256`` tag
@@ -624,7 +624,7 @@ def load_risk_model(model: str, ref: str) -> LoadedModel:
     version was registered: a swapped or corrupted artifact is refused, not served."""
     import mlflow
 
-    from hospital_mlops.train import model_hash
+    from hospital_mlops.model.train import model_hash
 
     c = client()
     version = resolve(c, model, ref)

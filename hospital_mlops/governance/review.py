@@ -63,7 +63,7 @@ def demo_key_check(chain: list[dict[str, Any]] | None) -> ReviewCheck:
 
 def registry_phi_check(texts: dict[str, str], identifiers: set[str] | None) -> ReviewCheck:
     """Scan the version's MLflow params, tags and metric names (``texts``: where → text)."""
-    from hospital_mlops.phi_scan import scan_texts
+    from hospital_mlops.governance.phi_scan import scan_texts
 
     claim = "The model version's MLflow params, tags and metrics hold no raw identifier."
     if identifiers is None:
@@ -78,7 +78,7 @@ def registry_phi_check(texts: dict[str, str], identifiers: set[str] | None) -> R
 
 
 def packet_phi_check(root: Path, identifiers: set[str] | None) -> ReviewCheck:
-    from hospital_mlops.phi_scan import scan
+    from hospital_mlops.governance.phi_scan import scan
 
     claim = "No file of this packet holds a raw identifier."
     if identifiers is None:

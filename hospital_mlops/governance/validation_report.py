@@ -9,9 +9,9 @@ from typing import Any
 from hospital_mlops.governance.evidence import LIMITATIONS
 from hospital_mlops.render.page import STYLE
 from hospital_mlops.render.plots import svg
+from hospital_mlops.render.small_cells import RULE as SMALL_CELL_RULE
+from hospital_mlops.render.small_cells import count_html, suppressed_rows
 from hospital_mlops.render.tables import table
-from hospital_mlops.small_cells import RULE as SMALL_CELL_RULE
-from hospital_mlops.small_cells import count_html, suppressed_rows
 
 SUPPRESSED = "suppressed"
 
@@ -318,7 +318,7 @@ for {esc(", ".join(use_case.subgroup_policy.metrics))}, when a group has at leas
 <h2>Reproducing these numbers</h2>
 <p>Every number above is recomputable from <code>test_predictions.parquet</code> (label, score,
 comparator score, patient token and subgroup columns) with
-<code>hospital_mlops.evaluate.evaluation.evaluate_predictions</code> and the thresholds in
+<code>hospital_mlops.model.evaluate.evaluation.evaluate_predictions</code> and the thresholds in
 <code>training.json</code>.</p>
 """
     return (

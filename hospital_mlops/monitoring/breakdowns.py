@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from hospital_mlops.evaluate import weighted
+from hospital_mlops.model.evaluate import weighted
 from hospital_mlops.monitoring.policy import MonitoringPolicy
 
 MISSING = "(not sent)"

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from hospital_mlops.inference.prediction_log import PredictionLog, predictions
 from hospital_mlops.monitoring.outcomes import outcomes_table
-from hospital_mlops.prediction_log import PredictionLog, predictions
 
 BATCH = 100  # the predictor's per-request limit: the same validation path
 
@@ -58,10 +58,10 @@ def window_with_outcomes(
 
 def rescore(model: str, version: int, inputs: list[dict[str, Any]]) -> tuple[np.ndarray, float]:
     """The version's risks for requests exactly as logged, and its primary threshold."""
-    from hospital_mlops.catalog import load_catalog
+    from hospital_mlops.data.catalog import load_catalog
     from hospital_mlops.features import feature_set_for
     from hospital_mlops.governance import registry
-    from hospital_mlops.scoring import score
+    from hospital_mlops.model.scoring import score
     from hospital_mlops.use_case import load_use_case
 
     loaded = registry.load_risk_model(model, str(version))

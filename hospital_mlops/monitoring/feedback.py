@@ -16,7 +16,7 @@ from typing import Any, Literal
 import pandas as pd
 import sqlalchemy as sa
 
-from hospital_mlops.prediction_log import PredictionLog, predictions
+from hospital_mlops.inference.prediction_log import PredictionLog, predictions
 from hospital_mlops.store_schema import create_tables
 
 Response = Literal["acknowledged", "acted_on", "overridden"]

@@ -22,9 +22,9 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSON
 
+from hospital_mlops.inference.prediction_log import PredictionLog, predictions
 from hospital_mlops.monitoring.breakdowns import json_field, request_fields
 from hospital_mlops.monitoring.outcomes import outcomes_table
-from hospital_mlops.prediction_log import PredictionLog, predictions
 
 _BASE = {"scored_at": pa.string(), "risk": pa.float64(), "alert": pa.bool_(), "outcome": pa.bool_()}
 

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from hospital_mlops.prediction_log import PredictionLog, predictions
-from hospital_mlops.scoring import TOKEN_PATTERN
+from hospital_mlops.inference.prediction_log import PredictionLog, predictions
+from hospital_mlops.model.scoring import TOKEN_PATTERN
 from hospital_mlops.store_schema import create_tables
 
 TOKEN, LABEL, RECORDED_AT = "encounter_token", "readmitted_30d", "recorded_at"

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from hospital_mlops.config_files import StrictModel, load_yaml_model
-from hospital_mlops.data_faults import FaultRules
-from hospital_mlops.drift_alerts import check_tiers
+from hospital_mlops.drift.alerts import check_tiers
+from hospital_mlops.drift.data_faults import FaultRules
 from hospital_mlops.paths import config_path
 
 AlertKind = Literal[
@@ -65,7 +65,7 @@ class MonitoringThresholds(StrictModel):
 
 
 class FaultLimits(StrictModel):
-    """The act tier's fixed data-fault rules (hospital_mlops/data_faults.py)."""
+    """The act tier's fixed data-fault rules (hospital_mlops/drift/data_faults.py)."""
 
     all_missing_share: float = Field(gt=0, le=1)
     new_category_share: float = Field(gt=0, le=1)
@@ -124,8 +124,8 @@ class Breakdowns(StrictModel):
 
     @model_validator(mode="after")
     def _fields_are_request_inputs(self) -> Breakdowns:
-        from hospital_mlops.catalog import load_catalog
-        from hospital_mlops.scoring import input_fields
+        from hospital_mlops.data.catalog import load_catalog
+        from hospital_mlops.model.scoring import input_fields
 
         known = {f.name for f in input_fields(load_catalog().source("diabetes130"))}
         unknown = {name: field for name, field in self.by.items() if field not in known}

@@ -11,8 +11,8 @@ from typing import Any
 
 from hospital_mlops.render.page import STYLE
 from hospital_mlops.render.plots import svg
+from hospital_mlops.render.small_cells import SMALL_CELL, count_html
 from hospital_mlops.render.tables import table
-from hospital_mlops.small_cells import SMALL_CELL, count_html
 
 _WINDOW_HEADER = [
     "window",

@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from hospital_mlops.drift_store import DriftStore, results_table
+from hospital_mlops.drift.store import DriftStore, results_table
+from hospital_mlops.inference.prediction_log import PredictionLog
 from hospital_mlops.monitoring.breakdowns import Cell, breakdown_cells
 from hospital_mlops.monitoring.feedback import responses
 from hospital_mlops.monitoring.logged import logged_predictions
@@ -23,7 +24,6 @@ from hospital_mlops.monitoring.subgroup_calibration import (
     subgroup_calibration,
 )
 from hospital_mlops.monitoring.windows import Alert, Baseline, Window, alerts_for, compute_windows
-from hospital_mlops.prediction_log import PredictionLog
 
 
 class MonitoringError(ValueError):

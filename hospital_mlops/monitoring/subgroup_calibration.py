@@ -71,8 +71,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hospital_mlops.evaluate.columns import LABEL, SCORE
 from hospital_mlops.features import ADMISSION_SOURCE, SEX, band_midpoint
+from hospital_mlops.model.evaluate.columns import LABEL, SCORE
 from hospital_mlops.monitoring.policy import MonitoringPolicy
 from hospital_mlops.monitoring.windows import iso_utc, sorted_groups, window_starts
 

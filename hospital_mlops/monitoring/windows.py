@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hospital_mlops.evaluate import weighted
+from hospital_mlops.model.evaluate import weighted
 from hospital_mlops.monitoring.auroc_bootstrap import auroc_with_ci
 from hospital_mlops.monitoring.policy import AlertKind, MonitoringPolicy
 

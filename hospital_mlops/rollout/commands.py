@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hospital_mlops.deploy import (
+from hospital_mlops.deploy.overlay import (
     DEFAULT_IMAGE,
     DEFAULT_NAMESPACE,
     DeployRenderError,
@@ -220,12 +220,12 @@ def _observe(
 ) -> tuple[Observations, observe.ServiceSnapshot | None, dict[str, Any]]:
     import pandas as pd
 
-    from hospital_mlops.drift_store import DriftStore
+    from hospital_mlops.drift.store import DriftStore
+    from hospital_mlops.inference.config import load_serving_config
+    from hospital_mlops.inference.prediction_log import PredictionLog
     from hospital_mlops.monitoring.feedback import responses
     from hospital_mlops.monitoring.run import baseline_from_registry, drift_results, feed_faults
     from hospital_mlops.monitoring.windows import alerts_for, compute_windows
-    from hospital_mlops.prediction_log import PredictionLog
-    from hospital_mlops.serving_config import load_serving_config
 
     since, until = record.stage_started_at, settings.as_of
     in_shadow = record.stage in ("shadow", "silent")

@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from hospital_mlops.deploy import DEFAULT_IMAGE, DEFAULT_NAMESPACE, render_overlay
-from hospital_mlops.deploy import Stage as DeployStage
+from hospital_mlops.deploy.overlay import DEFAULT_IMAGE, DEFAULT_NAMESPACE, render_overlay
+from hospital_mlops.deploy.overlay import Stage as DeployStage
 from hospital_mlops.rollout.state import Phase
 
 SERVING = "serving"

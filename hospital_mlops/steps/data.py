@@ -23,13 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hospital_mlops.catalog import Catalog, catalog_version, load_catalog
-from hospital_mlops.features import build_features, feature_set_for
-from hospital_mlops.lineage import LineageStore, code_version, utc_now
-from hospital_mlops.normalize import load_hmac_key, normalize_extract
-from hospital_mlops.published_index import append_entry, read_entries
-from hospital_mlops.reports import gate_html, gate_markdown
-from hospital_mlops.snapshots import (
+from hospital_mlops.data.catalog import Catalog, catalog_version, load_catalog
+from hospital_mlops.data.lineage import LineageStore, code_version, utc_now
+from hospital_mlops.data.normalize import load_hmac_key, normalize_extract
+from hospital_mlops.data.published_index import append_entry, read_entries
+from hospital_mlops.data.snapshots import (
     copy_snapshot,
     read_tables,
     sha256_path,
@@ -37,10 +35,12 @@ from hospital_mlops.snapshots import (
     write_snapshot,
     write_snapshot_at,
 )
-from hospital_mlops.sources.extract import read_extract
+from hospital_mlops.data.sources.extract import read_extract
+from hospital_mlops.features import build_features, feature_set_for
 from hospital_mlops.validation import suites
 from hospital_mlops.validation.checks import GateFailed, GateResult, suite_version
 from hospital_mlops.validation.gx_runner import run_gate, warm_up
+from hospital_mlops.validation.reports import gate_html, gate_markdown
 
 LAYERS = ("ingest", "validate", "features", "publish")
 log = logging.getLogger("hospital_mlops.steps.data")

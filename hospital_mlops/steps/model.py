@@ -17,34 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from hospital_mlops.drift import (
-    BASELINE_FILE,
-    REFERENCE_FILE,
-    calibrate_reference,
-    read_reference,
-    write_baseline,
-    write_reference,
-)
-from hospital_mlops.evaluate.evaluation import (
-    COMPARATOR_SCORE,
-    LABEL,
-    SCORE,
-    evaluate_predictions,
-    headline,
-    thresholds_from_validation,
-)
-from hospital_mlops.evaluate.gates import check_model_gates, justification_records
-from hospital_mlops.evaluate.subgroups import group_labels
-from hospital_mlops.features import feature_set_for
-from hospital_mlops.governance import hti1, model_card
-from hospital_mlops.governance.config import load_governance
-from hospital_mlops.governance.evidence import EvidenceContext
-from hospital_mlops.governance.validation_report import validation_html, validation_markdown
-from hospital_mlops.lineage import code_version, utc_now
-from hospital_mlops.monitoring.policy import load_monitoring_policy
-from hospital_mlops.serving_config import load_serving_config
-from hospital_mlops.snapshots import read_tables, sha256_file, verify_snapshot
-from hospital_mlops.splits import (
+from hospital_mlops.data.lineage import code_version, utc_now
+from hospital_mlops.data.snapshots import read_tables, sha256_file, verify_snapshot
+from hospital_mlops.data.splits import (
     ERA,
     TemporalSplit,
     era_labels,
@@ -52,8 +27,33 @@ from hospital_mlops.splits import (
     split_sha256,
     temporal_split,
 )
+from hospital_mlops.drift.monitor import (
+    BASELINE_FILE,
+    REFERENCE_FILE,
+    calibrate_reference,
+    read_reference,
+    write_baseline,
+    write_reference,
+)
+from hospital_mlops.features import feature_set_for
+from hospital_mlops.governance import hti1, model_card
+from hospital_mlops.governance.config import load_governance
+from hospital_mlops.governance.evidence import EvidenceContext
+from hospital_mlops.governance.validation_report import validation_html, validation_markdown
+from hospital_mlops.inference.config import load_serving_config
+from hospital_mlops.model.evaluate.evaluation import (
+    COMPARATOR_SCORE,
+    LABEL,
+    SCORE,
+    evaluate_predictions,
+    headline,
+    thresholds_from_validation,
+)
+from hospital_mlops.model.evaluate.gates import check_model_gates, justification_records
+from hospital_mlops.model.evaluate.subgroups import group_labels
+from hospital_mlops.model.train import Comparator, RiskModel, train_comparator, train_risk_model
+from hospital_mlops.monitoring.policy import load_monitoring_policy
 from hospital_mlops.steps.data import RunContext, record_lineage, timed
-from hospital_mlops.train import Comparator, RiskModel, train_comparator, train_risk_model
 from hospital_mlops.use_case import SourceUse, UseCase, load_use_case
 
 GOLDEN_ROWS = 200

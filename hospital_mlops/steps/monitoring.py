@@ -22,12 +22,12 @@ def _policy(path: str) -> MonitoringPolicy:
 
 def monitor(model: str, ref: str, policy_path: str, out_dir: Path) -> dict[str, Any]:
     """Windows and alerts → ``run.json``, ``monitoring_report.html``, ``summary.md``."""
-    from hospital_mlops.drift_store import DriftStore
+    from hospital_mlops.drift.store import DriftStore
+    from hospital_mlops.inference.config import load_serving_config
+    from hospital_mlops.inference.prediction_log import PredictionLog
     from hospital_mlops.monitoring.publish import prometheus_text
     from hospital_mlops.monitoring.report import monitoring_html
     from hospital_mlops.monitoring.run import run_monitoring
-    from hospital_mlops.prediction_log import PredictionLog
-    from hospital_mlops.serving_config import load_serving_config
 
     log = PredictionLog()
     store = DriftStore(load_serving_config().drift.store_url)
@@ -105,7 +105,7 @@ def _waiting_challenger(model: str, champion: int) -> int | None:
 
 def newest_snapshot(store_root: Path, source: str) -> dict[str, Any] | None:
     """The newest published feature snapshot of ``source`` (the publish index)."""
-    from hospital_mlops.published_index import read_entries
+    from hospital_mlops.data.published_index import read_entries
 
     mine = [e for e in read_entries(store_root) if e.get("source") == source]
     return max(mine, key=lambda e: e["published_at"]) if mine else None
@@ -158,8 +158,8 @@ def compare(
 ) -> dict[str, Any]:
     """The challenger against the champion on the policy's recent window."""
     from hospital_mlops.governance import registry
+    from hospital_mlops.inference.prediction_log import PredictionLog
     from hospital_mlops.monitoring.challenger import ChallengerPolicy, compare_on_window
-    from hospital_mlops.prediction_log import PredictionLog
 
     policy = _policy(policy_path)
     champion = int(registry.resolve(registry.client(), model, ref).version)

@@ -14,14 +14,14 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from hospital_mlops.catalog import ColumnSpec, Range, SourceSpec, TableSpec
-from hospital_mlops.features import FeatureSet
-from hospital_mlops.normalize import (
+from hospital_mlops.data.catalog import ColumnSpec, Range, SourceSpec, TableSpec
+from hospital_mlops.data.normalize import (
     FINGERPRINT,
     RECORDING_DELAY,
     WITHIN_WINDOW,
     normalized_name,
 )
+from hospital_mlops.features import FeatureSet
 from hospital_mlops.validation.checks import Check
 
 _CSV_PATTERNS = {

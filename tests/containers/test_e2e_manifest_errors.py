@@ -34,7 +34,7 @@ CDS = "Deployment/readmission-cds spec.template.spec.containers[cds]"
 
 @pytest.fixture
 def stand_ins(tmp_path: Path) -> StandIns:
-    from hospital_mlops.cds_auth import DemoClient
+    from hospital_mlops.ehr.cds_auth import DemoClient
 
     ehr = DemoClient.create(tmp_path / "ehr")
     return StandIns(

@@ -3,7 +3,8 @@
 The predictor, the explainer, the drift detector and the CDS Hooks service each run in a
 container of the serving image (``images.serving``, the digest `make images` built) with the
 command, arguments, security context, volumes, resources and environment of the rendered
-production overlay (``kubectl kustomize``), translated by ``hospital_mlops.manifest_containers``:
+production overlay (``kubectl kustomize``), translated by
+``hospital_mlops.deploy.manifest_containers``:
 nothing here is a hand-written ``podman run`` line. The only additions are the test
 environment's:
 
@@ -50,8 +51,8 @@ from typing import Any
 import httpx
 import pytest
 
-from hospital_mlops import deploy
-from hospital_mlops.manifest_containers import (
+from hospital_mlops.deploy import overlay as deploy
+from hospital_mlops.deploy.manifest_containers import (
     ContainerRun,
     PodSource,
     serving_pods,
@@ -194,7 +195,7 @@ def test_values(
     d130_champion: int, registry_state: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> StandIns:
     """The Secrets' and the ConfigMap's test values, and the directories they point at."""
-    from hospital_mlops.cds_auth import DemoClient
+    from hospital_mlops.ehr.cds_auth import DemoClient
 
     work = tmp_path_factory.mktemp("serving-containers")
     # The registry, copied (never the session's own: it is chowned to the image's uid) with
@@ -363,7 +364,7 @@ def test_the_predictor_answers_as_the_host_process_does(
 ) -> None:
     """The same requests, the same risks (and bands and reasons) from the image as from the
     venv: the image scores with the same model and the same code."""
-    from hospital_mlops.example_requests import registered_examples
+    from hospital_mlops.inference.registered_examples import registered_examples
 
     instances = [*example_body["instances"], *registered_examples(MODEL, "champion", n=30, seed=5)]
     ours = _predict(stack["predictor"].base, instances)
@@ -403,9 +404,9 @@ def test_the_detector_tests_a_window_of_the_loggers_events(
     """The KServe agent's logger is not reproduced: this test posts what it would, binary-mode
     CloudEvents of each request and the containerized predictor's response, to the detector's
     root, until a window of 1,000 in-use encounters is tested."""
-    from hospital_mlops.example_requests import registered_examples
+    from hospital_mlops.drift.inference_events import binary_headers
     from hospital_mlops.features import diabetes130_out_of_cohort_row
-    from hospital_mlops.inference_events import binary_headers
+    from hospital_mlops.inference.registered_examples import registered_examples
 
     detector = stack["detector"].base
     assert httpx.get(f"{detector}/drift/latest", timeout=10).json()["status"] == "collecting"
@@ -445,7 +446,7 @@ def test_the_cds_service_answers_a_signed_discharge_call_with_the_models_card(
     stack: dict[str, Server], test_values: StandIns
 ) -> None:
     from hospital_mlops.cli.cds import example_request
-    from hospital_mlops.fhir_examples import example_instance
+    from hospital_mlops.ehr.fhir_examples import example_instance
 
     cds = stack["cds"].base
     url = f"{cds}{DISCHARGE}"

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hospital_mlops.api_access import add_client, read_access_log
+from hospital_mlops.security.api_access import add_client, read_access_log
 from tests.integration.conftest import HMLOPS, free_port_base, hmlops
 
 MODEL = "readmission-30d"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from hospital_mlops.fallback import load_fallback_policy
-from hospital_mlops.prediction_log import PredictionLog
+from hospital_mlops.inference.fallback import load_fallback_policy
+from hospital_mlops.inference.prediction_log import PredictionLog
 from serving.fallback_scoring import cache_from_log, score_or_fallback
 from serving.predictor_client import PredictorClient, PredictorRefused
 
@@ -47,7 +47,7 @@ def _score(port: int, instances: list, mode: str = "no_score", cached=None, time
 
 @pytest.fixture(scope="module")
 def instances(d130_champion) -> list[dict]:
-    from hospital_mlops.example_requests import registered_examples
+    from hospital_mlops.inference.registered_examples import registered_examples
 
     chosen = registered_examples(MODEL, "champion", n=2, seed=21)
     for i, instance in enumerate(chosen):
@@ -153,7 +153,7 @@ def test_a_predictor_killed_under_load_costs_no_answer_and_serves_no_wrong_score
     while the predictor is SIGKILLed mid-run (an OOM kill). Every call is answered: the model's
     score before the kill, the cached-score fallback after it, and a cached score is exactly
     the score the model gave that encounter."""
-    from hospital_mlops.example_requests import registered_examples
+    from hospital_mlops.inference.registered_examples import registered_examples
 
     examples = registered_examples(MODEL, "champion", n=16, seed=5)
     for i, example in enumerate(examples):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, records
 from hospital_mlops.monitoring.feedback import responses
-from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
 
 SERVED = ServedModel("readmission-30d", 4, "a" * 64, "fs", "b" * 64, "diabetes130")
 

@@ -194,10 +194,10 @@ def test_evidence_changed_since_registration_stops_the_packet(packet, d130_champ
 
 
 def test_an_identifier_in_the_registry_fails_the_privacy_check(packet, d130_champion, d130_full):
-    from hospital_mlops.catalog import load_catalog
+    from hospital_mlops.data.catalog import load_catalog
+    from hospital_mlops.data.sources.extract import read_extract
     from hospital_mlops.governance import registry
     from hospital_mlops.governance.packet import PacketRequest, build_packet
-    from hospital_mlops.sources.extract import read_extract
 
     _, out, store = packet
     raw = read_extract(d130_full, load_catalog().source("diabetes130"))["encounters"]

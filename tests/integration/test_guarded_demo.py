@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from hospital_mlops.egress_guard import guard_env, processes_log, read_log
-from hospital_mlops.phi_scan import scan, source_identifiers
+from hospital_mlops.governance.phi_scan import scan, source_identifiers
+from hospital_mlops.security.egress_guard import guard_env, processes_log, read_log
 from tests.html_checks import is_self_contained
 from tests.integration.conftest import HMLOPS, quiet_port_base
 

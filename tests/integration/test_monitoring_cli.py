@@ -20,12 +20,12 @@ WEEK_STARTS = ["2026-01-01T00:00:00Z", "2026-01-08T00:00:00Z", "2026-01-15T00:00
 def replay(d130_champion, monkeypatch_module, module_new_store_url) -> tuple[str, pd.DataFrame]:
     """1,500 real test-period encounters scored by the champion, spread over three weeks, in a
     prediction log of their own (SQLite, then PostgreSQL); and outcomes for two thirds of them."""
-    from hospital_mlops.catalog import load_catalog
-    from hospital_mlops.example_requests import registered_examples
+    from hospital_mlops.data.catalog import load_catalog
     from hospital_mlops.features import feature_set_for
     from hospital_mlops.governance import registry
-    from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
-    from hospital_mlops.scoring import score
+    from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, records
+    from hospital_mlops.inference.registered_examples import registered_examples
+    from hospital_mlops.model.scoring import score
 
     url = module_new_store_url("log")
     monkeypatch_module.setenv("HMLOPS_PREDICTION_LOG_URL", url)

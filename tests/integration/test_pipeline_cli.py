@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hospital_mlops.phi_scan import raw_identifiers, scan
-from hospital_mlops.snapshots import read_tables
+from hospital_mlops.data.snapshots import read_tables
+from hospital_mlops.governance.phi_scan import raw_identifiers, scan
 from tests.conftest import TEST_KEY
 from tests.integration.conftest import artifact_sha, evidence_path, hmlops, run_json
 

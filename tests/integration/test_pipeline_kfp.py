@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hospital_mlops.phi_scan import raw_identifiers, scan
-from hospital_mlops.sources.extract import read_extract
+from hospital_mlops.data.sources.extract import read_extract
+from hospital_mlops.governance.phi_scan import raw_identifiers, scan
 from tests.integration.conftest import artifact_sha, evidence_path, hmlops, hmlops_here
 
 D130_EXTRACT_SHA = "3a17a3b55b6dd4a1926703185c0ad8e2ed30bc8e2f9b927cdd1000b733d1de8e"

@@ -30,7 +30,7 @@ from hospital_mlops.cli.main import run_captured
 from hospital_mlops.features import feature_set_for
 from hospital_mlops.governance import registry
 from hospital_mlops.governance.config import load_governance
-from hospital_mlops.train import train_risk_model
+from hospital_mlops.model.train import train_risk_model
 from hospital_mlops.use_case import TrainingConfig, load_use_case
 from serving.predictor import ReadmissionPredictor
 from tests.fault_proxy import FaultProxy
@@ -379,8 +379,8 @@ def test_a_failing_server_is_never_taken_for_a_missing_champion_or_missing_evide
     """What the rollout and monitoring read as "not there" (no champion yet, no evidence
     recorded) they read only from a refusal: a 503 is the store failing. Taken for "no
     champion", a rollout's restore step would delete the champion alias."""
-    from hospital_mlops.drift import DriftReferenceError
-    from hospital_mlops.drift_store import reference_from_registry
+    from hospital_mlops.drift.monitor import DriftReferenceError
+    from hospital_mlops.drift.store import reference_from_registry
     from hospital_mlops.monitoring.run import MonitoringError, baseline_from_registry
     from hospital_mlops.rollout.commands import _champion, _registered
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hospital_mlops.catalog import Catalog
+from hospital_mlops.data.catalog import Catalog
 from tests.integration.conftest import REVIEW_ROLES, hmlops_here
 from tests.stores import StoreFactory
 
@@ -36,7 +36,7 @@ RATE_FACTOR = 2.0  # the fault: twice the readmissions the champion's risks pred
 
 def _publish(store: Path, extract: Path, run_id: str, work: Path) -> dict:
     """The data pipeline's layers in process, publishing into ``store``; its index entry."""
-    from hospital_mlops.published_index import read_entries
+    from hospital_mlops.data.published_index import read_entries
     from hospital_mlops.steps import data as data_steps
 
     ctx = data_steps.RunContext(SOURCE, USE, store, run_id)
@@ -61,12 +61,12 @@ def _champion(store: Path, snapshot: dict, work: Path) -> int:
 
 def _log_recent_predictions(url: str, weeks: list[pd.Timestamp]) -> list[dict]:
     """The champion's answers to real test-period encounters, scored in the last whole weeks."""
-    from hospital_mlops.catalog import load_catalog
-    from hospital_mlops.example_requests import registered_examples
+    from hospital_mlops.data.catalog import load_catalog
     from hospital_mlops.features import feature_set_for
     from hospital_mlops.governance import registry
-    from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
-    from hospital_mlops.scoring import score
+    from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, records
+    from hospital_mlops.inference.registered_examples import registered_examples
+    from hospital_mlops.model.scoring import score
 
     loaded = registry.load_risk_model(MODEL, "champion")
     fs = feature_set_for(SOURCE)
@@ -106,10 +106,10 @@ def test_a_calibration_fault_retrains_and_the_challenger_is_compared_and_recorde
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from hospital_mlops.data.sources.extract import read_extract, write_csv_extract
     from hospital_mlops.governance import registry
     from hospital_mlops.monitoring.policy import load_monitoring_policy
     from hospital_mlops.monitoring.windows import window_starts
-    from hospital_mlops.sources.extract import read_extract, write_csv_extract
     from hospital_mlops.steps import monitoring as monitoring_steps
     from pipelines.monitoring_runner import run_monitoring_locally
 

@@ -34,10 +34,10 @@ class Replay:
     simulated times, as the predictor does (``records``); outcomes drawn from the risk."""
 
     def __init__(self, main: str, shadow: str, champion: int, candidate: int) -> None:
-        from hospital_mlops.catalog import load_catalog
-        from hospital_mlops.example_requests import registered_examples
+        from hospital_mlops.data.catalog import load_catalog
         from hospital_mlops.features import feature_set_for
         from hospital_mlops.governance import registry
+        from hospital_mlops.inference.registered_examples import registered_examples
 
         self.urls = {"main": main, "shadow": shadow}
         self.fs = feature_set_for("diabetes130")
@@ -48,8 +48,8 @@ class Replay:
         self.rng = np.random.default_rng(5)
 
     def score(self, version: int, where: str, batch: list[dict], times: list[str], ids: list[str]):
-        from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
-        from hospital_mlops.scoring import score
+        from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, records
+        from hospital_mlops.model.scoring import score
 
         loaded = self.models[version]
         threshold = float(loaded.training["thresholds"]["discharge_planning"])

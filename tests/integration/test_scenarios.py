@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hospital_mlops.faults import SCENARIOS, materialize_scenario, scenario
+from hospital_mlops.data.faults import SCENARIOS, materialize_scenario, scenario
 from hospital_mlops.steps import data as data_steps
 from hospital_mlops.steps.data import LAYERS
 

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hospital_mlops.phi_scan import raw_identifiers, scan, scan_database
-from hospital_mlops.sources.extract import read_extract
+from hospital_mlops.data.sources.extract import read_extract
+from hospital_mlops.governance.phi_scan import raw_identifiers, scan, scan_database
 from tests.conftest import TEST_KEY
 from tests.integration.conftest import HMLOPS, free_port_base, hmlops
 
@@ -183,8 +183,8 @@ def test_the_detector_tests_a_window_of_the_predictors_events(stack) -> None:
     """1,100 real test-period encounters scored in batches of 100: the predictor's logger
     events fill one window of 1,000 inside the intended use (deaths and hospice discharges are
     left out and counted), which the detector tests against the validated period's reference."""
-    from hospital_mlops.example_requests import registered_examples
     from hospital_mlops.features import diabetes130_out_of_cohort_row
+    from hospital_mlops.inference.registered_examples import registered_examples
 
     _, urls = stack
     # the store keeps the version's last result across restarts: wait for a new one
@@ -258,7 +258,7 @@ def test_no_raw_identifier_reaches_the_prediction_log_or_server_logs(
     if stores is None:
         assert (state / "predictions.sqlite").exists()
     else:
-        from hospital_mlops.prediction_log import PredictionLog
+        from hospital_mlops.inference.prediction_log import PredictionLog
 
         log = PredictionLog(stores["log"])
         deadline = time.monotonic() + 20  # written by the predictor's writer process
@@ -343,7 +343,7 @@ def v2_bodies(draw: st.DrawFn, valid: dict) -> bytes:
 
 @st.composite
 def cloud_events(draw: st.DrawFn, valid: dict) -> tuple[dict, bytes]:
-    from hospital_mlops.inference_events import binary_headers
+    from hospital_mlops.drift.inference_events import binary_headers
 
     headers = binary_headers(
         draw(st.uuids()).hex, draw(st.sampled_from(["request", "response"])), "readmission"

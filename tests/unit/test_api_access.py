@@ -12,7 +12,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from hospital_mlops.api_access import (
+from hospital_mlops.cli.main import run_captured
+from hospital_mlops.security.api_access import (
     AccessLog,
     ApiTokensError,
     add_client,
@@ -21,7 +22,6 @@ from hospital_mlops.api_access import (
     read_access_log,
     token_hash,
 )
-from hospital_mlops.cli.main import run_captured
 from serving.access import AccessControl
 
 PID = "0f8fad5b-d9cb-469f-a165-70867728950e"

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hospital_mlops.catalog import (
+from hospital_mlops.data.catalog import (
     CatalogError,
     UnknownSource,
     UseNotPermitted,

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from hospital_mlops.cds_auth import (
+from hospital_mlops.ehr.cds_auth import (
     AuthRejected,
     ReplayCache,
     TrustedClient,

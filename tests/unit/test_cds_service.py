@@ -31,17 +31,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm
 
-from hospital_mlops.cds_auth import TrustedClient
-from hospital_mlops.cds_config import CdsConfigError, load_cds_config
 from hospital_mlops.cli.cds import example_request
-from hospital_mlops.fallback import load_fallback_policy
+from hospital_mlops.data.normalize import HmacKey, HmacKeyring
+from hospital_mlops.ehr.cds_auth import TrustedClient
+from hospital_mlops.ehr.cds_config import CdsConfigError, load_cds_config
+from hospital_mlops.ehr.fhir_examples import example_bundle, example_instance
+from hospital_mlops.ehr.fhir_inputs import gather, model_inputs
+from hospital_mlops.ehr.fhir_mapping import load_fhir_mapping
 from hospital_mlops.features import feature_set_for
-from hospital_mlops.fhir_examples import example_bundle, example_instance
-from hospital_mlops.fhir_inputs import gather, model_inputs
-from hospital_mlops.fhir_mapping import load_fhir_mapping
+from hospital_mlops.inference.fallback import load_fallback_policy
+from hospital_mlops.inference.prediction_log import PredictionLog, PredictionNotFound
 from hospital_mlops.monitoring.feedback import recorded_feedback, responses
-from hospital_mlops.normalize import HmacKey, HmacKeyring
-from hospital_mlops.prediction_log import PredictionLog, PredictionNotFound
 from serving.cds_service import CdsService, create_app
 from serving.predictor_client import PredictorClient
 from tests.html_checks import is_self_contained

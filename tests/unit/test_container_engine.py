@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hospital_mlops import container_engine
-from hospital_mlops.container_engine import ContainerEngineError, step_container
+from hospital_mlops.deploy import container_engine
+from hospital_mlops.deploy.container_engine import ContainerEngineError, step_container
 
 
 def test_a_step_sees_the_store_writable_and_the_extract_read_only(tmp_path: Path) -> None:

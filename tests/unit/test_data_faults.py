@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hospital_mlops.data_faults import FaultRules, ReferenceProfile, data_faults, silent_feed
+from hospital_mlops.drift.data_faults import FaultRules, ReferenceProfile, data_faults, silent_feed
 from tests.unit.test_drift_thresholds import KINDS, _week
 
 
@@ -73,7 +73,7 @@ def test_bad_rules_are_refused_naming_them() -> None:
 
 
 def test_refused_requests_name_the_fields_most_refused() -> None:
-    from hospital_mlops.data_faults import refused_requests
+    from hospital_mlops.drift.data_faults import refused_requests
 
     assert refused_requests(1000, {}) is None
     assert refused_requests(1000, {"admission_source_id": 4}) is None  # 0.4%
@@ -84,7 +84,7 @@ def test_refused_requests_name_the_fields_most_refused() -> None:
 
 
 def test_repeated_encounters_count_rows_already_scored_in_the_window() -> None:
-    from hospital_mlops.data_faults import repeated_encounters
+    from hospital_mlops.drift.data_faults import repeated_encounters
 
     keys = pd.Series([f"t{i}" for i in range(1000)])
     assert repeated_encounters(keys) is None

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from hospital_mlops import deploy
-from hospital_mlops.deploy import DeployRenderError, render_overlay
+from hospital_mlops.deploy import overlay as deploy
+from hospital_mlops.deploy.overlay import DeployRenderError, render_overlay
 from tests.unit.test_manifests import (
     build,
     component_pods,

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hospital_mlops.inference_events import binary_headers
+from hospital_mlops.drift.inference_events import binary_headers
 from tests.unit.test_drift import FS, REFERENCE_ROWS, Population, population, reference_file
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,8 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hospital_mlops.catalog import SourceSpec, load_catalog
-from hospital_mlops.drift import (
+from hospital_mlops.data.catalog import SourceSpec, load_catalog
+from hospital_mlops.data.normalize import HmacKey, normalize_extract
+from hospital_mlops.data.sources.extract import read_extract
+from hospital_mlops.drift.inference_events import InferenceEvent, binary_headers, parse_binary_event
+from hospital_mlops.drift.monitor import (
     BASELINE_FILE,
     MIN_EXPECTED,
     RARE_CATEGORY,
@@ -36,14 +39,11 @@ from hospital_mlops.drift import (
     write_baseline,
     write_reference,
 )
-from hospital_mlops.drift_store import DriftStore, baseline_beside, reference_from_registry
-from hospital_mlops.example_requests import jsonable
+from hospital_mlops.drift.store import DriftStore, baseline_beside, reference_from_registry
 from hospital_mlops.features import DIABETES130_INPUTS, build_features, feature_set_for
-from hospital_mlops.inference_events import InferenceEvent, binary_headers, parse_binary_event
-from hospital_mlops.normalize import HmacKey, normalize_extract
-from hospital_mlops.scoring import diabetes130_features, validate_instances
-from hospital_mlops.sources.extract import read_extract
-from hospital_mlops.train import RiskModel, train_risk_model
+from hospital_mlops.model.example_requests import jsonable
+from hospital_mlops.model.scoring import diabetes130_features, validate_instances
+from hospital_mlops.model.train import RiskModel, train_risk_model
 from hospital_mlops.use_case import TrainingConfig
 
 FS = feature_set_for("diabetes130")

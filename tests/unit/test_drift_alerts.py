@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hospital_mlops.drift_alerts import (
+from hospital_mlops.drift.alerts import (
     DEFAULT_TIERS,
     DriftBaseline,
     assess_window,
     build_baseline,
     check_tiers,
 )
-from hospital_mlops.drift_thresholds import ThresholdError
+from hospital_mlops.drift.thresholds import ThresholdError
 from tests.unit.test_drift_thresholds import KINDS, RATE, WINDOW, _week
 
 

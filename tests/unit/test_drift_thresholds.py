@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hospital_mlops.drift_thresholds import (
+from hospital_mlops.drift.thresholds import (
     DriftThresholds,
     ThresholdError,
     calibrate,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hospital_mlops.egress_guard import guard_env, is_local, processes_log, read_log
+from hospital_mlops.security.egress_guard import guard_env, is_local, processes_log, read_log
 
 PROBE = textwrap.dedent(
     """

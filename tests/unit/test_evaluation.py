@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hospital_mlops.evaluate.evaluation import evaluate_predictions, headline
-from hospital_mlops.evaluate.gates import check_model_gates, justification_records
-from hospital_mlops.evaluate.subgroups import SubgroupError
-from hospital_mlops.splits import SplitError
+from hospital_mlops.data.splits import SplitError
+from hospital_mlops.model.evaluate.evaluation import evaluate_predictions, headline
+from hospital_mlops.model.evaluate.gates import check_model_gates, justification_records
+from hospital_mlops.model.evaluate.subgroups import SubgroupError
 from hospital_mlops.use_case import (
     Justification,
     SubgroupPolicy,

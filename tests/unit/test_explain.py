@@ -12,8 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hospital_mlops.example_requests import jsonable
-from hospital_mlops.explain import (
+from hospital_mlops.data.normalize import HmacKey, normalize_extract
+from hospital_mlops.data.sources.extract import read_extract
+from hospital_mlops.data.splits import TemporalSplit, temporal_split
+from hospital_mlops.features import DIABETES130_INPUTS, FeatureSet, build_features, feature_set_for
+from hospital_mlops.model.example_requests import jsonable
+from hospital_mlops.model.explain import (
     JARGON,
     MEDICATION_GROUP,
     MISSING,
@@ -26,19 +30,15 @@ from hospital_mlops.explain import (
     technical_view,
     training_background,
 )
-from hospital_mlops.explain_stability import (
+from hospital_mlops.model.explain_stability import (
     PERTURBATIONS,
     jaccard,
     measure_stability,
     overlap,
 )
-from hospital_mlops.features import DIABETES130_INPUTS, FeatureSet, build_features, feature_set_for
-from hospital_mlops.normalize import HmacKey, normalize_extract
-from hospital_mlops.reasons import attribute
-from hospital_mlops.scoring import PRIOR_ENCOUNTERS, score
-from hospital_mlops.sources.extract import read_extract
-from hospital_mlops.splits import TemporalSplit, temporal_split
-from hospital_mlops.train import RiskModel, logit, train_risk_model
+from hospital_mlops.model.reasons import attribute
+from hospital_mlops.model.scoring import PRIOR_ENCOUNTERS, score
+from hospital_mlops.model.train import RiskModel, logit, train_risk_model
 from hospital_mlops.use_case import SplitPolicy, TrainingConfig, load_use_case
 
 SAMPLE = 200  # real test-period encounters per check

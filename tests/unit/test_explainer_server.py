@@ -18,11 +18,11 @@ import httpx
 import pandas as pd
 import pytest
 
-from hospital_mlops.evaluate.evaluation import LABEL, SCORE
-from hospital_mlops.explain import JARGON, MEDICATION_GROUP
 from hospital_mlops.features import feature_set_for
 from hospital_mlops.governance import registry
 from hospital_mlops.governance.config import load_governance
+from hospital_mlops.model.evaluate.evaluation import LABEL, SCORE
+from hospital_mlops.model.explain import JARGON, MEDICATION_GROUP
 from hospital_mlops.use_case import load_use_case
 from tests.unit.test_explain import Real, real_data, real_model
 
@@ -33,7 +33,7 @@ START_TIMEOUT = 90.0
 EXPLAINER = """
 import sys
 from pathlib import Path
-from hospital_mlops.serving_config import load_serving_config
+from hospital_mlops.inference.config import load_serving_config
 from serving.explainer import serve_explainer
 
 config = load_serving_config()
@@ -49,7 +49,7 @@ serve_predictor(sys.argv[1], "champion", int(sys.argv[2]))
 """
 PERMISSIVE = """
 import asyncio, json, sys
-from hospital_mlops.serving_config import load_serving_config
+from hospital_mlops.inference.config import load_serving_config
 from serving.explainer import ReadmissionExplainer
 
 explainer = ReadmissionExplainer("readmission", sys.argv[1], load_serving_config())

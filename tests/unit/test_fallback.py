@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hospital_mlops.fallback import (
+from hospital_mlops.inference.fallback import (
     CachedScore,
     FallbackPolicyError,
     fallback_answer,
     load_fallback_policy,
 )
+from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, records
+from hospital_mlops.inference.score_cache import last_score
 from hospital_mlops.paths import config_path
-from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
-from hospital_mlops.score_cache import last_score
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DEFAULT = load_fallback_policy()

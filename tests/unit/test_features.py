@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hospital_mlops.data.normalize import HmacKey, normalize_extract
+from hospital_mlops.data.sources.extract import read_extract
 from hospital_mlops.features import (
     DIABETES130,
     SYNTHETIC,
@@ -15,8 +17,6 @@ from hospital_mlops.features import (
     icd9_group_of,
 )
 from hospital_mlops.features.history import history
-from hospital_mlops.normalize import HmacKey, normalize_extract
-from hospital_mlops.sources.extract import read_extract
 
 KEY = HmacKey(b"k" * 40, demo=False)
 

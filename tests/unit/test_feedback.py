@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, records
 from hospital_mlops.monitoring.feedback import (
     FeedbackRecorded,
     FeedbackRejected,
@@ -13,7 +14,6 @@ from hospital_mlops.monitoring.feedback import (
     record_feedback,
     responses,
 )
-from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
 
 SERVED = ServedModel("readmission-30d", 1, "a" * 64, "fs", "b" * 64, "diabetes130")
 NOW = datetime(2026, 1, 3, 12, 0, tzinfo=UTC)

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, records
 from hospital_mlops.monitoring.feedback import feedback_table, responses
-from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
 from serving.feedback_api import MAX_BODY_BYTES, create_app
 
 SERVED = ServedModel("readmission-30d", 1, "a" * 64, "fs", "b" * 64, "diabetes130")

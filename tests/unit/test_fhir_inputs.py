@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from hospital_mlops.example_requests import labelled_instances
+from hospital_mlops.ehr.fhir_examples import bundle_from_instance, example_bundle
+from hospital_mlops.ehr.fhir_inputs import FhirInputError, gather, model_inputs
+from hospital_mlops.ehr.fhir_mapping import FhirMappingError, load_fhir_mapping
 from hospital_mlops.features import diabetes130_feature_row
-from hospital_mlops.fhir_examples import bundle_from_instance, example_bundle
-from hospital_mlops.fhir_inputs import FhirInputError, gather, model_inputs
-from hospital_mlops.fhir_mapping import FhirMappingError, load_fhir_mapping
-from hospital_mlops.scoring import PRIOR_ENCOUNTERS
+from hospital_mlops.model.example_requests import labelled_instances
+from hospital_mlops.model.scoring import PRIOR_ENCOUNTERS
 
 MAPPING = load_fhir_mapping()
 CONTEXT = {"patientId": "example-patient", "encounterId": "example-encounter"}

@@ -13,20 +13,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from hospital_mlops import key_rotation
-from hospital_mlops.catalog import Catalog
 from hospital_mlops.cli.main import main
-from hospital_mlops.key_rotation import (
-    KeyRotationError,
-    build_crosswalk,
-    find_crosswalk,
-    read_crosswalk,
-    rekey_prediction_log,
-    write_crosswalk,
-)
-from hospital_mlops.lineage import LineageStore
-from hospital_mlops.monitoring.outcomes import OutcomesRejected, ingest_outcomes
-from hospital_mlops.normalize import (
+from hospital_mlops.data.catalog import Catalog
+from hospital_mlops.data.lineage import LineageStore
+from hospital_mlops.data.normalize import (
     FINGERPRINT,
     HmacKey,
     HmacKeyring,
@@ -35,8 +25,18 @@ from hospital_mlops.normalize import (
     normalize_extract,
     token_function,
 )
-from hospital_mlops.prediction_log import PredictionLog, ServedModel, predictions, records
-from hospital_mlops.snapshots import read_tables
+from hospital_mlops.data.snapshots import read_tables
+from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, predictions, records
+from hospital_mlops.monitoring.outcomes import OutcomesRejected, ingest_outcomes
+from hospital_mlops.security import key_rotation
+from hospital_mlops.security.key_rotation import (
+    KeyRotationError,
+    build_crosswalk,
+    find_crosswalk,
+    read_crosswalk,
+    rekey_prediction_log,
+    write_crosswalk,
+)
 from hospital_mlops.steps.data import RunContext, ingest
 from tests.conftest import TEST_KEY
 
@@ -221,9 +221,9 @@ def test_a_contradicting_outcome_stops_the_rekey_and_changes_nothing(rotated, st
 
 
 def test_during_a_rotation_the_cds_fallback_finds_the_pre_rotation_score(store_url) -> None:
-    from hospital_mlops.cds_config import load_cds_config
-    from hospital_mlops.fallback import load_fallback_policy
-    from hospital_mlops.fhir_mapping import load_fhir_mapping
+    from hospital_mlops.ehr.cds_config import load_cds_config
+    from hospital_mlops.ehr.fhir_mapping import load_fhir_mapping
+    from hospital_mlops.inference.fallback import load_fallback_policy
     from serving.cds_service import CdsService
     from serving.predictor_client import PredictorClient
 

@@ -6,7 +6,7 @@ from email.message import Message
 from importlib.metadata import Distribution
 
 from hospital_mlops.cli.main import main
-from hospital_mlops.licenses import classify, inventory, write_inventory
+from hospital_mlops.governance.licenses import classify, inventory, write_inventory
 
 
 class _Dist(Distribution):

@@ -69,7 +69,7 @@ def test_a_read_only_state_directory_sends_local_logs_to_the_temporary_directory
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from hospital_mlops import paths
-    from hospital_mlops.prediction_log import default_url
+    from hospital_mlops.inference.prediction_log import default_url
 
     state = tmp_path / "mounted-read-only"
     state.mkdir()

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from hospital_mlops import deploy
-from hospital_mlops.manifest_containers import (
+from hospital_mlops.deploy import overlay as deploy
+from hospital_mlops.deploy.manifest_containers import (
     ContainerRun,
     HttpProbe,
     ManifestTranslationError,

@@ -30,9 +30,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from hospital_mlops import deploy
-from hospital_mlops.inference_events import REQUEST_TYPE, RESPONSE_TYPE, binary_headers
-from hospital_mlops.manifest_containers import kserve_explainer_args  # KServe's edits
+from hospital_mlops.deploy import overlay as deploy
+from hospital_mlops.deploy.manifest_containers import kserve_explainer_args  # KServe's edits
+from hospital_mlops.drift.inference_events import REQUEST_TYPE, RESPONSE_TYPE, binary_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 KUSTOMIZE = ROOT / "kustomize"
@@ -888,7 +888,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in BLOCKED:
             raise ImportError(f"{{name}} is not in the serving image")
 sys.meta_path.insert(0, Block())
-import hospital_mlops.cli.main, hospital_mlops.deploy
+import hospital_mlops.cli.main, hospital_mlops.deploy.overlay
 for name in {modules!r}:
     importlib.import_module(name)
 """

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from hospital_mlops.evaluate import weighted
-from hospital_mlops.evaluate.bootstrap import ClusterBootstrap
+from hospital_mlops.model.evaluate import weighted
+from hospital_mlops.model.evaluate.bootstrap import ClusterBootstrap
 
 
 @pytest.fixture

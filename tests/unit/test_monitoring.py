@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, records
 from hospital_mlops.monitoring.outcomes import (
     OutcomesIngested,
     OutcomesRejected,
@@ -26,7 +27,6 @@ from hospital_mlops.monitoring.windows import (
     compute_windows,
     estimated_auroc,
 )
-from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
 
 POLICY = load_monitoring_policy()
 WEEK = pd.Timedelta(hours=POLICY.windows.length_hours)
@@ -45,7 +45,7 @@ def _baseline() -> Baseline:
     rng = np.random.default_rng(1)
     risk = _risks(rng, 200_000)
     y = rng.random(len(risk)) < risk
-    from hospital_mlops.evaluate import weighted
+    from hospital_mlops.model.evaluate import weighted
 
     auroc = float(weighted.auroc(weighted.Scored.of(y, risk), np.ones((1, len(y))))[0])
     return Baseline(
@@ -112,7 +112,7 @@ def test_estimated_auroc_is_the_pairwise_expectation_ties_included() -> None:
 
 
 def test_estimated_auroc_matches_the_realized_auroc_of_calibrated_outcomes() -> None:
-    from hospital_mlops.evaluate import weighted
+    from hospital_mlops.model.evaluate import weighted
 
     rng = np.random.default_rng(5)
     risk = _risks(rng, 20_000)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hospital_mlops.evaluate import weighted
+from hospital_mlops.model.evaluate import weighted
 from hospital_mlops.monitoring.auroc_bootstrap import RankGroups, auroc_with_ci
 from hospital_mlops.monitoring.poisson_draws import PoissonDraws
 
@@ -24,7 +24,7 @@ def _row_weight_ci(
     y: np.ndarray, risk: np.ndarray, replicates: int, seed: int
 ) -> tuple[np.ndarray, list[float]]:
     """The implementation before: a Poisson(1) weight per row and replicate, every metric over
-    the replicates × rows matrix (hospital_mlops.evaluate.weighted)."""
+    the replicates × rows matrix (hospital_mlops.model.evaluate.weighted)."""
     scored = weighted.Scored.of(y, risk)
     weights = np.random.default_rng(seed).poisson(1.0, size=(replicates, len(y)))
     values = weighted.auroc(scored, weights.astype("float64"))

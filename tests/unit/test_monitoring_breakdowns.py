@@ -13,13 +13,13 @@ import yaml
 from sqlalchemy.dialects import postgresql
 
 from e2e.local_postgres import LocalPostgres
+from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, predictions, records
 from hospital_mlops.monitoring.breakdowns import MISSING, breakdown_cells, json_field
 from hospital_mlops.monitoring.outcomes import outcomes_table
 from hospital_mlops.monitoring.policy import MonitoringPolicyError, load_monitoring_policy
 from hospital_mlops.monitoring.report import monitoring_html
 from hospital_mlops.monitoring.run import logged_predictions
 from hospital_mlops.paths import config_path
-from hospital_mlops.prediction_log import PredictionLog, ServedModel, predictions, records
 
 POLICY = load_monitoring_policy()
 

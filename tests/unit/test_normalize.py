@@ -3,7 +3,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from hospital_mlops.normalize import (
+from hospital_mlops.data.normalize import (
     DEMO_HMAC_KEY,
     HmacKey,
     MissingHmacKey,
@@ -12,7 +12,7 @@ from hospital_mlops.normalize import (
     normalize_extract,
     tokenize,
 )
-from hospital_mlops.sources.extract import read_extract
+from hospital_mlops.data.sources.extract import read_extract
 
 KEY = HmacKey(b"k" * 40, demo=False)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hospital_mlops.phi_scan import scan, scan_texts
+from hospital_mlops.governance.phi_scan import scan, scan_texts
 
 IDS = {"999999999", "MRN0042731"}
 
@@ -32,8 +32,8 @@ def test_the_fraction_of_a_number_is_not_an_identifier(tmp_path: Path) -> None:
 def test_a_database_is_scanned_table_by_table_on_either_backend(store_url: str) -> None:
     """The prediction log on PostgreSQL (a cluster) is read like the SQLite file: an identifier
     in a logged request is found and placed; the password never appears in the place."""
-    from hospital_mlops.phi_scan import scan_database
-    from hospital_mlops.prediction_log import PredictionLog, ServedModel, records
+    from hospital_mlops.governance.phi_scan import scan_database
+    from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, records
 
     log = PredictionLog(store_url)
     served = ServedModel("m", 1, "a" * 64, "fs", "b" * 64, "src")

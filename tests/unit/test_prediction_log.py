@@ -10,7 +10,7 @@ import stat
 import pytest
 import sqlalchemy as sa
 
-from hospital_mlops.prediction_log import (
+from hospital_mlops.inference.prediction_log import (
     PredictionLog,
     PredictionNotFound,
     ServedModel,
@@ -205,7 +205,7 @@ def test_a_read_only_database_loses_rows_counted_at_once_not_at_the_next_flush(
 
 _REPLICA = """
 import sys, time
-from hospital_mlops.prediction_log import PredictionLog, records
+from hospital_mlops.inference.prediction_log import PredictionLog, records
 from tests.unit.test_prediction_log import SERVED, _answer
 replica, url, start = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 while time.time() < start:  # imported: now open the database together

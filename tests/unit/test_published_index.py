@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hospital_mlops.published_index import (
+from hospital_mlops.data.published_index import (
     PublishedIndexError,
     append_entry,
     index_path,
@@ -28,7 +28,7 @@ def test_a_torn_last_line_is_skipped_then_cut_off(tmp_path: Path, caplog) -> Non
     with index_path(tmp_path).open("ab") as fh:  # a publish killed while writing its line
         fh.write(b'{"sha256": "00ff", "source": "diab')
     assert read_entries(tmp_path) == [_entry(1)]
-    with caplog.at_level(logging.WARNING, logger="hospital_mlops.published_index"):
+    with caplog.at_level(logging.WARNING, logger="hospital_mlops.data.published_index"):
         append_entry(tmp_path, _entry(2))
     assert "torn last line" in caplog.text
     assert read_entries(tmp_path) == [_entry(1), _entry(2)]
@@ -46,7 +46,7 @@ def test_a_damaged_complete_line_is_an_error_naming_it(tmp_path: Path) -> None:
 def test_concurrent_publishers_never_interleave(tmp_path: Path) -> None:
     script = (
         "import sys; from pathlib import Path; "
-        "from hospital_mlops.published_index import append_entry; "
+        "from hospital_mlops.data.published_index import append_entry; "
         "[append_entry(Path(sys.argv[1]), {'writer': sys.argv[2], 'n': n, 'pad': 'x' * 3000}) "
         "for n in range(150)]"
     )

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from hospital_mlops.features import feature_set_for
-from hospital_mlops.reasons import attribute, reason_codes, reason_codes_of_rows
-from hospital_mlops.train import logit, train_risk_model
+from hospital_mlops.model.reasons import attribute, reason_codes, reason_codes_of_rows
+from hospital_mlops.model.train import logit, train_risk_model
 from hospital_mlops.use_case import TrainingConfig
 from tests.unit.test_registry import _features
 

@@ -17,7 +17,7 @@ import pytest
 
 from hospital_mlops.features import feature_set_for
 from hospital_mlops.governance import registry
-from hospital_mlops.train import train_risk_model
+from hospital_mlops.model.train import train_risk_model
 from hospital_mlops.use_case import TrainingConfig
 
 ROLES = ["clinical", "technical", "privacy", "compliance"]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, generate_latest
 
-from hospital_mlops.deploy import DEFAULT_IMAGE, DeployRenderError
+from hospital_mlops.deploy.overlay import DEFAULT_IMAGE, DeployRenderError
 from hospital_mlops.monitoring.policy import load_monitoring_policy
 from hospital_mlops.monitoring.windows import Alert, Baseline
 from hospital_mlops.rollout import gitops

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hospital_mlops.cli.main import run_captured
-from hospital_mlops.sbom import SbomInvalid, validate_sbom, write_sbom
+from hospital_mlops.governance.sbom import SbomInvalid, validate_sbom, write_sbom
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hospital_mlops.catalog import SourceSpec
-from hospital_mlops.example_requests import jsonable
+from hospital_mlops.data.catalog import SourceSpec
+from hospital_mlops.data.normalize import HmacKey, normalize_extract
+from hospital_mlops.data.sources.extract import read_extract
 from hospital_mlops.features import (
     DIABETES130_INPUTS,
     build_features,
@@ -24,9 +25,9 @@ from hospital_mlops.features import (
     diabetes130_out_of_cohort_row,
     feature_set_for,
 )
-from hospital_mlops.normalize import HmacKey, normalize_extract
-from hospital_mlops.reasons import attribute, reason_codes
-from hospital_mlops.scoring import (
+from hospital_mlops.model.example_requests import jsonable
+from hospital_mlops.model.reasons import attribute, reason_codes
+from hospital_mlops.model.scoring import (
     MAX_INSTANCES,
     MAX_TEXT,
     PRIOR_ENCOUNTERS,
@@ -40,9 +41,8 @@ from hospital_mlops.scoring import (
     v2_outputs,
     validate_instances,
 )
-from hospital_mlops.sources.extract import read_extract
-from hospital_mlops.train import RiskModel, RowScorer, _DirectPrediction, train_risk_model
-from hospital_mlops.tree_shap import PathTables
+from hospital_mlops.model.train import RiskModel, RowScorer, _DirectPrediction, train_risk_model
+from hospital_mlops.model.tree_shap import PathTables
 from hospital_mlops.use_case import TrainingConfig
 from tests.unit.test_registry import _features
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from hospital_mlops.small_cells import count_html, suppressed, suppressed_rows
+from hospital_mlops.render.small_cells import count_html, suppressed, suppressed_rows
 from tests.unit.test_evaluation import _evaluate, _predictions
 from tests.unit.test_evidence import _context as evidence_context
 

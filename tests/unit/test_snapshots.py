@@ -3,7 +3,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from hospital_mlops.snapshots import (
+from hospital_mlops.data.snapshots import (
     SnapshotIntegrityError,
     copy_snapshot,
     verify_snapshot,
@@ -41,7 +41,7 @@ def test_snapshots_are_read_only_and_tampering_is_detected(tmp_path) -> None:
 
 
 def test_a_failed_write_leaves_nothing_visible(tmp_path, monkeypatch) -> None:
-    import hospital_mlops.snapshots as snaps
+    import hospital_mlops.data.snapshots as snaps
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
@@ -55,7 +55,7 @@ def test_a_failed_write_leaves_nothing_visible(tmp_path, monkeypatch) -> None:
 KILL_DURING_PUBLISH = """
 import os, signal, sys
 from pathlib import Path
-import hospital_mlops.snapshots as snaps
+import hospital_mlops.data.snapshots as snaps
 
 point = sys.argv[3]
 real_rename = os.rename

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hospital_mlops.splits import (
+from hospital_mlops.data.splits import (
     SplitError,
     SplitLeakage,
     era_labels,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hospital_mlops.sources.synthetic import (
+from hospital_mlops.data.sources.synthetic import (
     SITE_TIMEZONES,
     generate_extract,
     generate_tables,
@@ -337,7 +337,7 @@ def test_extract_is_byte_identical_for_a_seed(tmp_path: Path) -> None:
     meta = json.loads((a / "extract.json").read_text())
     assert meta == {
         "source": "synthetic",
-        "generator": "hospital_mlops.sources.synthetic",
+        "generator": "hospital_mlops.data.sources.synthetic",
         "n_encounters": 2_000,
         "seed": 3,
         "start": "2024-01-01",

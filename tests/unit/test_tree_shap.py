@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from hospital_mlops.train import _logistic_base_margin, _xgboost_logistic
-from hospital_mlops.tree_shap import AGREEMENT, PathTables
+from hospital_mlops.model.train import _logistic_base_margin, _xgboost_logistic
+from hospital_mlops.model.tree_shap import AGREEMENT, PathTables
 
 N_FEATURES = 5
 TYPES = ["q", "q", "c", "q", "c"]
@@ -194,7 +194,7 @@ def test_the_compiled_pass_on_a_model_without_categorical_splits() -> None:
 
 
 def test_a_compiled_pass_that_disagrees_is_not_used(model, monkeypatch) -> None:
-    from hospital_mlops import tree_shap_kernel
+    from hospital_mlops.model import tree_shap_kernel
 
     booster, tables, iterations = model
     base = _logistic_base_margin(booster)

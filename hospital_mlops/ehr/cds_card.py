@@ -1,0 +1,180 @@
+"""CDS Hooks cards (CDS Hooks 2.0 field names) from a predictor answer: concise, explained,
+dated, and honest about what the model must not be used for. Pure: no HTTP here.
+
+The card's ``uuid`` is the prediction id, so the clinician's feedback joins the prediction log.
+A card that is not the model's answer (not scorable, or the policy's fallback) has its own uuid
+and says plainly what it is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from hospital_mlops.ehr.cds_config import CdsConfig
+from hospital_mlops.ehr.fhir_inputs import ModelInputs
+
+SUMMARY_MAX = 140
+BINS = 10
+
+
+@dataclass(frozen=True)
+class CalibrationTable:
+    """Equal-mass risk bins of the validation (test) period with the observed 30-day rate in
+    each: "of 100 similar patients, about N were readmitted"."""
+
+    upper_edges: np.ndarray  # the top risk of each bin but the last
+    observed: np.ndarray  # readmitted share per bin
+    counts: np.ndarray
+
+    @classmethod
+    def from_scores(
+        cls, risk: np.ndarray, outcome: np.ndarray, bins: int = BINS
+    ) -> CalibrationTable:
+        order = np.argsort(risk, kind="stable")
+        parts = np.array_split(order, bins)
+        edges = np.array([risk[p].max() for p in parts[:-1]])
+        observed = np.array([outcome[p].mean() for p in parts])
+        return cls(edges, observed, np.array([len(p) for p in parts]))
+
+    def similar(self, risk: float) -> tuple[int, int]:
+        """(readmitted per 100, patients) in the validation period's bin of ``risk``."""
+        i = int(np.searchsorted(self.upper_edges, risk, side="left"))
+        return round(float(self.observed[i]) * 100), int(self.counts[i])
+
+
+def _percent(risk: float) -> str:
+    return f"{risk * 100:.0f}%" if risk >= 0.01 else "<1%"
+
+
+def _age(seconds: float) -> str:
+    hours = seconds / 3600
+    if hours < 1:
+        return f"{seconds / 60:.0f} minutes"
+    if hours < 48:
+        return f"{hours:.0f} hours"
+    return f"{hours / 24:.0f} days"
+
+
+def _links(config: CdsConfig, prediction_id: str, service_base: str) -> list[dict[str, str]]:
+    url = config.source.explanation_url.format(
+        prediction_id=prediction_id, service_base=service_base.rstrip("/")
+    )
+    return [
+        {"label": "Full explanation of this risk", "url": url, "type": "absolute"},
+        {"label": "Model card", "url": config.source.model_card_url, "type": "absolute"},
+    ]
+
+
+def _source(config: CdsConfig) -> dict[str, str]:
+    return {"label": config.source.label, "url": config.source.model_card_url}
+
+
+def override_reasons(config: CdsConfig) -> list[dict[str, str]]:
+    return [
+        {"code": code, "system": config.override_reasons_system, "display": display}
+        for code, display in config.override_reasons.items()
+    ]
+
+
+def _inputs_section(inputs: ModelInputs) -> list[str]:
+    lines = []
+    if inputs.missing:
+        lines.append(f"**Not in the record:** {', '.join(sorted(set(inputs.missing)))}.")
+    if inputs.unmapped:
+        codes = ", ".join(f"{u.input} ({u.code})" for u in inputs.unmapped)
+        lines.append(f"**Codes the model cannot read:** {codes}.")
+    return lines
+
+
+def risk_card(
+    answer: dict[str, Any],
+    inputs: ModelInputs,
+    config: CdsConfig,
+    calibration: CalibrationTable | None,
+    now: datetime,
+    service_base: str = "",
+) -> dict[str, Any]:
+    """The model's answer as a card; ``answer`` is one predictor v1 prediction; its explanation
+    link is under ``service_base`` when the configured URL says so."""
+    risk, band = float(answer["risk"]), str(answer["band"])
+    version = str(answer.get("model_version", ""))
+    summary = f"30-day readmission risk {_percent(risk)} ({band})"
+    if any("outside the intended use" in text for text in answer.get("limitations", [])):
+        summary += ": outside intended use"
+    detail = ["**Main reasons:**"]
+    detail += [f"{n}. {r['text']}" for n, r in enumerate(answer.get("reasons", [])[:3], start=1)]
+    if calibration is not None:
+        per_100, patients = calibration.similar(risk)
+        detail.append(
+            f"**How to read it:** of 100 similar patients in the validation period, about "
+            f"{per_100} were readmitted within 30 days ({patients:,} patients in that risk range)."
+        )
+    else:
+        detail.append(
+            f"**How to read it:** the risk is calibrated: of 100 patients with this risk, about "
+            f"{round(risk * 100)} are expected to be readmitted within 30 days."
+        )
+    if inputs.data_start and inputs.data_end:
+        window = f"{inputs.data_start:%Y-%m-%d %H:%M} to {inputs.data_end:%Y-%m-%d %H:%M} UTC"
+        age = max((now - inputs.data_end).total_seconds(), 0.0)
+        detail.append(f"**Data used:** from {window}; the newest is {_age(age)} old.")
+    detail += _inputs_section(inputs)
+    limitations = [*answer.get("limitations", []), *config.limitations]
+    detail.append("**Limitations:** " + " ".join(_sentence(x) for x in limitations))
+    detail.append(f"_Model {version}; prediction {answer['prediction_id']}._")
+    return {
+        "uuid": str(answer["prediction_id"]),
+        "summary": summary[:SUMMARY_MAX],
+        "indicator": config.indicator_by_band.get(band, "info"),  # type: ignore[call-overload]
+        "detail": "\n\n".join(detail),
+        "source": _source(config),
+        "overrideReasons": override_reasons(config),
+        "links": _links(config, str(answer["prediction_id"]), service_base),
+    }
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def not_scored_card(reasons: list[str], inputs: ModelInputs, config: CdsConfig) -> dict[str, Any]:
+    """No risk: the record does not hold what the model needs, or is outside what it knows."""
+    detail = ["The readmission risk was not calculated for this stay:"]
+    detail += [f"- {r}" for r in reasons]
+    detail += _inputs_section(inputs)
+    detail.append("Use usual clinical judgement for discharge planning.")
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": "30-day readmission risk not available for this stay",
+        "indicator": "info",
+        "detail": "\n\n".join(detail),
+        "source": _source(config),
+    }
+
+
+def fallback_card(answer: dict[str, Any], config: CdsConfig) -> dict[str, Any] | None:
+    """The ``config/fallback.yaml`` answer as a card, plainly not the model's current risk."""
+    if answer.get("mode") == "last_cached_score" and answer.get("risk") is not None:
+        summary = (
+            f"Earlier readmission risk {_percent(float(answer['risk']))} "
+            f"({answer.get('band')}), {answer.get('age_hours', 0):.0f} h old"
+        )
+    elif answer.get("mode") == "static_rule":
+        summary = "Readmission model unavailable: a rule-based flag is shown instead"
+    else:
+        summary = "30-day readmission risk unavailable right now"
+    flagged = answer.get("alert") is True
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": summary[:SUMMARY_MAX],
+        "indicator": "warning" if flagged else "info",
+        "detail": f"{answer['message']}\n\n_Why: {answer.get('cause_text', answer.get('cause'))}._",
+        "source": _source(config),
+    }
