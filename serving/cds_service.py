@@ -14,7 +14,6 @@ as its HMAC token. When the predictor cannot answer, ``config/fallback.yaml`` de
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -23,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import numpy as np
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
@@ -37,6 +35,7 @@ from hospital_mlops.ehr.cds_auth import (
     bearer_token,
     verify_call_token,
 )
+from hospital_mlops.ehr.cds_calibration import registry_calibration
 from hospital_mlops.ehr.cds_card import (
     CalibrationTable,
     fallback_card,
@@ -45,12 +44,20 @@ from hospital_mlops.ehr.cds_card import (
 )
 from hospital_mlops.ehr.cds_config import CdsConfig, Service
 from hospital_mlops.ehr.cds_explanation import explanation_page
-from hospital_mlops.ehr.fhir_inputs import BUNDLE_KEY, FhirInputError, gather, model_inputs
+from hospital_mlops.ehr.cds_feedback import record_cds_feedback
+from hospital_mlops.ehr.cds_request import (
+    ID_PATTERN,
+    CdsRequestError,
+    check_call,
+    discovery,
+    problem_body,
+)
+from hospital_mlops.ehr.fhir_client import fetch_missing
+from hospital_mlops.ehr.fhir_inputs import FhirInputError, gather, model_inputs
 from hospital_mlops.ehr.fhir_mapping import FhirMapping
 from hospital_mlops.inference.fallback import FallbackPolicy
 from hospital_mlops.inference.prediction_log import PredictionLog, PredictionNotFound
 from hospital_mlops.model.scoring import ENCOUNTER_TOKEN
-from hospital_mlops.monitoring.feedback import FeedbackRejected, record_feedback
 from hospital_mlops.security.api_access import PUBLIC_PATHS, access_log_from_env, tokens_from_env
 from hospital_mlops.security.key_rotation import earlier_tokens
 from serving.access import AccessControl
@@ -66,167 +73,7 @@ from serving.predictor_client import (
 log = logging.getLogger("hospital_mlops.serving.cds")
 
 MAX_BODY_BYTES = 5_000_000  # a whole patient Bundle fits; a runaway export does not
-ENCOUNTER_TEMPLATES = {
-    "patient": "Patient/{{context.patientId}}",
-    "encounter": "Encounter/{{context.encounterId}}",
-    "conditions": "Condition?patient={{context.patientId}}&encounter={{context.encounterId}}",
-    "observations": (
-        "Observation?patient={{context.patientId}}&encounter={{context.encounterId}}"
-        "&category=laboratory"
-    ),
-    "medications": (
-        "MedicationRequest?patient={{context.patientId}}&encounter={{context.encounterId}}"
-    ),
-    "procedures": "Procedure?patient={{context.patientId}}&encounter={{context.encounterId}}",
-    # CDS Hooks templates cannot compute dates: the service keeps the last year itself
-    "priorEncounters": "Encounter?patient={{context.patientId}}&_sort=-date&_count=200",
-}
-PATIENT_TEMPLATES = {
-    key: template.replace("&encounter={{context.encounterId}}", "")
-    for key, template in ENCOUNTER_TEMPLATES.items()
-    if key != "encounter"
-}
 TOKEN = re.compile(r"\{\{context\.(\w+)\}\}")
-# the feedback store's field names → the spec's
-FEEDBACK_FIELDS = {
-    "prediction_id": ".card",
-    "responded_at": ".outcomeTimestamp",
-    "override_reason": ".overrideReason",
-}
-ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR's id datatype
-
-
-class CdsRequestError(ValueError):
-    def __init__(self, status: int, problems: list[tuple[str, str]]) -> None:
-        self.status = status
-        self.problems = problems
-        super().__init__(problems[0][1])
-
-
-def templates_for(service: Service) -> dict[str, str]:
-    return dict(ENCOUNTER_TEMPLATES if service.hook == "encounter-discharge" else PATIENT_TEMPLATES)
-
-
-def discovery(config: CdsConfig) -> dict[str, Any]:
-    return {
-        "services": [
-            {
-                "hook": s.hook,
-                "title": s.title,
-                "description": s.description,
-                "id": s.id,
-                "prefetch": templates_for(s),
-                "usageRequirements": (
-                    "Send the prefetch (or one 'bundle' key with the patient's Bundle), or a "
-                    "fhirServer with read access to these resources."
-                ),
-            }
-            for s in config.services
-        ]
-    }
-
-
-def _problem_body(problems: list[tuple[str, str]]) -> dict[str, Any]:
-    return {"errors": [{"field": where, "message": message} for where, message in problems]}
-
-
-_HOOK_INSTANCE = re.compile(r"[\x21-\x7e]{1,128}")
-
-
-def check_call(body: Any, service: Service) -> dict[str, Any]:
-    """The CDS Hooks request's own fields (FHIR content is checked later)."""
-    if not isinstance(body, dict):
-        raise CdsRequestError(400, [("body", "must be a JSON object")])
-    problems = []
-    if body.get("hook") != service.hook:
-        problems.append(("hook", f"this service answers {service.hook!r}"))
-    instance = body.get("hookInstance")
-    if not isinstance(instance, str) or not instance:
-        problems.append(("hookInstance", "is required (a UUID)"))
-    elif not _HOOK_INSTANCE.fullmatch(instance):
-        # it travels on as the predictor call's x-request-id: a header takes visible ASCII only
-        problems.append(("hookInstance", "must be a UUID (visible ASCII, at most 128 characters)"))
-    context = body.get("context")
-    if not isinstance(context, dict):
-        problems.append(("context", "is required"))
-        context = {}
-    needed = ("userId", "patientId", "encounterId")
-    for key in needed if service.hook == "encounter-discharge" else needed[:2]:
-        value = context.get(key)
-        if not isinstance(value, str) or not value:
-            problems.append((f"context.{key}", "is required"))
-    for key in ("patientId", "encounterId"):
-        value = context.get(key)
-        if isinstance(value, str) and value and not ID_PATTERN.fullmatch(value):
-            problems.append((f"context.{key}", "is not a FHIR id"))
-    prefetch = body.get("prefetch", {})
-    if prefetch is not None and not isinstance(prefetch, dict):
-        problems.append(("prefetch", "must be an object"))
-    server = body.get("fhirServer")
-    if server is not None and (not isinstance(server, str) or not server.startswith("http")):
-        problems.append(("fhirServer", "must be an http(s) URL"))
-    auth = body.get("fhirAuthorization")
-    if auth is not None:
-        if server is None:
-            problems.append(("fhirAuthorization", "is given without a fhirServer"))
-        if not isinstance(auth, dict) or not isinstance(auth.get("access_token"), str):
-            problems.append(("fhirAuthorization.access_token", "is required"))
-    if problems:
-        raise CdsRequestError(400, problems)
-    return body
-
-
-async def fetch_missing(body: dict[str, Any], service: Service, timeout: float) -> dict[str, Any]:
-    """The prefetch, completed from ``fhirServer`` where keys are missing (absent or null);
-    412 when a key is absent and there is no server to ask."""
-    prefetch = dict(body.get("prefetch") or {})
-    if prefetch.get(BUNDLE_KEY) is not None:
-        return prefetch
-    missing = [k for k in templates_for(service) if prefetch.get(k) is None]
-    if not missing:
-        return prefetch
-    server = body.get("fhirServer")
-    if server is None:
-        absent = [k for k in missing if k not in prefetch]
-        if absent:
-            raise CdsRequestError(
-                412,
-                [("prefetch", f"missing {', '.join(absent)} and no fhirServer to fetch them from")],
-            )
-        return prefetch  # the client tried and could not: those types stay unknown
-    headers = {"Accept": "application/fhir+json"}
-    auth = body.get("fhirAuthorization")
-    if auth:
-        headers["Authorization"] = f"Bearer {auth['access_token']}"
-    context = body["context"]
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
-
-        async def one(key: str) -> tuple[str, Any]:
-            path = TOKEN.sub(
-                lambda m: str(context.get(m.group(1), "")), templates_for(service)[key]
-            )
-            try:
-                answer = await client.get(f"{server.rstrip('/')}/{path}", headers=headers)
-            except httpx.HTTPError as exc:
-                raise CdsRequestError(
-                    412,
-                    [(f"prefetch.{key}", f"the FHIR server did not answer ({type(exc).__name__})")],
-                ) from None
-            if answer.status_code != 200:
-                raise CdsRequestError(
-                    412,
-                    [(f"prefetch.{key}", f"the FHIR server answered {answer.status_code}")],
-                )
-            try:
-                return key, answer.json()
-            except ValueError:
-                raise CdsRequestError(
-                    412, [(f"prefetch.{key}", "the FHIR server sent no JSON")]
-                ) from None
-
-        for key, value in await asyncio.gather(*(one(k) for k in missing)):
-            prefetch[key] = value
-    return prefetch
 
 
 @dataclass
@@ -283,7 +130,7 @@ class CdsService:
         """The validation period's observed rates for ``name/version`` (from the registry's
         evidence), cached; None when the registry cannot say (the card then says so)."""
         if model_version not in self.calibration:
-            self.calibration[model_version] = _registry_calibration(model_version)
+            self.calibration[model_version] = registry_calibration(model_version)
         return self.calibration[model_version]
 
     async def call(
@@ -338,58 +185,7 @@ class CdsService:
         return explanation_page(record, rescored)
 
     def feedback(self, service: Service, body: Any) -> dict[str, Any]:
-        """The spec's feedback: checked whole first, then recorded (nothing half-written)."""
-        items = body.get("feedback") if isinstance(body, dict) else None
-        if not isinstance(items, list) or not items:
-            raise CdsRequestError(400, [("feedback", "must be a non-empty list")])
-        reasons = self.config.override_reasons
-        parsed, problems = [], []
-        for n, item in enumerate(items):
-            where = f"feedback[{n}]"
-            if not isinstance(item, dict):
-                problems.append((where, "must be an object"))
-                continue
-            card, outcome = item.get("card"), item.get("outcome")
-            stamp = item.get("outcomeTimestamp")
-            if not isinstance(card, str) or not card:
-                problems.append((f"{where}.card", "is required (the card's uuid)"))
-            if outcome not in ("accepted", "overridden"):
-                problems.append((f"{where}.outcome", "must be accepted or overridden"))
-            if not isinstance(stamp, str):
-                problems.append((f"{where}.outcomeTimestamp", "is required"))
-            reason = None
-            if outcome == "overridden":
-                code = ((item.get("overrideReason") or {}).get("reason") or {}).get("code")
-                if code not in reasons:
-                    problems.append(
-                        (f"{where}.overrideReason.reason.code", "is not one of the card's reasons")
-                    )
-                reason = reasons.get(str(code))
-            # userComment is free text a clinician typed: never stored (it may name a patient)
-            parsed.append((where, str(card), str(outcome), str(stamp), reason))
-        if problems:
-            raise CdsRequestError(400, problems)
-        recorded = []
-        for where, card, outcome, stamp, reason in parsed:
-            try:
-                done = record_feedback(
-                    self.prediction_log,
-                    card,
-                    "overridden" if outcome == "overridden" else "acknowledged",
-                    stamp,
-                    override_reason=reason,
-                    allowed_reasons=tuple(reasons.values()),
-                    source=f"cds-hooks:{service.id}"[:40],
-                )
-            except FeedbackRejected as exc:
-                status = 409 if exc.kind == "duplicate" else 400
-                detail = exc.detail
-                if exc.kind == "unknown_prediction":
-                    detail = "no card with this uuid was issued"
-                spec_field = FEEDBACK_FIELDS.get(exc.field, "")
-                raise CdsRequestError(status, [(f"{where}{spec_field}", detail)]) from None
-            recorded.append(done.feedback_id)
-        return {"recorded": len(recorded)}
+        return record_cds_feedback(self.prediction_log, service, self.config.override_reasons, body)
 
 
 def _refusal_reasons(exc: PredictorRefused) -> list[str]:
@@ -398,30 +194,6 @@ def _refusal_reasons(exc: PredictorRefused) -> list[str]:
         return [f"{e['field']}: {e['message']}" for e in errors][:5]
     except (ValueError, KeyError, TypeError):
         return [f"the model refused the inputs (HTTP {exc.status})"]
-
-
-def _registry_calibration(model_version: str) -> CalibrationTable | None:
-    import mlflow
-    import pandas as pd
-
-    from hospital_mlops.governance import registry
-    from hospital_mlops.model.evaluate.columns import LABEL, SCORE
-
-    name, _, version = model_version.partition("/")
-    if not version.isdigit():
-        return None
-    try:
-        mv = registry.resolve(registry.client(), name, version)
-        path = mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path="evidence/test_predictions.parquet"
-        )
-        frame = pd.read_parquet(path, columns=[SCORE, LABEL])
-    except Exception as exc:  # the card then states the calibrated risk itself
-        log.warning("no calibration table for %s: %s", model_version, type(exc).__name__)
-        return None
-    return CalibrationTable.from_scores(
-        frame[SCORE].to_numpy("float64"), frame[LABEL].to_numpy("float64")
-    )
 
 
 def create_app(service: CdsService) -> FastAPI:
@@ -458,7 +230,7 @@ def create_app(service: CdsService) -> FastAPI:
     async def refused(_: Request, exc: CdsRequestError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(
-            status_code=exc.status, content=_problem_body(exc.problems), headers=headers
+            status_code=exc.status, content=problem_body(exc.problems), headers=headers
         )
 
     def endpoint(request: Request, service_id: str) -> str:

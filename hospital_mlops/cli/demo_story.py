@@ -322,7 +322,7 @@ def play_story(
     pace: Pace = DEMO_PACE,
 ) -> StoryOutcome:
     """Tell the story (printing it) and return what it decided; RuntimeError if a step fails."""
-    from hospital_mlops.governance import registry
+    from hospital_mlops.governance import registration, registry
     from hospital_mlops.model.example_requests import test_period
     from hospital_mlops.steps.data import RunContext
     from hospital_mlops.steps.model import run_model_in_process
@@ -352,7 +352,7 @@ def play_story(
     from hospital_mlops.governance.config import load_governance
 
     for role in load_governance().required_signoffs:
-        registry.sign_off(model, candidate, role, DEMO_REVIEWER, "recorded by `make demo`")
+        registration.sign_off(model, candidate, role, DEMO_REVIEWER, "recorded by `make demo`")
     print(f"candidate: {model} version {candidate} (retrained; demo sign-offs)")
     test = test_period(
         registry.training_record(registry.resolve(registry.client(), model, str(champion)))

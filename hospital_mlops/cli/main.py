@@ -38,10 +38,8 @@ USAGE_ERRORS = (
     ("hospital_mlops.data.faults", ("UnknownScenario",)),
     ("hospital_mlops.use_case", ("UseCaseError",)),
     ("hospital_mlops.governance.config", ("GovernanceError",)),
-    (
-        "hospital_mlops.governance.registry",
-        ("RegistryUnavailable", "RegistryError", "RegistrationFailed"),
-    ),
+    ("hospital_mlops.governance.registry", ("RegistryUnavailable", "RegistryError")),
+    ("hospital_mlops.governance.registration", ("RegistrationFailed",)),
     ("hospital_mlops.governance.compare", ("CompareError",)),
     ("hospital_mlops.cli.serving", ("ServeUsageError",)),
     ("hospital_mlops.cli.ports", ("PortUsageError",)),
@@ -429,7 +427,7 @@ def _licenses(out: Path) -> int:
 
 
 def _registry(args: argparse.Namespace) -> int:
-    from hospital_mlops.governance import registry
+    from hospital_mlops.governance import registration, registry
 
     if args.action == "export":
         from hospital_mlops.inference.bundle import BundleError, export_bundle, load_bundle
@@ -461,7 +459,7 @@ def _registry(args: argparse.Namespace) -> int:
             )
         return 0
     if args.action == "sign-off":
-        record = registry.sign_off(args.model, args.version, args.role, args.by, args.note)
+        record = registration.sign_off(args.model, args.version, args.role, args.by, args.note)
         print(f"{args.model} version {args.version}: {args.role} sign-off by {record['by']}")
         return 0
     if args.action == "retire":
@@ -482,7 +480,7 @@ def _registry(args: argparse.Namespace) -> int:
         from hospital_mlops.governance.config import load_governance
 
         required = list(load_governance().required_signoffs)
-        done = registry.promote(args.model, args.version, args.alias, required)
+        done = registration.promote(args.model, args.version, args.alias, required)
         print(f"{args.model} version {args.version} is now @{done['alias']}")
         return 0
     if args.action == "compare":
@@ -590,15 +588,15 @@ def _demo_promote(name: str, version: int) -> None:
     """Sign off with clearly labelled demo reviewers and promote, so later stages have a
     champion to serve. A hospital does this with its real reviewers (see docs/validation.md)."""
     from hospital_mlops.cli.demo_story import DEMO_REVIEWER
-    from hospital_mlops.governance import registry
+    from hospital_mlops.governance import registration
     from hospital_mlops.governance.config import load_governance
 
     required = list(load_governance().required_signoffs)
     for role in required:
-        registry.sign_off(
+        registration.sign_off(
             name, version, role, DEMO_REVIEWER, "recorded by `make demo` for the bundled dataset"
         )
-    registry.promote(name, version, "champion", required)
+    registration.promote(name, version, "champion", required)
     print(
         f"\n{name} version {version}: demo sign-offs by '{DEMO_REVIEWER}' for "
         f"{', '.join(required)}; promoted to @champion."

@@ -101,7 +101,7 @@ def _write_json(path: Path, payload: Any) -> None:
 
 
 def _evidence(run_id: str, tags: dict[str, str], dest: Path, missing: list[str]) -> None:
-    import mlflow
+    from hospital_mlops.governance import registry
 
     registered: dict[str, str] = json.loads(tags.get("evidence.sha256", "{}"))
     if not registered:
@@ -110,9 +110,7 @@ def _evidence(run_id: str, tags: dict[str, str], dest: Path, missing: list[str])
             "this system's training step, so its evidence cannot be vouched for"
         )
     with tempfile.TemporaryDirectory() as tmp:  # no progress bars: registry.client() set that
-        local = Path(mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="evidence", dst_path=tmp
-        ))  # fmt: skip
+        local = registry.download_artifacts(run_id, "evidence", Path(tmp))
         dest.mkdir(parents=True, exist_ok=True)
         for name, expected in sorted(registered.items()):
             path = local / name

@@ -1,10 +1,9 @@
-"""The MLflow model registry: candidates with their evidence, sign-offs and promotion.
+"""The MLflow model registry, read: versions, aliases, sign-offs, evidence and the verified model.
 
-A model version exists in the registry only if every pre-declared gate passed; a failing model
-is logged as a run (its evidence kept) but never registered. Promotion to an alias such as
-``champion`` requires every sign-off role named in ``config/governance.yaml``. Nothing that
-identifies a patient is written here: parameters, metrics, hashes and token-free feature rows
-only.
+This module and ``registration`` (its writes) are the library's one gateway to MLflow; the rest
+of the system asks them, never MLflow itself. A model version exists in the registry only if
+every pre-declared gate passed; promotion to an alias such as ``champion`` requires every
+sign-off role named in ``config/governance.yaml``.
 
 The store is the local SQLite file (a laptop, the demo) or, on a cluster, an ``mlflow server``
 over HTTP with PostgreSQL behind it and artifacts proxied through it (``mlflow-artifacts:``).
@@ -20,7 +19,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,15 +39,6 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TI
 
 GATES_TAG = "gates.passed"
 SIGNOFF_PREFIX = "signoff."
-
-
-def pip_requirements() -> list[str]:
-    """The scoring function's runtime, pinned to what trained it (xgboost as the CPU-only wheel:
-    plain ``xgboost`` drags in CUDA libraries a CPU predictor never uses)."""
-    from importlib.metadata import version
-
-    pinned = [f"{name}=={version(name)}" for name in ("numpy", "pandas", "pyarrow", "pydantic")]
-    return [f"xgboost-cpu=={version('xgboost-cpu')}", *pinned, "pyyaml>=6"]
 
 
 class RegistryUnavailable(RuntimeError):
@@ -100,7 +90,7 @@ def client() -> Any:
     except Exception as exc:
         # from None: the chained exception would print the credentials again
         raise RegistryUnavailable(
-            f"the MLflow store at {_redact(uri)} cannot be reached: {failure_cause(exc)}"
+            f"the MLflow store at {redact(uri)} cannot be reached: {failure_cause(exc)}"
         ) from None
     return c
 
@@ -136,7 +126,7 @@ def failure_cause(exc: BaseException) -> str:
     if errno:
         return errno.group(1).strip().lower()
     uri = tracking_uri()
-    first = (str(exc).splitlines() or [""])[0][:200].replace(uri, _redact(uri))
+    first = (str(exc).splitlines() or [""])[0][:200].replace(uri, redact(uri))
     return f"{type(exc).__name__}: {_redact_userinfo(first)}"
 
 
@@ -152,7 +142,7 @@ def not_found(exc: Exception) -> bool:
 
 def _store_failure(exc: BaseException) -> RegistryUnavailable:
     return RegistryUnavailable(
-        f"the MLflow store at {_redact(tracking_uri())} failed: {failure_cause(exc)}"
+        f"the MLflow store at {redact(tracking_uri())} failed: {failure_cause(exc)}"
     )
 
 
@@ -197,6 +187,30 @@ def evidence_file(run_id: str, artifact_path: str) -> Path | None:
     return None
 
 
+def download_artifacts(run_id: str, artifact_path: str, dest: Path | None = None) -> Path:
+    """A run's artifact directory (or file), downloaded under ``dest`` (MLflow's own temporary
+    directory when None)."""
+    import mlflow
+
+    where = str(dest) if dest is not None else None
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=where
+        )
+    )
+
+
+def champion_version(model: str) -> str | None:
+    """The version the ``champion`` alias points at; None when there is none (or no model)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client().get_model_version_by_alias(model, "champion").version)
+    except MlflowException as exc:
+        raise_if_failure(exc)
+        return None
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -225,7 +239,7 @@ def _redact_userinfo(text: str) -> str:
     return re.sub(r"://[^/@\s]+@", "://***@", text)
 
 
-def _redact(uri: str) -> str:
+def redact(uri: str) -> str:
     """Never print credentials embedded in a tracking URI."""
     if "@" in uri and "://" in uri:
         scheme, rest = uri.split("://", 1)
@@ -241,135 +255,6 @@ def experiment_for(c: Any, name: str) -> str:
     if tracking_uri().startswith("sqlite:"):
         location = (state_dir() / "mlartifacts").resolve().as_uri()
     return str(c.create_experiment(name, artifact_location=location))
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """Everything the registry records for one trained model."""
-
-    model_dir: Path
-    evidence: dict[str, Path]  # name → file
-    params: dict[str, Any]
-    metrics: dict[str, float]
-    tags: dict[str, str]
-    gates_passed: bool
-    input_example: pd.DataFrame
-    golden: pd.DataFrame  # feature rows + "expected_risk"
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-class RegistrationFailed(RuntimeError):
-    """The store failed part-way (locked, full, gone): what was and was not written is said."""
-
-
-def log_candidate(model_name: str, candidate: Candidate) -> dict[str, Any]:
-    """Log the run (always) and register a version (only when every gate passed). A store that
-    fails part-way (locked, gone) is a RegistrationFailed naming what was written; no alias is
-    ever touched here, so the serving champion cannot change."""
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import SQLAlchemyError
-
-    progress: dict[str, Any] = {}
-    try:
-        return _log_candidate(model_name, candidate, progress)
-    except (MlflowException, SQLAlchemyError, OSError) as exc:
-        done = (
-            f"the run {progress['run_id']} was logged"
-            if "run_id" in progress
-            else "nothing was logged"
-        )
-        raise RegistrationFailed(
-            f"the MLflow store at {_redact(tracking_uri())} failed during registration "
-            f"({failure_cause(exc)}); {done}, {_left_registered(model_name, progress)}, and no "
-            "alias changed. Run the step again when the store answers."
-        ) from None
-
-
-def _left_registered(model: str, progress: dict[str, Any]) -> str:
-    """What a failed registration left in the registry. A SQLite store's transaction says it
-    alone; over HTTP the server may have created the version and its answer been lost, so the
-    registry is asked once more, and when it cannot answer that is said."""
-    if "version" in progress:
-        return f"version {progress['version']} was created but not completed (retire it)"
-    if "registering" not in progress or not tracking_uri().startswith(("http://", "https://")):
-        return "no version was registered"
-    from mlflow.exceptions import MlflowException
-
-    run_id = progress["run_id"]
-    try:
-        found = client().search_model_versions(f"name='{model}' and run_id='{run_id}'")
-    except (RegistryUnavailable, MlflowException, OSError):
-        return (
-            f"whether a version was registered could not be checked (look for one of run "
-            f"{run_id} in `hmlops registry show --model {model}` and retire it)"
-        )
-    if not found:
-        return "no version was registered"
-    numbers = ", ".join(str(v.version) for v in sorted(found, key=lambda v: int(v.version)))
-    if len(found) == 1:
-        return f"version {numbers} was created but not completed (retire it)"
-    return f"versions {numbers} were created but not completed (retire them)"
-
-
-def _log_candidate(
-    model_name: str, candidate: Candidate, progress: dict[str, Any]
-) -> dict[str, Any]:
-    import mlflow
-    from mlflow.models import infer_signature
-
-    from hospital_mlops.governance.pyfunc import risk_pyfunc_class
-
-    c = client()
-    experiment_id = experiment_for(c, model_name)
-    evidence_hashes = {name: _sha256(path) for name, path in candidate.evidence.items()}
-    tags = {
-        **candidate.tags,
-        GATES_TAG: str(candidate.gates_passed).lower(),
-        "evidence.sha256": json.dumps(evidence_hashes, sort_keys=True),
-    }
-    signature = infer_signature(
-        candidate.input_example, pd.DataFrame({"risk": candidate.golden["expected_risk"][:1]})
-    )
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in candidate.params.items()})
-        mlflow.log_metrics(candidate.metrics)
-        mlflow.set_tags(tags)
-        for path in candidate.evidence.values():
-            mlflow.log_artifact(str(path), artifact_path="evidence")
-        golden_path = candidate.model_dir.parent / "golden.parquet"
-        candidate.golden.to_parquet(golden_path, index=False)
-        mlflow.log_artifact(str(golden_path), artifact_path="golden")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=risk_pyfunc_class()(),
-            artifacts={"risk_model": str(candidate.model_dir)},
-            code_paths=[str(Path(__file__).resolve().parent.parent)],
-            signature=signature,
-            input_example=candidate.input_example,
-            pip_requirements=pip_requirements(),
-        )
-        run_id = run.info.run_id
-    progress["run_id"] = run_id
-    result: dict[str, Any] = {
-        "name": model_name,
-        "version": None,
-        "run_id": run_id,
-        "model_uri": info.model_uri,
-        "evidence_sha256": evidence_hashes,
-    }
-    if not candidate.gates_passed:
-        return result
-    progress["registering"] = True
-    version = mlflow.register_model(info.model_uri, model_name, tags=tags)
-    progress["version"] = int(version.version)
-    c.set_model_version_tag(model_name, version.version, "run_id", run_id)
-    result["version"] = int(version.version)
-    return result
 
 
 def _version(c: Any, model: str, version: int) -> Any:
@@ -388,47 +273,12 @@ def model_version(c: Any, model: str, version: int) -> Any:
     return _version(c, model, version)
 
 
-@store_errors
-def sign_off(model: str, version: int, role: str, by: str, note: str = "") -> dict[str, Any]:
-    from hospital_mlops.governance.config import ROLES
-
-    if role not in ROLES:
-        raise RegistryError(f"role must be one of {list(ROLES)}, not {role!r}")
-    if not by.strip():
-        raise RegistryError("a sign-off needs the name of the person signing (--by)")
-    c = client()
-    _version(c, model, version)
-    record = {"by": by, "at": datetime.now(UTC).isoformat(timespec="seconds"), "note": note}
-    c.set_model_version_tag(model, str(version), SIGNOFF_PREFIX + role, json.dumps(record))
-    return {"model": model, "version": version, "role": role, **record}
-
-
 def signoffs(version: Any) -> dict[str, dict[str, str]]:
     return {
         k[len(SIGNOFF_PREFIX) :]: json.loads(v)
         for k, v in version.tags.items()
         if k.startswith(SIGNOFF_PREFIX)
     }
-
-
-@store_errors
-def promote(model: str, version: int, alias: str, required_roles: Sequence[str]) -> dict[str, Any]:
-    """Point ``alias`` at the version, or refuse naming everything that is missing."""
-    c = client()
-    mv = _version(c, model, version)
-    if mv.tags.get(RETIRED_TAG):
-        raise PromotionRefused(f"{model} version {version} is retired: {mv.tags[RETIRED_TAG]}")
-    missing = []
-    if mv.tags.get(GATES_TAG) != "true":
-        missing.append("passed model gates")
-    signed = signoffs(mv)
-    missing += [f"{role} sign-off" for role in required_roles if role not in signed]
-    if missing:
-        raise PromotionRefused(
-            f"{model} version {version} cannot become {alias!r}; missing: {', '.join(missing)}"
-        )
-    c.set_registered_model_alias(model, alias, str(version))
-    return {"model": model, "version": version, "alias": alias, "signoffs": signed}
 
 
 @store_errors
@@ -632,7 +482,7 @@ def load_risk_model(model: str, ref: str) -> LoadedModel:
     uri = model_uri(model, str(version.version))
     loaded = mlflow.pyfunc.load_model(uri)
     expected = version.tags.get("lineage.model_sha256", "")
-    files = Path(loaded._model_impl.context.artifacts["risk_model"])
+    files = _risk_model_dir(loaded)
     actual = model_hash(files)
     if not expected:
         raise ArtifactMismatch(f"{uri} has no recorded model sha256; it cannot be verified")
@@ -645,3 +495,15 @@ def load_risk_model(model: str, ref: str) -> LoadedModel:
     return LoadedModel(
         risk_model, int(version.version), training_record(version), actual, dict(version.tags)
     )
+
+
+def _risk_model_dir(loaded: Any) -> Path:
+    return Path(loaded._model_impl.context.artifacts["risk_model"])
+
+
+def model_files(version: Any) -> Path:
+    """The directory of a version's own model files (the pyfunc's ``risk_model`` artifact),
+    downloaded; the caller verifies them against ``lineage.model_sha256``."""
+    import mlflow
+
+    return _risk_model_dir(mlflow.pyfunc.load_model(model_uri(version.name, str(version.version))))

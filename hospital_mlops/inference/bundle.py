@@ -58,15 +58,12 @@ def is_bundle(ref: str) -> bool:
 def export_bundle(model: str, ref: str, out: Path) -> Path:
     """Write version ``ref`` of ``model`` to ``out`` (atomically: a half-written bundle never
     appears under its name)."""
-    import mlflow
-
     from hospital_mlops.governance import registry
 
     c = registry.client()
     version = registry.resolve(c, model, ref)
     uri = registry.model_uri(model, str(version.version))
-    loaded = mlflow.pyfunc.load_model(uri)
-    files = Path(loaded._model_impl.context.artifacts["risk_model"])
+    files = registry.model_files(version)
     recorded = version.tags.get("lineage.model_sha256", "")
     if model_hash(files) != recorded:
         raise BundleError(f"{uri}: the model files do not hash to the registered sha256")
@@ -79,11 +76,11 @@ def export_bundle(model: str, ref: str, out: Path) -> Path:
         for name in MODEL_FILES:
             shutil.copy2(files / name, staging / MODEL_DIR / name)
         run_id = version.run_id
-        golden = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="golden")
+        golden = registry.download_artifacts(run_id, "golden")
         shutil.copy2(Path(golden) / GOLDEN, staging / GOLDEN)
         for artifact, name in (("evidence/training.json", TRAINING),):
             shutil.copy2(
-                mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact),
+                registry.download_artifacts(run_id, artifact),
                 staging / name,
             )
         # versions registered before drift references existed have none; a failing store is

@@ -143,24 +143,17 @@ def _obs_dict(obs: Observations) -> dict[str, Any]:
 
 
 def _registered(model: str, version: int) -> Registered:
-    from mlflow.exceptions import MlflowException
-
     from hospital_mlops.governance import registry
     from hospital_mlops.governance.config import load_governance
 
-    c = registry.client()
     try:
-        mv = c.get_model_version(model, str(version))
-    except MlflowException as exc:
-        registry.raise_if_failure(exc)
+        mv = registry.model_version(registry.client(), model, version)
+    except registry.RegistryError:
         raise RolloutError(f"model {model!r} has no registered version {version}") from None
     if mv.tags.get(registry.GATES_TAG) != "true":
         raise RolloutRefused(f"{model} version {version} did not pass its model gates")
-    try:
-        champion: int | None = int(c.get_model_version_by_alias(model, "champion").version)
-    except MlflowException as exc:
-        registry.raise_if_failure(exc)
-        champion = None
+    current = registry.champion_version(model)
+    champion = int(current) if current is not None else None
     signed = registry.signoffs(mv)
     required = load_governance().required_signoffs
     return Registered(version, champion, [r for r in required if r not in signed])
@@ -487,15 +480,9 @@ def _check_image(settings: Settings) -> None:
 
 
 def _champion(model: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
     from hospital_mlops.governance import registry
 
-    try:
-        return str(registry.client().get_model_version_by_alias(model, "champion").version)
-    except MlflowException as exc:
-        registry.raise_if_failure(exc)
-        return None
+    return registry.champion_version(model)
 
 
 def _restore_champion(model: str, version: str | None) -> None:
@@ -509,10 +496,10 @@ def _restore_champion(model: str, version: str | None) -> None:
 
 
 def _promote(settings: Settings) -> None:
-    from hospital_mlops.governance import registry
+    from hospital_mlops.governance import registration
     from hospital_mlops.governance.config import load_governance
 
-    registry.promote(
+    registration.promote(
         settings.model, settings.version, "champion", load_governance().required_signoffs
     )
 

@@ -315,7 +315,7 @@ def _gate_and_report(
 
 def register(ctx: RunContext, train_dir: Path, eval_dir: Path) -> dict[str, Any]:
     """Log the run with its evidence; register a version only if every gate passed."""
-    from hospital_mlops.governance.registry import Candidate, log_candidate
+    from hospital_mlops.governance.registration import Candidate, log_candidate
 
     governance = load_governance()
     use_case = load_use_case()

@@ -105,13 +105,13 @@ def d130_runs(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def d130_signed_off(d130_runs) -> int:
     """The first run's version, signed off by test reviewers."""
-    from hospital_mlops.governance import registry
+    from hospital_mlops.governance import registration
 
     _, first, _, _, _ = d130_runs
     version = int(first["model"]["version"])
     # In process: the sign-off and promote commands themselves are tested in test_pipeline_kfp.
     for role in REVIEW_ROLES:
-        registry.sign_off("readmission-30d", version, role, f"Test {role} reviewer")
+        registration.sign_off("readmission-30d", version, role, f"Test {role} reviewer")
     return version
 
 
@@ -119,7 +119,7 @@ def d130_signed_off(d130_runs) -> int:
 def d130_champion(d130_signed_off) -> int:
     """The first run's version promoted to @champion, at the start of each module that uses it:
     test_pipeline_kfp promotes the rerun's version in between, whatever the module order."""
-    from hospital_mlops.governance import registry
+    from hospital_mlops.governance import registration
 
-    registry.promote("readmission-30d", d130_signed_off, "champion", REVIEW_ROLES)
+    registration.promote("readmission-30d", d130_signed_off, "champion", REVIEW_ROLES)
     return d130_signed_off

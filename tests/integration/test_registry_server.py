@@ -28,7 +28,7 @@ from e2e.local_mlflow import LocalMlflow
 from e2e.local_postgres import free_port
 from hospital_mlops.cli.main import run_captured
 from hospital_mlops.features import feature_set_for
-from hospital_mlops.governance import registry
+from hospital_mlops.governance import registration, registry
 from hospital_mlops.governance.config import load_governance
 from hospital_mlops.model.train import train_risk_model
 from hospital_mlops.use_case import TrainingConfig, load_use_case
@@ -44,7 +44,7 @@ FAULTED = "champion-under-faults"  # registered and promoted once, through the f
 
 @dataclasses.dataclass(frozen=True)
 class Servable:
-    candidate: registry.Candidate
+    candidate: registration.Candidate
     sha256: str
 
 
@@ -63,7 +63,7 @@ def servable(tmp_path_factory: pytest.TempPathFactory) -> Servable:
     golden["expected_risk"] = model.predict_risk(golden, fs)
     training = work / "training.json"
     training.write_text(json.dumps({"thresholds": {load_use_case().thresholds.primary: 0.2}}))
-    candidate = registry.Candidate(
+    candidate = registration.Candidate(
         model_dir=work / "risk_model",
         evidence={"training.json": training},
         params={"source": "diabetes130"},
@@ -94,10 +94,10 @@ def proxy(
     try:
         with pytest.MonkeyPatch.context() as mp:
             _use(mp, proxy.url, tmp_path_factory.mktemp("state"))
-            version = registry.log_candidate(FAULTED, servable.candidate)["version"]
+            version = registration.log_candidate(FAULTED, servable.candidate)["version"]
             for role in ROLES:
-                registry.sign_off(FAULTED, version, role, f"Test {role} reviewer")
-            registry.promote(FAULTED, version, "champion", ROLES)
+                registration.sign_off(FAULTED, version, role, f"Test {role} reviewer")
+            registration.promote(FAULTED, version, "champion", ROLES)
         yield proxy
     finally:
         proxy.stop()
@@ -152,7 +152,7 @@ def test_a_version_is_registered_signed_off_promoted_and_served_through_the_serv
     state = tmp_path / "state"
     _use(monkeypatch, mlflow_server.url, state)
     name = "served-through-the-server"
-    accepted = registry.log_candidate(name, servable.candidate)
+    accepted = registration.log_candidate(name, servable.candidate)
     assert accepted["version"] == 1
 
     code, _, err = _cli("promote", "--model", name, "--version", "1")
@@ -279,8 +279,8 @@ def test_a_server_failing_during_registration_says_what_was_written_and_moves_no
     before = _versions_in_database(mlflow_server, FAULTED)
     through_proxy.fail(mode, on="model-versions/create", once=once, onwards=not once)
     started = time.monotonic()
-    with pytest.raises(registry.RegistrationFailed) as err:
-        registry.log_candidate(FAULTED, servable.candidate)
+    with pytest.raises(registration.RegistrationFailed) as err:
+        registration.log_candidate(FAULTED, servable.candidate)
     assert time.monotonic() - started < 30
     message = str(err.value)
     assert message.startswith(
@@ -297,7 +297,7 @@ def test_a_server_failing_during_registration_says_what_was_written_and_moves_no
     else:
         assert after == before
     if mode == "drop":  # the advice holds: once the server answers, the step runs again
-        again = registry.log_candidate(FAULTED, servable.candidate)
+        again = registration.log_candidate(FAULTED, servable.candidate)
         assert again["version"] == max(before) + 1
         assert _champion_in_database(mlflow_server, FAULTED) == [1]
 
@@ -315,7 +315,7 @@ def test_retries_would_register_a_version_twice_when_its_answer_is_lost(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
     before = _versions_in_database(mlflow_server, FAULTED)
     through_proxy.fail("lose", on="model-versions/create", once=True)
-    registered = registry.log_candidate(FAULTED, servable.candidate)["version"]
+    registered = registration.log_candidate(FAULTED, servable.candidate)["version"]
     new = sorted(set(_versions_in_database(mlflow_server, FAULTED)) - set(before))
     assert len(new) == 2 and registered == new[1]
     assert "run_id" not in registry.client().get_model_version(FAULTED, str(new[0])).tags

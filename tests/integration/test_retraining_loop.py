@@ -47,15 +47,15 @@ def _publish(store: Path, extract: Path, run_id: str, work: Path) -> dict:
 
 def _champion(store: Path, snapshot: dict, work: Path) -> int:
     """The model steps on ``snapshot``, registered, signed off and promoted to @champion."""
-    from hospital_mlops.governance import registry
+    from hospital_mlops.governance import registration
     from hospital_mlops.steps.data import RunContext
     from hospital_mlops.steps.model import run_model_in_process
 
     ctx = RunContext(SOURCE, USE, store, "champion-training")
     version = int(run_model_in_process(ctx, Path(snapshot["path"]), work / "champion")["version"])
     for role in REVIEW_ROLES:
-        registry.sign_off(MODEL, version, role, f"Test {role} reviewer")
-    registry.promote(MODEL, version, "champion", REVIEW_ROLES)
+        registration.sign_off(MODEL, version, role, f"Test {role} reviewer")
+    registration.promote(MODEL, version, "champion", REVIEW_ROLES)
     return version
 
 

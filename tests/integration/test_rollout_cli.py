@@ -259,10 +259,10 @@ def test_canary_is_refused_without_signoffs_then_entered(rollout_env, walked) ->
     assert _audit(env)[-1]["decision"] == "refused"
     assert not (env["root"] / "gitops" / MODEL / "serving").exists()
 
-    from hospital_mlops.governance import registry
+    from hospital_mlops.governance import registration
 
     for role in REVIEW_ROLES:
-        registry.sign_off(MODEL, env["candidate"], role, f"Test {role} reviewer")
+        registration.sign_off(MODEL, env["candidate"], role, f"Test {role} reviewer")
     canary = _json(
         _rollout(env, "advance", "--as-of", _at(21), "--observations", str(walked["observed"]),
                  "--json")

@@ -520,7 +520,7 @@ def test_results_survive_a_restart(store_url: str) -> None:
 def test_the_reference_is_loaded_from_the_registered_versions_evidence(
     pop: Population, tmp_path: Path
 ) -> None:
-    from hospital_mlops.governance import registry
+    from hospital_mlops.governance import registration
 
     work = tmp_path / "candidate"
     pop.model.save(work / "risk_model")
@@ -528,8 +528,8 @@ def test_the_reference_is_loaded_from_the_registered_versions_evidence(
     golden["expected_risk"] = pop.model.predict_risk(golden, FS)
     path = reference_file(pop, work)
 
-    def candidate(evidence: dict[str, Path]) -> registry.Candidate:
-        return registry.Candidate(
+    def candidate(evidence: dict[str, Path]) -> registration.Candidate:
+        return registration.Candidate(
             model_dir=work / "risk_model",
             evidence=evidence,
             params={"source": "diabetes130"},
@@ -540,7 +540,7 @@ def test_the_reference_is_loaded_from_the_registered_versions_evidence(
             golden=golden,
         )
 
-    registry.log_candidate("test-drift-reference", candidate({REFERENCE_FILE: path}))
+    registration.log_candidate("test-drift-reference", candidate({REFERENCE_FILE: path}))
     loaded, version, baseline = reference_from_registry("test-drift-reference", "latest")
     assert baseline is None  # registered with no drift_baseline.json: the p-values decide
     assert version == "test-drift-reference/1"

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from hospital_mlops.features import feature_set_for
-from hospital_mlops.governance import registry
+from hospital_mlops.governance import registration
 from hospital_mlops.governance.config import load_governance
 from hospital_mlops.model.evaluate.evaluation import LABEL, SCORE
 from hospital_mlops.model.explain import JARGON, MEDICATION_GROUP
@@ -103,9 +103,9 @@ def _register(real: Real, work: Path, model_name: str = MODEL) -> None:
     pd.DataFrame(
         {SCORE: model.predict_risk(real.split.test, fs), LABEL: real.split.test[fs.label]}
     ).to_parquet(test_predictions, index=False)
-    version = registry.log_candidate(
+    version = registration.log_candidate(
         model_name,
-        registry.Candidate(
+        registration.Candidate(
             model_dir=model_dir,
             evidence={"training.json": training, "test_predictions.parquet": test_predictions},
             params={"source": "diabetes130"},
@@ -118,8 +118,8 @@ def _register(real: Real, work: Path, model_name: str = MODEL) -> None:
     )["version"]
     roles = list(load_governance().required_signoffs)
     for role in roles:
-        registry.sign_off(model_name, version, role, "Test reviewer")
-    registry.promote(model_name, version, "champion", roles)
+        registration.sign_off(model_name, version, role, "Test reviewer")
+    registration.promote(model_name, version, "champion", roles)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from hospital_mlops.features import feature_set_for
-from hospital_mlops.governance import registry
+from hospital_mlops.governance import registration, registry
 from hospital_mlops.model.train import train_risk_model
 from hospital_mlops.use_case import TrainingConfig
 
@@ -55,9 +55,9 @@ def candidate_parts(tmp_path_factory):
     return work, golden, report
 
 
-def _candidate(parts, passed: bool) -> registry.Candidate:
+def _candidate(parts, passed: bool) -> registration.Candidate:
     work, golden, report = parts
-    return registry.Candidate(
+    return registration.Candidate(
         model_dir=work / "risk_model",
         evidence={"validation_report.html": report},
         params={"source": "diabetes130"},
@@ -73,23 +73,23 @@ def test_only_a_gated_model_is_registered_and_promotion_needs_every_signoff(
     candidate_parts,
 ) -> None:
     name = "test-registry-flow"
-    rejected = registry.log_candidate(name, _candidate(candidate_parts, passed=False))
+    rejected = registration.log_candidate(name, _candidate(candidate_parts, passed=False))
     assert rejected["version"] is None and rejected["run_id"]
     with pytest.raises(registry.RegistryError, match="no registered model"):
         registry.show(name)
 
-    accepted = registry.log_candidate(name, _candidate(candidate_parts, passed=True))
+    accepted = registration.log_candidate(name, _candidate(candidate_parts, passed=True))
     version = accepted["version"]
     assert version == 1
     report_hash = accepted["evidence_sha256"]["validation_report.html"]
     with pytest.raises(registry.PromotionRefused, match="clinical sign-off, technical sign-off"):
-        registry.promote(name, version, "champion", ROLES)
+        registration.promote(name, version, "champion", ROLES)
     for role in ROLES[:3]:
-        registry.sign_off(name, version, role, f"Reviewer {role}", "looked at the report")
+        registration.sign_off(name, version, role, f"Reviewer {role}", "looked at the report")
     with pytest.raises(registry.PromotionRefused, match=r"missing: compliance sign-off$"):
-        registry.promote(name, version, "champion", ROLES)
-    registry.sign_off(name, version, "compliance", "Reviewer compliance")
-    registry.promote(name, version, "champion", ROLES)
+        registration.promote(name, version, "champion", ROLES)
+    registration.sign_off(name, version, "compliance", "Reviewer compliance")
+    registration.promote(name, version, "champion", ROLES)
 
     shown = registry.show(name)
     (v,) = shown["versions"]
@@ -104,13 +104,13 @@ def test_only_a_gated_model_is_registered_and_promotion_needs_every_signoff(
 
 def test_bad_signoffs_and_versions_are_refused(candidate_parts) -> None:
     name = "test-registry-bad"
-    version = registry.log_candidate(name, _candidate(candidate_parts, passed=True))["version"]
+    version = registration.log_candidate(name, _candidate(candidate_parts, passed=True))["version"]
     with pytest.raises(registry.RegistryError, match="role must be one of"):
-        registry.sign_off(name, version, "janitor", "X")
+        registration.sign_off(name, version, "janitor", "X")
     with pytest.raises(registry.RegistryError, match="needs the name"):
-        registry.sign_off(name, version, "clinical", "  ")
+        registration.sign_off(name, version, "clinical", "  ")
     with pytest.raises(registry.RegistryError, match="has no version 99"):
-        registry.sign_off(name, 99, "clinical", "X")
+        registration.sign_off(name, 99, "clinical", "X")
 
 
 def test_a_tampered_model_fails_its_golden_check(candidate_parts, monkeypatch) -> None:
@@ -118,7 +118,7 @@ def test_a_tampered_model_fails_its_golden_check(candidate_parts, monkeypatch) -
     work, golden, report = candidate_parts
     shifted = golden.assign(expected_risk=golden["expected_risk"] + 0.01)
     parts = (work, shifted, report)
-    version = registry.log_candidate(name, _candidate(parts, passed=True))["version"]
+    version = registration.log_candidate(name, _candidate(parts, passed=True))["version"]
     with pytest.raises(registry.GoldenMismatch, match=r"largest difference 0\.01"):
         registry.verify_golden(registry.model_uri(name, str(version)))
 
@@ -136,7 +136,7 @@ def test_a_model_that_fails_its_golden_check_is_never_served(candidate_parts) ->
     name = "test-registry-not-served"
     work, golden, report = candidate_parts
     parts = (work, golden.assign(expected_risk=golden["expected_risk"] + 0.01), report)
-    version = registry.log_candidate(name, _candidate(parts, passed=True))["version"]
+    version = registration.log_candidate(name, _candidate(parts, passed=True))["version"]
     with pytest.raises(ModelNotReady, match=r"GoldenMismatch: .* does not reproduce"):
         serve_predictor(name, str(version), port=1)  # raises before any socket is opened
 
@@ -179,10 +179,10 @@ def test_a_registry_that_goes_away_during_registration_fails_clearly_and_changes
     server = _start_tracking_server(tmp_path, port)
     name = "test-registry-gone"
     try:
-        first = registry.log_candidate(name, _candidate(candidate_parts, True))
+        first = registration.log_candidate(name, _candidate(candidate_parts, True))
         for role in ROLES:
-            registry.sign_off(name, first["version"], role, f"Test {role} reviewer")
-        registry.promote(name, first["version"], "champion", ROLES)
+            registration.sign_off(name, first["version"], role, f"Test {role} reviewer")
+        registration.promote(name, first["version"], "champion", ROLES)
         original = mlflow.register_model
 
         def register_after_the_server_died(*args, **kwargs):
@@ -191,8 +191,8 @@ def test_a_registry_that_goes_away_during_registration_fails_clearly_and_changes
             return original(*args, **kwargs)
 
         monkeypatch.setattr(mlflow, "register_model", register_after_the_server_died)
-        with pytest.raises(registry.RegistrationFailed) as err:
-            registry.log_candidate(name, _candidate(candidate_parts, True))
+        with pytest.raises(registration.RegistrationFailed) as err:
+            registration.log_candidate(name, _candidate(candidate_parts, True))
         message = str(err.value)
         assert f"http://127.0.0.1:{port}" in message and "failed during registration" in message
         assert "the run " in message and "was logged" in message
@@ -224,10 +224,10 @@ def test_a_store_locked_during_registration_fails_clearly_and_changes_no_alias(
     from hospital_mlops.paths import state_dir
 
     name = "test-registry-locked"
-    first = registry.log_candidate(name, _candidate(candidate_parts, True))
+    first = registration.log_candidate(name, _candidate(candidate_parts, True))
     for role in ROLES:
-        registry.sign_off(name, first["version"], role, f"Test {role} reviewer")
-    registry.promote(name, first["version"], "champion", ROLES)
+        registration.sign_off(name, first["version"], role, f"Test {role} reviewer")
+    registration.promote(name, first["version"], "champion", ROLES)
     original = mlflow.register_model
     held: list[sqlite3.Connection] = []
 
@@ -239,8 +239,8 @@ def test_a_store_locked_during_registration_fails_clearly_and_changes_no_alias(
 
     monkeypatch.setattr(mlflow, "register_model", register_while_locked)
     try:
-        with pytest.raises(registry.RegistrationFailed, match="locked") as err:
-            registry.log_candidate(name, _candidate(candidate_parts, True))
+        with pytest.raises(registration.RegistrationFailed, match="locked") as err:
+            registration.log_candidate(name, _candidate(candidate_parts, True))
     finally:
         for lock in held:
             lock.execute("ROLLBACK")
