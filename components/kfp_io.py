@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
+from hospital_mlops import artifacts
+
 
 class _PathArtifact(Protocol):
     path: str
@@ -44,7 +46,7 @@ def publish_model_metrics(train_dir: Path, summary: dict[str, Any], roc: Any, me
     import pandas as pd
     from sklearn.metrics import confusion_matrix, roc_curve
 
-    predictions = pd.read_parquet(train_dir / "test_predictions.parquet")
+    predictions = pd.read_parquet(train_dir / artifacts.TEST_PREDICTIONS)
     fpr, tpr, thresholds = roc_curve(predictions["label"], predictions["score"])
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(ROC_POINTS, len(fpr))).astype(int))
     # KFP wants finite thresholds; roc_curve starts at +inf

@@ -25,11 +25,12 @@ def train_op(
     """Time-based split of the published snapshot; XGBoost + calibration; comparator."""
     from pathlib import Path
 
+    from hospital_mlops import artifacts
     from hospital_mlops.steps import data as data_steps
     from hospital_mlops.steps import model as model_steps
 
     ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
-    features_dir = Path(store_root) / "published" / "features" / published_sha256
+    features_dir = artifacts.published_features(Path(store_root)) / published_sha256
     training = model_steps.train(ctx, features_dir, Path(trained.path))
     trained.metadata.update(
         {
@@ -58,13 +59,14 @@ def evaluate_op(
     from pathlib import Path
 
     from components import kfp_io
+    from hospital_mlops import artifacts
     from hospital_mlops.steps import data as data_steps
     from hospital_mlops.steps import model as model_steps
 
     ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
     summary = model_steps.evaluate(ctx, Path(trained.path), Path(evidence.path))
-    shutil.copyfile(Path(evidence.path) / "validation_report.md", report.path)
-    shutil.copyfile(Path(evidence.path) / "validation_report.html", report_page.path)
+    shutil.copyfile(Path(evidence.path) / artifacts.VALIDATION_REPORT_MD, report.path)
+    shutil.copyfile(Path(evidence.path) / artifacts.VALIDATION_REPORT_HTML, report_page.path)
     kfp_io.publish_model_metrics(Path(trained.path), summary, roc, metrics)
     return bool(summary["gates"]["passed"])
 

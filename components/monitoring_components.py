@@ -41,11 +41,12 @@ def monitor_op(
     ):
         if value:
             os.environ[name] = value
+    from hospital_mlops import artifacts
     from hospital_mlops.steps import monitoring as monitoring_steps
 
     out = Path(run.path)
     result = monitoring_steps.monitor(model, ref, policy_path, out)
-    shutil.copyfile(out / "monitoring_report.html", report.path)
+    shutil.copyfile(out / artifacts.MONITORING_REPORT, report.path)
     shutil.copyfile(out / "summary.md", summary.path)
     metrics.log_metric("predictions", result["predictions"])
     metrics.log_metric("with_outcomes", result["with_outcomes"])

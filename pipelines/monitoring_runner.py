@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from hospital_mlops import artifacts
 from hospital_mlops.config_files import StrictModel, load_yaml_model
 from hospital_mlops.paths import project_root
 
@@ -132,7 +133,7 @@ def _collect(root: Path, run_id: str) -> dict[str, Any]:
     found: dict[str, Any] = {"run_id": run_id, "pipeline_root": str(root)}
     for run_json in root.rglob("run/run.json"):
         found["monitoring"] = json.loads(run_json.read_text())
-        found["report"] = str(run_json.parent / "monitoring_report.html")
+        found["report"] = str(run_json.parent / artifacts.MONITORING_REPORT)
     for decision in root.rglob("decision"):
         if decision.is_file():
             found["decision"] = json.loads(decision.read_text())

@@ -34,6 +34,7 @@ import httpx
 import pandas as pd
 import yaml
 
+from hospital_mlops import artifacts
 from hospital_mlops.data.published_index import read_entries
 from hospital_mlops.paths import config_path
 from serving.readiness import NotReady, wait_until_ready
@@ -474,7 +475,7 @@ def play_story(
     for c in tripped:
         print(f"  criterion {c['name']}: observed {c['observed']}, limit {c['limit']}")
     print(f"  GitOps change to commit: {step['patch_path']}")
-    report = story / "monitoring_report.html"
+    report = story / artifacts.MONITORING_REPORT
     hmlops("monitor", "report", "--model", f"{model}@{champion}", "--policy",
             str(monitoring_policy), "--out", str(report))  # fmt: skip
     print(f"\nmonitoring report (self-contained HTML): {report}")

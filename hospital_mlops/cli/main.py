@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hospital_mlops import artifacts
 from hospital_mlops.cli import access as cli_access
 from hospital_mlops.cli import cds as cli_cds
 from hospital_mlops.cli import governance as cli_governance
@@ -545,9 +546,9 @@ def _demo(out: Path, serve_port: int = 8080, story: bool = True, pace: str = "de
             f"{out / 'published' / 'features' / summary['final_artifact_sha256']}"
         )
     evidence = {e["name"]: e["path"] for e in summary.get("evidence", [])}
-    if "validation_report.html" in evidence:
-        print(f"  validation report (HTML):           {evidence['validation_report.html']}")
-        print(f"  model card + HTI-1 attributes:      {evidence['model_card.html']}")
+    if artifacts.VALIDATION_REPORT_HTML in evidence:
+        print(f"  validation report (HTML):           {evidence[artifacts.VALIDATION_REPORT_HTML]}")
+        print(f"  model card + HTI-1 attributes:      {evidence[artifacts.MODEL_CARD_HTML]}")
     print(f"  lineage:  hmlops lineage {summary['run_id']} --out {out}")
     print(f"  compiled pipeline IR:  hmlops pipeline compile --out {out / 'data_pipeline.yaml'}")
     if summary["status"] != "succeeded":

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hospital_mlops import artifacts
 from hospital_mlops.cli.ports import check_port
 
 if TYPE_CHECKING:
@@ -200,7 +201,7 @@ def serve_one(args: argparse.Namespace) -> int:
     if args.window is not None and args.window < MIN_WINDOW:
         raise ServeUsageError(f"--window must be at least {MIN_WINDOW}, not {args.window}")
     name, ref = parse_model(args.model)
-    reference = Path(name) / "drift_reference.parquet" if ref == "path" else None
+    reference = Path(name) / artifacts.DRIFT_REFERENCE if ref == "path" else None
     try:
         serve_detector(
             name,

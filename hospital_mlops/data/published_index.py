@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hospital_mlops import artifacts
+
 log = logging.getLogger("hospital_mlops.data.published_index")
 
 
@@ -24,7 +26,7 @@ class PublishedIndexError(ValueError):
 
 
 def index_path(store: Path) -> Path:
-    return store / "published" / "index.jsonl"
+    return artifacts.publish_index(store)
 
 
 def append_entry(store: Path, entry: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
+from hospital_mlops import artifacts
 from hospital_mlops.data.catalog import SourceSpec
 from hospital_mlops.drift.alerts import (
     DriftBaseline,
@@ -63,8 +64,10 @@ from hospital_mlops.model.train import RiskModel
 
 Backend = Literal["alibi-detect", "scipy"]
 
-REFERENCE_FILE = "drift_reference.parquet"
-BASELINE_FILE = "drift_baseline.json"  # the thresholds, kept with the version beside the reference
+REFERENCE_FILE = artifacts.DRIFT_REFERENCE
+BASELINE_FILE = (
+    artifacts.DRIFT_BASELINE
+)  # the thresholds, kept with the version beside the reference
 REFERENCE_SEED = 20_130_101  # fixed: the same slice always gives the same reference
 SCORE_COLUMN = "risk"
 METADATA_KEY = b"hospital_mlops.drift_reference"

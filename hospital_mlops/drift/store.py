@@ -9,6 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from hospital_mlops import artifacts
 from hospital_mlops.drift.alerts import DriftBaseline
 from hospital_mlops.drift.monitor import (
     BASELINE_FILE,
@@ -101,14 +102,14 @@ def reference_from_registry(
     from hospital_mlops.governance import registry
 
     version = registry.resolve(registry.client(), model, ref)
-    local = registry.evidence_file(version.run_id, f"evidence/{REFERENCE_FILE}")
+    local = registry.evidence_file(version.run_id, artifacts.evidence(REFERENCE_FILE))
     if local is None:
         raise DriftReferenceError(
             f"{model} version {version.version} has no evidence/{REFERENCE_FILE}; it was "
             "registered before drift references were recorded: retrain, or start the detector "
             "with a local reference"
         )
-    found = registry.evidence_file(version.run_id, f"evidence/{BASELINE_FILE}")
+    found = registry.evidence_file(version.run_id, artifacts.evidence(BASELINE_FILE))
     baseline = read_baseline(Path(found)) if found is not None else None
     return read_reference(Path(local)), f"{model}/{version.version}", baseline
 

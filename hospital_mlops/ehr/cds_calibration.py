@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from hospital_mlops import artifacts
 from hospital_mlops.ehr.cds_card import CalibrationTable
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def registry_calibration(model_version: str) -> CalibrationTable | None:
         return None
     try:
         mv = registry.resolve(registry.client(), name, version)
-        path = registry.evidence_file(mv.run_id, "evidence/test_predictions.parquet")
+        path = registry.evidence_file(mv.run_id, artifacts.evidence(artifacts.TEST_PREDICTIONS))
         if path is None:
             log.warning("no calibration table for %s: no test predictions", model_version)
             return None

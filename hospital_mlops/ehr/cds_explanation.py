@@ -13,6 +13,7 @@ from html import escape
 from typing import Any
 
 from hospital_mlops.model.scoring import ENCOUNTER_TOKEN, OBSERVATION_TIMES
+from hospital_mlops.render.page import page
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#222}
@@ -81,8 +82,4 @@ def explanation_page(record: dict[str, Any], rescored: dict[str, Any] | None) ->
     if missing:
         parts.append(f"<p>Not recorded: {escape(', '.join(map(str, missing)))}.</p>")
     body = "\n".join(parts)
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        "<title>Readmission risk: explanation</title>"
-        f"<style>{STYLE}</style></head><body>{body}</body></html>"
-    )
+    return page("Readmission risk: explanation", body, STYLE)

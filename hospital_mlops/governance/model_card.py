@@ -18,6 +18,7 @@ from hospital_mlops.governance.evidence import (
     representativeness_summary,
     validity_summary,
 )
+from hospital_mlops.render.page import page
 
 CHAI_NAMESPACE = "https://mc.chai.org/v0.2/schema.xsd"
 
@@ -258,13 +259,14 @@ def card_html(document: dict[str, Any], attributes: dict[str, Any]) -> str:
         "padding:.3em .5em;text-align:left;vertical-align:top}th{background:#f1f3f7;width:16em}"
         ".missing{color:#a1161b;font-weight:600}"
     )
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Model card</title>"
-        f"<style>{style}</style></head><body><h1>Model card (CHAI Applied Model Card sections)"
+    return page(
+        "Model card",
+        "<h1>Model card (CHAI Applied Model Card sections)"
         f"</h1><p>Human-only fields still missing ({len(missing)}): "
         f"{esc(', '.join(missing)) or 'none'}</p>{sections}"
         f"<h2>ONC HTI-1 predictive DSI source attributes (31)</h2>"
         f"<p>Missing: {esc(', '.join(map(str, attributes['missing']))) or 'none'}</p>"
         "<table><tr><th>#</th><th>category</th><th>attribute</th><th>value</th><th>from</th>"
-        f"</tr>{hti_rows}</table></body></html>"
+        f"</tr>{hti_rows}</table>",
+        style,
     )

@@ -36,13 +36,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hospital_mlops import artifacts
 from hospital_mlops.governance.review import Review
+from hospital_mlops.render.page import page
 
 MANIFEST = "MANIFEST.json"
 PACKET_FORMAT = 1
 # Registered evidence that stays in the registry, listed by hash only: per-row data, and the
 # exact evaluation numbers (small cells included) that the published reports suppress.
-DATA_EVIDENCE = ("test_predictions.parquet", "drift_reference.parquet", "evaluation.json")
+DATA_EVIDENCE = (artifacts.TEST_PREDICTIONS, artifacts.DRIFT_REFERENCE, artifacts.EVALUATION)
 POLICY_CONFIGS = ("monitoring.yaml", "rollout.yaml", "fallback.yaml", "governance.yaml", "cds.yaml")
 POLICY_DOCS = (
     "docs/monitoring.md", "docs/drift.md", "docs/rollout.md", "docs/fallback.md",
@@ -115,7 +117,9 @@ def _evidence(run_id: str, tags: dict[str, str], dest: Path, missing: list[str])
         for name, expected in sorted(registered.items()):
             path = local / name
             if not path.exists():
-                missing.append(f"evidence/{name}: registered but no longer in the artifact store")
+                missing.append(
+                    f"{artifacts.evidence(name)}: registered but no longer in the artifact store"
+                )
                 continue
             actual = sha256_file(path)
             if actual != expected:
@@ -291,11 +295,11 @@ def build_packet(request: PacketRequest) -> Packet:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "packet"
         _evidence(mv.run_id, tags, root / "evidence", missing)
-        training_path = root / "evidence" / "training.json"
+        training_path = root / artifacts.EVIDENCE_DIR / artifacts.TRAINING
         training = json.loads(training_path.read_text()) if training_path.exists() else {}
         chain = _data(tags, request.store, root / "data", missing)
         _use_case(tags, training, root / "use_case", missing)
-        missing += _post_hoc_justifications(root / "evidence" / "gates.json")
+        missing += _post_hoc_justifications(root / artifacts.EVIDENCE_DIR / artifacts.GATES)
         _policies(root / "policies", missing)
         _signoffs(request.model, mv, aliases, root / "signoffs.json", missing)
         not_osi = _supply_chain(root / "supply_chain", request.pip_audit, missing)
@@ -442,10 +446,7 @@ _CSS = (
 
 
 def _page(title: str, body: str) -> str:
-    return (
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}"
-        f"</title><style>{_CSS}</style></head><body>{body}</body></html>\n"
-    )
+    return page(title, body, _CSS)
 
 
 def _status_class(status: str) -> str:
@@ -491,9 +492,9 @@ def index_html(
         ("use_case/use_case.yaml", "the use-case definition (gates, thresholds, subgroups)"),
         ("data/catalog_entry.json", "data-catalog entry of the source"),
         ("data/lineage.json", "lineage of the training run back to the source extract"),
-        ("evidence/validation_report.html", "locked validation report"),
-        ("evidence/model_card.html", "model card"),
-        ("evidence/hti1_source_attributes.json", "ONC HTI-1 source attributes"),
+        (artifacts.evidence(artifacts.VALIDATION_REPORT_HTML), "locked validation report"),
+        (artifacts.evidence(artifacts.MODEL_CARD_HTML), "model card"),
+        (artifacts.evidence(artifacts.HTI1_ATTRIBUTES), "ONC HTI-1 source attributes"),
         ("review/privacy_security_review.html", "privacy and security review"),
         ("policies/", "monitoring plan, rollout/rollback, fallback, retraining and retirement"),
         ("signoffs.json", "sign-offs, aliases, retirement status"),

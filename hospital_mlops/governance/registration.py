@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from hospital_mlops import artifacts
 from hospital_mlops.governance.registry import (
     GATES_TAG,
     RETIRED_TAG,
@@ -143,7 +144,7 @@ def _log_candidate(
         mlflow.set_tags(tags)
         for path in candidate.evidence.values():
             mlflow.log_artifact(str(path), artifact_path="evidence")
-        golden_path = candidate.model_dir.parent / "golden.parquet"
+        golden_path = candidate.model_dir.parent / artifacts.GOLDEN
         candidate.golden.to_parquet(golden_path, index=False)
         mlflow.log_artifact(str(golden_path), artifact_path="golden")
         info = mlflow.pyfunc.log_model(

@@ -27,6 +27,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import pandas as pd
 
+from hospital_mlops import artifacts
 from hospital_mlops.paths import state_dir
 from hospital_mlops.quiet import before_mlflow
 
@@ -332,7 +333,7 @@ def verify_golden(uri: str, tolerance: float = 1e-9) -> dict[str, Any]:
     loaded = mlflow.pyfunc.load_model(uri)
     run_id = loaded.metadata.run_id
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="golden")
-    golden = pd.read_parquet(Path(local) / "golden.parquet")
+    golden = pd.read_parquet(Path(local) / artifacts.GOLDEN)
     expected = golden.pop("expected_risk").to_numpy()
     got = loaded.predict(golden)["risk"].to_numpy()
     worst = float(np.max(np.abs(got - expected)))
@@ -366,7 +367,7 @@ def training_record(version: Any) -> dict[str, Any]:
     import mlflow
 
     local = mlflow.artifacts.download_artifacts(
-        run_id=version.run_id, artifact_path="evidence/training.json"
+        run_id=version.run_id, artifact_path=artifacts.evidence(artifacts.TRAINING)
     )
     return dict(json.loads(Path(local).read_text()))
 
@@ -396,7 +397,7 @@ def compare(model: str, champion: str, challenger: str, store: Path) -> dict[str
     tags = versions["challenger"].tags
     source = tags.get("source", "")
     features_sha = tags.get("lineage.features_sha256", "")
-    snapshot_dir = store / "published" / "features" / features_sha
+    snapshot_dir = artifacts.published_features(store) / features_sha
     if not snapshot_dir.is_dir():
         raise CompareError(
             f"the challenger's feature snapshot {features_sha[:16]} is not in {store}; pass the "

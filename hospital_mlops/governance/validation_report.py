@@ -7,7 +7,7 @@ import html
 from typing import Any
 
 from hospital_mlops.governance.evidence import LIMITATIONS
-from hospital_mlops.render.page import STYLE
+from hospital_mlops.render.page import page
 from hospital_mlops.render.plots import svg
 from hospital_mlops.render.small_cells import RULE as SMALL_CELL_RULE
 from hospital_mlops.render.small_cells import count_html, suppressed_rows
@@ -321,11 +321,7 @@ comparator score, patient token and subgroup columns) with
 <code>hospital_mlops.model.evaluate.evaluation.evaluate_predictions</code> and the thresholds in
 <code>training.json</code>.</p>
 """
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>Validation report — {esc(use_case.title)}</title><style>{STYLE}</style>"
-        f"</head><body>{body}</body></html>"
-    )
+    return page(f"Validation report — {use_case.title}", body)
 
 
 def validation_markdown(

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hospital_mlops import artifacts
 from hospital_mlops.data.lineage import utc_now
 from hospital_mlops.features import FEATURE_SETS
 from hospital_mlops.governance.registry import store_errors
@@ -28,10 +29,10 @@ from hospital_mlops.model.train import MODEL_FILES, RiskModel, model_hash
 
 MANIFEST = "bundle.json"
 MODEL_DIR = "risk_model"
-GOLDEN = "golden.parquet"
-TRAINING = "training.json"
-DRIFT_REFERENCE = "drift_reference.parquet"
-DRIFT_BASELINE = "drift_baseline.json"  # its alert thresholds (versions before them have none)
+GOLDEN = artifacts.GOLDEN
+TRAINING = artifacts.TRAINING
+DRIFT_REFERENCE = artifacts.DRIFT_REFERENCE
+DRIFT_BASELINE = artifacts.DRIFT_BASELINE  # its alert thresholds (versions before them have none)
 GOLDEN_TOLERANCE = 1e-9
 
 
@@ -78,7 +79,7 @@ def export_bundle(model: str, ref: str, out: Path) -> Path:
         run_id = version.run_id
         golden = registry.download_artifacts(run_id, "golden")
         shutil.copy2(Path(golden) / GOLDEN, staging / GOLDEN)
-        for artifact, name in (("evidence/training.json", TRAINING),):
+        for artifact, name in ((artifacts.evidence(artifacts.TRAINING), TRAINING),):
             shutil.copy2(
                 registry.download_artifacts(run_id, artifact),
                 staging / name,
@@ -86,7 +87,7 @@ def export_bundle(model: str, ref: str, out: Path) -> Path:
         # versions registered before drift references existed have none; a failing store is
         # not a missing reference (evidence_file tells the two apart)
         for name in (DRIFT_REFERENCE, DRIFT_BASELINE):
-            found = registry.evidence_file(run_id, f"evidence/{name}")
+            found = registry.evidence_file(run_id, artifacts.evidence(name))
             if found is not None:
                 shutil.copy2(found, staging / name)
         manifest = {

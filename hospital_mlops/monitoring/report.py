@@ -9,7 +9,7 @@ import html
 from datetime import UTC, datetime
 from typing import Any
 
-from hospital_mlops.render.page import STYLE
+from hospital_mlops.render.page import page
 from hospital_mlops.render.plots import svg
 from hospital_mlops.render.small_cells import SMALL_CELL, count_html
 from hospital_mlops.render.tables import table
@@ -240,10 +240,7 @@ def monitoring_html(run: dict[str, Any]) -> str:
         )
         if key in plots
     )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Monitoring report — {esc(run["model"])}</title><style>{STYLE}</style></head><body>
-<h1>Monitoring report: {esc(run["model"])}</h1>
+    body = f"""<h1>Monitoring report: {esc(run["model"])}</h1>
 <p class="note">Made {made} from {run["predictions"]:,} logged predictions
 ({run["with_outcomes"]:,} with outcomes) in {len(windows)} windows. Baseline: the validated
 (test) period of this version: AUROC {base["auroc"]:.3f}, ECE {base["ece"]:.3f},
@@ -260,8 +257,8 @@ is only as good as the calibration.</p>
 {table(["reason", "overrides"], reason_rows) if reason_rows else "<p>None recorded.</p>"}
 {breakdown_section}
 {calibration_section}
-</body></html>
 """
+    return page(f"Monitoring report — {run['model']}", body)
 
 
 def _breakdowns(cells: list[dict[str, Any]]) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from hospital_mlops import artifacts
 from hospital_mlops.drift.store import DriftStore, results_table
 from hospital_mlops.inference.prediction_log import PredictionLog
 from hospital_mlops.monitoring.breakdowns import Cell, breakdown_cells
@@ -117,8 +118,10 @@ def baseline_from_registry(model: str, ref: str) -> tuple[Baseline, int]:
     from hospital_mlops.governance import registry
 
     version = registry.resolve(registry.client(), model, ref)
-    evaluation = registry.evidence_file(version.run_id, "evidence/evaluation.json")
-    test_period = registry.evidence_file(version.run_id, "evidence/test_predictions.parquet")
+    evaluation = registry.evidence_file(version.run_id, artifacts.evidence(artifacts.EVALUATION))
+    test_period = registry.evidence_file(
+        version.run_id, artifacts.evidence(artifacts.TEST_PREDICTIONS)
+    )
     if evaluation is None or test_period is None:
         raise MonitoringError(
             f"{model} version {version.version} lacks its evaluation evidence: no baseline to "
@@ -140,7 +143,7 @@ def validated_period_from_registry(model: str, ref: str, columns: list[str]) -> 
     from hospital_mlops.governance import registry
 
     version = registry.resolve(registry.client(), model, ref)
-    path = registry.evidence_file(version.run_id, "evidence/test_predictions.parquet")
+    path = registry.evidence_file(version.run_id, artifacts.evidence(artifacts.TEST_PREDICTIONS))
     if path is None:
         return None
     held = set(pq.read_schema(path).names)

@@ -1,4 +1,13 @@
-"""The reports' shared page style (inlined into each page)."""
+"""The one page shell every HTML report uses, and the reports' shared style.
+
+Every page is one self-contained document: inline CSS, no script, no external asset, so it opens
+the same in an air-gapped network, attached to a ticket or printed for a review board. A page
+that needs more style passes its own; the shell is the same.
+"""
+
+from __future__ import annotations
+
+import html
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
@@ -9,3 +18,12 @@ text-align:left;vertical-align:top}th{background:#f1f3f7}.pass{color:#11643a;fon
 .fail{color:#a1161b;font-weight:600}.note{color:#555;font-size:.92em}.flag{background:#fff1f0}
 code{background:#f4f4f6;padding:0 .2em}
 """
+
+
+def page(title: str, body: str, style: str = STYLE) -> str:
+    """A whole HTML document around ``body`` (already-escaped HTML); ``title`` is plain text."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{style}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hospital_mlops import artifacts
 from hospital_mlops.data.catalog import Catalog, catalog_version, load_catalog
 from hospital_mlops.data.lineage import LineageStore, code_version, utc_now
 from hospital_mlops.data.normalize import load_hmac_key, normalize_extract
@@ -284,7 +285,7 @@ def publish(ctx: RunContext, features_dir: Path) -> dict[str, Any]:
             f"run {ctx.run_id}: refusing to publish; gates missing {missing}, failed {failed}"
         )
     manifest = verify_snapshot(features_dir)
-    published = copy_snapshot(features_dir, ctx.store / "published" / "features")
+    published = copy_snapshot(features_dir, artifacts.published_features(ctx.store))
     entry = {
         "sha256": manifest["sha256"],
         "source": ctx.source,
@@ -368,12 +369,12 @@ def finalize_run(ctx: RunContext, expect_model: bool = False) -> dict[str, Any]:
 def model_summary(ctx: RunContext) -> dict[str, Any]:
     """The model half of the run summary, from the files the model steps left (if any)."""
     directory = ctx.run_dir / "model"
-    if not (directory / "training.json").exists():
+    if not (directory / artifacts.TRAINING).exists():
         return {}
-    training = json.loads((directory / "training.json").read_text())
+    training = json.loads((directory / artifacts.TRAINING).read_text())
     out: dict[str, Any] = {"model_sha256": training["model_sha256"]}
-    if (directory / "evaluation.json").exists():
-        evaluated = json.loads((directory / "evaluation.json").read_text())
+    if (directory / artifacts.EVALUATION).exists():
+        evaluated = json.loads((directory / artifacts.EVALUATION).read_text())
         out["evaluation"] = evaluated["headline"]
         out["model_gates"] = evaluated["gates"]["gates"]
         out["model_gates_passed"] = evaluated["gates"]["passed"]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from hospital_mlops import artifacts
 from hospital_mlops.data.lineage import code_version, utc_now
 from hospital_mlops.data.snapshots import read_tables, sha256_file, verify_snapshot
 from hospital_mlops.data.splits import (
@@ -132,11 +133,11 @@ def _write_training(
     )
     if ERA in source_use.extra_slices:
         predictions[ERA] = era_labels(test, source_use.split).to_numpy()
-    predictions.to_parquet(out_dir / "test_predictions.parquet", index=False)
+    predictions.to_parquet(out_dir / artifacts.TEST_PREDICTIONS, index=False)
     feature_names = [f.name for f in fs.features]
     golden = test[feature_names].head(GOLDEN_ROWS).reset_index(drop=True)
     golden["expected_risk"] = predictions[SCORE].head(GOLDEN_ROWS).to_numpy()
-    golden.to_parquet(out_dir / "golden.parquet", index=False)
+    golden.to_parquet(out_dir / artifacts.GOLDEN, index=False)
     # What the drift detector compares served encounters with: the newest validated period, which
     # is what deployment follows. Registered as evidence so a version carries its own baseline.
     serving = load_serving_config()
@@ -190,8 +191,8 @@ def _write_training(
         "split": split.summary,
         "embargoed_rows": split.embargoed_rows,
     }
-    _write_json(out_dir / "training.json", training)
-    _write_json(model_dir(ctx) / "training.json", training)
+    _write_json(out_dir / artifacts.TRAINING, training)
+    _write_json(model_dir(ctx) / artifacts.TRAINING, training)
     record_lineage(
         ctx,
         {
@@ -218,8 +219,8 @@ def evaluate(ctx: RunContext, train_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Evaluate on the test slice, check the gates and write the validation report."""
     use_case = load_use_case()
     source_use = use_case.for_source(ctx.source)
-    training = json.loads((train_dir / "training.json").read_text())
-    predictions = pd.read_parquet(train_dir / "test_predictions.parquet")
+    training = json.loads((train_dir / artifacts.TRAINING).read_text())
+    predictions = pd.read_parquet(train_dir / artifacts.TEST_PREDICTIONS)
     slices = extra_slices(predictions, source_use.extra_slices) if source_use.extra_slices else None
     with timed(ctx, "evaluate", "bootstrap"):
         evaluation = evaluate_predictions(
@@ -243,14 +244,14 @@ def _gate_and_report(
     gates = check_model_gates(evaluation, source_use.gates, policy, evaluated_on)
     passed = all(g.passed for g in gates)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / "evaluation.json", evaluation)
+    _write_json(out_dir / artifacts.EVALUATION, evaluation)
     gate_record = {
         "passed": passed,
         "gates": [g.as_dict() for g in gates],
         "evaluated_on": evaluated_on.isoformat(),
         "justifications": justification_records(evaluation["subgroup_flags"], policy, evaluated_on),
     }
-    _write_json(out_dir / "gates.json", gate_record)
+    _write_json(out_dir / artifacts.GATES, gate_record)
     context = {
         "source": ctx.source,
         "run_id": ctx.run_id,
@@ -258,10 +259,10 @@ def _gate_and_report(
         "training": training,
         "code_version": code_version(),
     }
-    (out_dir / "validation_report.html").write_text(
+    (out_dir / artifacts.VALIDATION_REPORT_HTML).write_text(
         validation_html(evaluation, gate_record, context), encoding="utf-8"
     )
-    (out_dir / "validation_report.md").write_text(
+    (out_dir / artifacts.VALIDATION_REPORT_MD).write_text(
         validation_markdown(evaluation, gate_record, context), encoding="utf-8"
     )
     evidence_ctx = EvidenceContext(
@@ -277,27 +278,27 @@ def _gate_and_report(
     )
     document = model_card.card(evidence_ctx)
     attributes = hti1.source_attributes(evidence_ctx)
-    _write_json(out_dir / "model_card.json", document)
+    _write_json(out_dir / artifacts.MODEL_CARD_JSON, document)
     (out_dir / "model_card.xml").write_text(model_card.card_xml(document), encoding="utf-8")
-    (out_dir / "model_card.html").write_text(
+    (out_dir / artifacts.MODEL_CARD_HTML).write_text(
         model_card.card_html(document, attributes), encoding="utf-8"
     )
-    _write_json(out_dir / "hti1_source_attributes.json", attributes)
+    _write_json(out_dir / artifacts.HTI1_ATTRIBUTES, attributes)
     evidence = {
         name: str(out_dir / name)
         for name in (
-            "validation_report.html",
-            "validation_report.md",
-            "evaluation.json",
-            "gates.json",
-            "model_card.html",
-            "model_card.json",
+            artifacts.VALIDATION_REPORT_HTML,
+            artifacts.VALIDATION_REPORT_MD,
+            artifacts.EVALUATION,
+            artifacts.GATES,
+            artifacts.MODEL_CARD_HTML,
+            artifacts.MODEL_CARD_JSON,
             "model_card.xml",
-            "hti1_source_attributes.json",
+            artifacts.HTI1_ATTRIBUTES,
         )
     }
-    evidence["training.json"] = str(train_dir / "training.json")
-    evidence["test_predictions.parquet"] = str(train_dir / "test_predictions.parquet")
+    evidence[artifacts.TRAINING] = str(train_dir / artifacts.TRAINING)
+    evidence[artifacts.TEST_PREDICTIONS] = str(train_dir / artifacts.TEST_PREDICTIONS)
     evidence[REFERENCE_FILE] = str(train_dir / REFERENCE_FILE)
     evidence[BASELINE_FILE] = str(train_dir / BASELINE_FILE)
     summary = {
@@ -307,9 +308,9 @@ def _gate_and_report(
             {"name": name, "path": path, "sha256": sha256_file(Path(path))}
             for name, path in evidence.items()
         ],
-        "test_predictions_path": str(train_dir / "test_predictions.parquet"),
+        "test_predictions_path": str(train_dir / artifacts.TEST_PREDICTIONS),
     }
-    _write_json(model_dir(ctx) / "evaluation.json", summary)
+    _write_json(model_dir(ctx) / artifacts.EVALUATION, summary)
     return summary
 
 
@@ -319,10 +320,10 @@ def register(ctx: RunContext, train_dir: Path, eval_dir: Path) -> dict[str, Any]
 
     governance = load_governance()
     use_case = load_use_case()
-    training = json.loads((train_dir / "training.json").read_text())
-    summary = json.loads((model_dir(ctx) / "evaluation.json").read_text())
-    gates = json.loads((eval_dir / "gates.json").read_text())
-    golden = pd.read_parquet(train_dir / "golden.parquet")
+    training = json.loads((train_dir / artifacts.TRAINING).read_text())
+    summary = json.loads((model_dir(ctx) / artifacts.EVALUATION).read_text())
+    gates = json.loads((eval_dir / artifacts.GATES).read_text())
+    golden = pd.read_parquet(train_dir / artifacts.GOLDEN)
     model = RiskModel.load(train_dir / "risk_model")
     split = {p["period"]: p for p in training["split"]}
     candidate = Candidate(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hospital_mlops import artifacts
 from hospital_mlops.monitoring.policy import MonitoringPolicy, load_monitoring_policy
 
 
@@ -39,7 +40,7 @@ def monitor(model: str, ref: str, policy_path: str, out_dir: Path) -> dict[str, 
     summary = result.as_dict()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / "monitoring_report.html").write_text(monitoring_html(summary), encoding="utf-8")
+    (out_dir / artifacts.MONITORING_REPORT).write_text(monitoring_html(summary), encoding="utf-8")
     (out_dir / "metrics.prom").write_text(prometheus_text(summary))
     lines = [
         f"# Monitoring: {summary['model']}",

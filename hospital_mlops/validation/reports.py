@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+from hospital_mlops.render.page import page
 from hospital_mlops.validation.checks import GateResult
 
 _CSS = """
@@ -90,9 +91,4 @@ def render_page(title: str, results: Sequence[GateResult], intro: str = "") -> s
                 "</td></tr>"
             )
         body.append("</table>")
-    return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        + "\n".join(body)
-        + "</body></html>\n"
-    )
+    return page(title, "\n".join(body), _CSS)

@@ -16,6 +16,7 @@ import ast
 import graphlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -238,3 +239,139 @@ def test_no_two_public_classes_share_a_name() -> None:
                 defined.setdefault(node.name, []).append(module)
     shared = {name: where for name, where in defined.items() if len(where) > 1}
     assert not shared, shared
+
+
+# The rooms from the bottom up (docs/architecture.md draws the same picture). A room imports only
+# rooms in layers below its own: rooms that share a layer are independent of each other.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    (
+        "hospital_mlops.paths",
+        "hospital_mlops.quiet",
+        "hospital_mlops.config_files",
+        "hospital_mlops.store_schema",
+        "hospital_mlops.artifacts",
+    ),
+    ("hospital_mlops.use_case", "hospital_mlops.render"),
+    ("hospital_mlops.data",),
+    ("hospital_mlops.features",),
+    ("hospital_mlops.validation", "hospital_mlops.model"),
+    ("hospital_mlops.governance",),
+    ("hospital_mlops.inference", "hospital_mlops.drift", "hospital_mlops.deploy"),
+    ("hospital_mlops.monitoring",),
+    ("hospital_mlops.ehr", "hospital_mlops.security", "hospital_mlops.rollout"),
+    ("hospital_mlops.steps", "hospital_mlops._egress_site"),
+    ("components", "serving"),
+    ("pipelines",),
+    ("hospital_mlops.cli",),
+)
+LAYER_OF = {room: n for n, rooms in enumerate(LAYERS) for room in rooms}
+# the only library modules that import MLflow: the registry's reads and writes, and the two
+# pieces MLflow itself loads (the pyfunc class, the local artifact repository)
+MLFLOW_GATEWAY = {
+    "hospital_mlops.governance.registry",
+    "hospital_mlops.governance.registration",
+    "hospital_mlops.governance.pyfunc",
+    "hospital_mlops.governance.local_artifacts",
+}
+PAGE_SHELL = "hospital_mlops.render.page"
+# the few modules the package's root keeps: where things are, and what every room reads
+ROOT_MODULES = {
+    "hospital_mlops.artifacts",
+    "hospital_mlops.config_files",
+    "hospital_mlops.paths",
+    "hospital_mlops.quiet",
+    "hospital_mlops.store_schema",
+    "hospital_mlops.use_case",
+}
+
+
+def test_every_room_has_a_layer() -> None:
+    rooms = {_room(m) for m in MODULES} - {"hospital_mlops"}
+    assert not rooms - set(LAYER_OF), f"rooms with no layer in LAYERS: {rooms - set(LAYER_OF)}"
+    assert not set(LAYER_OF) - rooms, (
+        f"layers name rooms that do not exist: {set(LAYER_OF) - rooms}"
+    )
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _room(m) != "hospital_mlops"))
+def test_a_room_imports_only_the_layers_below_it(module: str) -> None:
+    room = _room(module)
+    bad = []
+    for line, name in _imports(MODULES[module]):
+        target = _owner(name)
+        if target is None or _room(target) in (room, "hospital_mlops"):
+            continue
+        other = _room(target)
+        if LAYER_OF.get(other, -1) >= LAYER_OF.get(room, -1):
+            bad.append(f"line {line}: {name} ({other})")
+    assert not bad, f"{module} ({room}) imports a room at or above its own layer: {bad}"
+
+
+def test_the_root_holds_packages_and_a_few_modules() -> None:
+    root = {m for m in MODULES if _room(m) == m and m.startswith("hospital_mlops.")}
+    root -= {m for m in root if (ROOT / m.replace(".", "/")).is_dir()}
+    assert root == ROOT_MODULES
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_only_the_registry_imports_mlflow(module: str) -> None:
+    if module in MLFLOW_GATEWAY:
+        return
+    bad = [
+        f"line {line}: {name}" for line, name in _imports(MODULES[module]) if _in(name, ("mlflow",))
+    ]
+    assert not bad, f"{module} imports MLflow; ask governance.registry (or registration): {bad}"
+
+
+def test_the_gateway_is_where_the_rule_says() -> None:
+    for module in MLFLOW_GATEWAY:
+        assert any(_in(n, ("mlflow",)) for _, n in _imports(MODULES[module])), module
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_html_page_comes_from_the_one_shell(module: str) -> None:
+    if module == PAGE_SHELL:
+        assert "<html" in MODULES[module].read_text()
+        return
+    assert "<html" not in MODULES[module].read_text().lower(), (
+        f"{module} writes its own HTML document; use render.page.page()"
+    )
+
+
+ARTIFACT_NAMES = (
+    "training.json",
+    "test_predictions.parquet",
+    "evaluation.json",
+    "gates.json",
+    "golden.parquet",
+    "validation_report.html",
+    "validation_report.md",
+    "model_card.html",
+    "model_card.json",
+    "drift_reference.parquet",
+    "monitoring_report.html",
+    "drift_baseline.json",
+    "hti1_source_attributes.json",
+)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m != "hospital_mlops.artifacts"))
+def test_artifact_names_and_store_paths_live_in_one_module(module: str) -> None:
+    # a literal name elsewhere would silently miss a rename in hospital_mlops/artifacts.py
+    tree = ast.parse(MODULES[module].read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    bad = [
+        f"line {node.lineno}: {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and (node.value in ARTIFACT_NAMES or re.fullmatch(r"evidence/[\w.]*", node.value))
+    ]
+    assert not bad, f"{module} names artifacts itself; use hospital_mlops.artifacts: {bad}"
