@@ -13,6 +13,7 @@ Usage: python benchmarks/extract_facts.py
 
 from __future__ import annotations
 
+import argparse
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ def facts(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help
     save_and_print(
         {
             "extract": "diabetes130 (UCI), data/diabetes130/dataset_diabetes.zip",

@@ -13,6 +13,7 @@ Usage: python benchmarks/extract_trends.py
 
 from __future__ import annotations
 
+import argparse
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ def trends(frame: pd.DataFrame, parts: int = 10) -> list[dict[str, Any]]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help
     frame = read_extract()
     save_and_print(
         {
