@@ -69,6 +69,8 @@ test-containers: images
 bench-containers: images
 	$(BIN)/python benchmarks/bench_images.py
 	$(BIN)/python benchmarks/bench_serving_container.py
+	# the docs' tables of figures, regenerated from the results files just written
+	$(BIN)/python benchmarks/doc_tables.py
 
 # The store tests again on PostgreSQL: every test that touches the prediction log, drift results,
 # feedback, outcomes, rollout observation or monitoring (marked `postgres`: tests/stores.py), each
@@ -110,16 +112,20 @@ compile: $(STAMP)
 	$(BIN)/hmlops pipeline compile --out pipelines/compiled/data_pipeline.yaml
 	$(BIN)/hmlops monitor pipeline compile --out pipelines/compiled/monitoring_pipeline.yaml
 
+# --append: the runs of these three are kept in their results files (a range or an "N of N
+# runs" in the docs needs every run saved); the others keep their latest run.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_pipeline.py
-	$(BIN)/python benchmarks/bench_serving.py
+	$(BIN)/python benchmarks/bench_pipeline.py --append
+	$(BIN)/python benchmarks/bench_serving.py --append
 	$(BIN)/python benchmarks/bench_explainer.py
 	$(BIN)/python benchmarks/bench_drift.py
 	$(BIN)/python benchmarks/bench_monitoring.py
 	# the registry bench_serving built (its default --state)
 	$(BIN)/python benchmarks/bench_cds.py --state $${TMPDIR:-/tmp}/hmlops-bench-serving
-	$(BIN)/python benchmarks/bench_predictor_stages.py --state $${TMPDIR:-/tmp}/hmlops-bench-serving
+	$(BIN)/python benchmarks/bench_predictor_stages.py --append --state $${TMPDIR:-/tmp}/hmlops-bench-serving
 	$(BIN)/python benchmarks/bench_load.py --state $${TMPDIR:-/tmp}/hmlops-bench-serving
+	# the docs' tables of figures, regenerated from the results files just written
+	$(BIN)/python benchmarks/doc_tables.py
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache

@@ -11,7 +11,11 @@ Prints and saves (benchmarks/results/pipeline.json):
 
 Extract generation is timed separately and not counted in ingest → publish.
 
-Usage: python benchmarks/bench_pipeline.py [--sizes 100000 1000000] [--skip-d130]
+``--append`` adds this run to the file's ``runs`` list instead of replacing them (its fields stay
+at the top of the file, where readers of the latest run look): repeated runs, e.g. of the 1M
+size alone, are kept for the docs' tables of runs.
+
+Usage: python benchmarks/bench_pipeline.py [--sizes 100000 1000000] [--skip-d130] [--append]
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_common import command_line, with_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "pipeline.json"
@@ -110,8 +116,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--skip-d130", action="store_true")
+    parser.add_argument(
+        "--append", action="store_true", help="add this run to the file's runs, keep the others"
+    )
     args = parser.parse_args()
     results: dict = {
+        "command": command_line(),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -181,8 +191,9 @@ def main() -> None:
         results["linearity"] = {"rows_ratio": sizes[-1] / sizes[0], "time_ratio": round(ratio, 2)}
         print(f"{sizes[-1] // sizes[0]}x encounters took {ratio:.2f}x the time (limit 11x)")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {RESULTS}")
+    saved = with_runs(results, RESULTS, args.append)
+    RESULTS.write_text(json.dumps(saved, indent=2) + "\n")
+    print(f"saved {RESULTS} ({len(saved['runs'])} runs)")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ where it runs, between the request's other work, not in a loop of its own.
 Each of the two passes is measured: the compiled one (``tree_shap_kernel``, served by default)
 and the numpy one (``HMLOPS_COMPILED_TREESHAP=0``), each in a process of its own, as served (one
 model's tables in the cache, ``gc.freeze()`` after loading), in alternating rounds. Prints and
-saves benchmarks/results/predictor_stages.json.
+saves benchmarks/results/predictor_stages.json (``--append``: this run is added to the file's
+``runs`` list instead of replacing them; its fields stay at the top of the file).
 
-Usage: python benchmarks/bench_predictor_stages.py --state DIR [--requests 3000]
+Usage: python benchmarks/bench_predictor_stages.py --state DIR [--requests 3000] [--append]
 ``--state`` is a state directory with a registered champion (e.g. the one ``make demo`` made).
 """
 
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import percentiles_ms, save_and_print
+from bench_common import command_line, percentiles_ms, save_and_print
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,6 +102,9 @@ def main() -> None:
     parser.add_argument("--state", type=Path, required=True, help="HMLOPS_STATE_DIR")
     parser.add_argument("--requests", type=int, default=3000, help="per pass")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--append", action="store_true", help="add this run to the file's runs, keep the others"
+    )
     parser.add_argument("--child", choices=PASSES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ["HMLOPS_STATE_DIR"] = str(args.state.resolve())
@@ -125,6 +129,7 @@ def main() -> None:
             for kind in ("request", "tables_pass"):
                 timings[name][kind] += result[kind]
     report: dict[str, Any] = {
+        "command": command_line(),
         "model": f"{MODEL}/{version}",
         "request": "one real test-period encounter, v1, through ReadmissionPredictor._predict "
         "(validation, features, risk, reasons, the answer, the log rows and the pipe)",
@@ -135,7 +140,7 @@ def main() -> None:
         report[name] = {
             kind: {"n": len(values), **percentiles_ms(values)} for kind, values in kinds.items()
         }
-    save_and_print(report, args.out)
+    save_and_print(report, args.out, append=args.append)
 
 
 if __name__ == "__main__":

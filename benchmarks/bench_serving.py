@@ -10,7 +10,9 @@ Starts, side by side, two real ``kserve.ModelServer`` processes on 127.0.0.1:
 Both get the same request bodies (single-row v1 predict; real encounters from the model's test
 period) over keep-alive httpx connections, at concurrency 1 and 8. Rounds alternate between
 the two servers, so a busy neighbour on a shared machine slows both alike. Warm-up requests are
-not counted. Prints a table and saves benchmarks/results/serving.json with the machine.
+not counted. Prints a table and saves benchmarks/results/serving.json with the machine
+(``--append``: this run is added to the file's ``runs`` list instead of replacing them; its
+fields stay at the top of the file, where readers of the latest run look).
 
 Targets (serving issue), at concurrency 1: predictor p99 ≤ 5 ms; predictor p50 ≤ 2 × floor p50.
 Concurrency 8 measures throughput: there a request mostly queues behind the other seven.
@@ -19,7 +21,7 @@ Concurrency 8 measures throughput: there a request mostly queues behind the othe
 prediction-log writer) on the others, as a pod with a dedicated core would run.
 
 Usage: python benchmarks/bench_serving.py [--state DIR] [--requests 2000] [--port-base 18900]
-       [--concurrency 1 8] [--pin] [--out FILE]
+       [--concurrency 1 8] [--pin] [--out FILE] [--append]
 Without --state, a benchmark registry is built once with ``hmlops demo`` (about 2 minutes).
 """
 
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_common import percentiles_ms
+from bench_common import command_line, percentiles_ms, with_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
@@ -281,6 +283,9 @@ def main() -> None:
     parser.add_argument("--port-base", type=int, default=18900)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
+        "--append", action="store_true", help="add this run to the file's runs, keep the others"
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="servers on the last CPU, this client on the others (as a pod with a dedicated "
@@ -298,6 +303,7 @@ def main() -> None:
     bodies = [json.dumps({"instances": [i]}).encode() for i in instances]
 
     results: dict[str, Any] = {
+        "command": command_line(),
         "machine": _machine(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": f"{MODEL}/{loaded.version}",
@@ -359,8 +365,9 @@ def main() -> None:
     results["targets"] = {"predictor_p99_ms": TARGET_P99_MS, "p50_vs_floor": TARGET_P50_RATIO}
     _print(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {args.out}")
+    saved = with_runs(results, args.out, args.append)
+    args.out.write_text(json.dumps(saved, indent=2) + "\n")
+    print(f"saved {args.out} ({len(saved['runs'])} runs)")
 
 
 def _print(results: dict[str, Any]) -> None:
