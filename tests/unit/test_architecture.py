@@ -375,3 +375,20 @@ def test_artifact_names_and_store_paths_live_in_one_module(module: str) -> None:
         and (node.value in ARTIFACT_NAMES or re.fullmatch(r"evidence/[\w.]*", node.value))
     ]
     assert not bad, f"{module} names artifacts itself; use hospital_mlops.artifacts: {bad}"
+
+
+def test_the_architecture_page_names_only_files_that_exist() -> None:
+    # a file named there that the repository lacks is a reader sent nowhere
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"(?<![\w./-])((?:[\w-]+/)*[\w-]+\.(?:py|yaml|md))\b", text))
+    assert len(named) > 40  # the pattern sees the page's file names
+    outside = {"DESIGN.md"}  # the project's design brief, kept beside the repository
+    missing = sorted(
+        name
+        for name in named - outside
+        if not any(f == name or f.endswith("/" + name) for f in tracked)
+    )
+    assert not missing, f"docs/architecture.md names files the repository lacks: {missing}"
