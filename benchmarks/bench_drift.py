@@ -53,12 +53,9 @@ def main() -> None:
     from hospital_mlops.data.sources.extract import default_extract, read_extract
     from hospital_mlops.data.splits import temporal_split
     from hospital_mlops.drift.inference_events import InferenceEvent
-    from hospital_mlops.drift.monitor import (
-        DriftMonitor,
-        DriftTester,
-        read_reference,
-        write_reference,
-    )
+    from hospital_mlops.drift.monitor import DriftMonitor
+    from hospital_mlops.drift.reference import read_reference, write_reference
+    from hospital_mlops.drift.tester import DriftTester
     from hospital_mlops.features import DIABETES130_INPUTS, build_features, feature_set_for
     from hospital_mlops.model.train import train_risk_model
     from hospital_mlops.use_case import TrainingConfig, load_use_case

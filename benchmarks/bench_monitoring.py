@@ -39,10 +39,11 @@ from bench_postgres import bench_server, drop_os_caches, has_database
 from monitoring_log import MODEL, VERSION, build_log, risks
 
 from hospital_mlops.inference.prediction_log import PredictionLog
+from hospital_mlops.monitoring.alerts import alerts_for
 from hospital_mlops.monitoring.breakdowns import breakdown_cells
 from hospital_mlops.monitoring.policy import load_monitoring_policy
 from hospital_mlops.monitoring.run import logged_predictions
-from hospital_mlops.monitoring.windows import Baseline, alerts_for, compute_windows
+from hospital_mlops.monitoring.windows import Baseline, compute_windows
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = {

@@ -40,7 +40,8 @@ from hospital_mlops.drift.inference_events import (
     InvalidEvent,
     parse_binary_event,
 )
-from hospital_mlops.drift.monitor import DriftMonitor, DriftResult, ScoredWindow
+from hospital_mlops.drift.monitor import DriftMonitor, ScoredWindow
+from hospital_mlops.drift.tester import DriftResult
 
 log = logging.getLogger("hospital_mlops.serving.detector")
 
@@ -156,13 +157,14 @@ class DriftDetector(Model):
 
     def load(self) -> bool:
         from hospital_mlops.data.catalog import load_catalog
-        from hospital_mlops.drift.monitor import DriftTester, read_reference
+        from hospital_mlops.drift.reference import read_reference
         from hospital_mlops.drift.store import (
             DriftStore,
             baseline_beside,
             redact_url,
             reference_from_registry,
         )
+        from hospital_mlops.drift.tester import DriftTester
         from hospital_mlops.features import feature_set_for
         from hospital_mlops.inference.config import load_serving_config
 

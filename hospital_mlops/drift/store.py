@@ -11,14 +11,14 @@ import sqlalchemy as sa
 
 from hospital_mlops import artifacts
 from hospital_mlops.drift.alerts import DriftBaseline
-from hospital_mlops.drift.monitor import (
+from hospital_mlops.drift.reference import (
     BASELINE_FILE,
     REFERENCE_FILE,
     DriftReference,
-    DriftResult,
     read_baseline,
     read_reference,
 )
+from hospital_mlops.drift.tester import DriftResult
 from hospital_mlops.paths import writable_state_dir
 from hospital_mlops.store_schema import create_tables
 
@@ -98,7 +98,7 @@ def reference_from_registry(
     """The registered version's ``evidence/drift_reference.parquet``, its drift baseline (None
     for a version registered before baselines existed) and the version label the predictor puts
     in its answers (``name/3``)."""
-    from hospital_mlops.drift.monitor import DriftReferenceError
+    from hospital_mlops.drift.reference import DriftReferenceError
     from hospital_mlops.governance import registry
 
     version = registry.resolve(registry.client(), model, ref)

@@ -109,7 +109,7 @@ def breakdown_cells(predictions: pd.DataFrame, policy: MonitoringPolicy) -> list
     """``predictions``: ``scored_at``, ``risk``, ``alert``, ``outcome`` and one text column per
     configured break-down (missing where the request did not send the field). Cells come
     break-down by break-down, then window by window, groups in name order."""
-    from hospital_mlops.monitoring.windows import iso_utc, sorted_groups, window_starts
+    from hospital_mlops.monitoring.window_grid import iso_utc, sorted_groups, window_starts
 
     if predictions.empty or not policy.breakdowns.by:
         return []

@@ -15,16 +15,15 @@ import sqlalchemy as sa
 from hospital_mlops import artifacts
 from hospital_mlops.drift.store import DriftStore, results_table
 from hospital_mlops.inference.prediction_log import PredictionLog
+from hospital_mlops.monitoring.alerts import Alert, alerts_for
 from hospital_mlops.monitoring.breakdowns import Cell, breakdown_cells
 from hospital_mlops.monitoring.feedback import responses
 from hospital_mlops.monitoring.logged import logged_predictions
 from hospital_mlops.monitoring.policy import MonitoringPolicy
-from hospital_mlops.monitoring.subgroup_calibration import (
-    CalibrationSettings,
-    SubgroupCalibration,
-    subgroup_calibration,
-)
-from hospital_mlops.monitoring.windows import Alert, Baseline, Window, alerts_for, compute_windows
+from hospital_mlops.monitoring.subgroup_calibration import subgroup_calibration
+from hospital_mlops.monitoring.subgroup_results import SubgroupCalibration
+from hospital_mlops.monitoring.subgroup_settings import CalibrationSettings
+from hospital_mlops.monitoring.windows import Baseline, Window, compute_windows
 
 
 class MonitoringError(ValueError):

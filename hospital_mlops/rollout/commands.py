@@ -216,9 +216,10 @@ def _observe(
     from hospital_mlops.drift.store import DriftStore
     from hospital_mlops.inference.config import load_serving_config
     from hospital_mlops.inference.prediction_log import PredictionLog
+    from hospital_mlops.monitoring.alerts import alerts_for
     from hospital_mlops.monitoring.feedback import responses
     from hospital_mlops.monitoring.run import baseline_from_registry, drift_results, feed_faults
-    from hospital_mlops.monitoring.windows import alerts_for, compute_windows
+    from hospital_mlops.monitoring.windows import compute_windows
 
     since, until = record.stage_started_at, settings.as_of
     in_shadow = record.stage in ("shadow", "silent")

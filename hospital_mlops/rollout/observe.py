@@ -30,8 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hospital_mlops.inference.prediction_log import PredictionLog, predictions
 from hospital_mlops.model.evaluate import weighted
+from hospital_mlops.monitoring.alerts import Alert
 from hospital_mlops.monitoring.policy import MonitoringPolicy
-from hospital_mlops.monitoring.windows import Alert, Baseline
+from hospital_mlops.monitoring.windows import Baseline
 from hospital_mlops.rollout.gates import Observations
 
 REQUESTS = "hmlops_prediction_requests"

@@ -28,7 +28,7 @@ from hospital_mlops.data.splits import (
     split_sha256,
     temporal_split,
 )
-from hospital_mlops.drift.monitor import (
+from hospital_mlops.drift.reference import (
     BASELINE_FILE,
     REFERENCE_FILE,
     calibrate_reference,

@@ -379,7 +379,7 @@ def test_a_failing_server_is_never_taken_for_a_missing_champion_or_missing_evide
     """What the rollout and monitoring read as "not there" (no champion yet, no evidence
     recorded) they read only from a refusal: a 503 is the store failing. Taken for "no
     champion", a rollout's restore step would delete the champion alias."""
-    from hospital_mlops.drift.monitor import DriftReferenceError
+    from hospital_mlops.drift.reference import DriftReferenceError
     from hospital_mlops.drift.store import reference_from_registry
     from hospital_mlops.monitoring.run import MonitoringError, baseline_from_registry
     from hospital_mlops.rollout.commands import _champion, _registered

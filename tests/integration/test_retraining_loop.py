@@ -109,7 +109,7 @@ def test_a_calibration_fault_retrains_and_the_challenger_is_compared_and_recorde
     from hospital_mlops.data.sources.extract import read_extract, write_csv_extract
     from hospital_mlops.governance import registry
     from hospital_mlops.monitoring.policy import load_monitoring_policy
-    from hospital_mlops.monitoring.windows import window_starts
+    from hospital_mlops.monitoring.window_grid import window_starts
     from hospital_mlops.steps import monitoring as monitoring_steps
     from pipelines.monitoring_runner import run_monitoring_locally
 

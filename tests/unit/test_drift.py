@@ -18,28 +18,29 @@ from hospital_mlops.data.catalog import SourceSpec, load_catalog
 from hospital_mlops.data.normalize import HmacKey, normalize_extract
 from hospital_mlops.data.sources.extract import read_extract
 from hospital_mlops.drift.inference_events import InferenceEvent, binary_headers, parse_binary_event
-from hospital_mlops.drift.monitor import (
+from hospital_mlops.drift.monitor import DriftMonitor, ScoredWindow
+from hospital_mlops.drift.reference import (
     BASELINE_FILE,
-    MIN_EXPECTED,
-    RARE_CATEGORY,
     REFERENCE_FILE,
     SCORE_COLUMN,
-    DriftMonitor,
     DriftReference,
     DriftReferenceError,
-    DriftResult,
-    DriftTester,
-    FeatureEncoding,
-    ScoredWindow,
-    SortedSample,
     calibrate_reference,
-    ks_2samp_asymp,
     read_baseline,
     read_reference,
     write_baseline,
     write_reference,
 )
 from hospital_mlops.drift.store import DriftStore, baseline_beside, reference_from_registry
+from hospital_mlops.drift.tester import (
+    MIN_EXPECTED,
+    RARE_CATEGORY,
+    DriftResult,
+    DriftTester,
+    FeatureEncoding,
+    SortedSample,
+    ks_2samp_asymp,
+)
 from hospital_mlops.features import DIABETES130_INPUTS, build_features, feature_set_for
 from hospital_mlops.model.example_requests import jsonable
 from hospital_mlops.model.scoring import diabetes130_features, validate_instances

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, records
+from hospital_mlops.monitoring.alerts import alerts_for
 from hospital_mlops.monitoring.outcomes import (
     OutcomesIngested,
     OutcomesRejected,
@@ -21,12 +22,7 @@ from hospital_mlops.monitoring.outcomes import (
     read_outcomes,
 )
 from hospital_mlops.monitoring.policy import MonitoringPolicyError, load_monitoring_policy
-from hospital_mlops.monitoring.windows import (
-    Baseline,
-    alerts_for,
-    compute_windows,
-    estimated_auroc,
-)
+from hospital_mlops.monitoring.windows import Baseline, compute_windows, estimated_auroc
 
 POLICY = load_monitoring_policy()
 WEEK = pd.Timedelta(hours=POLICY.windows.length_hours)

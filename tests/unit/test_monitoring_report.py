@@ -3,9 +3,10 @@ override reasons never shown."""
 
 from __future__ import annotations
 
+from hospital_mlops.monitoring.alerts import alerts_for
 from hospital_mlops.monitoring.report import monitoring_html
 from hospital_mlops.monitoring.run import MonitoringRun
-from hospital_mlops.monitoring.windows import alerts_for, compute_windows
+from hospital_mlops.monitoring.windows import compute_windows
 from tests.html_checks import is_self_contained
 from tests.unit.test_monitoring import BASELINE, POLICY, _stream
 from tests.unit.test_monitoring_workflow import NOW, _responses

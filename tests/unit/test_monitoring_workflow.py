@@ -8,12 +8,9 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
-from hospital_mlops.monitoring.windows import (
-    OTHER_REASON,
-    alerts_for,
-    compute_windows,
-    workflow_of,
-)
+from hospital_mlops.monitoring.alerts import alerts_for
+from hospital_mlops.monitoring.windows import compute_windows
+from hospital_mlops.monitoring.workflow import OTHER_REASON, workflow_of
 from tests.unit.test_monitoring import BASELINE, POLICY, START, WEEK, _stream
 
 FEEDBACK = timedelta(hours=POLICY.windows.feedback_hours)

@@ -16,8 +16,9 @@ import yaml
 from prometheus_client import REGISTRY, generate_latest
 
 from hospital_mlops.deploy.overlay import DEFAULT_IMAGE, DeployRenderError
+from hospital_mlops.monitoring.alerts import Alert
 from hospital_mlops.monitoring.policy import load_monitoring_policy
-from hospital_mlops.monitoring.windows import Alert, Baseline
+from hospital_mlops.monitoring.windows import Baseline
 from hospital_mlops.rollout import gitops
 from hospital_mlops.rollout.observe import (
     ObservationError,

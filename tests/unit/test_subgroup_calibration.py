@@ -16,13 +16,12 @@ from scipy import stats
 from hospital_mlops.monitoring.policy import load_monitoring_policy
 from hospital_mlops.monitoring.report import monitoring_html
 from hospital_mlops.monitoring.run import MonitoringRun, subgroup_alerts
-from hospital_mlops.monitoring.subgroup_calibration import (
-    UNKNOWN,
+from hospital_mlops.monitoring.subgroup_calibration import subgroup_calibration
+from hospital_mlops.monitoring.subgroup_maps import UNKNOWN, group_map
+from hospital_mlops.monitoring.subgroup_results import SubgroupCalibration
+from hospital_mlops.monitoring.subgroup_settings import (
     CalibrationSettings,
-    SubgroupCalibration,
     SubgroupCalibrationError,
-    group_map,
-    subgroup_calibration,
 )
 from tests.html_checks import is_self_contained
 
