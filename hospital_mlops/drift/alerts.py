@@ -3,10 +3,10 @@ monitoring-without-noise issue, item 2).
 
 Two tiers, and a statistic belongs to exactly one (``config/monitoring.yaml`` declares which):
 
-* **investigate**: a drift magnitude beyond its calibrated threshold (drift_thresholds.py). The
+* **investigate**: a drift magnitude beyond its calibrated threshold (drift/thresholds.py). The
   window is further from the reference than the baseline period's own windows were; someone
   should look, nothing is rolled back;
-* **act**: a hard data fault (data_faults.py): a broken feed, not a changed population. Only
+* **act**: a hard data fault (drift/data_faults.py): a broken feed, not a changed population. Only
   this tier may hold a rollout or roll back. (A demonstrated impact on outcomes, once they
   arrive, is judged by the monitoring run, not here.)
 

@@ -1,7 +1,7 @@
 """Hard data faults in a window of served inputs: the act tier's fixed rules (the
 monitoring-without-noise issue, item 2; not wired in yet).
 
-Calibrated drift thresholds (drift_thresholds.py) say "further from the reference than the
+Calibrated drift thresholds (drift/thresholds.py) say "further from the reference than the
 baseline ever was": a reason to look. Some changes need no calibration, because no ordinary week
 produces them and each is a broken feed rather than a changed population:
 

@@ -294,7 +294,7 @@ class DriftResult:
     first_event_time: str
     last_event_time: str
     test_ms: float
-    # The tiered decision (drift_alerts.py), when the version carries a drift baseline: then
+    # The tiered decision (drift/alerts.py), when the version carries a drift baseline: then
     # ``is_drift`` means "an alert in either tier", ``drifted_features`` the inputs beyond their
     # calibrated thresholds, and the p-values above are a secondary statistic only.
     decided_by: str = "p_value"  # "tiers" | "p_value" (a version without a drift baseline)
@@ -320,7 +320,7 @@ def _p(value: float) -> float:
 
 class DriftTester:
     """The reference, encoded once, and what judges a window against it: the tiered alerts of
-    the version's drift baseline (drift_alerts.py) and, as a secondary statistic, the p-value
+    the version's drift baseline (drift/alerts.py) and, as a secondary statistic, the p-value
     tests of the backend. Without a baseline (a version registered before baselines existed) the
     p-values decide, as they used to."""
 

@@ -1,4 +1,4 @@
-"""The act tier's fixed rules (data_faults.py): broken feeds are named with the rule and the
+"""The act tier's fixed rules (drift/data_faults.py): broken feeds are named with the rule and the
 observed value, and ordinary weeks, each with its own case mix, never trip them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tiered alerts (drift_alerts.py): a drifted input is an investigate alert with its
+"""Tiered alerts (drift/alerts.py): a drifted input is an investigate alert with its
 magnitude and baseline range; a broken feed is an act alert; every statistic has one tier; the
 baseline kept as evidence reads back to the same judgement."""
 

@@ -1,4 +1,4 @@
-"""Drift magnitudes and thresholds from the baseline's own variation (drift_thresholds.py).
+"""Drift magnitudes and thresholds from the baseline's own variation (drift/thresholds.py).
 
 The stable stream below has what real weeks have: every window its own small shift in case mix
 (category shares drawn around the baseline's, numeric means jittered), so a per-feature test at
@@ -126,7 +126,7 @@ def test_new_stable_weeks_alarm_at_most_at_the_declared_rate(
         counts = week["source"].value_counts().reindex(SOURCES, fill_value=0)
         expected = baseline["source"].value_counts(normalize=True).reindex(SOURCES) * WINDOW
         flagged += stats.chisquare(counts, expected).pvalue < 0.001 / 11
-    assert flagged >= 5  # the noise this replaces (Bonferroni over 11 tests, as drift.py)
+    assert flagged >= 5  # the noise this replaces (Bonferroni over 11 tests, as drift/tester.py)
 
 
 @pytest.mark.parametrize(
