@@ -297,7 +297,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "catalog":
         return _catalog(args.catalog)
     if args.command == "synthetic":
-        from hospital_mlops.data.sources.synthetic import generate_extract
+        from hospital_mlops.data.sources.synthetic.parquet_extract import generate_extract
 
         path = generate_extract(args.out, args.encounters, seed=args.seed)
         print(f"wrote a synthetic extract of {args.encounters} encounters to {path}")
