@@ -45,8 +45,9 @@ from hospital_mlops.ehr.cds_card import (
 )
 from hospital_mlops.ehr.cds_config import CdsConfig, Service
 from hospital_mlops.ehr.cds_explanation import explanation_page
-from hospital_mlops.ehr.fhir_inputs import BUNDLE_KEY, FhirInputError, gather, model_inputs
 from hospital_mlops.ehr.fhir_mapping import FhirMapping
+from hospital_mlops.ehr.fhir_readmission_inputs import model_inputs
+from hospital_mlops.ehr.fhir_record import BUNDLE_KEY, FhirInputError, gather
 from hospital_mlops.inference.fallback import FallbackPolicy
 from hospital_mlops.inference.prediction_log import PredictionLog, PredictionNotFound
 from hospital_mlops.model.scoring import ENCOUNTER_TOKEN
