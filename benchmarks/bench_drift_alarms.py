@@ -440,7 +440,7 @@ def pipeline_gates(names: Sequence[str], draws: int) -> dict[str, Any]:
     from hospital_mlops.data.catalog import load_catalog
     from hospital_mlops.data.faults import SCENARIOS, materialize_scenario
     from hospital_mlops.data.normalize import DEMO_HMAC_KEY, HMAC_KEY_ENV
-    from hospital_mlops.data.sources.synthetic import generate_extract
+    from hospital_mlops.data.sources.synthetic.parquet_extract import generate_extract
     from hospital_mlops.steps import data as data_steps
 
     # synthetic data is not PHI: the labelled demo key, unless a key is already set

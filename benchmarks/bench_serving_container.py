@@ -6,7 +6,7 @@ Two servers of the same registered champion, side by side on 127.0.0.1:
   (licence profile, access log to stdout) and its own SQLite prediction log;
 - container: the serving image (``out/images.json``), run as the production overlay declares
   the InferenceService's predictor (``kubectl kustomize`` →
-  ``hospital_mlops.deploy.manifest_containers``:
+  ``hospital_mlops.deploy.manifest_podman_run``:
   the command, the read-only root with its /tmp tmpfs, no capabilities, no-new-privileges, the
   CPU and memory limits, the environment with test Secret values), its 8080 published on
   127.0.0.1 through podman's bridge. The registry is a copy of the benchmark registry owned by
@@ -91,7 +91,7 @@ def _serving_image(explicit: str | None) -> str:
 
 def _predictor_source() -> Any:
     from hospital_mlops.deploy import overlay as deploy
-    from hospital_mlops.deploy.manifest_containers import inference_service_pod
+    from hospital_mlops.deploy.manifest_pods import inference_service_pod
 
     kubectl = shutil.which("kubectl")
     if kubectl is None:
@@ -161,7 +161,7 @@ def main() -> None:
     image = _serving_image(args.image)
 
     from hospital_mlops.data.normalize import DEMO_HMAC_KEY
-    from hospital_mlops.deploy.manifest_containers import translate
+    from hospital_mlops.deploy.manifest_podman_run import translate
     from hospital_mlops.governance import registry
     from hospital_mlops.model.example_requests import example_instances, test_period
 

@@ -30,7 +30,7 @@ import pandas as pd
 from hospital_mlops.data.catalog import SourceSpec, load_catalog
 from hospital_mlops.data.faults import SCENARIOS
 from hospital_mlops.data.normalize import HmacKey, normalize_extract
-from hospital_mlops.data.sources.synthetic import generate_tables
+from hospital_mlops.data.sources.synthetic.tables import generate_tables
 from hospital_mlops.features import compute_synthetic, feature_set_for
 from hospital_mlops.model.train import train_risk_model
 from hospital_mlops.use_case import TrainingConfig

@@ -8,7 +8,7 @@ readiness probes.
   ``podman secret create`` as the flat JSON map {key: base64 value} that kube play reads; the
   image is the local build's digest with ``imagePullPolicy: Never`` (there is no registry).
 * **InferenceService components** (predictor, explainer) run as the pod KServe would make from
-  their container spec: ``hospital_mlops.deploy.manifest_containers`` translates it into
+  their container spec: ``hospital_mlops.deploy.manifest_podman_run`` translates it into
   ``podman run``
   (KServe's appended explainer arguments included) and refuses what it cannot honour.
 * **Service names.** The cluster's DNS name of the predictor
@@ -40,14 +40,9 @@ from typing import Any
 import yaml
 
 from e2e.podman import GATEWAY, NETWORK, container_ip, logs, podman, state
-from hospital_mlops.deploy.manifest_containers import (
-    ContainerRun,
-    HttpProbe,
-    PodSource,
-    deployment_pod,
-    inference_service_pod,
-    translate,
-)
+from hospital_mlops.deploy.manifest_container_spec import HttpProbe
+from hospital_mlops.deploy.manifest_podman_run import ContainerRun, translate
+from hospital_mlops.deploy.manifest_pods import PodSource, deployment_pod, inference_service_pod
 
 SERVICE_PORT = 80  # Knative serves an InferenceService component's Service on 80
 

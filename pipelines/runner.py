@@ -63,7 +63,7 @@ def resolve_extract(
     spec = (catalog or load_catalog()).source(source)
     if extract is None:
         if source == "synthetic":
-            from hospital_mlops.data.sources.synthetic import generate_extract
+            from hospital_mlops.data.sources.synthetic.parquet_extract import generate_extract
 
             target = out / "extracts" / f"synthetic-n{synthetic_encounters}-s{seed}"
             if not (target / "extract.json").exists():

@@ -53,8 +53,9 @@ from hospital_mlops.ehr.cds_request import (
     problem_body,
 )
 from hospital_mlops.ehr.fhir_client import fetch_missing
-from hospital_mlops.ehr.fhir_inputs import FhirInputError, gather, model_inputs
 from hospital_mlops.ehr.fhir_mapping import FhirMapping
+from hospital_mlops.ehr.fhir_readmission_inputs import model_inputs
+from hospital_mlops.ehr.fhir_record import FhirInputError, gather
 from hospital_mlops.inference.fallback import FallbackPolicy
 from hospital_mlops.inference.prediction_log import PredictionLog, PredictionNotFound
 from hospital_mlops.model.scoring import ENCOUNTER_TOKEN

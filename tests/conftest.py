@@ -9,7 +9,7 @@ import pytest
 
 from hospital_mlops.data.catalog import Catalog, load_catalog
 from hospital_mlops.data.sources.extract import default_extract, read_extract, write_csv_extract
-from hospital_mlops.data.sources.synthetic import generate_extract
+from hospital_mlops.data.sources.synthetic.parquet_extract import generate_extract
 
 # The compiled TreeSHAP pass is compiled once per test run, not in every process that loads a
 # model (servers included: they inherit it). Served images compile at load instead.

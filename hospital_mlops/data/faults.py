@@ -465,7 +465,7 @@ def materialize_scenario(
     if spec.format == "csv":
         write_csv_extract(tables, spec, staging)
     else:
-        from hospital_mlops.data.sources.synthetic import write_tables
+        from hospital_mlops.data.sources.synthetic.parquet_extract import write_tables
 
         write_tables(tables, staging, {"scenario": name, "parent_extract": str(extract)})
     staging.rename(target)

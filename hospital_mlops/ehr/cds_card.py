@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hospital_mlops.ehr.cds_config import CdsConfig
-from hospital_mlops.ehr.fhir_inputs import ModelInputs
+from hospital_mlops.ehr.fhir_input_reader import ModelInputs
 
 SUMMARY_MAX = 140
 BINS = 10

@@ -13,7 +13,7 @@ import httpx
 
 from hospital_mlops.ehr.cds_config import Service
 from hospital_mlops.ehr.cds_request import CdsRequestError, templates_for
-from hospital_mlops.ehr.fhir_inputs import BUNDLE_KEY
+from hospital_mlops.ehr.fhir_record import BUNDLE_KEY
 
 TOKEN = re.compile(r"\{\{context\.(\w+)\}\}")
 

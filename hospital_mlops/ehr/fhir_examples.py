@@ -1,5 +1,6 @@
 """Example FHIR R4 patient Bundles built from real diabetes130 encounters (the inverse of
-``fhir_inputs``): what ``hmlops cds example`` posts, and what the tests check the mapping on.
+``fhir_readmission_inputs``): what ``hmlops cds example`` posts, and what the tests check the
+mapping on.
 
 Each Bundle holds the Patient, the discharge Encounter and its prior visits, Conditions,
 laboratory Observations (HbA1c and glucose with units), Procedures and MedicationRequests
@@ -16,7 +17,7 @@ import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hospital_mlops.ehr.fhir_inputs import ETHNICITY_URL, RACE_URL
+from hospital_mlops.ehr.fhir_admission_inputs import ETHNICITY_URL, RACE_URL
 from hospital_mlops.ehr.fhir_mapping import CodeMap, FhirMapping
 from hospital_mlops.model.scoring import PRIOR_ENCOUNTERS
 
@@ -63,7 +64,8 @@ def bundle_from_instance(
     discharged_at: datetime = datetime(2026, 3, 10, 15, 0, tzinfo=UTC),
     bundle_type: str = "collection",
 ) -> dict[str, Any]:
-    """A Bundle that ``fhir_inputs`` reads back as ``instance`` (up to the documented gaps)."""
+    """A Bundle that ``fhir_readmission_inputs`` reads back as ``instance`` (up to the documented
+    gaps)."""
     resources: list[dict[str, Any]] = []
     days = int(instance["time_in_hospital"])
     start = discharged_at - timedelta(days=days)

@@ -4,7 +4,7 @@ The predictor, the explainer, the drift detector and the CDS Hooks service each 
 container of the serving image (``images.serving``, the digest `make images` built) with the
 command, arguments, security context, volumes, resources and environment of the rendered
 production overlay (``kubectl kustomize``), translated by
-``hospital_mlops.deploy.manifest_containers``:
+``hospital_mlops.deploy.manifest_podman_run``:
 nothing here is a hand-written ``podman run`` line. The only additions are the test
 environment's:
 
@@ -52,12 +52,8 @@ import httpx
 import pytest
 
 from hospital_mlops.deploy import overlay as deploy
-from hospital_mlops.deploy.manifest_containers import (
-    ContainerRun,
-    PodSource,
-    serving_pods,
-    translate,
-)
+from hospital_mlops.deploy.manifest_podman_run import ContainerRun, translate
+from hospital_mlops.deploy.manifest_pods import PodSource, serving_pods
 from tests.conftest import TEST_KEY
 from tests.containers.conftest import Images, podman
 from tests.integration.conftest import HMLOPS, hmlops

@@ -36,8 +36,9 @@ from hospital_mlops.data.normalize import HmacKey, HmacKeyring
 from hospital_mlops.ehr.cds_auth import TrustedClient
 from hospital_mlops.ehr.cds_config import CdsConfigError, load_cds_config
 from hospital_mlops.ehr.fhir_examples import example_bundle, example_instance
-from hospital_mlops.ehr.fhir_inputs import gather, model_inputs
 from hospital_mlops.ehr.fhir_mapping import load_fhir_mapping
+from hospital_mlops.ehr.fhir_readmission_inputs import model_inputs
+from hospital_mlops.ehr.fhir_record import gather
 from hospital_mlops.features import feature_set_for
 from hospital_mlops.inference.fallback import load_fallback_policy
 from hospital_mlops.inference.prediction_log import PredictionLog, PredictionNotFound

@@ -1,4 +1,4 @@
-"""The translation of a rendered manifest's container into ``podman run`` (manifest_containers),
+"""The translation of a rendered manifest's container into ``podman run`` (manifest_podman_run),
 on the real production overlay (``kubectl kustomize``) and on broken input: no podman needed.
 
 The container suite (tests/containers/test_serving_containers.py) runs what this translates."""
@@ -12,17 +12,16 @@ from typing import Any
 import pytest
 
 from hospital_mlops.deploy import overlay as deploy
-from hospital_mlops.deploy.manifest_containers import (
-    ContainerRun,
-    HttpProbe,
-    ManifestTranslationError,
+from hospital_mlops.deploy.manifest_confinement import parse_quantity
+from hospital_mlops.deploy.manifest_container_spec import HttpProbe
+from hospital_mlops.deploy.manifest_podman_run import ContainerRun, translate
+from hospital_mlops.deploy.manifest_pods import (
     PodSource,
     inference_service_pod,
     kserve_explainer_args,
-    parse_quantity,
     serving_pods,
-    translate,
 )
+from hospital_mlops.deploy.manifest_refusals import ManifestTranslationError
 from tests.unit.test_manifests import NAMESPACE, built, one
 
 REGISTRY = "sqlite:////srv/test/state/mlflow.db"

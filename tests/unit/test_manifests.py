@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from hospital_mlops.deploy import overlay as deploy
-from hospital_mlops.deploy.manifest_containers import kserve_explainer_args  # KServe's edits
+from hospital_mlops.deploy.manifest_pods import kserve_explainer_args  # KServe's edits
 from hospital_mlops.drift.inference_events import REQUEST_TYPE, RESPONSE_TYPE, binary_headers
 
 ROOT = Path(__file__).resolve().parents[2]

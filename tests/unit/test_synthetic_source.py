@@ -10,12 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hospital_mlops.data.sources.synthetic import (
-    SITE_TIMEZONES,
-    generate_extract,
-    generate_tables,
-    write_tables,
-)
+from hospital_mlops.data.sources.synthetic.parquet_extract import generate_extract, write_tables
+from hospital_mlops.data.sources.synthetic.tables import generate_tables
+from hospital_mlops.data.sources.synthetic.vocabulary import SITE_TIMEZONES
 
 N_SMALL = 3_000
 N_LARGE = 20_000

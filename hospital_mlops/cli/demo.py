@@ -1,0 +1,126 @@
+"""``hmlops demo``: the bundled dataset end to end (the pipeline, demo sign-offs and promotion,
+the local servers asked, the monitoring and rollout story, the governance packet)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hospital_mlops import artifacts
+from hospital_mlops.cli import serving as cli_serving
+from hospital_mlops.cli.exit_codes import EXIT_GATE_FAILED
+from hospital_mlops.cli.pipeline import print_run_summary
+
+if TYPE_CHECKING:
+    from hospital_mlops.cli.demo_story import CommandRunner
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser(
+        "demo", help="the bundled dataset end to end: pipeline, registry, then serve and ask"
+    )
+    demo.add_argument("--port-base", type=int, default=8080, help="ports for the local servers")
+    demo.add_argument("--out", type=Path, default=Path("out/demo"))
+    demo.add_argument(
+        "--no-story", action="store_true", help="skip the monitoring and rollout story"
+    )
+    demo.add_argument(
+        "--story-pace", choices=["demo", "quick"], default="demo",
+        help="the story's compressed time: 30-second windows, or 10-second ones (the tests')",
+    )  # fmt: skip
+
+
+def demo(
+    out: Path,
+    hmlops: CommandRunner,
+    serve_port: int = 8080,
+    story: bool = True,
+    pace: str = "demo",
+) -> int:
+    """The demo; ``hmlops`` runs the story's commands (main.py hands in its ``run_captured``)."""
+    from pipelines.runner import run_locally
+
+    print(
+        "hospital-mlops demo: the bundled UCI Diabetes 130-US extract through the Kubeflow "
+        "pipeline (kfp.local): data layers, then train → evaluate → gate → register in MLflow, "
+        "with the labelled DEMO tokenization key.",
+        flush=True,
+    )
+    summary = run_locally(
+        source="diabetes130",
+        use="readmission_risk_model",
+        extract=None,
+        scenario=None,
+        out=out,
+        catalog=None,
+        demo_key=True,
+    )
+    print_run_summary(summary)
+    run_dir = out / "runs" / summary["run_id"]
+    print()
+    print("Open:")
+    print(f"  gate reports (self-contained HTML): {run_dir / 'gates'}/*.html")
+    print(f"  run summary (JSON):                 {summary['lineage_path']}")
+    if summary.get("final_artifact_sha256"):
+        print(
+            f"  published feature snapshot:         "
+            f"{out / 'published' / 'features' / summary['final_artifact_sha256']}"
+        )
+    evidence = {e["name"]: e["path"] for e in summary.get("evidence", [])}
+    if artifacts.VALIDATION_REPORT_HTML in evidence:
+        print(f"  validation report (HTML):           {evidence[artifacts.VALIDATION_REPORT_HTML]}")
+        print(f"  model card + HTI-1 attributes:      {evidence[artifacts.MODEL_CARD_HTML]}")
+    print(f"  lineage:  hmlops lineage {summary['run_id']} --out {out}")
+    print(f"  compiled pipeline IR:  hmlops pipeline compile --out {out / 'data_pipeline.yaml'}")
+    if summary["status"] != "succeeded":
+        return EXIT_GATE_FAILED
+    model = summary["model"]
+    _demo_promote(model["name"], int(model["version"]))
+    print(f"  registry:  hmlops registry show --model {model['name']}")
+    served = cli_serving.demo_round_trip(f"{model['name']}@champion", out, port_base=serve_port)
+    if served != 0:
+        return served
+    if story:
+        from hospital_mlops.cli.demo_story import PACES, run_story
+
+        told = run_story(
+            hmlops, model["name"], int(model["version"]), out, out, serve_port, PACES[pace]
+        )
+        if told != 0:
+            return told
+    _demo_packet(model["name"], int(model["version"]), out)
+    return 0
+
+
+def _demo_packet(name: str, version: int, out: Path) -> None:
+    """The review board's packet for the champion, as `hmlops governance packet` writes it."""
+    from hospital_mlops.governance.packet import PacketRequest, build_packet
+
+    path = out / f"governance-{name}-v{version}.zip"
+    packet = build_packet(PacketRequest(name, version, path, out))
+    print(f"\n=== The governance packet of {name} version {version} ===")
+    print(f"{path}: {len(packet.files)} files with their sha256 (index.html opens first)")
+    print("what a review board would chase before go-live (the demo's own gaps):")
+    for item in packet.missing:
+        print(f"  - {item}")
+    print(f"  verify it later: hmlops governance verify {path}")
+
+
+def _demo_promote(name: str, version: int) -> None:
+    """Sign off with clearly labelled demo reviewers and promote, so later stages have a
+    champion to serve. A hospital does this with its real reviewers (see docs/validation.md)."""
+    from hospital_mlops.cli.demo_story import DEMO_REVIEWER
+    from hospital_mlops.governance import registration
+    from hospital_mlops.governance.config import load_governance
+
+    required = list(load_governance().required_signoffs)
+    for role in required:
+        registration.sign_off(
+            name, version, role, DEMO_REVIEWER, "recorded by `make demo` for the bundled dataset"
+        )
+    registration.promote(name, version, "champion", required)
+    print(
+        f"\n{name} version {version}: demo sign-offs by '{DEMO_REVIEWER}' for "
+        f"{', '.join(required)}; promoted to @champion."
+    )
