@@ -941,7 +941,8 @@ def validation(results: Results) -> Table:
     data = results["pipeline"]
     run = latest_with(data, "diabetes130_with_model")
     e = need(run, "diabetes130_with_model", "evaluation")
-    use_case = yaml.safe_load((ROOT / "config" / "use_case.yaml").read_text())
+    # the file holds one YAML document per use case; the first is the readmission model's
+    use_case = next(yaml.safe_load_all((ROOT / "config" / "use_case.yaml").read_text()))
     gates = need(use_case, "sources", "diabetes130", "gates")
     low, high = e["auroc_ci"]
     slope_lo, slope_hi = gates["calibration_slope"]

@@ -32,6 +32,28 @@ def load_yaml_model(path: Path, model: type[Model], error: type[Exception], what
         raise error(f"{what} {path} does not exist") from exc
     except yaml.YAMLError as exc:
         raise error(f"{what} {path} is not valid YAML: {exc}") from exc
+    return _validated(raw, path, model, error, what)
+
+
+def load_yaml_models(
+    path: Path, model: type[Model], error: type[Exception], what: str
+) -> list[Model]:
+    """Every document of a multi-document YAML file (``---`` between them), each validated."""
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    except FileNotFoundError as exc:
+        raise error(f"{what} {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {exc}") from exc
+    if not docs:
+        raise error(f"{what} {path} holds no document")
+    where = (lambda n: f"{path} (document {n + 1})") if len(docs) > 1 else (lambda n: str(path))
+    return [_validated(raw, where(n), model, error, what) for n, raw in enumerate(docs)]
+
+
+def _validated(
+    raw: object, path: Path | str, model: type[Model], error: type[Exception], what: str
+) -> Model:
     if not isinstance(raw, dict):
         raise error(f"{what} {path}: the top level must be a mapping")
     try:

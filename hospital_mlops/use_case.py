@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from hospital_mlops.config_files import StrictModel, load_yaml_model
+from hospital_mlops.config_files import StrictModel, load_yaml_models
 from hospital_mlops.paths import config_path
 
 Probability = Annotated[float, Field(ge=0, le=1)]
@@ -90,9 +90,37 @@ class SourceUse(StrictModel):
     gates: ModelGates
 
 
+class Capacity(StrictModel):
+    """A worklist sized by the team that works it: the top ``worklist_size`` of a day's
+    ``admissions_per_day`` (case management's capacity, not a risk budget)."""
+
+    worklist_size: Annotated[int, Field(ge=1)]
+    admissions_per_day: Annotated[float, Field(gt=0)]
+
+    @model_validator(mode="after")
+    def _fits(self) -> Capacity:
+        if self.worklist_size >= self.admissions_per_day:
+            raise ValueError("the worklist must be shorter than a day's admissions")
+        return self
+
+
 class ThresholdUse(StrictModel):
+    """The share of encounters a use of the score flags: declared directly, or from a capacity
+    (then ``alerts_per_100`` is derived from it and must not be given as well)."""
+
     description: str
     alerts_per_100: Annotated[float, Field(gt=0, lt=100)]
+    capacity: Capacity | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_capacity(cls, raw: object) -> object:
+        if isinstance(raw, dict) and raw.get("capacity") is not None:
+            if "alerts_per_100" in raw:
+                raise ValueError("give alerts_per_100 or capacity, not both")
+            cap = Capacity.model_validate(raw["capacity"])
+            return {**raw, "alerts_per_100": 100.0 * cap.worklist_size / cap.admissions_per_day}
+        return raw
 
 
 class DecisionThresholds(StrictModel):
@@ -157,10 +185,48 @@ class TrainingConfig(StrictModel):
     early_stopping_rounds: Annotated[int, Field(ge=1)] = 100
 
 
+class LabelCodes(StrictModel):
+    """A label read from one coded column: every code the catalog knows is placed in exactly one
+    list, so a code nobody thought about cannot fall silently on either side."""
+
+    column: str
+    positive: Annotated[list[int], Field(min_length=1)]
+    negative: Annotated[list[int], Field(min_length=1)]
+    # codes whose meaning for this label is unclear: dropped from training and evaluation, listed
+    excluded_ambiguous: dict[int, str] = Field(default_factory=dict)
+    # codes outside the intended use (e.g. deaths, hospice): never trained on, never scored
+    outside_intended_use: dict[int, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _each_code_once(self) -> LabelCodes:
+        lists = {
+            "positive": set(self.positive),
+            "negative": set(self.negative),
+            "excluded_ambiguous": set(self.excluded_ambiguous),
+            "outside_intended_use": set(self.outside_intended_use),
+        }
+        seen: dict[int, str] = {}
+        for name, codes in lists.items():
+            for code in sorted(codes):
+                if code in seen:
+                    raise ValueError(f"code {code} is in both {seen[code]} and {name}")
+                seen[code] = name
+        return self
+
+    def all_codes(self) -> set[int]:
+        return {
+            *self.positive,
+            *self.negative,
+            *self.excluded_ambiguous,
+            *self.outside_intended_use,
+        }
+
+
 class Label(StrictModel):
     name: str
     definition: str
     window_days: Annotated[int, Field(ge=1)]
+    codes: LabelCodes | None = None
 
 
 class UseCase(StrictModel):
@@ -179,6 +245,8 @@ class UseCase(StrictModel):
     subgroup_policy: SubgroupPolicy
     evaluation: EvaluationPolicy = EvaluationPolicy()
     training: TrainingConfig = TrainingConfig()
+    # the day the gates above were declared: the evidence compares it with the evaluation's
+    gates_declared_on: date | None = None
 
     def for_source(self, source: str) -> SourceUse:
         if source not in self.sources:
@@ -194,7 +262,22 @@ class UseCase(StrictModel):
         return hashlib.sha256(canonical).hexdigest()[:16]
 
 
-def load_use_case(path: Path | str | None = None) -> UseCase:
-    return load_yaml_model(
-        Path(path) if path else config_path("use_case.yaml"), UseCase, UseCaseError, "use case"
-    )
+def load_use_cases(path: Path | str | None = None) -> dict[str, UseCase]:
+    """Every use case of the file (one YAML document each), by id; the first is the default."""
+    source = Path(path) if path else config_path("use_case.yaml")
+    found: dict[str, UseCase] = {}
+    for case in load_yaml_models(source, UseCase, UseCaseError, "use case"):
+        if case.id in found:
+            raise UseCaseError(f"use case {source}: the id {case.id!r} is declared twice")
+        found[case.id] = case
+    return found
+
+
+def load_use_case(path: Path | str | None = None, use_case: str | None = None) -> UseCase:
+    """One use case by id; without an id, the file's first (the readmission model's)."""
+    cases = load_use_cases(path)
+    if use_case is None:
+        return next(iter(cases.values()))
+    if use_case not in cases:
+        raise UseCaseError(f"no use case {use_case!r}; declared: {', '.join(cases)}")
+    return cases[use_case]
