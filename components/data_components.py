@@ -24,6 +24,7 @@ def ingest_op(
     store_root: str,
     run_id: str,
     catalog_path: str,
+    use_case: str,
     raw_manifest: Output[Artifact],
     gate_report: Output[Markdown],
     gate_page: Output[HTML],
@@ -36,7 +37,9 @@ def ingest_op(
     from components.kfp_io import publish_gate_outputs
     from hospital_mlops.steps import data as data_steps
 
-    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(
+        source, use, Path(store_root), run_id, catalog_path or None, use_case or None
+    )
     try:
         manifest, _ = data_steps.ingest(ctx, Path(extract))
     finally:
@@ -51,6 +54,7 @@ def normalize_op(
     store_root: str,
     run_id: str,
     catalog_path: str,
+    use_case: str,
     raw_manifest: Input[Artifact],
     normalized: Output[Dataset],
 ) -> None:
@@ -60,7 +64,9 @@ def normalize_op(
 
     from hospital_mlops.steps import data as data_steps
 
-    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(
+        source, use, Path(store_root), run_id, catalog_path or None, use_case or None
+    )
     raw = json.loads(Path(raw_manifest.path).read_text())
     manifest = data_steps.normalize(ctx, raw, Path(normalized.path))
     normalized.metadata.update(
@@ -74,6 +80,7 @@ def validate_op(
     store_root: str,
     run_id: str,
     catalog_path: str,
+    use_case: str,
     normalized: Input[Dataset],
     gate_report: Output[Markdown],
     gate_page: Output[HTML],
@@ -85,7 +92,9 @@ def validate_op(
     from components.kfp_io import publish_gate_outputs
     from hospital_mlops.steps import data as data_steps
 
-    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(
+        source, use, Path(store_root), run_id, catalog_path or None, use_case or None
+    )
     try:
         data_steps.validate(ctx, Path(normalized.path))
     finally:
@@ -98,6 +107,7 @@ def features_op(
     store_root: str,
     run_id: str,
     catalog_path: str,
+    use_case: str,
     normalized: Input[Dataset],
     features: Output[Dataset],
     gate_report: Output[Markdown],
@@ -110,7 +120,9 @@ def features_op(
     from components.kfp_io import publish_gate_outputs
     from hospital_mlops.steps import data as data_steps
 
-    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(
+        source, use, Path(store_root), run_id, catalog_path or None, use_case or None
+    )
     try:
         manifest, _ = data_steps.features(ctx, Path(normalized.path), Path(features.path))
     finally:
@@ -126,6 +138,7 @@ def publish_op(
     store_root: str,
     run_id: str,
     catalog_path: str,
+    use_case: str,
     features: Input[Dataset],
 ) -> str:
     """Atomic publish of the validated snapshot; returns its sha256."""
@@ -133,12 +146,20 @@ def publish_op(
 
     from hospital_mlops.steps import data as data_steps
 
-    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(
+        source, use, Path(store_root), run_id, catalog_path or None, use_case or None
+    )
     return str(data_steps.publish(ctx, Path(features.path))["sha256"])
 
 
 def finalize_op(
-    source: str, use: str, store_root: str, run_id: str, catalog_path: str, train_model: bool
+    source: str,
+    use: str,
+    store_root: str,
+    run_id: str,
+    catalog_path: str,
+    use_case: str,
+    train_model: bool,
 ) -> str:
     """Exit handler: record the run (succeeded or failed) in lineage with every gate's result."""
     import json
@@ -146,7 +167,9 @@ def finalize_op(
 
     from hospital_mlops.steps import data as data_steps
 
-    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(
+        source, use, Path(store_root), run_id, catalog_path or None, use_case or None
+    )
     summary = data_steps.finalize_run(ctx, expect_model=train_model)
     return json.dumps({"status": summary["status"], "lineage_path": summary["lineage_path"]})
 

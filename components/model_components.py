@@ -19,6 +19,7 @@ def train_op(
     store_root: str,
     run_id: str,
     catalog_path: str,
+    use_case: str,
     published_sha256: str,
     trained: Output[Model],
 ) -> None:
@@ -29,7 +30,9 @@ def train_op(
     from hospital_mlops.steps import data as data_steps
     from hospital_mlops.steps import model as model_steps
 
-    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(
+        source, use, Path(store_root), run_id, catalog_path or None, use_case or None
+    )
     features_dir = artifacts.published_features(Path(store_root)) / published_sha256
     training = model_steps.train(ctx, features_dir, Path(trained.path))
     trained.metadata.update(
@@ -47,6 +50,7 @@ def evaluate_op(
     store_root: str,
     run_id: str,
     catalog_path: str,
+    use_case: str,
     trained: Input[Model],
     evidence: Output[Artifact],
     report: Output[Markdown],
@@ -63,7 +67,9 @@ def evaluate_op(
     from hospital_mlops.steps import data as data_steps
     from hospital_mlops.steps import model as model_steps
 
-    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(
+        source, use, Path(store_root), run_id, catalog_path or None, use_case or None
+    )
     summary = model_steps.evaluate(ctx, Path(trained.path), Path(evidence.path))
     shutil.copyfile(Path(evidence.path) / artifacts.VALIDATION_REPORT_MD, report.path)
     shutil.copyfile(Path(evidence.path) / artifacts.VALIDATION_REPORT_HTML, report_page.path)
@@ -77,6 +83,7 @@ def register_op(
     store_root: str,
     run_id: str,
     catalog_path: str,
+    use_case: str,
     mlflow_tracking_uri: str,
     trained: Input[Model],
     evidence: Input[Artifact],
@@ -91,7 +98,9 @@ def register_op(
     from hospital_mlops.steps import data as data_steps
     from hospital_mlops.steps import model as model_steps
 
-    ctx = data_steps.RunContext(source, use, Path(store_root), run_id, catalog_path or None)
+    ctx = data_steps.RunContext(
+        source, use, Path(store_root), run_id, catalog_path or None, use_case or None
+    )
     result = model_steps.register(ctx, Path(trained.path), Path(evidence.path))
     return json.dumps({k: result[k] for k in ("name", "version", "run_id")})
 

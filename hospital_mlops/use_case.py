@@ -233,6 +233,9 @@ class UseCase(StrictModel):
     version: str
     id: str
     title: str
+    # the registry's name for this use case's model (None: governance.yaml's
+    # registered_model_name, the first use case's)
+    model_name: str | None = None
     intended_use: str
     intended_users: list[str]
     intended_population: str

@@ -45,6 +45,7 @@ def make_pipeline(image: str = DEFAULT_IMAGE) -> Any:
         extract: str = "",
         store_root: str = STORE_MOUNT,
         catalog_path: str = "",
+        use_case: str = "",
         train_model: bool = True,
         mlflow_tracking_uri: str = "",
     ) -> None:
@@ -54,6 +55,7 @@ def make_pipeline(image: str = DEFAULT_IMAGE) -> Any:
             "store_root": store_root,
             "run_id": run_id,
             "catalog_path": catalog_path,
+            "use_case": use_case,
         }
         finalize = ops.finalize(train_model=train_model, **common).set_display_name("record run")
         _cluster_wiring(finalize, phi=False)

@@ -20,6 +20,7 @@ from hospital_mlops.data.normalize import DEMO_HMAC_KEY, HMAC_KEY_ENV, load_hmac
 from hospital_mlops.data.sources.extract import default_extract, preflight_extract
 from hospital_mlops.deploy.container_engine import ContainerEngineError
 from hospital_mlops.paths import project_root
+from hospital_mlops.use_case import UseCaseError
 
 RUNNERS = ("subprocess", "container")
 
@@ -93,6 +94,7 @@ def run_locally(
     train_model: bool = True,
     runner: str = "subprocess",
     image: str | None = None,
+    use_case: str | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline with kfp.local and return the run summary: each step a process of this
     venv (``subprocess``), or a container of the pipeline image (``container``, DockerRunner)."""
@@ -109,12 +111,18 @@ def run_locally(
     if demo_key:
         os.environ[HMAC_KEY_ENV] = DEMO_HMAC_KEY
     load_hmac_key()  # refuse to start without a key
+    from hospital_mlops.features import feature_set_for
+    from hospital_mlops.use_case import load_use_case
+
+    try:  # an unknown use case, or one without a feature set for this source, fails here
+        feature_set_for(source, load_use_case(use_case=use_case).id)
+    except KeyError as exc:
+        raise UseCaseError(str(exc.args[0])) from None
     if train_model:
         from hospital_mlops.governance.config import load_governance
         from hospital_mlops.governance.registry import client
-        from hospital_mlops.use_case import load_use_case
 
-        load_use_case().for_source(source)  # a use case without this source fails here
+        load_use_case(use_case=use_case).for_source(source)  # no split or gates: fails here
         load_governance()
         client()  # an unreachable registry fails before any data is read
     out = out.resolve()
@@ -128,7 +136,9 @@ def run_locally(
         catalog=cat,
     )
     run_id = new_run_id()
-    ctx = data_steps.RunContext(source, use, out, run_id, str(catalog) if catalog else None)
+    ctx = data_steps.RunContext(
+        source, use, out, run_id, str(catalog) if catalog else None, use_case
+    )
 
     arguments = {
         "run_id": run_id,
@@ -137,6 +147,7 @@ def run_locally(
         "extract": str(resolved.resolve()),
         "store_root": str(out),
         "catalog_path": str(catalog.resolve()) if catalog else "",
+        "use_case": use_case or "",
         "train_model": train_model,
     }
     if runner == "container":
@@ -334,6 +345,7 @@ def submit(args: Any) -> dict[str, Any]:
                         "source": args.source,
                         "use": args.use,
                         "extract": args.input,
+                        "use_case": args.use_case or "",
                     },
                     service_account=args.service_account,
                 )

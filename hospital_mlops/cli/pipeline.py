@@ -15,6 +15,10 @@ from hospital_mlops.cli.exit_codes import EXIT_GATE_FAILED
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="diabetes130", help="catalogued source name")
     p.add_argument("--use", default="readmission_risk_model", help="purpose (catalog `uses`)")
+    p.add_argument(
+        "--use-case",
+        help="use case id from config/use_case.yaml (default: its first, the readmission model)",
+    )
     p.add_argument("--input", type=Path, help="the extract to ingest (default: the catalog's)")
     p.add_argument("--scenario", help="inject a named fault scenario into the extract first")
     p.add_argument("--out", type=Path, default=Path("out/run"), help="store and outputs directory")
@@ -43,6 +47,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     submit.add_argument("--host", required=True)
     submit.add_argument("--source", default="diabetes130")
     submit.add_argument("--use", default="readmission_risk_model")
+    submit.add_argument("--use-case", help="use case id from config/use_case.yaml")
     submit.add_argument("--input", default="", help="extract path as seen by the pods")
     submit.add_argument("--image")
     submit.add_argument("--experiment", default="hospital-data")
@@ -98,6 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         train_model=not args.no_model,
         runner=args.runner,
         image=args.image,
+        use_case=args.use_case,
     )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

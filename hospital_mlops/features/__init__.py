@@ -7,7 +7,7 @@ own definition and the shared code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import pandas as pd
 
@@ -33,21 +33,53 @@ from hospital_mlops.features.diabetes130 import (
     diabetes130_out_of_cohort_row,
 )
 from hospital_mlops.features.groupings import ICD9_GROUPS, icd9_group, icd9_group_of, icd10_group
+from hospital_mlops.features.post_acute_diabetes130 import post_acute_feature_set
 from hospital_mlops.features.synthetic import SYNTHETIC, compute_synthetic
+from hospital_mlops.use_case import UseCase, load_use_case
 
+# Each source's set for the default use case (the readmission model's: the first document of
+# config/use_case.yaml), and the sets of further use cases by (source, use case id), each built
+# from its use case's declared label codes.
+DEFAULT_USE_CASE = "readmission_30d_discharge"
 FEATURE_SETS: dict[str, FeatureSet] = {fs.source: fs for fs in (DIABETES130, SYNTHETIC)}
+USE_CASE_SETS: dict[tuple[str, str], Callable[[UseCase], FeatureSet]] = {
+    ("diabetes130", "post_acute_at_admission"): lambda case: post_acute_feature_set(
+        case.label.codes  # type: ignore[arg-type]  # the use case's loader requires codes here
+    ),
+}
 
 
-def feature_set_for(source: str) -> FeatureSet:
-    if source not in FEATURE_SETS:
-        raise KeyError(f"no feature set is defined for source {source!r}")
-    return FEATURE_SETS[source]
+def feature_set_for(source: str, use_case: str | None = None) -> FeatureSet:
+    """The feature set of ``source`` for ``use_case`` (None: the default use case)."""
+    if use_case is None or use_case == DEFAULT_USE_CASE:
+        if source not in FEATURE_SETS:
+            raise KeyError(f"no feature set is defined for source {source!r}")
+        return FEATURE_SETS[source]
+    build = USE_CASE_SETS.get((source, use_case))
+    if build is None:
+        raise KeyError(f"no feature set is defined for source {source!r} and use case {use_case!r}")
+    case = load_use_case(use_case=use_case)
+    if case.label.codes is None:
+        raise KeyError(f"use case {use_case!r} declares no label codes for its feature set")
+    return build(case)
+
+
+def feature_set_named(name: str) -> FeatureSet | None:
+    """The installed set of this name (what a saved model records), or None."""
+    for fs in FEATURE_SETS.values():
+        if fs.name == name:
+            return fs
+    for source, use_case in USE_CASE_SETS:
+        fs = feature_set_for(source, use_case)
+        if fs.name == name:
+            return fs
+    return None
 
 
 def build_features(
-    source: str, tables: Mapping[str, pd.DataFrame]
+    source: str, tables: Mapping[str, pd.DataFrame], use_case: str | None = None
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    fs = feature_set_for(source)
+    fs = feature_set_for(source, use_case)
     frame, stats = fs.compute(tables)
     return frame[fs.columns], stats
 
@@ -76,6 +108,7 @@ __all__ = [
     "diabetes130_out_of_cohort",
     "diabetes130_out_of_cohort_row",
     "feature_set_for",
+    "feature_set_named",
     "icd9_group",
     "icd9_group_of",
     "icd10_group",

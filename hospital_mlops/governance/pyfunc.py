@@ -27,14 +27,14 @@ def risk_pyfunc_class() -> type:
 
     class RiskPyfunc(PythonModel):
         def load_context(self, context: Any) -> None:
-            from hospital_mlops.features import FEATURE_SETS
+            from hospital_mlops.features import feature_set_named
             from hospital_mlops.model.train import RiskModel
 
             self.model = RiskModel.load(Path(context.artifacts["risk_model"]))
-            sets = [fs for fs in FEATURE_SETS.values() if fs.name == self.model.feature_set_name]
-            if not sets:
+            found = feature_set_named(self.model.feature_set_name)
+            if found is None:
                 raise RuntimeError(f"feature set {self.model.feature_set_name!r} is not installed")
-            self.feature_set = sets[0]
+            self.feature_set = found
             if self.feature_set.version != self.model.feature_set_version:
                 raise RuntimeError(
                     f"the model was trained on {self.model.feature_set_version} but this code "

@@ -23,7 +23,7 @@ import pandas as pd
 
 from hospital_mlops import artifacts
 from hospital_mlops.data.lineage import utc_now
-from hospital_mlops.features import FEATURE_SETS
+from hospital_mlops.features import feature_set_named
 from hospital_mlops.governance.registry import store_errors
 from hospital_mlops.model.train import MODEL_FILES, RiskModel, model_hash
 
@@ -133,15 +133,15 @@ def load_bundle(path: Path, expected_sha256: str | None = None) -> Bundle:
             f"{expected_sha256[:16]}…"
         )
     model = RiskModel.load(path / MODEL_DIR)
-    feature_sets = [fs for fs in FEATURE_SETS.values() if fs.name == model.feature_set_name]
-    if not feature_sets or feature_sets[0].version != model.feature_set_version:
+    found = feature_set_named(model.feature_set_name)
+    if found is None or found.version != model.feature_set_version:
         raise BundleError(
             f"{path}: trained on feature set {model.feature_set_version}; this release defines "
-            f"{feature_sets[0].version if feature_sets else 'no such feature set'}"
+            f"{found.version if found else 'no such feature set'}"
         )
     golden = pd.read_parquet(path / GOLDEN)
     expected = golden.pop("expected_risk").to_numpy()
-    worst = float(np.max(np.abs(model.predict_risk(golden, feature_sets[0]) - expected)))
+    worst = float(np.max(np.abs(model.predict_risk(golden, found) - expected)))
     if worst > GOLDEN_TOLERANCE:
         raise BundleError(
             f"{path} does not reproduce its golden predictions: largest difference {worst:.3g}"

@@ -514,25 +514,43 @@ def train_risk_model(
 
 @dataclass(frozen=True)
 class Comparator:
-    """The simple baseline a model must beat: logistic regression on log(1 + prior use)."""
+    """The simple baseline a model must beat: logistic regression on log(1 + value) of each
+    numeric column (prior use, age) and an indicator per level of each categorical one
+    (admission source), the most common level the reference."""
 
     columns: list[str]
     coefficients: list[float]  # intercept first
+    # categorical column → its levels after the reference, in the design's column order
+    levels: dict[str, list[str]] = field(default_factory=dict)
+
+    def design(self, frame: pd.DataFrame) -> np.ndarray:
+        parts = []
+        for column in self.columns:
+            if column in self.levels:
+                values = frame[column].astype(object).to_numpy()
+                parts += [(values == level).astype("float64") for level in self.levels[column]]
+            else:
+                x = np.log1p(frame[column].to_numpy(dtype="float64").clip(min=0))
+                parts.append(np.nan_to_num(x, nan=0.0))
+        return np.column_stack(parts) if parts else np.empty((len(frame), 0))
 
     def predict_risk(self, frame: pd.DataFrame) -> np.ndarray:
-        x = np.log1p(frame[self.columns].to_numpy(dtype="float64").clip(min=0))
-        x = np.nan_to_num(x, nan=0.0)
         beta = np.asarray(self.coefficients)
-        return expit(beta[0] + x @ beta[1:])
+        return expit(beta[0] + self.design(frame) @ beta[1:])
 
     def as_dict(self) -> dict[str, Any]:
-        return {"columns": self.columns, "coefficients": self.coefficients}
+        return {"columns": self.columns, "coefficients": self.coefficients, "levels": self.levels}
 
 
 def train_comparator(train: pd.DataFrame, columns: list[str], label: str) -> Comparator:
     missing = [c for c in columns if c not in train.columns]
     if missing:
         raise KeyError(f"comparator columns missing from the feature snapshot: {missing}")
-    x = np.nan_to_num(np.log1p(train[columns].to_numpy(dtype="float64").clip(min=0)), nan=0.0)
-    beta = fit_logistic(x, train[label].to_numpy(dtype="float64"))
-    return Comparator(columns=list(columns), coefficients=[float(v) for v in beta])
+    levels = {}
+    for column in columns:
+        if not pd.api.types.is_numeric_dtype(train[column]):
+            counts = train[column].astype(object).value_counts()
+            levels[column] = sorted(str(v) for v in counts.index[1:])
+    shell = Comparator(columns=list(columns), coefficients=[], levels=levels)
+    beta = fit_logistic(shell.design(train), train[label].to_numpy(dtype="float64"))
+    return Comparator(list(columns), [float(v) for v in beta], levels)

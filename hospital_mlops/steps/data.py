@@ -60,6 +60,7 @@ class RunContext:
     store: Path
     run_id: str
     catalog_path: str | None = None
+    use_case: str | None = None  # an id from config/use_case.yaml; None: its first
 
     @property
     def run_dir(self) -> Path:
@@ -238,9 +239,9 @@ def features(
     with timed(ctx, "features", "read"):
         normalized = verify_snapshot(normalized_dir)
         tables = read_tables(normalized_dir)
-    fs = feature_set_for(ctx.source)
+    fs = feature_set_for(ctx.source, ctx.use_case)
     with timed(ctx, "features", "compute"):
-        frame, stats = build_features(ctx.source, tables)
+        frame, stats = build_features(ctx.source, tables, ctx.use_case)
     checks = suites.feature_checks(fs)
     with timed(ctx, "features", "gate"):
         result = run_gate(

@@ -72,9 +72,9 @@ def _write_json(path: Path, payload: Any) -> None:
 def train(ctx: RunContext, features_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Split the published snapshot by time, train the model and its comparator, and write the
     model, test predictions and golden rows to ``out_dir``."""
-    use_case = load_use_case()
+    use_case = load_use_case(use_case=ctx.use_case)
     source_use = use_case.for_source(ctx.source)
-    fs = feature_set_for(ctx.source)
+    fs = feature_set_for(ctx.source, ctx.use_case)
     with timed(ctx, "train", "read"):
         snapshot = verify_snapshot(features_dir)
         frame = read_tables(features_dir)["features"]
@@ -115,7 +115,7 @@ def _write_training(
     snapshot: dict[str, Any],
 ) -> dict[str, Any]:
     source_use = use_case.for_source(ctx.source)
-    fs = feature_set_for(ctx.source)
+    fs = feature_set_for(ctx.source, ctx.use_case)
     model_hash = model.save(out_dir / "risk_model")
     thresholds = thresholds_from_validation(model.predict_risk(split.validation, fs), use_case)
 
@@ -217,7 +217,7 @@ def _write_training(
 
 def evaluate(ctx: RunContext, train_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Evaluate on the test slice, check the gates and write the validation report."""
-    use_case = load_use_case()
+    use_case = load_use_case(use_case=ctx.use_case)
     source_use = use_case.for_source(ctx.source)
     training = json.loads((train_dir / artifacts.TRAINING).read_text())
     predictions = pd.read_parquet(train_dir / artifacts.TEST_PREDICTIONS)
@@ -270,7 +270,7 @@ def _gate_and_report(
         run_id=ctx.run_id,
         use_case=use_case,
         governance=load_governance(),
-        feature_set=feature_set_for(ctx.source),
+        feature_set=feature_set_for(ctx.source, ctx.use_case),
         training=training,
         evaluation=evaluation,
         gates=gate_record,
@@ -319,7 +319,7 @@ def register(ctx: RunContext, train_dir: Path, eval_dir: Path) -> dict[str, Any]
     from hospital_mlops.governance.registration import Candidate, log_candidate
 
     governance = load_governance()
-    use_case = load_use_case()
+    use_case = load_use_case(use_case=ctx.use_case)
     training = json.loads((train_dir / artifacts.TRAINING).read_text())
     summary = json.loads((model_dir(ctx) / artifacts.EVALUATION).read_text())
     gates = json.loads((eval_dir / artifacts.GATES).read_text())
@@ -363,7 +363,7 @@ def register(ctx: RunContext, train_dir: Path, eval_dir: Path) -> dict[str, Any]
         golden=golden,
     )
     del model  # loaded to prove the saved model opens before anything is registered
-    result = log_candidate(governance.registered_model_name, candidate)
+    result = log_candidate(use_case.model_name or governance.registered_model_name, candidate)
     _write_json(model_dir(ctx) / "registry.json", result)
     return result
 
