@@ -197,7 +197,7 @@ def validation_html(
 <p><b>Verdict: <span class="{"pass" if gates["passed"] else "fail"}">{verdict}</span></b>
 (pre-declared gates in <code>config/use_case.yaml</code>, version {
         esc(use_case.content_version)
-    })</p>
+    }; declared: {esc(_declared(gates))})</p>
 <table>
 <tr><th>source</th><td>{esc(source)}</td></tr>
 <tr><th>run</th><td>{esc(context["run_id"])}</td></tr>
@@ -322,6 +322,12 @@ comparator score, patient token and subgroup columns) with
 <code>training.json</code>.</p>
 """
     return page(f"Validation report — {use_case.title}", body)
+
+
+def _declared(gates: dict[str, Any]) -> str:
+    on = gates.get("gates_declared_on")
+    order = gates.get("gates_declared", "not recorded")
+    return f"{on}, {order}" if on else str(order)
 
 
 def validation_markdown(

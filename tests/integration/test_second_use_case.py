@@ -47,13 +47,16 @@ def test_the_second_model_is_trained_on_its_own_features_and_label(post_acute_ru
 
 
 def test_its_own_pre_declared_gates_decide_its_registration(post_acute_run) -> None:
-    _, summary = post_acute_run
+    out, summary = post_acute_run
     declared = load_use_case(use_case=USE_CASE).for_source("diabetes130").gates
     gates = {g["name"]: g for g in summary["model_gates"]}
     assert (
         gates["auroc_lower_bound"]["required"] == f"lower bound ≥ {declared.min_auroc_lower_bound}"
     )
     assert gates["ece"]["required"] == f"≤ {declared.max_ece}"
+    record = json.loads(next(out.glob(f"runs/*/kfp/**/{artifacts.GATES}")).read_text())
+    assert record["gates_declared_on"] == "2026-12-06"
+    assert record["gates_declared"] in ("before the evaluation", "on the evaluation's day")
     passed = all(g["passed"] for g in gates.values())
     assert summary["model_gates_passed"] is passed
     assert (summary["model"]["version"] is not None) is passed

@@ -173,3 +173,22 @@ def test_the_codes_are_part_of_the_version_and_the_readmission_set_is_untouched(
     assert post_acute_feature_set(codes).version != post_acute_feature_set(moved).version
     assert post_acute_feature_set(codes).version.startswith("post_acute_diabetes130@")
     assert DIABETES130.version != post_acute_feature_set(codes).version
+
+
+def test_the_evidence_says_when_the_gates_were_declared(case) -> None:
+    from hospital_mlops.steps.model import gates_declaration
+
+    declared = case.gates_declared_on
+    assert gates_declaration(case, date(2026, 12, 7)) == {
+        "gates_declared_on": "2026-12-06",
+        "gates_declared": "before the evaluation",
+    }
+    assert gates_declaration(case, declared)["gates_declared"] == "on the evaluation's day"
+    assert gates_declaration(case, date(2026, 12, 1))["gates_declared"] == (
+        "after the evaluation (post hoc)"
+    )
+    # the readmission use case did not record the day: said, never guessed
+    assert gates_declaration(load_use_case(), date(2026, 12, 7)) == {
+        "gates_declared_on": None,
+        "gates_declared": "not recorded",
+    }
