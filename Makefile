@@ -124,6 +124,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cds.py --state $${TMPDIR:-/tmp}/hmlops-bench-serving
 	$(BIN)/python benchmarks/bench_predictor_stages.py --append --state $${TMPDIR:-/tmp}/hmlops-bench-serving
 	$(BIN)/python benchmarks/bench_load.py --state $${TMPDIR:-/tmp}/hmlops-bench-serving
+	$(BIN)/python benchmarks/evaluate_use_case.py --use-case post_acute_at_admission --append
 	# the docs' tables of figures, regenerated from the results files just written
 	$(BIN)/python benchmarks/doc_tables.py
 
