@@ -345,7 +345,8 @@ def submit(args: Any) -> dict[str, Any]:
                         "source": args.source,
                         "use": args.use,
                         "extract": args.input,
-                        "use_case": args.use_case or "",
+                        # only when chosen: the pipeline's default is the first use case
+                        **({"use_case": args.use_case} if args.use_case else {}),
                     },
                     service_account=args.service_account,
                 )

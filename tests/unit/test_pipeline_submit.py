@@ -332,6 +332,16 @@ def test_submit_calls_health_then_experiment_then_run_with_strict_bodies(
     assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "hospital-data-pipeline"
 
 
+def test_a_chosen_use_case_is_sent_as_a_run_parameter(fake_kfp, token_file) -> None:
+    code, _, err = run_captured(
+        ["pipeline", "submit", "--host", fake_kfp.url, "--token-file", str(token_file),
+         "--input", "/data/extracts/d130", "--use-case", "post_acute_at_admission"]
+    )  # fmt: skip
+    assert code == 0, err
+    run = deserialize(fake_kfp.calls[-1].body, "V2beta1Run")
+    assert run.runtime_config.parameters["use_case"] == "post_acute_at_admission"
+
+
 def test_an_existing_experiment_is_reused_and_the_service_account_is_passed_through(
     fake_kfp, tmp_path
 ) -> None:
