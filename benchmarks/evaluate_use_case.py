@@ -24,6 +24,8 @@ from typing import Any
 
 from bench_common import command_line, save_and_print
 
+from hospital_mlops import artifacts
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -39,10 +41,11 @@ def evaluate(use_case: str, work: Path) -> dict[str, Any]:
     if proc.returncode not in (0, 1) or not proc.stdout.strip():
         raise SystemExit(f"the pipeline did not finish: {proc.stderr.strip().splitlines()[-1:]}")
     summary = json.loads(proc.stdout)
-    model_dir = next((work / "store" / "runs").glob("*/model"))
-    evaluation = json.loads((model_dir / "evaluation.json").read_text())
-    training = json.loads((model_dir / "training.json").read_text())
-    gates = json.loads(next((work / "store" / "runs").glob("*/kfp/**/gates.json")).read_text())
+    runs = work / "store" / "runs"
+    model_dir = next(runs.glob("*/model"))
+    evaluation = json.loads((model_dir / artifacts.EVALUATION).read_text())
+    training = json.loads((model_dir / artifacts.TRAINING).read_text())
+    gates = json.loads(next(runs.glob(f"*/kfp/**/{artifacts.GATES}")).read_text())
     features_stats = next(
         (a for a in summary["artifacts"] if a["name"] == "published_features"), {}
     )

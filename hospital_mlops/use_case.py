@@ -251,6 +251,21 @@ class UseCase(StrictModel):
     # the day the gates above were declared: the evidence compares it with the evaluation's
     gates_declared_on: date | None = None
 
+    def gates_declaration(self, evaluated_on: date) -> dict[str, str | None]:
+        """When the gates were declared, relative to an evaluation's day. A date alone cannot
+        order two events of one day: "on the evaluation's day" says so, and the repository's
+        history (the commit that declared the gates) is the finer record."""
+        declared = self.gates_declared_on
+        if declared is None:
+            return {"gates_declared_on": None, "gates_declared": "not recorded"}
+        if declared < evaluated_on:
+            order = "before the evaluation"
+        elif declared == evaluated_on:
+            order = "on the evaluation's day"
+        else:
+            order = "after the evaluation (post hoc)"
+        return {"gates_declared_on": declared.isoformat(), "gates_declared": order}
+
     def for_source(self, source: str) -> SourceUse:
         if source not in self.sources:
             raise UseCaseError(

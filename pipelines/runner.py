@@ -20,7 +20,7 @@ from hospital_mlops.data.normalize import DEMO_HMAC_KEY, HMAC_KEY_ENV, load_hmac
 from hospital_mlops.data.sources.extract import default_extract, preflight_extract
 from hospital_mlops.deploy.container_engine import ContainerEngineError
 from hospital_mlops.paths import project_root
-from hospital_mlops.use_case import UseCaseError
+from hospital_mlops.use_case import UseCaseError, load_use_case
 
 RUNNERS = ("subprocess", "container")
 
@@ -112,17 +112,17 @@ def run_locally(
         os.environ[HMAC_KEY_ENV] = DEMO_HMAC_KEY
     load_hmac_key()  # refuse to start without a key
     from hospital_mlops.features import feature_set_for
-    from hospital_mlops.use_case import load_use_case
 
-    try:  # an unknown use case, or one without a feature set for this source, fails here
-        feature_set_for(source, load_use_case(use_case=use_case).id)
+    case = load_use_case(use_case=use_case)  # an unknown use case fails here
+    try:  # and so does one without a feature set for this source
+        feature_set_for(source, case.id)
     except KeyError as exc:
         raise UseCaseError(str(exc.args[0])) from None
     if train_model:
         from hospital_mlops.governance.config import load_governance
         from hospital_mlops.governance.registry import client
 
-        load_use_case(use_case=use_case).for_source(source)  # no split or gates: fails here
+        case.for_source(source)  # no split or gates for this source: fails here
         load_governance()
         client()  # an unreachable registry fails before any data is read
     out = out.resolve()

@@ -35,17 +35,15 @@ from hospital_mlops.features.diabetes130 import (
 from hospital_mlops.features.groupings import ICD9_GROUPS, icd9_group, icd9_group_of, icd10_group
 from hospital_mlops.features.post_acute_diabetes130 import post_acute_feature_set
 from hospital_mlops.features.synthetic import SYNTHETIC, compute_synthetic
-from hospital_mlops.use_case import UseCase, load_use_case
+from hospital_mlops.use_case import LabelCodes, load_use_case
 
 # Each source's set for the default use case (the readmission model's: the first document of
 # config/use_case.yaml), and the sets of further use cases by (source, use case id), each built
 # from its use case's declared label codes.
 DEFAULT_USE_CASE = "readmission_30d_discharge"
 FEATURE_SETS: dict[str, FeatureSet] = {fs.source: fs for fs in (DIABETES130, SYNTHETIC)}
-USE_CASE_SETS: dict[tuple[str, str], Callable[[UseCase], FeatureSet]] = {
-    ("diabetes130", "post_acute_at_admission"): lambda case: post_acute_feature_set(
-        case.label.codes  # type: ignore[arg-type]  # the use case's loader requires codes here
-    ),
+USE_CASE_SETS: dict[tuple[str, str], Callable[[LabelCodes], FeatureSet]] = {
+    ("diabetes130", "post_acute_at_admission"): post_acute_feature_set,
 }
 
 
@@ -58,10 +56,10 @@ def feature_set_for(source: str, use_case: str | None = None) -> FeatureSet:
     build = USE_CASE_SETS.get((source, use_case))
     if build is None:
         raise KeyError(f"no feature set is defined for source {source!r} and use case {use_case!r}")
-    case = load_use_case(use_case=use_case)
-    if case.label.codes is None:
+    codes = load_use_case(use_case=use_case).label.codes
+    if codes is None:
         raise KeyError(f"use case {use_case!r} declares no label codes for its feature set")
-    return build(case)
+    return build(codes)
 
 
 def feature_set_named(name: str) -> FeatureSet | None:

@@ -532,7 +532,7 @@ class Comparator:
             else:
                 x = np.log1p(frame[column].to_numpy(dtype="float64").clip(min=0))
                 parts.append(np.nan_to_num(x, nan=0.0))
-        return np.column_stack(parts) if parts else np.empty((len(frame), 0))
+        return np.column_stack(parts)
 
     def predict_risk(self, frame: pd.DataFrame) -> np.ndarray:
         beta = np.asarray(self.coefficients)

@@ -435,7 +435,9 @@ def _act(
         settings.policy.stages.canary.steps[step] if phase == "canary" else None,
     )
     change = gitops.change_for(target, record.stage if record and record.active else None)
-    champion_before = _champion(settings.model) if phase == "full" else None
+    from hospital_mlops.governance import registry
+
+    champion_before = registry.champion_version(settings.model) if phase == "full" else None
     if phase == "full":
         _promote(settings)
     try:
@@ -478,12 +480,6 @@ def _check_image(settings: Settings) -> None:
         raise RolloutError(str(exc)) from None
     if settings.apply:
         gitops.require_kubeconfig()
-
-
-def _champion(model: str) -> str | None:
-    from hospital_mlops.governance import registry
-
-    return registry.champion_version(model)
 
 
 def _restore_champion(model: str, version: str | None) -> None:

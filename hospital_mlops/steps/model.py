@@ -11,7 +11,7 @@ Files each step leaves in ``runs/<run_id>/model/`` (read by ``stages.finalize_ru
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -230,22 +230,6 @@ def evaluate(ctx: RunContext, train_dir: Path, out_dir: Path) -> dict[str, Any]:
         return _gate_and_report(ctx, use_case, source_use, training, train_dir, out_dir, evaluation)
 
 
-def gates_declaration(use_case: UseCase, evaluated_on: date) -> dict[str, str | None]:
-    """When the gates were declared, relative to this evaluation's day. A date alone cannot
-    order two events of one day: "on the evaluation's day" says so, and the repository's
-    history (the commit that declared the gates) is the finer record."""
-    declared = use_case.gates_declared_on
-    if declared is None:
-        return {"gates_declared_on": None, "gates_declared": "not recorded"}
-    if declared < evaluated_on:
-        order = "before the evaluation"
-    elif declared == evaluated_on:
-        order = "on the evaluation's day"
-    else:
-        order = "after the evaluation (post hoc)"
-    return {"gates_declared_on": declared.isoformat(), "gates_declared": order}
-
-
 def _gate_and_report(
     ctx: RunContext,
     use_case: UseCase,
@@ -265,7 +249,7 @@ def _gate_and_report(
         "passed": passed,
         "gates": [g.as_dict() for g in gates],
         "evaluated_on": evaluated_on.isoformat(),
-        **gates_declaration(use_case, evaluated_on),
+        **use_case.gates_declaration(evaluated_on),
         "justifications": justification_records(evaluation["subgroup_flags"], policy, evaluated_on),
     }
     _write_json(out_dir / artifacts.GATES, gate_record)

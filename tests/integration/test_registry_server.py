@@ -382,10 +382,11 @@ def test_a_failing_server_is_never_taken_for_a_missing_champion_or_missing_evide
     from hospital_mlops.drift.reference import DriftReferenceError
     from hospital_mlops.drift.store import reference_from_registry
     from hospital_mlops.monitoring.run import MonitoringError, baseline_from_registry
-    from hospital_mlops.rollout.commands import _champion, _registered
+    from hospital_mlops.rollout.commands import _registered
 
     proxy = through_proxy
-    assert _champion(FAULTED) == "1" and _champion("no-such-model") is None
+    assert registry.champion_version(FAULTED) == "1"
+    assert registry.champion_version("no-such-model") is None
     with pytest.raises(MonitoringError, match="lacks its evaluation evidence"):
         baseline_from_registry(FAULTED, "champion")  # healthy: this version has none
     with pytest.raises(DriftReferenceError, match="has no evidence/drift_reference"):
@@ -393,7 +394,7 @@ def test_a_failing_server_is_never_taken_for_a_missing_champion_or_missing_evide
     unavailable = f"the MLflow store at {proxy.url} failed: HTTP 503"
     proxy.fail("status", on="alias")
     with pytest.raises(registry.RegistryUnavailable, match=unavailable):
-        _champion(FAULTED)
+        registry.champion_version(FAULTED)
     with pytest.raises(registry.RegistryUnavailable, match=unavailable):
         _registered(FAULTED, 1)
     proxy.fail("status", on="artifacts")
