@@ -56,7 +56,12 @@ def main() -> None:
     from hospital_mlops.drift.monitor import DriftMonitor
     from hospital_mlops.drift.reference import read_reference, write_reference
     from hospital_mlops.drift.tester import DriftTester
-    from hospital_mlops.features import DIABETES130_INPUTS, build_features, feature_set_for
+    from hospital_mlops.features import (
+        DIABETES130_INPUTS,
+        build_features,
+        feature_set_for,
+        served_inputs,
+    )
     from hospital_mlops.model.train import train_risk_model
     from hospital_mlops.use_case import TrainingConfig, load_use_case
 
@@ -140,7 +145,7 @@ def main() -> None:
         )
     ]
     answer = {"predictions": [{"risk": 0.1}] * 100}
-    monitor = DriftMonitor(tester, spec, WINDOW * 1000)
+    monitor = DriftMonitor(tester, served_inputs(fs), WINDOW * 1000)
     intake_ms = []
     for n in range(args.repeats):
         started = time.perf_counter()

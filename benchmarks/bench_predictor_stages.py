@@ -1,6 +1,6 @@
 """Benchmark the predictor's own work per request, in process: no HTTP, no other server.
 
-Loads the registered champion into ``serving.predictor.ReadmissionPredictor`` exactly as
+Loads the registered champion into ``serving.predictor.RiskPredictor`` exactly as
 ``hmlops serve`` does (verification, row scorer, a prediction log in a temporary file with its
 writer process) and answers one-encounter v1 requests of real test-period encounters, cycled,
 through its ``_predict``: validation, features, risk and TreeSHAP reason codes, the answer, the
@@ -46,10 +46,10 @@ BODIES = 200
 
 def _predictor(compiled: bool, log_url: str) -> Any:
     from hospital_mlops.model import tree_shap_kernel
-    from serving.predictor import ReadmissionPredictor
+    from serving.predictor import RiskPredictor
 
     os.environ[tree_shap_kernel.SWITCH_ENV] = "1" if compiled else "0"
-    predictor = ReadmissionPredictor("readmission", MODEL, REF, prediction_log_url=log_url)
+    predictor = RiskPredictor("readmission", MODEL, REF, prediction_log_url=log_url)
     if not predictor.load():
         raise SystemExit(f"{MODEL}@{REF} did not load: {predictor.not_ready_reason}")
     scorer = predictor.model.row_scorer(predictor.feature_set)
@@ -131,7 +131,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "command": command_line(),
         "model": f"{MODEL}/{version}",
-        "request": "one real test-period encounter, v1, through ReadmissionPredictor._predict "
+        "request": "one real test-period encounter, v1, through RiskPredictor._predict "
         "(validation, features, risk, reasons, the answer, the log rows and the pipe)",
         "rounds": ROUNDS,
         "warm_up_per_round": WARM_UP,

@@ -100,13 +100,12 @@ def serve_floor(port: int) -> None:
 
 
 def _example_features(training: dict[str, Any], fs: Any) -> Any:
-    from hospital_mlops.data.catalog import load_catalog
-    from hospital_mlops.features import diabetes130_features
+    from hospital_mlops.features import diabetes130_features, served_inputs
     from hospital_mlops.model.example_requests import example_instances, test_period
     from hospital_mlops.model.scoring import validate_instances
 
     instances = example_instances(test_period(training), 1)
-    request = validate_instances(instances, load_catalog().source("diabetes130"))
+    request = validate_instances(instances, served_inputs(fs))
     return diabetes130_features(request.encounters, request.prior_encounters)
 
 

@@ -236,6 +236,11 @@ class UseCase(StrictModel):
     # the registry's name for this use case's model (None: governance.yaml's
     # registered_model_name, the first use case's)
     model_name: str | None = None
+    # the name the predictor serves under (``/v1/models/NAME``, ``/v2/models/NAME``) and the
+    # InferenceService's; None: the id with "_" as "-"
+    served_name: Annotated[str | None, Field(pattern=r"^[a-z]([-a-z0-9]{0,40}[a-z0-9])?$")] = None
+    # how a clinician-facing explanation names the risk ("Chance of ..."); None: the title
+    risk_wording: str | None = None
     intended_use: str
     intended_users: list[str]
     intended_population: str
@@ -265,6 +270,14 @@ class UseCase(StrictModel):
         else:
             order = "after the evaluation (post hoc)"
         return {"gates_declared_on": declared.isoformat(), "gates_declared": order}
+
+    @property
+    def risk_phrase(self) -> str:
+        return self.risk_wording or f"Risk ({self.title})"
+
+    @property
+    def served_as(self) -> str:
+        return self.served_name or self.id.replace("_", "-")
 
     def for_source(self, source: str) -> SourceUse:
         if source not in self.sources:

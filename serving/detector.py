@@ -136,7 +136,6 @@ class DriftDetector(Model):
         window: int | None = None,
         store_url: str | None = None,
         sink: str | None = None,
-        source: str = "diabetes130",
     ) -> None:
         super().__init__(name)
         self.registered_model = registered_model
@@ -145,7 +144,6 @@ class DriftDetector(Model):
         self.window_override = window
         self.store_url = store_url
         self.sink = _check_sink(sink)
-        self.source = source
         self.ready = False
         self.not_ready_reason = "not loaded yet"
         self.latest_result: DriftResult | None = None
@@ -156,7 +154,6 @@ class DriftDetector(Model):
     # --- loading ---------------------------------------------------------------------------------
 
     def load(self) -> bool:
-        from hospital_mlops.data.catalog import load_catalog
         from hospital_mlops.drift.reference import read_reference
         from hospital_mlops.drift.store import (
             DriftStore,
@@ -165,7 +162,7 @@ class DriftDetector(Model):
             reference_from_registry,
         )
         from hospital_mlops.drift.tester import DriftTester
-        from hospital_mlops.features import feature_set_for
+        from hospital_mlops.features import feature_set_named, served_inputs
         from hospital_mlops.inference.config import load_serving_config
 
         try:
@@ -180,7 +177,13 @@ class DriftDetector(Model):
                     self.registered_model, self.ref
                 )
                 expected = self.model_version
-            fs = feature_set_for(self.source)
+            # the reference names the feature set its model was trained on
+            fs = feature_set_named(str(reference.info.get("feature_set", "")))
+            if fs is None:
+                raise RuntimeError(
+                    f"the drift reference's feature set {reference.info.get('feature_set')!r} "
+                    "is not installed in this release"
+                )
             window = self.window_override or config.drift.window
             tester = DriftTester(
                 reference,
@@ -193,7 +196,7 @@ class DriftDetector(Model):
             )
             self.monitor = DriftMonitor(
                 tester,
-                load_catalog().source(self.source),
+                served_inputs(fs),
                 window,
                 expected_model_version=expected,
                 max_instances=config.limits.max_instances,

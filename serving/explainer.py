@@ -54,20 +54,20 @@ def _passed_on(exc: PredictorRefused) -> Exception:
     return HTTPException(status_code=exc.status, detail=detail)
 
 
-class ReadmissionExplainer(Model):
+class RiskExplainer(Model):
     def __init__(
         self,
         name: str,
         predictor_host: str,
         config: ServingConfig,
         *,
-        source: str = "diabetes130",
+        feature_set: str | None = None,
         extract: Path | None = None,
     ) -> None:
         super().__init__(name)
         self.predictor_host = predictor_host
         self.config = config
-        self.source = source
+        self.feature_set_name = feature_set
         self.extract = extract
         self.client = PredictorClient(
             predictor_host, name, config.explainer.predictor_timeout_seconds
@@ -82,19 +82,21 @@ class ReadmissionExplainer(Model):
 
     def load(self) -> bool:
         """Build the background (licence profile ``bsl``); never needs the predictor."""
-        from hospital_mlops.data.catalog import load_catalog
+        from hospital_mlops.inference.served_model import served_feature_set
         from hospital_mlops.model.explain import RawCodec, load_training_background
-        from hospital_mlops.use_case import load_use_case
 
         try:
-            spec = load_catalog().source(self.source)
-            self.codec = RawCodec.for_source(spec)
+            # the predictor's served name says which use case (and feature set) this is
+            found = served_feature_set(self.name, self.feature_set_name)
+            self.served, self.use_case = found.served, found.use_case
+            self.codec = RawCodec.for_served(self.served)
             if self.config.explainer_backend == "alibi":
                 import alibi.explainers  # noqa: F401  (seconds to import: not on a request)
 
-                policy = load_use_case().for_source(self.source).split
+                fs = self.served.feature_set
+                policy = self.use_case.for_source(fs.source).split
                 self.background = load_training_background(
-                    spec, policy, self.config.explainer.background_rows, self.extract
+                    self.served, policy, self.config.explainer.background_rows, self.extract
                 )
         except Exception as exc:
             self.not_ready_reason = f"{type(exc).__name__}: {exc}"
@@ -141,7 +143,8 @@ class ReadmissionExplainer(Model):
         return {
             "view": "clinician",
             "explanations": [
-                clinician_view(a, i, top_k) for a, i in zip(answers, instances, strict=True)
+                clinician_view(a, i, top_k, self.served, self.use_case.risk_phrase)
+                for a, i in zip(answers, instances, strict=True)
             ],
         }
 
@@ -163,15 +166,15 @@ class ReadmissionExplainer(Model):
                 "seed": kernel.seed,
                 "background": {
                     "rows": len(self.background),
-                    "from": "real encounters of the training period, evenly spaced in "
-                    "encounter order (bundled extract, de-identified by the pipeline)",
+                    "from": "real encounters of the training period, evenly spaced in time "
+                    "(bundled extract, de-identified by the pipeline)",
                 },
             }
         return {
             "view": "technical",
             "licence_profile": self.config.licence_profile,
             "explanations": [
-                technical_view(a, i, r, settings)
+                technical_view(a, i, r, settings, self.served)
                 for a, i, r in zip(answers, instances, raws, strict=True)
             ],
         }
@@ -239,6 +242,7 @@ def serve_explainer(
     bind_loopback: bool = True,
     *,
     model_name: str = "readmission",
+    feature_set: str | None = None,
     extract: Path | None = None,
     config: ServingConfig | None = None,
 ) -> None:
@@ -253,7 +257,9 @@ def serve_explainer(
     config = config or load_serving_config()
     host = "127.0.0.1" if bind_loopback else "0.0.0.0"
     configure_rest_server(host, config.limits.max_body_bytes, "explainer")
-    explainer = ReadmissionExplainer(model_name, predictor_host, config, extract=extract)
+    explainer = RiskExplainer(
+        model_name, predictor_host, config, feature_set=feature_set, extract=extract
+    )
     if not explainer.load():
         raise ExplainerNotReady(f"explainer: {explainer.not_ready_reason}")
     ModelServer(http_port=port, enable_grpc=False, workers=1).start([explainer])

@@ -1,4 +1,8 @@
-"""The readmission predictor as a ``kserve.Model``: load and verify, then score.
+"""The risk predictor as a ``kserve.Model``: load and verify, then score.
+
+One image serves any registered model: the model's own record says which feature set it was
+trained on and for which use case (``inference.served_model``), and that decides the request
+contract, the feature code and the threshold.
 
 It never reports ready unless the registered model's files hash to the recorded sha256 and
 reproduce the golden predictions. It answers v1 (``instances``) and Open Inference Protocol v2
@@ -29,13 +33,12 @@ def _bad_request(errors: list[dict[str, Any]]) -> InvalidInput:
     return InvalidInput(json.dumps({"errors": errors}))
 
 
-class ReadmissionPredictor(Model):
+class RiskPredictor(Model):
     def __init__(
         self,
         name: str,
         registered_model: str,
         ref: str,
-        source: str = "diabetes130",
         *,
         logger_url: str | None = None,
         prediction_log_url: str | None = None,
@@ -48,20 +51,17 @@ class ReadmissionPredictor(Model):
         self.registered_model = registered_model
         self.ref = ref
         self.expected_sha256 = expected_sha256
-        self.source = source
         self.logger_url = logger_url
         self.prediction_log_url = prediction_log_url
         self.ready = False
         self.not_ready_reason = "not loaded yet"
 
     def load(self) -> bool:
-        from hospital_mlops.data.catalog import load_catalog
-        from hospital_mlops.features import feature_set_for
         from hospital_mlops.governance import registry
         from hospital_mlops.inference.bundle import load_bundle
         from hospital_mlops.inference.config import load_serving_config
         from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel
-        from hospital_mlops.use_case import load_use_case
+        from hospital_mlops.inference.served_model import serving_setup
 
         from_path = self.ref == "path"
         uri = (
@@ -83,9 +83,7 @@ class ReadmissionPredictor(Model):
                         f"{uri} hashes to {loaded.sha256[:16]}…, the deployment pins "
                         f"{self.expected_sha256[:16]}…"
                     )
-            self.feature_set = feature_set_for(self.source)
-            if loaded.model.feature_set_version != self.feature_set.version:
-                raise RuntimeError("the installed feature code differs from the model's")
+            self.setup = serving_setup(loaded.model, loaded.training, loaded.tags)
             self.prediction_log = PredictionLog(self.prediction_log_url)
         except Exception as exc:
             self.not_ready_reason = f"{type(exc).__name__}: {exc}"
@@ -94,18 +92,17 @@ class ReadmissionPredictor(Model):
             return False
         self.max_instances = config.limits.max_instances
         self.model = loaded.model
+        self.feature_set = self.setup.feature_set
         self.model.row_scorer(self.feature_set)  # built now, not on the first patient's request
         self.version = loaded.version
-        primary = load_use_case().thresholds.primary
-        self.threshold = float(loaded.training["thresholds"][primary])
-        self.spec = load_catalog().source(self.source)
+        self.threshold = self.setup.threshold
         self.served = ServedModel(
             name=self.registered_model,
             version=loaded.version,
             sha256=loaded.sha256,
             feature_set_version=self.feature_set.version,
             features_sha256=loaded.tags.get("lineage.features_sha256", ""),
-            source=self.source,
+            source=self.feature_set.source,
         )
         self.emitter = None
         from serving.metrics import RequestMetrics
@@ -133,8 +130,7 @@ class ReadmissionPredictor(Model):
         try:
             return score(
                 instances,
-                self.spec,
-                self.feature_set,
+                self.setup.served,
                 self.model,
                 self.threshold,
                 f"{self.registered_model}/{self.version}",

@@ -188,16 +188,18 @@ def serve_predictor(
     bind: str = "127.0.0.1",
     logger_url: str | None = None,
     expected_sha256: str | None = None,
+    served_name: str | None = None,
 ) -> None:
-    """``ref == "path"`` serves the bundle directory ``registered_model`` (see serving_bundle)."""
+    """``ref == "path"`` serves the bundle directory ``registered_model`` (see serving_bundle).
+    The model is served under ``served_name``, by default its use case's (``served_as``)."""
     from kserve import ModelServer
 
     from hospital_mlops.inference.config import load_serving_config
-    from serving.predictor import ReadmissionPredictor
+    from serving.predictor import RiskPredictor
 
     configure_rest_server(bind, load_serving_config().limits.max_body_bytes, "predictor")
-    predictor = ReadmissionPredictor(
-        "readmission",
+    predictor = RiskPredictor(
+        served_name or "model",
         registered_model,
         ref,
         logger_url=logger_url,
@@ -206,6 +208,7 @@ def serve_predictor(
     if not predictor.load():
         # As on a cluster, where the pod never passes its readiness probe: no server starts.
         raise ModelNotReady(f"{registered_model}@{ref}: {predictor.not_ready_reason}")
+    predictor.name = served_name or predictor.setup.use_case.served_as
     # The loaded server holds ~400k long-lived objects; a full collection over them pauses a
     # request by ~0.2 s. Freeze them out of the collector's view (they live until exit anyway).
     gc.collect()

@@ -2,7 +2,7 @@
 
 At serving time the monitor pairs each logged request with its response (same ``ce-id``),
 recomputes the features from the raw request with the predictor's own code
-(``scoring.validate_instances`` + ``features.diabetes130_features``) and, each time a window is
+(``scoring.validate_instances`` + the served feature set's frame code) and, each time a window is
 full, hands it to its ``DriftTester`` (tester.py), which judges it against the reference
 (reference.py). Kept apart from both: this is the only part that knows the event stream.
 Nothing here imports KServe.
@@ -20,14 +20,9 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from hospital_mlops.data.catalog import SourceSpec
 from hospital_mlops.drift.inference_events import InferenceEvent
 from hospital_mlops.drift.tester import DriftResult, DriftTester
-from hospital_mlops.features import (
-    DIABETES130_INPUTS,
-    diabetes130_features,
-    diabetes130_out_of_cohort,
-)
+from hospital_mlops.features import ServedInputs
 from hospital_mlops.model.scoring import (
     ENCOUNTER_TOKEN,
     MAX_INSTANCES,
@@ -90,15 +85,8 @@ class _Pending:
     model_versions: frozenset[str] = frozenset()
 
 
-_KNOWN_FIELDS = frozenset(
-    {
-        *DIABETES130_INPUTS,
-        PRIOR_ENCOUNTERS,
-        OBSERVATION_TIMES,
-        ENCOUNTER_TOKEN,
-        "instances",
-        "<instance>",
-    }
+_PROTOCOL_FIELDS = frozenset(
+    {PRIOR_ENCOUNTERS, OBSERVATION_TIMES, ENCOUNTER_TOKEN, "instances", "<instance>"}
 )
 
 
@@ -110,10 +98,10 @@ def _event_time(text: str) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
-def _safe_field(name: str) -> str:
+def _safe_field(name: str, served: ServedInputs) -> str:
     """Metric labels and logs carry only names we defined: an unknown input name is the
     client's text, so it is reported as 'other'."""
-    return name if name in _KNOWN_FIELDS else "other"
+    return name if name in _PROTOCOL_FIELDS or name in served.inputs else "other"
 
 
 class DriftMonitor:
@@ -126,7 +114,7 @@ class DriftMonitor:
     def __init__(
         self,
         tester: DriftTester,
-        source: SourceSpec,
+        served: ServedInputs,
         window: int,
         expected_model_version: str | None = None,
         max_instances: int = MAX_INSTANCES,
@@ -137,7 +125,7 @@ class DriftMonitor:
         if window < MIN_WINDOW:
             raise ValueError(f"window must be at least {MIN_WINDOW} rows")
         self.tester = tester
-        self.source = source
+        self.served = served
         self.window = window
         self.expected_model_version = expected_model_version
         self.max_instances = max_instances
@@ -211,21 +199,21 @@ class DriftMonitor:
             # Judged as of when it was logged: observation times are checked against "now".
             valid = validate_instances(
                 data["instances"],
-                self.source,
+                self.served,
                 max_instances=self.max_instances,
                 now=_event_time(event.time),
             )
         except InvalidRequest as exc:
-            where = _safe_field(exc.errors[0].field)
+            where = _safe_field(exc.errors[0].field, self.served)
             intake.rejections.append(Rejection("invalid_request", where))
             # the predictor refused the same request (same validation): discharges without a
             # score, which the window's requests_refused rule counts
             instances = data["instances"]
             self.window_refused[where] += len(instances) if isinstance(instances, list) else 1
             return item
-        item.features = diabetes130_features(valid.encounters, valid.prior_encounters)
+        item.features = self.served.features(valid.encounters, valid.prior_encounters)
         item.features = item.features.reset_index(drop=True)
-        item.in_use = ~diabetes130_out_of_cohort(valid.encounters)
+        item.in_use = ~self.served.outside(valid.encounters)
         item.keys = list(valid.encounter_tokens)
         return item
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 
 import pandas as pd
 
+from hospital_mlops.data.catalog import load_catalog
 from hospital_mlops.features.base import (
     HISTORY_DAYS,
     LABEL,
@@ -33,7 +34,13 @@ from hospital_mlops.features.diabetes130 import (
     diabetes130_out_of_cohort_row,
 )
 from hospital_mlops.features.groupings import ICD9_GROUPS, icd9_group, icd9_group_of, icd10_group
-from hospital_mlops.features.post_acute_diabetes130 import post_acute_feature_set
+from hospital_mlops.features.post_acute_diabetes130 import (
+    ADMISSION_INPUTS,
+    admission_feature_row,
+    admission_features,
+    post_acute_feature_set,
+)
+from hospital_mlops.features.served import InputField, ServedInputs, ServingRecipe, serve
 from hospital_mlops.features.synthetic import SYNTHETIC, compute_synthetic
 from hospital_mlops.use_case import LabelCodes, load_use_case
 
@@ -44,6 +51,26 @@ DEFAULT_USE_CASE = "readmission_30d_discharge"
 FEATURE_SETS: dict[str, FeatureSet] = {fs.source: fs for fs in (DIABETES130, SYNTHETIC)}
 USE_CASE_SETS: dict[tuple[str, str], Callable[[LabelCodes], FeatureSet]] = {
     ("diabetes130", "post_acute_at_admission"): post_acute_feature_set,
+}
+
+# How each set's model is served, by set name, where its inputs are raw catalogued columns
+# rather than its own features (features/served.py).
+SERVING_RECIPES: dict[str, ServingRecipe] = {
+    DIABETES130.name: ServingRecipe(
+        inputs=DIABETES130_INPUTS,
+        feature_row=diabetes130_feature_row,
+        features_frame=diabetes130_features,
+        prior_feature="earlier_encounters_in_extract",
+        outside_use_row=diabetes130_out_of_cohort_row,
+        outside_use_frame=diabetes130_out_of_cohort,
+        outside_use="outside the intended use: death or hospice discharge (not a readmission risk)",
+    ),
+    "post_acute_diabetes130": ServingRecipe(
+        inputs=ADMISSION_INPUTS,
+        feature_row=admission_feature_row,
+        features_frame=admission_features,
+        prior_feature="earlier_encounters_in_extract",
+    ),
 }
 
 
@@ -74,6 +101,20 @@ def feature_set_named(name: str) -> FeatureSet | None:
     return None
 
 
+_SERVED: dict[int, tuple[FeatureSet, ServedInputs]] = {}
+
+
+def served_inputs(fs: FeatureSet) -> ServedInputs:
+    """What a served model of ``fs`` accepts; built once per set (every request reads it)."""
+    cached = _SERVED.get(id(fs))
+    if cached is None or cached[0] is not fs:
+        if len(_SERVED) > 16:
+            _SERVED.clear()
+        served = serve(fs, SERVING_RECIPES.get(fs.name), load_catalog().source(fs.source))
+        cached = _SERVED[id(fs)] = (fs, served)
+    return cached[1]
+
+
 def build_features(
     source: str, tables: Mapping[str, pd.DataFrame], use_case: str | None = None
 ) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -92,11 +133,14 @@ __all__ = [
     "LABEL",
     "MEDICATIONS",
     "READMISSION_WINDOW_DAYS",
+    "SERVING_RECIPES",
     "SEX",
     "SYNTHETIC",
     "FeatureDef",
     "FeatureSet",
+    "InputField",
     "Kind",
+    "ServedInputs",
     "band_midpoint",
     "build_features",
     "compute_diabetes130",
@@ -110,4 +154,5 @@ __all__ = [
     "icd9_group",
     "icd9_group_of",
     "icd10_group",
+    "served_inputs",
 ]  # fmt: skip

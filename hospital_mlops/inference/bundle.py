@@ -97,6 +97,7 @@ def export_bundle(model: str, ref: str, out: Path) -> Path:
             "feature_set_version": version.tags.get("feature_set_version", ""),
             "features_sha256": version.tags.get("lineage.features_sha256", ""),
             "source": version.tags.get("source", ""),
+            "use_case": version.tags.get("use_case", ""),
             "registry_run_id": run_id,
             "exported_at": utc_now(),
         }
@@ -152,6 +153,9 @@ def load_bundle(path: Path, expected_sha256: str | None = None) -> Bundle:
         name=str(manifest["name"]),
         training=json.loads((path / TRAINING).read_text()),
         sha256=actual,
-        tags={"lineage.features_sha256": manifest.get("features_sha256", "")},
+        tags={
+            "lineage.features_sha256": manifest.get("features_sha256", ""),
+            "use_case": manifest.get("use_case", ""),
+        },
         path=path,
     )

@@ -93,14 +93,13 @@ class FallbackPolicy(StrictModel):
 def load_fallback_policy(path: Path | str | None = None) -> FallbackPolicy:
     """The policy, with the rule's fields checked against the request contract (numeric inputs
     the predictor accepts)."""
-    from hospital_mlops.data.catalog import load_catalog
-    from hospital_mlops.model.scoring import input_fields
+    from hospital_mlops.features import feature_set_for, served_inputs
 
     where = Path(path) if path else config_path("fallback.yaml")
     policy = load_yaml_model(where, FallbackPolicy, FallbackPolicyError, "fallback policy")
     numeric = {
         f.name
-        for f in input_fields(load_catalog().source("diabetes130"))
+        for f in served_inputs(feature_set_for("diabetes130")).fields
         if f.spec.type in ("integer", "float")
     }
     for i, criterion in enumerate(policy.static_rule.any_of):

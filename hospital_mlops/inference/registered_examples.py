@@ -8,10 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from hospital_mlops.governance import registry
-from hospital_mlops.model.example_requests import example_instances, test_period
+from hospital_mlops.inference.served_model import serving_setup
+from hospital_mlops.model.example_requests import test_period_instances
 
 
 def registered_examples(model: str, ref: str, n: int = 5, seed: int = 7) -> list[dict[str, Any]]:
-    """Real encounters from the test period of a registered version (``NAME``, ``REF``)."""
-    version = registry.resolve(registry.client(), model, ref)
-    return example_instances(test_period(registry.training_record(version)), n, seed)
+    """Real encounters from the test period of a registered version (``NAME``, ``REF``), as
+    requests to that version: its own feature set's inputs, whatever its use case."""
+    loaded = registry.load_risk_model(model, ref)
+    setup = serving_setup(loaded.model, loaded.training, loaded.tags)
+    policy = setup.use_case.for_source(setup.feature_set.source).split
+    return test_period_instances(setup.served, policy, n, seed)

@@ -8,31 +8,23 @@ sends as ``prior_encounters``) and never leave this function.
 
 from __future__ import annotations
 
-import math
 import secrets
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from hospital_mlops.data.catalog import load_catalog
+from hospital_mlops.data.catalog import SourceSpec, load_catalog
 from hospital_mlops.data.normalize import HmacKey, normalize_extract
 from hospital_mlops.data.sources.extract import default_extract, read_extract
-from hospital_mlops.features import DIABETES130_INPUTS
+from hospital_mlops.data.splits import temporal_split
+from hospital_mlops.features import DIABETES130_INPUTS, ServedInputs
+from hospital_mlops.features.served import jsonable
 from hospital_mlops.model.scoring import PRIOR_ENCOUNTERS
+from hospital_mlops.use_case import SplitPolicy
 
 SOURCE = "diabetes130"
-
-
-def jsonable(value: Any) -> Any:
-    """A pandas/numpy cell as the JSON value a client sends (missing → null)."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
 
 
 def test_period(training: dict[str, Any]) -> tuple[int, int]:
@@ -86,3 +78,48 @@ def labelled_instances(
         for i, pos in enumerate(chosen)
     ]
     return instances, labels.astype("int64")
+
+
+def period_instances(
+    served: ServedInputs,
+    raw_tables: Mapping[str, pd.DataFrame],
+    spec: SourceSpec,
+    policy: SplitPolicy,
+    period: str,
+    choose: Callable[[pd.DataFrame], pd.DataFrame],
+) -> list[dict[str, Any]]:
+    """Request instances, for any served feature set, of the encounters ``choose`` picks from
+    one period (``train``, ``validation`` or ``test``) of the set's temporal split.
+
+    The extract goes through the pipeline's own de-identification (``normalize_extract``, with a
+    throwaway key: no token survives this function), feature code and split, so the period and
+    every derived input (the earlier-admission count) are exactly those the model was trained
+    and tested with."""
+    normalized, _ = normalize_extract(raw_tables, spec, HmacKey(secrets.token_bytes(32), False))
+    fs = served.feature_set
+    frame, _ = fs.compute(normalized)
+    picked = choose(getattr(temporal_split(frame, policy, fs.label), period))
+    encounters = normalized["encounters"].set_index("encounter_token")
+    rows = encounters.loc[picked["encounter_token"]]
+    return [
+        served.instance_of(features, encounter)
+        for (_, features), (_, encounter) in zip(picked.iterrows(), rows.iterrows(), strict=True)
+    ]
+
+
+def test_period_instances(
+    served: ServedInputs, policy: SplitPolicy, n: int = 5, seed: int = 7
+) -> list[dict[str, Any]]:
+    """``n`` real encounters (a seeded draw, in time order) from the test period of the bundled
+    extract of the set's source, as request instances."""
+    source = served.feature_set.source
+    spec = load_catalog().source(source)
+    raw = read_extract(default_extract(source, spec), spec)
+
+    def draw(test: pd.DataFrame) -> pd.DataFrame:
+        if len(test) == 0:
+            raise ValueError("the test period is empty")
+        chosen = np.random.default_rng(seed).choice(len(test), min(n, len(test)), replace=False)
+        return test.iloc[np.sort(chosen)]
+
+    return period_instances(served, raw, spec, policy, "test", draw)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import re
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,17 +28,11 @@ import numpy as np
 import pandas as pd
 
 from hospital_mlops.data.catalog import SourceSpec
-from hospital_mlops.features import (
-    DIABETES130_INPUTS,
-    build_features,
-    diabetes130_feature_row,
-    feature_set_for,
-)
-from hospital_mlops.model.example_requests import jsonable
-from hospital_mlops.model.scoring import PRIOR_ENCOUNTERS, input_fields
+from hospital_mlops.features import ServedInputs
+from hospital_mlops.model.example_requests import jsonable, period_instances
+from hospital_mlops.model.scoring import PRIOR_ENCOUNTERS
 from hospital_mlops.use_case import SplitPolicy
 
-SOURCE = "diabetes130"  # the only source with a served model
 VIEWS = ("clinician", "technical")
 # Words a clinician-facing sentence must never contain (checked by the tests).
 JARGON = ("log-odds", "logit", "shap", "contribution", "attribution", "feature", "coefficient")
@@ -48,11 +41,11 @@ JARGON = ("log-odds", "logit", "shap", "contribution", "attribution", "feature",
 # --- clinician view ----------------------------------------------------------------------------
 
 
-def plain_features(instance: Mapping[str, Any]) -> dict[str, Any]:
+def plain_features(instance: Mapping[str, Any], served: ServedInputs) -> dict[str, Any]:
     """The model's features of one validated raw instance, by the feature code's own row
     function (the serving path; pandas-free, held equal to the pipeline's by its tests)."""
-    row = {name: instance.get(name) for name in DIABETES130_INPUTS}
-    return diabetes130_feature_row(row, int(instance.get(PRIOR_ENCOUNTERS, 0)))
+    row = {name: instance.get(name) for name in served.inputs}
+    return served.feature_row(row, int(instance.get(PRIOR_ENCOUNTERS, 0)))
 
 
 def _counted(n: float, one: str, many: str, none: str) -> str:
@@ -175,7 +168,7 @@ _CATEGORY_WORDS: dict[str, dict[Any, str]] = {
 }
 
 
-def plain_phrase(feature: str, value: Any) -> str:
+def plain_phrase(feature: str, value: Any, wording: Mapping[str, str] | None = None) -> str:
     """What a feature value says about the patient, in words a ward team uses."""
     if feature == "age_years":
         if isinstance(value, float) and math.isnan(value):
@@ -197,15 +190,17 @@ def plain_phrase(feature: str, value: Any) -> str:
     if value in words:
         return words[value]
     # A value the wording tables do not know (a feature added later): the feature set's own
-    # clinical wording, rather than no explanation at all.
-    wording = {f.name: f.clinical_wording for f in feature_set_for(SOURCE).features}
+    # clinical wording (``wording``), rather than no explanation at all.
     shown = "not recorded" if isinstance(value, float) and math.isnan(value) else value
-    return f"{wording.get(feature, feature.replace('_', ' ').capitalize())}: {shown}"
+    name = (wording or {}).get(feature, feature.replace("_", " ").capitalize())
+    return f"{name}: {shown}"
 
 
-def plain_reason(feature: str, value: Any, contribution: float) -> dict[str, Any]:
+def plain_reason(
+    feature: str, value: Any, contribution: float, wording: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     direction = "raises" if contribution > 0 else "lowers"
-    phrase = plain_phrase(feature, value)
+    phrase = plain_phrase(feature, value, wording)
     return {"text": f"{phrase}, which {direction} the risk", "direction": direction}
 
 
@@ -222,12 +217,18 @@ def _ranked(answer: Mapping[str, Any], top_k: int) -> list[tuple[str, float]]:
 
 
 def clinician_view(
-    answer: Mapping[str, Any], instance: Mapping[str, Any], top_k: int
+    answer: Mapping[str, Any],
+    instance: Mapping[str, Any],
+    top_k: int,
+    served: ServedInputs,
+    risk_wording: str,
 ) -> dict[str, Any]:
-    """One instance's clinician explanation from the predictor's answer for it."""
-    values = plain_features(instance)
+    """One instance's clinician explanation from the predictor's answer for it. ``risk_wording``
+    names the risk in the use case's words ("Chance of ...")."""
+    values = plain_features(instance, served)
+    wording = {f.name: f.clinical_wording for f in served.feature_set.features}
     reasons = [
-        {"feature": feature, **plain_reason(feature, values[feature], contribution)}
+        {"feature": feature, **plain_reason(feature, values[feature], contribution, wording)}
         for feature, contribution in _ranked(answer, top_k)
     ]
     return {
@@ -235,10 +236,7 @@ def clinician_view(
         "risk": answer["risk"],
         "band": answer["band"],
         "alert": answer["alert"],
-        "summary": (
-            f"Chance of a hospital readmission within 30 days: {100 * float(answer['risk']):.0f}% "
-            f"({answer['band']})"
-        ),
+        "summary": f"{risk_wording}: {100 * float(answer['risk']):.0f}% ({answer['band']})",
         "reasons": reasons,
         "missing_inputs": answer.get("missing_inputs", []),
         "limitations": answer.get("limitations", []),
@@ -250,7 +248,6 @@ def clinician_view(
 
 MISSING = -1.0  # every catalogued number here is >= 0, so -1 is never a real value
 MEDICATION_GROUP = "diabetes_medications"
-RAW_FIELDS: tuple[str, ...] = (*DIABETES130_INPUTS, PRIOR_ENCOUNTERS)
 MEDICATION_STATES = ("No", "Steady", "Up", "Down")  # how the catalog records a medication
 
 
@@ -273,10 +270,11 @@ class RawCodec:
         return tuple(n for n, v in self.vocab.items() if v[:4] == MEDICATION_STATES)
 
     @classmethod
-    def for_source(cls, spec: SourceSpec) -> RawCodec:
+    def for_served(cls, served: ServedInputs) -> RawCodec:
         vocab: dict[str, tuple[str, ...]] = {}
-        integer = {PRIOR_ENCOUNTERS}
-        for field in input_fields(spec):
+        prior = (PRIOR_ENCOUNTERS,) if served.counts_prior_encounters else ()
+        integer = set(prior)
+        for field in served.fields:
             if field.spec.type == "string":
                 vocab[field.name] = tuple(field.spec.allowed or ())
                 continue
@@ -289,7 +287,7 @@ class RawCodec:
                 raise ValueError(f"{field.name} could take the missing sentinel {MISSING}")
             if field.spec.type == "integer":
                 integer.add(field.name)
-        return cls(RAW_FIELDS, vocab, frozenset(integer))
+        return cls((*served.inputs, *prior), vocab, frozenset(integer))
 
     def extended(self, instances: Sequence[Mapping[str, Any]]) -> RawCodec:
         """The same codes plus, appended, the text values these instances bring."""
@@ -361,43 +359,29 @@ def training_background(
     spec: SourceSpec,
     policy: SplitPolicy,
     rows: int,
-    source: str = SOURCE,
+    served: ServedInputs,
 ) -> list[dict[str, Any]]:
-    """``rows`` real encounters of the training period, evenly spaced in encounter order, as raw
-    request instances. Deterministic: the same extract and policy give the same rows.
+    """``rows`` real encounters of the training period, evenly spaced in time, as raw request
+    instances. Deterministic: the same extract and policy give the same rows (see
+    ``example_requests.period_instances``)."""
 
-    The extract goes through the pipeline's own de-identification (``normalize_extract``, with a
-    throwaway key: no token survives this function), features and temporal split, so the period
-    and the earlier-admission counts are exactly those the model was trained with."""
-    from hospital_mlops.data.normalize import HmacKey, normalize_extract
-    from hospital_mlops.data.splits import temporal_split
+    def evenly(train: pd.DataFrame) -> pd.DataFrame:
+        return train.iloc[np.unique(np.linspace(0, len(train) - 1, rows).round().astype(int))]
 
-    normalized, _ = normalize_extract(raw_tables, spec, HmacKey(secrets.token_bytes(32), False))
-    features, _ = build_features(source, normalized)
-    train = temporal_split(features, policy, feature_set_for(source).label).train
-    picked = train.iloc[np.unique(np.linspace(0, len(train) - 1, rows).round().astype(int))]
-    encounters = (
-        normalized["encounters"].set_index("encounter_token").loc[picked["encounter_token"]]
-    )
-    return [
-        {
-            **{c: jsonable(row[c]) for c in DIABETES130_INPUTS},
-            PRIOR_ENCOUNTERS: int(prior),
-        }
-        for (_, row), prior in zip(
-            encounters.iterrows(), picked["earlier_encounters_in_extract"], strict=True
-        )
-    ]
+    return period_instances(served, raw_tables, spec, policy, "train", evenly)
 
 
 def load_training_background(
-    spec: SourceSpec, policy: SplitPolicy, rows: int, extract: Path | None = None
+    served: ServedInputs, policy: SplitPolicy, rows: int, extract: Path | None = None
 ) -> list[dict[str, Any]]:
     """The background from an extract in the catalog's layout (default: the bundled one)."""
+    from hospital_mlops.data.catalog import load_catalog
     from hospital_mlops.data.sources.extract import default_extract, read_extract
 
-    path = extract or default_extract(SOURCE, spec)
-    return training_background(read_extract(path, spec), spec, policy, rows)
+    source = served.feature_set.source
+    spec = load_catalog().source(source)
+    path = extract or default_extract(source, spec)
+    return training_background(read_extract(path, spec), spec, policy, rows, served)
 
 
 # --- technical view ----------------------------------------------------------------------------
@@ -479,7 +463,9 @@ def _raw_value(inputs: Sequence[str], instance: Mapping[str, Any]) -> Any:
     return instance.get(inputs[0], 0 if inputs[0] == PRIOR_ENCOUNTERS else None)
 
 
-def _exact_part(answer: Mapping[str, Any], instance: Mapping[str, Any]) -> dict[str, Any]:
+def _exact_part(
+    answer: Mapping[str, Any], instance: Mapping[str, Any], served: ServedInputs
+) -> dict[str, Any]:
     """The predictor's exact TreeSHAP (XGBoost pred_contribs) for this instance, with the
     feature values behind each contribution."""
     full = answer.get("contributions")
@@ -490,7 +476,7 @@ def _exact_part(answer: Mapping[str, Any], instance: Mapping[str, Any]) -> dict[
         contributions = {str(r["feature"]): float(r["contribution"]) for r in answer["reasons"]}
         complete = False
     ranked = sorted(contributions.items(), key=lambda kv: -abs(kv[1]))
-    values = plain_features(instance)
+    values = plain_features(instance, served)
     return {
         "method": "exact TreeSHAP (XGBoost pred_contribs), as computed by the predictor",
         "scale": "calibrated log-odds: baseline + sum of contributions = logit(risk)",
@@ -507,6 +493,7 @@ def technical_view(
     instance: Mapping[str, Any],
     raw: RawAttribution | None,
     settings: Mapping[str, Any],
+    served: ServedInputs,
 ) -> dict[str, Any]:
     """One instance's audit explanation: KernelSHAP over raw inputs (``raw``; None with the
     permissive licence profile) and the predictor's exact TreeSHAP contributions."""
@@ -516,7 +503,7 @@ def technical_view(
         "risk": answer["risk"],
         "model_version": answer["model_version"],
         "missing_inputs": sorted(missing),
-        "tree_shap": _exact_part(answer, instance),
+        "tree_shap": _exact_part(answer, instance, served),
     }
     if raw is not None:
         attributions = sorted(raw.attributions.items(), key=lambda kv: -abs(kv[1]))

@@ -1,10 +1,12 @@
 """Scoring one request: validate raw clinical inputs, build features with the pipeline's own
 feature code, and answer per instance with risk, band, alert, reasons and limitations.
 
-The input contract is generated from the data catalog (types, allowed values, code tables,
-physiologic ranges in the declared unit), so serving accepts exactly what the pipeline
-validated. Every problem becomes a ``FieldError`` naming the instance and the field; nothing here
-raises anything else for bad input. The KServe predictor is a thin adapter over this module.
+The input contract is the served feature set's (``features.served_inputs``): for a set on raw
+catalogued columns, the data catalog's types, allowed values, code tables and physiologic ranges
+in the declared unit, so serving accepts exactly what the pipeline validated; for any other set,
+its feature definitions. Every problem becomes a ``FieldError`` naming the instance and the
+field; nothing here raises anything else for bad input. The KServe predictor is a thin adapter
+over this module.
 """
 
 from __future__ import annotations
@@ -22,17 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hospital_mlops.data.catalog import ColumnSpec, SourceSpec
 from hospital_mlops.data.normalize import cast_column
-from hospital_mlops.features import (
-    DIABETES130_INPUTS,
-    FeatureSet,
-    diabetes130_feature_row,
-    diabetes130_out_of_cohort_row,
-)
-from hospital_mlops.features import (
-    diabetes130_features as diabetes130_features,  # re-exported: readers of validated requests
-)
+from hospital_mlops.features import InputField, ServedInputs
 from hospital_mlops.model.reasons import calibrated, reason_codes_of_rows
 from hospital_mlops.model.train import RiskModel
 
@@ -68,41 +61,6 @@ class InvalidRequest(ValueError):
         where = f"instances[{first.instance}]." if first.instance is not None else ""
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         super().__init__(f"{where}{first.field}: {first.message}{more}")
-
-
-@dataclass(frozen=True)
-class InputField:
-    name: str
-    spec: ColumnSpec
-    required: bool
-    codes: frozenset[str] | None  # the code table's codes, for coded inputs
-
-
-def input_fields(source: SourceSpec) -> list[InputField]:
-    """The request schema for diabetes130: the catalogued columns the features read. A column
-    the catalog allows to be missing in the feed is optional here and flagged when absent."""
-    columns = source.tables["encounters"].columns
-
-    def codes(spec: ColumnSpec) -> frozenset[str] | None:
-        return frozenset(source.code_tables[spec.code_table]) if spec.code_table else None
-
-    return [
-        InputField(name, columns[name], columns[name].max_missing == 0, codes(columns[name]))
-        for name in DIABETES130_INPUTS
-    ]
-
-
-_FIELDS_CACHE: dict[int, tuple[SourceSpec, tuple[InputField, ...]]] = {}
-
-
-def _fields_of(source: SourceSpec) -> tuple[InputField, ...]:
-    """``input_fields`` once per (immutable) catalog source: every request reads it."""
-    cached = _FIELDS_CACHE.get(id(source))
-    if cached is None or cached[0] is not source:
-        if len(_FIELDS_CACHE) > 16:
-            _FIELDS_CACHE.clear()
-        cached = _FIELDS_CACHE[id(source)] = (source, tuple(input_fields(source)))
-    return cached[1]
 
 
 def _check_value(field: InputField, value: Any) -> tuple[Any, str | None]:
@@ -191,7 +149,7 @@ def _newest_observation(
 
 def validate_instances(
     instances: Any,
-    source: SourceSpec,
+    served: ServedInputs,
     *,
     max_instances: int = MAX_INSTANCES,
     now: datetime | None = None,
@@ -207,8 +165,10 @@ def validate_instances(
             [FieldError(None, "instances", f"at most {max_instances} per request")]
         )
     now = now or datetime.now(UTC)
-    fields = _fields_of(source)
-    inputs = {f.name for f in fields} | {PRIOR_ENCOUNTERS}
+    fields = served.fields
+    inputs = {f.name for f in fields}
+    if served.counts_prior_encounters:
+        inputs.add(PRIOR_ENCOUNTERS)
     known = inputs | {OBSERVATION_TIMES, ENCOUNTER_TOKEN}
     errors: list[FieldError] = []
     rows: list[dict[str, Any]] = []
@@ -297,8 +257,7 @@ def _freshness(newest: datetime | None, now: datetime) -> dict[str, Any] | None:
 
 def score(
     instances: Any,
-    source: SourceSpec,
-    fs: FeatureSet,
+    served: ServedInputs,
     model: RiskModel,
     threshold: float,
     model_version: str,
@@ -310,25 +269,24 @@ def score(
     """The full answer per instance (the v1 ``predictions`` list). ``contributions`` adds every
     feature's exact TreeSHAP contribution and the baseline (the explainer's audit view)."""
     now = now or datetime.now(UTC)
-    request = validate_instances(instances, source, max_instances=max_instances, now=now)
+    fs = served.feature_set
+    request = validate_instances(instances, served, max_instances=max_instances, now=now)
     # Row-wise twins of the pipeline's frame code (held equal by tests): a request is a few rows,
     # and pandas costs milliseconds per call whatever the size.
     features = [
-        diabetes130_feature_row(row, int(prior))
+        served.feature_row(row, int(prior))
         for row, prior in zip(request.rows, request.prior_encounters, strict=True)
     ]
     risk, raw = model.row_scorer(fs).risk_and_contributions(features)
     attribution = calibrated(raw, model.calibration)
     reasons = reason_codes_of_rows(attribution, features, fs)
-    outside = [diabetes130_out_of_cohort_row(row) for row in request.rows]
+    outside = [served.outside_row(row) for row in request.rows]
     scored_at = now.isoformat().replace("+00:00", "Z")
     out = []
     for i in range(len(features)):
         limitations = []
         if outside[i]:
-            limitations.append(
-                "outside the intended use: death or hospice discharge (not a readmission risk)"
-            )
+            limitations.append(served.outside_use)
         if request.missing[i]:
             limitations.append("some inputs were not recorded; see missing_inputs")
         freshness = _freshness(request.newest_observation[i], now)

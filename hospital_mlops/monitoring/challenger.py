@@ -58,20 +58,21 @@ def window_with_outcomes(
 
 def rescore(model: str, version: int, inputs: list[dict[str, Any]]) -> tuple[np.ndarray, float]:
     """The version's risks for requests exactly as logged, and its primary threshold."""
-    from hospital_mlops.data.catalog import load_catalog
-    from hospital_mlops.features import feature_set_for
     from hospital_mlops.governance import registry
+    from hospital_mlops.inference.served_model import serving_setup
     from hospital_mlops.model.scoring import score
-    from hospital_mlops.use_case import load_use_case
 
     loaded = registry.load_risk_model(model, str(version))
-    threshold = float(loaded.training["thresholds"][load_use_case().thresholds.primary])
-    fs = feature_set_for("diabetes130")
-    spec = load_catalog().source("diabetes130")
+    setup = serving_setup(loaded.model, loaded.training, loaded.tags)
+    threshold = setup.threshold
     risks: list[float] = []
     for start in range(0, len(inputs), BATCH):
         answers = score(
-            inputs[start : start + BATCH], spec, fs, loaded.model, threshold, f"{model}/{version}"
+            inputs[start : start + BATCH],
+            setup.served,
+            loaded.model,
+            threshold,
+            f"{model}/{version}",
         )
         risks += [a["risk"] for a in answers]
     return np.asarray(risks, dtype="float64"), threshold
@@ -89,7 +90,7 @@ def compare_on_window(
 ) -> dict[str, Any]:
     from hospital_mlops.governance import registry
     from hospital_mlops.governance.compare import compare_scores
-    from hospital_mlops.use_case import load_use_case
+    from hospital_mlops.inference.served_model import use_case_of
 
     frame = window_with_outcomes(log, model, champion, since, until)
     if len(frame) < policy.min_outcomes:
@@ -103,8 +104,9 @@ def compare_on_window(
     inputs = [json.loads(text) for text in frame["inputs"]]
     challenger_risk, challenger_threshold = rescore(model, challenger, inputs)
     champion_version = registry.client().get_model_version(model, str(champion))
-    primary = load_use_case().thresholds.primary
-    champion_threshold = float(registry.training_record(champion_version)["thresholds"][primary])
+    training = registry.training_record(champion_version)
+    primary = use_case_of(training, champion_version.tags).thresholds.primary
+    champion_threshold = float(training["thresholds"][primary])
     result = compare_scores(
         y,
         frame["encounter_token"],

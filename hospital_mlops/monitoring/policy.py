@@ -124,10 +124,9 @@ class Breakdowns(StrictModel):
 
     @model_validator(mode="after")
     def _fields_are_request_inputs(self) -> Breakdowns:
-        from hospital_mlops.data.catalog import load_catalog
-        from hospital_mlops.model.scoring import input_fields
+        from hospital_mlops.features import feature_set_for, served_inputs
 
-        known = {f.name for f in input_fields(load_catalog().source("diabetes130"))}
+        known = {f.name for f in served_inputs(feature_set_for("diabetes130")).fields}
         unknown = {name: field for name, field in self.by.items() if field not in known}
         if unknown:
             raise ValueError(

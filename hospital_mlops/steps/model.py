@@ -182,6 +182,7 @@ def _write_training(
         "features_sha256": snapshot["sha256"],
         "split_sha256": split_manifest["sha256"],
         "feature_set_version": fs.version,
+        "use_case": use_case.id,
         "use_case_version": use_case.content_version,
         "best_iteration": model.best_iteration,
         "calibration": model.calibration.__dict__,

@@ -269,12 +269,12 @@ def test_a_read_only_log_and_a_dead_detector_cost_no_answer_and_are_counted(
     from prometheus_client import REGISTRY, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from serving.predictor import ReadmissionPredictor
+    from serving.predictor import RiskPredictor
 
     url = new_store_url("log")
     PredictionLog(url).close()
     dead_detector = f"http://127.0.0.1:{_free_port()}/"  # nothing listens there
-    predictor = ReadmissionPredictor(
+    predictor = RiskPredictor(
         "readmission", MODEL, "champion", logger_url=dead_detector,
         prediction_log_url=new_store_url.read_only(url),
     )  # fmt: skip

@@ -20,8 +20,7 @@ WEEK_STARTS = ["2026-01-01T00:00:00Z", "2026-01-08T00:00:00Z", "2026-01-15T00:00
 def replay(d130_champion, monkeypatch_module, module_new_store_url) -> tuple[str, pd.DataFrame]:
     """1,500 real test-period encounters scored by the champion, spread over three weeks, in a
     prediction log of their own (SQLite, then PostgreSQL); and outcomes for two thirds of them."""
-    from hospital_mlops.data.catalog import load_catalog
-    from hospital_mlops.features import feature_set_for
+    from hospital_mlops.features import feature_set_for, served_inputs
     from hospital_mlops.governance import registry
     from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, records
     from hospital_mlops.inference.registered_examples import registered_examples
@@ -31,7 +30,6 @@ def replay(d130_champion, monkeypatch_module, module_new_store_url) -> tuple[str
     monkeypatch_module.setenv("HMLOPS_PREDICTION_LOG_URL", url)
     loaded = registry.load_risk_model(MODEL, "champion")
     fs = feature_set_for("diabetes130")
-    spec = load_catalog().source("diabetes130")
     threshold = float(loaded.training["thresholds"]["discharge_planning"])
     instances = registered_examples(MODEL, "champion", n=1500, seed=3)
     for i, instance in enumerate(instances):
@@ -42,7 +40,9 @@ def replay(d130_champion, monkeypatch_module, module_new_store_url) -> tuple[str
     rows = []
     for start in range(0, len(instances), 100):
         batch = instances[start : start + 100]
-        answers = score(batch, spec, fs, loaded.model, threshold, f"{MODEL}/{loaded.version}")
+        answers = score(
+            batch, served_inputs(fs), loaded.model, threshold, f"{MODEL}/{loaded.version}"
+        )
         for j, answer in enumerate(answers):
             week = (start + j) % 3
             seconds = int(rng.integers(0, 7 * 86400))

@@ -32,7 +32,7 @@ from hospital_mlops.governance import registration, registry
 from hospital_mlops.governance.config import load_governance
 from hospital_mlops.model.train import train_risk_model
 from hospital_mlops.use_case import TrainingConfig, load_use_case
-from serving.predictor import ReadmissionPredictor
+from serving.predictor import RiskPredictor
 from tests.fault_proxy import FaultProxy
 from tests.unit.test_registry import _features
 
@@ -181,7 +181,7 @@ def test_a_version_is_registered_signed_off_promoted_and_served_through_the_serv
 
     # the predictor loads the champion by alias as serving/ does on a cluster: the files'
     # sha256 against the registry's record, then the golden predictions
-    predictor = ReadmissionPredictor(
+    predictor = RiskPredictor(
         "readmission", name, "champion", prediction_log_url=f"sqlite:///{tmp_path / 'log.db'}"
     )
     try:
@@ -228,7 +228,7 @@ def test_a_server_failing_after_it_answered_is_one_clear_line_from_every_command
         assert len(proxy.failed) > before, f"{command} never reached the fault"
         assert code == 2 and out == "", (command, out, err)
         assert err == f"hmlops: error: the MLflow store at {proxy.url} failed: {cause}\n", command
-    predictor = ReadmissionPredictor("readmission", FAULTED, "champion")
+    predictor = RiskPredictor("readmission", FAULTED, "champion")
     assert not predictor.load()  # the pod stays unready, its log saying why
     assert predictor.not_ready_reason == (
         f"RegistryUnavailable: the MLflow store at {proxy.url} failed: {cause}"

@@ -61,8 +61,7 @@ def _champion(store: Path, snapshot: dict, work: Path) -> int:
 
 def _log_recent_predictions(url: str, weeks: list[pd.Timestamp]) -> list[dict]:
     """The champion's answers to real test-period encounters, scored in the last whole weeks."""
-    from hospital_mlops.data.catalog import load_catalog
-    from hospital_mlops.features import feature_set_for
+    from hospital_mlops.features import feature_set_for, served_inputs
     from hospital_mlops.governance import registry
     from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, records
     from hospital_mlops.inference.registered_examples import registered_examples
@@ -70,7 +69,6 @@ def _log_recent_predictions(url: str, weeks: list[pd.Timestamp]) -> list[dict]:
 
     loaded = registry.load_risk_model(MODEL, "champion")
     fs = feature_set_for(SOURCE)
-    spec = load_catalog().source(SOURCE)
     threshold = float(loaded.training["thresholds"]["discharge_planning"])
     instances = registered_examples(MODEL, "champion", n=PER_WEEK * len(weeks), seed=5)
     for i, instance in enumerate(instances):
@@ -87,7 +85,9 @@ def _log_recent_predictions(url: str, weeks: list[pd.Timestamp]) -> list[dict]:
     rows: list[dict] = []
     for start in range(0, len(instances), 100):
         batch = instances[start : start + 100]
-        answers = score(batch, spec, fs, loaded.model, threshold, f"{MODEL}/{loaded.version}")
+        answers = score(
+            batch, served_inputs(fs), loaded.model, threshold, f"{MODEL}/{loaded.version}"
+        )
         for j, answer in enumerate(answers):
             week = weeks[(start + j) // PER_WEEK]
             when = week + pd.Timedelta(seconds=int(rng.integers(0, 7 * 86400)))

@@ -34,14 +34,13 @@ class Replay:
     simulated times, as the predictor does (``records``); outcomes drawn from the risk."""
 
     def __init__(self, main: str, shadow: str, champion: int, candidate: int) -> None:
-        from hospital_mlops.data.catalog import load_catalog
-        from hospital_mlops.features import feature_set_for
+        from hospital_mlops.features import feature_set_for, served_inputs
         from hospital_mlops.governance import registry
         from hospital_mlops.inference.registered_examples import registered_examples
 
         self.urls = {"main": main, "shadow": shadow}
         self.fs = feature_set_for("diabetes130")
-        self.spec = load_catalog().source("diabetes130")
+        self.served = served_inputs(self.fs)
         self.models = {v: registry.load_risk_model(MODEL, str(v)) for v in (champion, candidate)}
         self.instances = registered_examples(MODEL, str(champion), n=4100, seed=11)
         self.next = 0
@@ -58,8 +57,7 @@ class Replay:
         for start in range(0, len(batch), 100):  # the predictor's per-request limit
             answers += score(
                 batch[start : start + 100],
-                self.spec,
-                self.fs,
+                self.served,
                 loaded.model,
                 threshold,
                 f"{MODEL}/{version}",

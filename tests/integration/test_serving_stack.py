@@ -475,7 +475,7 @@ def test_a_storage_path_bundle_serves_the_same_answers_and_refuses_changes(
     import asyncio
     import shutil
 
-    from serving.predictor import ReadmissionPredictor
+    from serving.predictor import RiskPredictor
 
     bundle = tmp_path / "bundle"
     exported = hmlops(
@@ -483,8 +483,8 @@ def test_a_storage_path_bundle_serves_the_same_answers_and_refuses_changes(
     )
     assert exported.returncode == 0, exported.stderr[-2000:]
     sha = next(w for w in exported.stdout.split() if len(w) == 64)
-    from_registry = ReadmissionPredictor("readmission", "readmission-30d", "champion")
-    from_bundle = ReadmissionPredictor("readmission", str(bundle), "path", expected_sha256=sha)
+    from_registry = RiskPredictor("readmission", "readmission-30d", "champion")
+    from_bundle = RiskPredictor("readmission", str(bundle), "path", expected_sha256=sha)
     assert from_registry.load() and from_bundle.load(), from_bundle.not_ready_reason
     ask = example_body["instances"]
     risk = [
@@ -496,7 +496,7 @@ def test_a_storage_path_bundle_serves_the_same_answers_and_refuses_changes(
     for p in (from_registry, from_bundle):
         p.stop()
     # a pinned sha256 the bundle does not have, and a changed file: never ready
-    pinned = ReadmissionPredictor("readmission", str(bundle), "path", expected_sha256="0" * 64)
+    pinned = RiskPredictor("readmission", str(bundle), "path", expected_sha256="0" * 64)
     assert not pinned.load() and "the deployment expects" in pinned.not_ready_reason
     changed = tmp_path / "changed"
     shutil.copytree(bundle, changed)

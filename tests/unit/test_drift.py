@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hospital_mlops.data.catalog import SourceSpec, load_catalog
+from hospital_mlops.data.catalog import load_catalog
 from hospital_mlops.data.normalize import HmacKey, normalize_extract
 from hospital_mlops.data.sources.extract import read_extract
 from hospital_mlops.drift.inference_events import InferenceEvent, binary_headers, parse_binary_event
@@ -41,9 +41,16 @@ from hospital_mlops.drift.tester import (
     SortedSample,
     ks_2samp_asymp,
 )
-from hospital_mlops.features import DIABETES130_INPUTS, build_features, feature_set_for
+from hospital_mlops.features import (
+    DIABETES130_INPUTS,
+    ServedInputs,
+    build_features,
+    diabetes130_features,
+    feature_set_for,
+    served_inputs,
+)
 from hospital_mlops.model.example_requests import jsonable
-from hospital_mlops.model.scoring import diabetes130_features, validate_instances
+from hospital_mlops.model.scoring import validate_instances
 from hospital_mlops.model.train import RiskModel, train_risk_model
 from hospital_mlops.use_case import TrainingConfig
 
@@ -59,7 +66,7 @@ class Population:
     """Real encounters as the pipeline saw them (features) and as an EHR sends them (raw
     request instances), in one random order, with a small model trained on them."""
 
-    spec: SourceSpec
+    served: ServedInputs
     features: pd.DataFrame
     instances: list[dict[str, object]]
     model: RiskModel
@@ -84,7 +91,7 @@ def population(extract: Path) -> Population:
     model = train_risk_model(
         features.iloc[:6000], features.iloc[6000:8000], FS, TrainingConfig(max_rounds=30)
     )
-    return Population(spec, features, shuffled, model)
+    return Population(served_inputs(feature_set_for("diabetes130")), features, shuffled, model)
 
 
 def reference_file(pop: Population, directory: Path) -> Path:
@@ -101,7 +108,7 @@ def event_pairs(
 ) -> list[tuple[InferenceEvent, InferenceEvent]]:
     """What the inference logger posts: each request and the predictor's answer (its risk
     computed from the served features), as binary CloudEvents parsed by the detector's parser."""
-    valid = validate_instances(instances, pop.spec, max_instances=len(instances))
+    valid = validate_instances(instances, pop.served, max_instances=len(instances))
     risk = pop.model.predict_risk(
         diabetes130_features(valid.encounters, valid.prior_encounters), FS
     )
@@ -126,7 +133,7 @@ def event_pairs(
 def windows_of(
     tester: DriftTester, pop: Population, instances: list[dict[str, object]], prefix: str
 ) -> list[ScoredWindow]:
-    monitor = DriftMonitor(tester, pop.spec, WINDOW)
+    monitor = DriftMonitor(tester, pop.served, WINDOW)
     windows = []
     for request, response in event_pairs(pop, instances, prefix):
         windows += monitor.collect(request).windows
@@ -374,7 +381,7 @@ class FakeClock:
 
 
 def _monitor(pop: Population, testers: dict[str, DriftTester], **kwargs: object) -> DriftMonitor:
-    return DriftMonitor(testers["scipy"], pop.spec, 30, **kwargs)  # type: ignore[arg-type]
+    return DriftMonitor(testers["scipy"], pop.served, 30, **kwargs)  # type: ignore[arg-type]
 
 
 def _event(event_id: str, kind: str, body: object) -> InferenceEvent:
@@ -606,7 +613,7 @@ def test_with_a_baseline_the_tiers_decide_and_p_values_are_only_reported(
 def test_refused_and_resent_requests_reach_the_act_tier_through_the_monitor(
     pop: Population, tiered: DriftTester
 ) -> None:
-    monitor = DriftMonitor(tiered, pop.spec, WINDOW)
+    monitor = DriftMonitor(tiered, pop.served, WINDOW)
     instances = [
         {**i, "encounter_token": f"tok-{n:016d}"}
         for n, i in enumerate(pop.instances[REFERENCE_ROWS : REFERENCE_ROWS + WINDOW])

@@ -15,13 +15,18 @@ import pytest
 from hospital_mlops.data.normalize import HmacKey, normalize_extract
 from hospital_mlops.data.sources.extract import read_extract
 from hospital_mlops.data.splits import TemporalSplit, temporal_split
-from hospital_mlops.features import DIABETES130_INPUTS, FeatureSet, build_features, feature_set_for
+from hospital_mlops.features import (
+    DIABETES130_INPUTS,
+    FeatureSet,
+    build_features,
+    feature_set_for,
+    served_inputs,
+)
 from hospital_mlops.model.example_requests import jsonable
 from hospital_mlops.model.explain import (
     JARGON,
     MEDICATION_GROUP,
     MISSING,
-    RAW_FIELDS,
     RawCodec,
     RawKernelShap,
     clinician_view,
@@ -56,6 +61,11 @@ class Real:
 
 
 _cache: dict[Any, Any] = {}  # shared with the server tests of the same session: built once
+
+
+SERVED = served_inputs(feature_set_for("diabetes130"))
+RAW_FIELDS = (*SERVED.inputs, PRIOR_ENCOUNTERS)
+RISK = "Chance of a hospital readmission within 30 days"
 
 
 def real_data(catalog: Any, d130_small: Any) -> Real:
@@ -106,14 +116,13 @@ def model(real) -> RiskModel:
 
 @pytest.fixture(scope="module")
 def background(real) -> list[dict[str, Any]]:
-    return training_background(real.tables, real.spec, real.policy, 8)
+    return training_background(real.tables, real.spec, real.policy, 8, SERVED)
 
 
 def _score(real: Real, model: RiskModel, instances: list[dict[str, Any]]) -> list[dict]:
-    fs = feature_set_for("diabetes130")
     out: list[dict] = []
     for start in range(0, len(instances), 100):  # the predictor's batch cap
-        out += score(instances[start : start + 100], real.spec, fs, model, 0.15, "test/1")
+        out += score(instances[start : start + 100], SERVED, model, 0.15, "test/1")
     return out
 
 
@@ -128,7 +137,7 @@ def _sample(real: Real, n: int = SAMPLE) -> list[dict[str, Any]]:
 def test_plain_features_equal_the_pipelines_on_real_encounters(real) -> None:
     fs: FeatureSet = feature_set_for("diabetes130")
     names = [f.name for f in fs.features]
-    served = pd.DataFrame([plain_features(i) for i in real.test_instances])[names]
+    served = pd.DataFrame([plain_features(i, SERVED) for i in real.test_instances])[names]
     pd.testing.assert_frame_equal(
         served, real.test_features[names].reset_index(drop=True), check_dtype=False
     )
@@ -150,7 +159,8 @@ def test_every_value_of_every_feature_has_plain_wording() -> None:
             assert ":" not in text or f.name == "race", text  # not the generic fallback
             assert not any(word in text.lower() for word in JARGON), text
     # a value no table knows still reads as a sentence, never an error
-    assert plain_phrase("insulin", "double") == "Insulin this stay: double"
+    wording = {f.name: f.clinical_wording for f in SERVED.feature_set.features}
+    assert plain_phrase("insulin", "double", wording) == "Insulin this stay: double"
 
 
 def test_the_clinician_view_has_top_k_plain_reasons_in_the_predictors_direction(
@@ -159,7 +169,7 @@ def test_the_clinician_view_has_top_k_plain_reasons_in_the_predictors_direction(
     instances = _sample(real)
     answers = _score(real, model, instances)
     for answer, instance in zip(answers, instances, strict=True):
-        view = clinician_view(answer, instance, TOP_K)
+        view = clinician_view(answer, instance, TOP_K, SERVED, RISK)
         assert len(view["reasons"]) == TOP_K == len(answer["reasons"])
         by_feature = {r["feature"]: r["contribution"] for r in answer["reasons"]}
         for reason in view["reasons"]:
@@ -187,7 +197,7 @@ def test_known_encounters_read_as_a_clinician_would_say_them(real) -> None:
             {"feature": "discharge_disposition", "text": "x", "contribution": -0.2},
         ],
     }
-    texts = [r["text"] for r in clinician_view(answer, instance, TOP_K)["reasons"]]
+    texts = [r["text"] for r in clinician_view(answer, instance, TOP_K, SERVED, RISK)["reasons"]]
     assert texts == [
         "3 hospital stays in the past year, which raises the risk",
         "Discharged home, which lowers the risk",
@@ -199,7 +209,7 @@ def test_known_encounters_read_as_a_clinician_would_say_them(real) -> None:
 
 def test_the_codec_round_trips_real_instances(real) -> None:
     instances = real.test_instances[:2000]
-    codec = RawCodec.for_source(real.spec).extended(instances)
+    codec = RawCodec.for_served(SERVED).extended(instances)
     matrix = codec.encode(instances)
     assert matrix.shape == (len(instances), len(RAW_FIELDS)) and matrix.dtype == np.float64
     decoded = codec.decode(matrix)
@@ -209,11 +219,11 @@ def test_the_codec_round_trips_real_instances(real) -> None:
     assert absent and (matrix[absent, race] == MISSING).all()
     # a diagnosis code never seen before is refused by the unextended codec, not guessed
     with pytest.raises(KeyError, match="diag_1"):
-        RawCodec.for_source(real.spec).encode([dict(instances[0], diag_1="V99.9")])
+        RawCodec.for_served(SERVED).encode([dict(instances[0], diag_1="V99.9")])
 
 
 def test_medications_form_one_group_and_every_other_input_its_own(real) -> None:
-    names, groups = RawCodec.for_source(real.spec).groups()
+    names, groups = RawCodec.for_served(SERVED).groups()
     assert len(names) == len(RAW_FIELDS) - 23 + 1 == 21
     assert len(groups[names.index(MEDICATION_GROUP)]) == 23
     assert sorted(i for g in groups for i in g) == list(range(len(RAW_FIELDS)))
@@ -221,10 +231,10 @@ def test_medications_form_one_group_and_every_other_input_its_own(real) -> None:
 
 def test_the_background_is_real_training_period_encounters(real, background) -> None:
     # deterministic: the same extract and policy give the same rows
-    assert training_background(real.tables, real.spec, real.policy, 8) == background
+    assert training_background(real.tables, real.spec, real.policy, 8, SERVED) == background
     assert len(background) == 8 and set(background[0]) == set(RAW_FIELDS)
     train = real.split.train
-    codec = RawCodec.for_source(real.spec).extended(background)
+    codec = RawCodec.for_served(SERVED).extended(background)
     assert codec.decode(codec.encode(background)) == [
         {k: v for k, v in b.items() if v is not None} for b in background
     ]
@@ -244,7 +254,7 @@ def test_kernel_shap_over_raw_inputs_adds_up_to_the_risk(real, model, background
         seen.append(len(rows))
         return np.asarray([a["risk"] for a in _score(real, model, rows)])
 
-    kernel = RawKernelShap(RawCodec.for_source(real.spec), background, risk_of, nsamples=64)
+    kernel = RawKernelShap(RawCodec.for_served(SERVED), background, risk_of, nsamples=64)
     background_risk = np.mean([a["risk"] for a in _score(real, model, background)])
     assert kernel.base_value == pytest.approx(background_risk, abs=1e-9)
     instances = _sample(real, 2)
@@ -254,7 +264,7 @@ def test_kernel_shap_over_raw_inputs_adds_up_to_the_risk(real, model, background
         assert raw.risk == pytest.approx(answer["risk"], abs=1e-9)
         assert raw.base_value + sum(raw.attributions.values()) == pytest.approx(raw.risk, abs=1e-6)
         assert len(raw.attributions) == 21 and any(abs(v) > 1e-4 for v in raw.attributions.values())
-        view = technical_view(answer, instance, raw, {"nsamples": 64})
+        view = technical_view(answer, instance, raw, {"nsamples": 64}, SERVED)
         part = view["kernel_shap"]
         total = part["base_value"] + sum(a["attribution"] for a in part["attributions"])
         assert total == pytest.approx(answer["risk"], abs=1e-6)
@@ -269,7 +279,7 @@ def test_the_exact_part_uses_every_contribution_when_the_predictor_sends_them(re
     missing_race = next(i for i in real.test_instances if i["race"] is None)
     instances.append(missing_race)
     answers = _score(real, model, instances)
-    frame = pd.DataFrame([plain_features(i) for i in instances])
+    frame = pd.DataFrame([plain_features(i, SERVED) for i in instances])
     full = attribute(model, frame, fs)
     for row, (answer, instance) in enumerate(zip(answers, instances, strict=True)):
         # the answer as the predictor gives it with "explain": "full"
@@ -280,13 +290,13 @@ def test_the_exact_part_uses_every_contribution_when_the_predictor_sends_them(re
             ),
             "baseline": float(full.baseline[row]),
         }
-        exact = technical_view(answer, instance, None, {})["tree_shap"]
+        exact = technical_view(answer, instance, None, {}, SERVED)["tree_shap"]
         assert exact["complete"] and len(exact["contributions"]) == len(fs.features)
         total = exact["baseline"] + sum(c["contribution"] for c in exact["contributions"])
         assert total == pytest.approx(float(logit(np.array([answer["risk"]]))[0]), abs=1e-3)
         top = [c["feature"] for c in exact["contributions"][:TOP_K]]
         assert top == [r["feature"] for r in answer["reasons"]]
-    view = technical_view(answer, instance, None, {})
+    view = technical_view(answer, instance, None, {}, SERVED)
     assert "kernel_shap" not in view and view["missing_inputs"] == ["race"]
     assert {"feature": "race", "value": "missing"}.items() <= next(
         c for c in view["tree_shap"]["contributions"] if c["feature"] == "race"
@@ -296,7 +306,7 @@ def test_the_exact_part_uses_every_contribution_when_the_predictor_sends_them(re
 def test_without_full_contributions_the_exact_part_says_it_is_incomplete(real, model) -> None:
     instance = _sample(real, 1)[0]
     (answer,) = _score(real, model, [instance])
-    exact = technical_view(answer, instance, None, {})["tree_shap"]
+    exact = technical_view(answer, instance, None, {}, SERVED)["tree_shap"]
     assert exact["complete"] is False and exact["baseline"] is None
     assert [c["feature"] for c in exact["contributions"]] == [
         r["feature"] for r in answer["reasons"]
@@ -331,7 +341,7 @@ def test_clinician_reasons_are_stable_under_meaningless_changes(real, model) -> 
     def reasons_of(instances: list[dict[str, Any]]) -> list[list[str]]:
         answers = _score(real, model, instances)
         return [
-            [r["feature"] for r in clinician_view(a, i, TOP_K)["reasons"]]
+            [r["feature"] for r in clinician_view(a, i, TOP_K, SERVED, RISK)["reasons"]]
             for a, i in zip(answers, instances, strict=True)
         ]
 

@@ -50,9 +50,9 @@ serve_predictor(sys.argv[1], "champion", int(sys.argv[2]))
 PERMISSIVE = """
 import asyncio, json, sys
 from hospital_mlops.inference.config import load_serving_config
-from serving.explainer import ReadmissionExplainer
+from serving.explainer import RiskExplainer
 
-explainer = ReadmissionExplainer("readmission", sys.argv[1], load_serving_config())
+explainer = RiskExplainer("readmission", sys.argv[1], load_serving_config())
 assert explainer.load()
 body = {"instances": json.loads(sys.argv[2]), "view": "technical"}
 out = asyncio.run(explainer.explain(body))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hospital_mlops.features import feature_set_for
+from hospital_mlops.features import FeatureSet, feature_set_for
 from hospital_mlops.governance import registration, registry
 from hospital_mlops.model.train import train_risk_model
 from hospital_mlops.use_case import TrainingConfig
@@ -23,8 +23,11 @@ from hospital_mlops.use_case import TrainingConfig
 ROLES = ["clinical", "technical", "privacy", "compliance"]
 
 
-def _features(n: int, seed: int) -> pd.DataFrame:
-    fs = feature_set_for("diabetes130")
+def _features(
+    n: int, seed: int, fs: FeatureSet | None = None, driver: str = "inpatient_admissions_prior_year"
+) -> pd.DataFrame:
+    """Random rows of a feature set's features, with a label that rises with ``driver``."""
+    fs = fs or feature_set_for("diabetes130")
     rng = np.random.default_rng(seed)
     columns = {}
     for f in fs.features:
@@ -35,7 +38,7 @@ def _features(n: int, seed: int) -> pd.DataFrame:
         else:
             columns[f.name] = rng.uniform(f.min_value or 0, f.max_value or 10, n)
     frame = pd.DataFrame(columns)
-    logit = -2 + 0.08 * frame["inpatient_admissions_prior_year"] - 0.01 * frame["age_years"]
+    logit = -2 + 0.08 * frame[driver] - 0.01 * frame["age_years"]
     frame[fs.label] = rng.binomial(1, 1 / (1 + np.exp(-logit)))
     return frame
 

@@ -14,16 +14,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hospital_mlops.data.catalog import SourceSpec
 from hospital_mlops.data.normalize import HmacKey, normalize_extract
 from hospital_mlops.data.sources.extract import read_extract
 from hospital_mlops.features import (
     DIABETES130_INPUTS,
+    ServedInputs,
     build_features,
     diabetes130_feature_row,
+    diabetes130_features,
     diabetes130_out_of_cohort,
     diabetes130_out_of_cohort_row,
     feature_set_for,
+    served_inputs,
 )
 from hospital_mlops.model.example_requests import jsonable
 from hospital_mlops.model.reasons import attribute, reason_codes
@@ -34,8 +36,6 @@ from hospital_mlops.model.scoring import (
     PRIOR_ENCOUNTERS_MAX,
     InvalidRequest,
     Tensor,
-    diabetes130_features,
-    input_fields,
     instances_from_v2,
     score,
     v2_outputs,
@@ -62,7 +62,7 @@ def real(catalog, d130_small):
             rows.iterrows(), pipeline["earlier_encounters_in_extract"], strict=True
         )
     ]
-    return spec, pipeline, instances
+    return served_inputs(feature_set_for("diabetes130")), pipeline, instances
 
 
 def _clean(real) -> dict:
@@ -70,11 +70,11 @@ def _clean(real) -> dict:
 
 
 def test_serving_features_equal_the_pipelines_on_real_encounters(real) -> None:
-    spec, pipeline, instances = real
+    served, pipeline, instances = real
     fs = feature_set_for("diabetes130")
     parts, missing = [], []
     for start in range(0, len(instances), MAX_INSTANCES):  # as a client would batch them
-        request = validate_instances(instances[start : start + MAX_INSTANCES], spec)
+        request = validate_instances(instances[start : start + MAX_INSTANCES], served)
         parts.append(diabetes130_features(request.encounters, request.prior_encounters))
         missing += request.missing
     served = pd.concat(parts, ignore_index=True)
@@ -114,7 +114,7 @@ def test_each_bad_field_is_named_with_its_reason(real, field, value, message) ->
 
 
 def test_request_shape_limits(real) -> None:
-    spec = real[0]
+    served = real[0]
     for body, message in [
         ({"a": 1}, "must be a list"),
         ([], "must not be empty"),
@@ -122,17 +122,17 @@ def test_request_shape_limits(real) -> None:
         (["not an object"], "must be an object"),
     ]:
         with pytest.raises(InvalidRequest, match=message):
-            validate_instances(body, spec)
+            validate_instances(body, served)
 
 
 def test_the_answer_per_instance(real) -> None:
-    spec, _, instances = real
+    served, _, instances = real
     fs = feature_set_for("diabetes130")
     model = train_risk_model(
         _features(3000, 1), _features(1000, 2), fs, TrainingConfig(max_rounds=40)
     )
     hospice = dict(instances[1], discharge_disposition_id=13)
-    answers = score([instances[0], hospice], spec, fs, model, threshold=0.15, model_version="7")
+    answers = score([instances[0], hospice], served, model, threshold=0.15, model_version="7")
     for a in answers:
         assert {
             "risk", "band", "alert", "reasons", "missing_inputs", "model_version",
@@ -165,8 +165,8 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def test_data_freshness_is_the_age_of_the_newest_observation(real, small_model) -> None:
-    spec, _, instances = real
-    fs, model = small_model
+    served, _, instances = real
+    _fs, model = small_model
     fresh = dict(
         instances[0],
         observation_times={
@@ -175,7 +175,7 @@ def test_data_freshness_is_the_age_of_the_newest_observation(real, small_model) 
         },
     )
     stale = dict(instances[1], observation_times={"num_medications": "2026-11-25T12:00:00+00:00"})
-    answers = score([fresh, stale, instances[2]], spec, fs, model, 0.15, "7", now=NOW)
+    answers = score([fresh, stale, instances[2]], served, model, 0.15, "7", now=NOW)
     assert answers[0]["data_freshness"] == {
         "newest_observation": "2026-11-28T11:00:00Z",
         "age_seconds": 3600.0,
@@ -188,24 +188,24 @@ def test_data_freshness_is_the_age_of_the_newest_observation(real, small_model) 
 
 
 def test_an_encounter_token_is_accepted_but_is_not_a_model_input(real, small_model) -> None:
-    spec, _, instances = real
-    fs, model = small_model
+    served, _, instances = real
+    _fs, model = small_model
     token = "e3b0c44298fc1c149afbf4c8996fb924"
     with_token = score(
-        [dict(instances[0], encounter_token=token)], spec, fs, model, 0.15, "7", now=NOW
+        [dict(instances[0], encounter_token=token)], served, model, 0.15, "7", now=NOW
     )
-    without = score([instances[0]], spec, fs, model, 0.15, "7", now=NOW)
+    without = score([instances[0]], served, model, 0.15, "7", now=NOW)
     assert with_token[0]["risk"] == without[0]["risk"]
     assert with_token[0]["reasons"] == without[0]["reasons"]
-    request = validate_instances([dict(instances[0], encounter_token=token), instances[1]], spec)
+    request = validate_instances([dict(instances[0], encounter_token=token), instances[1]], served)
     assert request.encounter_tokens == [token, None]
 
 
 @pytest.mark.parametrize("token", ["12345678", 12345678, "patient 4/7 ward B", "x" * 129, ""])
 def test_a_raw_identifier_is_refused_as_an_encounter_token(real, token) -> None:
-    spec, _, instances = real
+    served, _, instances = real
     with pytest.raises(InvalidRequest) as caught:
-        validate_instances([dict(instances[0], encounter_token=token)], spec)
+        validate_instances([dict(instances[0], encounter_token=token)], served)
     (error,) = caught.value.errors
     assert error.field == "encounter_token" and "never a raw identifier" in error.message
 
@@ -238,12 +238,12 @@ def _as_v2(instances: list[dict]) -> list[Tensor]:
 
 
 def test_v2_tensors_give_the_same_answers_as_v1(real, small_model) -> None:
-    spec, _, instances = real
-    fs, model = small_model
+    served, _, instances = real
+    _fs, model = small_model
     sample = instances[:20]
     from_v2 = instances_from_v2(_as_v2(sample))
     assert from_v2 == sample
-    v1 = score(sample, spec, fs, model, 0.15, "7", now=NOW)
+    v1 = score(sample, served, model, 0.15, "7", now=NOW)
     outputs = {t.name: t for t in v2_outputs(v1)}
     assert outputs["risk"].data == [a["risk"] for a in v1] and outputs["risk"].shape == [20]
     assert outputs["alert"].datatype == "BOOL"
@@ -288,10 +288,10 @@ def _row_features(request) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def served_rows(real) -> list[dict]:
     """The serving path's feature rows of every real encounter, in requests of 100."""
-    spec, _, instances = real
+    served, _, instances = real
     rows: list[dict] = []
     for start in range(0, len(instances), MAX_INSTANCES):
-        request = validate_instances(instances[start : start + MAX_INSTANCES], spec)
+        request = validate_instances(instances[start : start + MAX_INSTANCES], served)
         rows += _row_features(request).to_dict("records")
         assert [diabetes130_out_of_cohort_row(r) for r in request.rows] == (
             diabetes130_out_of_cohort(request.encounters).tolist()
@@ -317,11 +317,11 @@ _ICD9_LIKE = st.one_of(
 )
 
 
-def _instances(spec: SourceSpec) -> st.SearchStrategy[list[dict]]:
+def _instances(served: ServedInputs) -> st.SearchStrategy[list[dict]]:
     """Valid requests over the whole contract: every allowed value and code, the ends of every
     range, absent optional inputs, ICD-9 codes of every shape."""
     required, optional = {}, {}
-    for field in input_fields(spec):
+    for field in served.fields:
         if field.name == "diag_1":
             values = _ICD9_LIKE
         elif field.spec.allowed is not None:
@@ -347,9 +347,9 @@ def _instances(spec: SourceSpec) -> st.SearchStrategy[list[dict]]:
 )
 @given(data=st.data())
 def test_row_features_equal_the_frame_features_on_generated_requests(catalog, data) -> None:
-    spec = catalog.source("diabetes130")
-    instances = data.draw(_instances(spec))
-    request = validate_instances(instances, spec)
+    served = served_inputs(feature_set_for("diabetes130"))
+    instances = data.draw(_instances(served))
+    request = validate_instances(instances, served)
     frame = diabetes130_features(request.encounters, request.prior_encounters)
     pd.testing.assert_frame_equal(_row_features(request), frame[NAMES])
     assert [diabetes130_out_of_cohort_row(r) for r in request.rows] == (
@@ -447,19 +447,19 @@ def test_without_the_tables_contributions_are_xgboosts_own(
 
 
 def test_score_answers_as_the_frame_path_does(real, real_model) -> None:
-    spec, _, instances = real
+    served, _, instances = real
     hospice = dict(instances[3], discharge_disposition_id=13, race=None, diag_1=None)
     sample = [instances[0], hospice, *instances[4:200]]
     for batch in ([sample[0]], [sample[1]], sample[:MAX_INSTANCES], sample[MAX_INSTANCES:]):
-        answers = score(batch, spec, FS, real_model, 0.15, "7", now=NOW)
-        request = validate_instances(batch, spec, now=NOW)
+        answers = score(batch, served, real_model, 0.15, "7", now=NOW)
+        request = validate_instances(batch, served, now=NOW)
         features = diabetes130_features(request.encounters, request.prior_encounters)
         risk = real_model.predict_risk(features, FS)
         reasons = reason_codes(attribute(real_model, features, FS), features, FS)
         outside = diabetes130_out_of_cohort(request.encounters)
         assert [a["risk"] for a in answers] == [round(float(r), 6) for r in risk]
-        served = [[(r["feature"], r["text"]) for r in a["reasons"]] for a in answers]
-        assert served == [[(r.feature, r.text) for r in rr] for rr in reasons]
+        given = [[(r["feature"], r["text"]) for r in a["reasons"]] for a in answers]
+        assert given == [[(r.feature, r.text) for r in rr] for rr in reasons]
         # the served contributions come from the TreeSHAP tables: within 1e-6 (and rounding)
         np.testing.assert_allclose(
             [r["contribution"] for a in answers for r in a["reasons"]],
@@ -471,6 +471,6 @@ def test_score_answers_as_the_frame_path_does(real, real_model) -> None:
             bool(r >= 0.15 and not o) for r, o in zip(risk, outside, strict=True)
         ]
         assert [a["missing_inputs"] for a in answers] == request.missing
-    hospice_answer = score([hospice], spec, FS, real_model, 0.15, "7", now=NOW)[0]
+    hospice_answer = score([hospice], served, real_model, 0.15, "7", now=NOW)[0]
     assert "outside the intended use" in hospice_answer["limitations"][0]
     assert hospice_answer["missing_inputs"] == ["race", "diag_1"]
