@@ -111,6 +111,7 @@ typecheck: $(STAMP)
 compile: $(STAMP)
 	$(BIN)/hmlops pipeline compile --out pipelines/compiled/data_pipeline.yaml
 	$(BIN)/hmlops monitor pipeline compile --out pipelines/compiled/monitoring_pipeline.yaml
+	$(BIN)/hmlops batch pipeline compile --out pipelines/compiled/batch_pipeline.yaml
 
 # --append: the runs of these three are kept in their results files (a range or an "N of N
 # runs" in the docs needs every run saved); the others keep their latest run.

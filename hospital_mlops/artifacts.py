@@ -33,6 +33,11 @@ GOLDEN_DIR = "golden"
 GOLDEN = "golden.parquet"
 # a monitoring run's page
 MONITORING_REPORT = "monitoring_report.html"
+# a batch-scoring run's worklist (inference.batch): CSV for the case-management system, the same
+# list as a page, and what it was made from
+WORKLIST_CSV = "worklist.csv"
+WORKLIST_HTML = "worklist.html"
+WORKLIST_SUMMARY = "worklist.json"
 
 
 def evidence(name: str) -> str:

@@ -98,19 +98,10 @@ def run_monitoring_locally(
     protocol_change: str = "",
 ) -> dict[str, Any]:
     """One monitoring run through kfp.local; returns what each step produced."""
-    from kfp import local
-
     from pipelines.monitoring_pipeline import make_monitoring_pipeline
-    from pipelines.runner import ensure_import_path, new_run_id, stdout_to_stderr
+    from pipelines.runner import local_subprocess_root, stdout_to_stderr
 
-    run_id = new_run_id()
-    root = out.resolve() / "monitoring" / run_id
-    ensure_import_path()
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(root),
-        raise_on_error=True,
-    )
+    run_id, root = local_subprocess_root(out, "monitoring")
     with stdout_to_stderr():
         make_monitoring_pipeline()(
             run_id=run_id,

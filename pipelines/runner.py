@@ -43,6 +43,20 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def local_subprocess_root(out: Path, kind: str) -> tuple[str, Path]:
+    """A new run id and its kfp.local pipeline root under ``out/kind/``, with kfp.local set to
+    run each component as a process of this venv, failing the call on a failed task."""
+    from kfp import local
+
+    run_id = new_run_id()
+    root = out.resolve() / kind / run_id
+    ensure_import_path()
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
+    )
+    return run_id, root
+
+
 def ensure_import_path() -> None:
     """Component subprocesses import ``hospital_mlops``; make the project importable for them."""
     root = str(project_root())

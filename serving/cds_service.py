@@ -1,4 +1,9 @@
-"""The CDS Hooks 2.0 service: the readmission risk inside the EHR, as a card.
+"""The CDS Hooks 2.0 service: the models' risks inside the EHR, as cards.
+
+Each service of ``config/cds.yaml`` names its use case; the first use case's model (the
+readmission risk) answers the services that name none. A use case's model is reached through
+its own predictor (its served name), its inputs are read from FHIR by its feature set's reader
+(``ehr/fhir_readers.py``) and its cards use its own wording.
 
 ``GET  /cds-services``                discovery: the services, their hooks and prefetch templates
 ``POST /cds-services/{id}``           a hook call → ``{"cards": [...]}``
@@ -54,6 +59,7 @@ from hospital_mlops.ehr.cds_request import (
 )
 from hospital_mlops.ehr.fhir_client import fetch_missing
 from hospital_mlops.ehr.fhir_mapping import FhirMapping
+from hospital_mlops.ehr.fhir_readers import Reader
 from hospital_mlops.ehr.fhir_readmission_inputs import model_inputs
 from hospital_mlops.ehr.fhir_record import FhirInputError, gather
 from hospital_mlops.inference.fallback import FallbackPolicy
@@ -77,6 +83,17 @@ MAX_BODY_BYTES = 5_000_000  # a whole patient Bundle fits; a runaway export does
 TOKEN = re.compile(r"\{\{context\.(\w+)\}\}")
 
 
+@dataclass(frozen=True)
+class ModelBinding:
+    """One use case's model behind its services: its predictor, its registry name, how its
+    inputs are read from FHIR, and what is shown when it cannot answer."""
+
+    predictor: PredictorClient
+    model: str
+    read_inputs: Reader
+    fallback: FallbackPolicy
+
+
 @dataclass
 class CdsService:
     config: CdsConfig
@@ -90,6 +107,8 @@ class CdsService:
     # None only when started with --insecure-no-auth (a local trial): no call is authenticated
     clients: Mapping[str, TrustedClient] | None = None
     replay: ReplayCache = field(default_factory=ReplayCache)
+    # the models of further use cases, by use case id (services naming one)
+    bindings: dict[str, ModelBinding] = field(default_factory=dict)
 
     def authenticate(self, authorization: str | None, audiences: tuple[str, ...]) -> str:
         """CDS Hooks' client JWT: 401 unless it verifies for one of ``audiences``. Returns
@@ -114,18 +133,39 @@ class CdsService:
 
     def __post_init__(self) -> None:
         self._token = token_function(self.keyring.current, ENCOUNTER_TOKEN)
-        self._cached = cache_from_log(self.prediction_log, self.model)
+        self._default = ModelBinding(self.predictor, self.model, model_inputs, self.fallback)
+        self._cached = {
+            b.model: cache_from_log(self.prediction_log, b.model)
+            for b in (self._default, *self.bindings.values())
+        }
+
+    def binding(self, service: Service) -> ModelBinding:
+        if service.use_case is None:
+            return self._default
+        if service.use_case not in self.bindings:
+            raise CdsRequestError(503, [("service", f"{service.id} has no model bound")])
+        return self.bindings[service.use_case]
+
+    def offered(self, service: Service) -> bool:
+        """A service is offered when its use case's model is bound here."""
+        return service.use_case is None or service.use_case in self.bindings
+
+    def binding_of_model(self, model: str) -> ModelBinding:
+        found = [b for b in self.bindings.values() if b.model == model]
+        return found[0] if found else self._default
 
     def encounter_token(self, encounter_id: str) -> str:
         return str(self._token(np.array([encounter_id], dtype=object))[0])
 
-    def cached_lookup(self, encounter_id: str) -> CacheLookup:
-        """The encounter's last score. During a key rotation, before the prediction log is
-        rekeyed, its earlier scores sit under the previous keys' tokens: those are read too."""
+    def cached_lookup(self, encounter_id: str, model: str | None = None) -> CacheLookup:
+        """The encounter's last score by ``model`` (default: the first use case's). During a
+        key rotation, before the prediction log is rekeyed, its earlier scores sit under the
+        previous keys' tokens: those are read too."""
+        model = model or self.model
         if not self.keyring.previous:
-            return self._cached
+            return self._cached[model]
         earlier = earlier_tokens(self.keyring.previous, ENCOUNTER_TOKEN, encounter_id)
-        return cache_from_log(self.prediction_log, self.model, also=earlier)
+        return cache_from_log(self.prediction_log, model, also=earlier)
 
     def calibration_of(self, model_version: str) -> CalibrationTable | None:
         """The validation period's observed rates for ``name/version`` (from the registry's
@@ -139,32 +179,34 @@ class CdsService:
     ) -> dict:
         now = now or datetime.now(UTC)
         request = check_call(body, service)
+        bound = self.binding(service)
+        cards = self.config.card_settings(service)
         prefetch = await fetch_missing(request, service, self.config.timeouts.fhir_seconds)
         try:
             record = gather(prefetch, request["context"])
-            inputs = model_inputs(record, self.mapping, now)
+            inputs = bound.read_inputs(record, self.mapping, now)
         except FhirInputError as exc:
             raise CdsRequestError(400, exc.problems) from None
         if not inputs.scorable:
-            return {"cards": [not_scored_card(inputs.why_not_scored(), inputs, self.config)]}
+            return {"cards": [not_scored_card(inputs.why_not_scored(), inputs, cards)]}
         instance = {**inputs.instance, ENCOUNTER_TOKEN: self.encounter_token(record.encounter.id)}
         try:
             (answer,) = await score_or_fallback(
-                self.predictor,
+                bound.predictor,
                 [instance],
-                self.fallback,
-                cached=self.cached_lookup(record.encounter.id),
+                bound.fallback,
+                cached=self.cached_lookup(record.encounter.id, bound.model),
                 request_id=str(request["hookInstance"])[:64],
                 now=now,
             )
         except PredictorRefused as exc:
             # the mapping produced an input the model refuses: say which, never guess
-            return {"cards": [not_scored_card(_refusal_reasons(exc), inputs, self.config)]}
+            return {"cards": [not_scored_card(_refusal_reasons(exc), inputs, cards)]}
         if answer.get("fallback"):
-            card = fallback_card(answer, self.config)
+            card = fallback_card(answer, cards)
             return {"cards": [card] if card else []}
         table = self.calibration_of(str(answer.get("model_version", "")))
-        return {"cards": [risk_card(answer, inputs, self.config, table, now, service_base)]}
+        return {"cards": [risk_card(answer, inputs, cards, table, now, service_base)]}
 
     async def explanation(self, prediction_id: str) -> str | None:
         """The explanation page of a logged prediction (None: no such prediction), with every
@@ -178,7 +220,9 @@ class CdsService:
         rescored = None
         try:
             # marked as a probe: a re-score for an explanation is not a new prediction
-            (again,) = await self.predictor.predict([record["inputs"]], caller="probe", full=True)
+            model = str(record["answer"].get("model_version", "")).split("/")[0]
+            predictor = self.binding_of_model(model).predictor
+            (again,) = await predictor.predict([record["inputs"]], caller="probe", full=True)
             if again.get("model_version") == record["answer"].get("model_version"):
                 rescored = again
         except (PredictorUnavailable, PredictorFailed, PredictorRefused):
@@ -223,7 +267,7 @@ def create_app(service: CdsService) -> FastAPI:
 
     def lookup(service_id: str) -> Service:
         found = config.service(service_id)
-        if found is None:
+        if found is None or not service.offered(found):
             raise CdsRequestError(404, [("id", f"no CDS service {service_id[:64]!r}")])
         return found
 
@@ -238,8 +282,12 @@ def create_app(service: CdsService) -> FastAPI:
         base = config.public_base_url or str(request.base_url).rstrip("/")
         return f"{base}/cds-services/{service_id}"
 
+    offered = config.model_copy(
+        update={"services": tuple(s for s in config.services if service.offered(s))}
+    )
+
     async def discover() -> dict[str, Any]:
-        return discovery(config)
+        return discovery(offered)
 
     async def call(service_id: str, request: Request) -> JSONResponse:
         found = lookup(service_id)
@@ -326,23 +374,87 @@ def trusted_clients_from_env() -> dict[str, TrustedClient]:
         raise ValueError(f"{TRUSTED_CLIENTS_ENV}={path}: {exc}") from None
 
 
-def build_service(
-    predictor_url: str, model: str = "readmission-30d", *, insecure_no_auth: bool = False
-) -> CdsService:
-    """The service over the shipped configuration, the predictor at ``predictor_url``, the
-    prediction log (``HMLOPS_PREDICTION_LOG_URL`` or the state directory's SQLite) and the
-    trusted clients (unless ``insecure_no_auth``)."""
+def _host(url: str, what: str) -> str:
     from urllib.parse import urlparse
 
+    parsed = urlparse(url)
+    if parsed.scheme != "http" or not parsed.netloc:
+        raise ValueError(f"{what} must be http://HOST:PORT, not {url!r}")
+    return parsed.netloc
+
+
+def bind_use_case(
+    use_case_id: str, predictor_url: str, fallback: FallbackPolicy, timeout: float
+) -> ModelBinding:
+    """A further use case's model: its registry name and served name from config/use_case.yaml,
+    its FHIR reader by its feature set, and a no-score fallback in its own words (the static
+    rule and the cached score of config/fallback.yaml are the first use case's)."""
+    from hospital_mlops.ehr.fhir_readers import reader_for
+    from hospital_mlops.features import feature_set_for
+    from hospital_mlops.use_case import load_use_case
+
+    use_case = load_use_case(use_case=use_case_id)
+    if use_case.model_name is None:
+        raise ValueError(f"use case {use_case_id!r} names no registered model (model_name)")
+    fs = feature_set_for(next(iter(use_case.sources)), use_case.id)
+    host = _host(predictor_url, f"the predictor of {use_case_id}")
+    no_score = fallback.model_copy(
+        update={
+            "mode": "no_score",
+            "when_no_cached_score": "no_score",
+            "messages": fallback.messages.model_copy(
+                update={
+                    "no_score": f"{use_case.title} is unavailable right now (the model service "
+                    "is not answering). Use your usual judgement."
+                }
+            ),
+        }
+    )
+    return ModelBinding(
+        PredictorClient(host, use_case.served_as, timeout),
+        use_case.model_name,
+        reader_for(fs.name),
+        no_score,
+    )
+
+
+def build_service(
+    predictor_url: str,
+    model: str = "readmission-30d",
+    *,
+    insecure_no_auth: bool = False,
+    use_case_predictors: Mapping[str, str] | None = None,
+) -> CdsService:
+    """The service over the shipped configuration, the first use case's predictor at
+    ``predictor_url`` and each further use case's at ``use_case_predictors[id]``, the
+    prediction log (``HMLOPS_PREDICTION_LOG_URL`` or the state directory's SQLite) and the
+    trusted clients (unless ``insecure_no_auth``). A service whose use case has no predictor
+    here is not offered (discovery does not list it)."""
     from hospital_mlops.data.normalize import load_hmac_keyring
     from hospital_mlops.ehr.cds_config import load_cds_config
     from hospital_mlops.ehr.fhir_mapping import load_fhir_mapping
     from hospital_mlops.inference.fallback import load_fallback_policy
 
-    parsed = urlparse(predictor_url)
-    if parsed.scheme != "http" or not parsed.netloc:
-        raise ValueError(f"--predictor-url must be http://HOST:PORT, not {predictor_url!r}")
+    host = _host(predictor_url, "--predictor-url")
     config = load_cds_config()
+    fallback = load_fallback_policy()
+    urls = dict(use_case_predictors or {})
+    named = {s.use_case for s in config.services if s.use_case is not None}
+    unknown = sorted(set(urls) - named)
+    if unknown:
+        raise ValueError(
+            f"no CDS service answers use case(s) {unknown}; config/cds.yaml has {sorted(named)}"
+        )
+    bindings = {
+        case: bind_use_case(case, url, fallback, config.timeouts.predictor_seconds)
+        for case, url in urls.items()
+    }
+    unbound = [s.id for s in config.services if s.use_case is not None and s.use_case not in urls]
+    if unbound:
+        log.warning("CDS services not offered (no predictor for their use case): %s", unbound)
+        config = config.model_copy(
+            update={"services": tuple(s for s in config.services if s.id not in unbound)}
+        )
     clients = None if insecure_no_auth else trusted_clients_from_env()
     if clients is None:
         log.warning(
@@ -351,20 +463,29 @@ def build_service(
     return CdsService(
         config=config,
         mapping=load_fhir_mapping(),
-        fallback=load_fallback_policy(),
-        predictor=PredictorClient(parsed.netloc, "readmission", config.timeouts.predictor_seconds),
+        fallback=fallback,
+        predictor=PredictorClient(host, "readmission", config.timeouts.predictor_seconds),
         prediction_log=PredictionLog(),
         keyring=load_hmac_keyring(),
         model=model,
         clients=clients,
+        bindings=bindings,
     )
 
 
 def serve_cds(
-    port: int, predictor_url: str, bind: str = "127.0.0.1", *, insecure_no_auth: bool = False
+    port: int,
+    predictor_url: str,
+    bind: str = "127.0.0.1",
+    *,
+    insecure_no_auth: bool = False,
+    use_case_predictors: Mapping[str, str] | None = None,
 ) -> None:
     """Run the service (blocking) on ``bind:port``."""
     import uvicorn
 
-    app = create_app(build_service(predictor_url, insecure_no_auth=insecure_no_auth))
+    service = build_service(
+        predictor_url, insecure_no_auth=insecure_no_auth, use_case_predictors=use_case_predictors
+    )
+    app = create_app(service)
     uvicorn.run(app, host=bind, port=port, log_level="info")

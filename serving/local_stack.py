@@ -58,8 +58,11 @@ class LocalStack:
         log_dir: Path | None = None,
         *,
         detector_window: int | None = None,
+        served_name: str = PREDICTOR_MODEL,
     ) -> None:
+        """``served_name``: the name the predictor serves under (its use case's)."""
         self.model = model
+        self.served_name = served_name
         self.detector_window = detector_window
         self.components = {
             name: Component(name, port_base + offset) for offset, name in enumerate(COMPONENTS)
@@ -82,9 +85,9 @@ class LocalStack:
     def urls(self) -> dict[str, str]:
         p, e, d = self.predictor, self.explainer, self.detector
         return {
-            "predictor (v1)": f"{p.base_url}/v1/models/{PREDICTOR_MODEL}:predict",
-            "predictor (v2)": f"{p.base_url}/v2/models/{PREDICTOR_MODEL}/infer",
-            "explainer": f"{e.base_url}/v1/models/{PREDICTOR_MODEL}:explain",
+            "predictor (v1)": f"{p.base_url}/v1/models/{self.served_name}:predict",
+            "predictor (v2)": f"{p.base_url}/v2/models/{self.served_name}/infer",
+            "explainer": f"{e.base_url}/v1/models/{self.served_name}:explain",
             "drift (latest)": f"{d.base_url}/drift/latest",
             "drift (metrics)": f"{d.base_url}/metrics",
         }
@@ -95,7 +98,8 @@ class LocalStack:
         if name == "predictor":
             return [*base, "--model", self.model, "--logger-url", self.detector.base_url + "/"]
         if name == "explainer":
-            return [*base, "--predictor-host", f"127.0.0.1:{self.predictor.port}"]
+            predictor = ["--predictor-host", f"127.0.0.1:{self.predictor.port}"]
+            return [*base, *predictor, "--model_name", self.served_name]
         window = [] if self.detector_window is None else ["--window", str(self.detector_window)]
         return [*base, "--model", self.model, *window]
 

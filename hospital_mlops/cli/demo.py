@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from hospital_mlops import artifacts
 from hospital_mlops.cli import serving as cli_serving
+from hospital_mlops.cli.demo_story import demo_promote
 from hospital_mlops.cli.exit_codes import EXIT_GATE_FAILED
-from hospital_mlops.cli.pipeline import print_run_summary
+from hospital_mlops.cli.pipeline import print_run_summary, run_demo_pipeline
 
 if TYPE_CHECKING:
     from hospital_mlops.cli.demo_story import CommandRunner
@@ -26,6 +27,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--no-story", action="store_true", help="skip the monitoring and rollout story"
     )
     demo.add_argument(
+        "--readmission-only",
+        action="store_true",
+        help="skip the second use case (post-acute care need at admission)",
+    )
+    demo.add_argument(
         "--story-pace", choices=["demo", "quick"], default="demo",
         help="the story's compressed time: 30-second windows, or 10-second ones (the tests')",
     )  # fmt: skip
@@ -37,25 +43,16 @@ def demo(
     serve_port: int = 8080,
     story: bool = True,
     pace: str = "demo",
+    use_cases: bool = True,
 ) -> int:
     """The demo; ``hmlops`` runs the story's commands (main.py hands in its ``run_captured``)."""
-    from pipelines.runner import run_locally
-
     print(
         "hospital-mlops demo: the bundled UCI Diabetes 130-US extract through the Kubeflow "
         "pipeline (kfp.local): data layers, then train → evaluate → gate → register in MLflow, "
         "with the labelled DEMO tokenization key.",
         flush=True,
     )
-    summary = run_locally(
-        source="diabetes130",
-        use="readmission_risk_model",
-        extract=None,
-        scenario=None,
-        out=out,
-        catalog=None,
-        demo_key=True,
-    )
+    summary = run_demo_pipeline(out)
     print_run_summary(summary)
     run_dir = out / "runs" / summary["run_id"]
     print()
@@ -76,7 +73,7 @@ def demo(
     if summary["status"] != "succeeded":
         return EXIT_GATE_FAILED
     model = summary["model"]
-    _demo_promote(model["name"], int(model["version"]))
+    demo_promote(model["name"], int(model["version"]))
     print(f"  registry:  hmlops registry show --model {model['name']}")
     served = cli_serving.demo_round_trip(f"{model['name']}@champion", out, port_base=serve_port)
     if served != 0:
@@ -90,6 +87,10 @@ def demo(
         if told != 0:
             return told
     _demo_packet(model["name"], int(model["version"]), out)
+    if use_cases:
+        from hospital_mlops.cli.demo_use_case import demo_post_acute
+
+        return demo_post_acute(out, serve_port)
     return 0
 
 
@@ -105,22 +106,3 @@ def _demo_packet(name: str, version: int, out: Path) -> None:
     for item in packet.missing:
         print(f"  - {item}")
     print(f"  verify it later: hmlops governance verify {path}")
-
-
-def _demo_promote(name: str, version: int) -> None:
-    """Sign off with clearly labelled demo reviewers and promote, so later stages have a
-    champion to serve. A hospital does this with its real reviewers (see docs/validation.md)."""
-    from hospital_mlops.cli.demo_story import DEMO_REVIEWER
-    from hospital_mlops.governance import registration
-    from hospital_mlops.governance.config import load_governance
-
-    required = list(load_governance().required_signoffs)
-    for role in required:
-        registration.sign_off(
-            name, version, role, DEMO_REVIEWER, "recorded by `make demo` for the bundled dataset"
-        )
-    registration.promote(name, version, "champion", required)
-    print(
-        f"\n{name} version {version}: demo sign-offs by '{DEMO_REVIEWER}' for "
-        f"{', '.join(required)}; promoted to @champion."
-    )

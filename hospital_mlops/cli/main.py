@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from hospital_mlops.cli import access as cli_access
+from hospital_mlops.cli import batch as cli_batch
 from hospital_mlops.cli import cds as cli_cds
 from hospital_mlops.cli import data as cli_data
 from hospital_mlops.cli import demo as cli_demo
@@ -43,6 +44,8 @@ USAGE_ERRORS = (
     ("hospital_mlops.governance.registration", ("RegistrationFailed",)),
     ("hospital_mlops.governance.compare", ("CompareError",)),
     ("hospital_mlops.cli.serving", ("ServeUsageError",)),
+    ("hospital_mlops.inference.batch", ("BatchError",)),
+    ("hospital_mlops.inference.worklist", ("WorklistError",)),
     ("hospital_mlops.cli.ports", ("PortUsageError",)),
     ("hospital_mlops.cli.cds", ("CdsUsageError",)),
     ("hospital_mlops.cli.governance", ("GovernanceUsageError",)),
@@ -74,6 +77,7 @@ REFUSALS = (
     ("hospital_mlops.rollout.commands", ("RolloutRefused",)),
     ("hospital_mlops.rollout.retire", ("RetirementRefused",)),
     ("hospital_mlops.governance.packet", ("PacketError",)),
+    ("hospital_mlops.data.snapshots", ("SnapshotIntegrityError",)),
 )
 
 
@@ -94,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_pipeline.add_parsers(sub)
     cli_data.add_parsers(sub)
     cli_serving.add_parsers(sub)
+    cli_batch.add_parsers(sub)
     cli_monitoring.add_parsers(sub)
     cli_rollout.add_parsers(sub)
     cli_cds.add_parsers(sub)
@@ -138,7 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return cli_demo.demo(
-            args.out, run_captured, args.port_base, story=not args.no_story, pace=args.story_pace
+            args.out,
+            run_captured,
+            args.port_base,
+            story=not args.no_story,
+            pace=args.story_pace,
+            use_cases=not args.readmission_only,
         )
     if args.command == "pipeline":
         return cli_pipeline.dispatch(args)
@@ -150,6 +160,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cli_licenses.licenses(args.out)
     if args.command == "serve":
         return cli_serving.serve(args)
+    if args.command == "batch":
+        return cli_batch.dispatch(args)
     if args.command == "serve-one":
         return cli_serving.serve_one(args)
     if args.command == "deploy":

@@ -112,6 +112,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if summary["status"] == "succeeded" else EXIT_GATE_FAILED
 
 
+def run_demo_pipeline(out: Path, use_case: str | None = None) -> dict[str, Any]:
+    """The bundled diabetes130 extract through the pipeline (kfp.local), with the labelled demo
+    tokenization key, for ``use_case`` (None: the first)."""
+    from pipelines.runner import run_locally
+
+    return run_locally(
+        source="diabetes130",
+        use="readmission_risk_model",
+        extract=None,
+        scenario=None,
+        out=out,
+        catalog=None,
+        demo_key=True,
+        use_case=use_case,
+    )
+
+
 def print_run_summary(summary: dict[str, Any]) -> None:
     """A run as lines: the gates and their failures, the artifacts, the model's evaluation,
     gates and registration, and where its lineage is."""

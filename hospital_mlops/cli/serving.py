@@ -96,9 +96,16 @@ def parse_model(model: str) -> tuple[str, str]:
 
 def _start_stack(model: str, port_base: int) -> LocalStack | None:
     """Start the three servers and print their URLs; None (reason on stderr) if one fails."""
-    from serving.local_stack import LocalStack, StackFailed
+    from serving.local_stack import PREDICTOR_MODEL, LocalStack, StackFailed
 
-    stack = LocalStack(model, port_base)
+    name, ref = parse_model(model)
+    if ref == "path":
+        served = PREDICTOR_MODEL
+    else:
+        from hospital_mlops.inference.served_model import served_name_of
+
+        served = served_name_of(name, ref)
+    stack = LocalStack(model, port_base, served_name=served)
     print(f"starting predictor, explainer and drift detector for {model} …", flush=True)
     try:
         stack.start()
@@ -278,7 +285,6 @@ def demo_round_trip(model: str, store: Path, port_base: int = 8080, n: int = 5) 
     import httpx
 
     from hospital_mlops.inference.registered_examples import registered_examples
-    from serving.local_stack import PREDICTOR_MODEL
 
     name, ref = parse_model(model)
     instances = registered_examples(name, ref, n=n)
@@ -289,7 +295,7 @@ def demo_round_trip(model: str, store: Path, port_base: int = 8080, n: int = 5) 
     try:
         with httpx.Client(timeout=120) as client:
             answer = client.post(
-                f"{stack.predictor.base_url}/v1/models/{PREDICTOR_MODEL}:predict",
+                f"{stack.predictor.base_url}/v1/models/{stack.served_name}:predict",
                 json={"instances": instances},
             )
             answer.raise_for_status()
@@ -303,14 +309,14 @@ def demo_round_trip(model: str, store: Path, port_base: int = 8080, n: int = 5) 
             print("\nOne full answer (v1):")
             print(json.dumps(predictions[0], indent=2))
             explained = client.post(
-                f"{stack.explainer.base_url}/v1/models/{PREDICTOR_MODEL}:explain",
+                f"{stack.explainer.base_url}/v1/models/{stack.served_name}:explain",
                 json={"instances": instances[:1]},
             )
             print(f"\nIts explanation (clinician view, HTTP {explained.status_code}):")
             print(json.dumps(explained.json(), indent=2))
             drift = client.get(f"{stack.detector.base_url}/drift/latest")
             print(f"\nDrift detector (HTTP {drift.status_code}): {json.dumps(drift.json())}")
-            _demo_cds_card(stack.predictor.base_url, port_base + 3, stack.log_dir)
+            demo_cds_card(stack.predictor.base_url, port_base + 3, stack.log_dir)
         print(
             f"\n  lineage of that prediction:  hmlops lineage {predictions[0]['prediction_id']} "
             f"--out {store}"
@@ -321,9 +327,16 @@ def demo_round_trip(model: str, store: Path, port_base: int = 8080, n: int = 5) 
     return 0
 
 
-def _demo_cds_card(predictor_url: str, port: int, log_dir: Path) -> None:
-    """Start the CDS Hooks service against the predictor, post one encounter-discharge call
-    built from example FHIR data (a real test-period encounter), print the card, stop it."""
+def demo_cds_card(
+    predictor_url: str,
+    port: int,
+    log_dir: Path,
+    *,
+    hook: str = "encounter-discharge",
+    use_case_predictors: dict[str, str] | None = None,
+) -> None:
+    """Start the CDS Hooks service against the predictor(s), post one call on ``hook`` built
+    from example FHIR data (a real test-period encounter), print the card, stop it."""
     import os
     import subprocess
 
@@ -338,16 +351,20 @@ def _demo_cds_card(predictor_url: str, port: int, log_dir: Path) -> None:
     env = {**os.environ, TRUSTED_CLIENTS_ENV: str(ehr.trusted_clients_file)}
     argv = [sys.executable, "-m", "hospital_mlops.cli", "cds", "serve", "--port", str(port),
             "--predictor-url", predictor_url]  # fmt: skip
+    for use_case, url in (use_case_predictors or {}).items():
+        argv += ["--use-case-predictor", f"{use_case}={url}"]
     with log_file.open("wb") as sink:
         process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(f"{base}/cds-services", process, log_file, timeout=120)
-        request = example_request("complete")
-        url = f"{base}/cds-services/readmission-risk-discharge"
+        request = example_request("complete", hook=hook)
+        listed = httpx.get(f"{base}/cds-services", timeout=30).json()["services"]
+        service = next(s["id"] for s in listed if s["hook"] == hook)
+        url = f"{base}/cds-services/{service}"
         answer = httpx.post(url, json=request, headers=ehr.authorization(url), timeout=30)
         print(
-            f"\nCDS Hooks: encounter-discharge for the example patient (a FHIR Bundle of "
+            f"\nCDS Hooks: {hook} for the example patient (a FHIR Bundle of "
             f"{len(request['prefetch']['bundle']['entry'])} resources) → HTTP "
             f"{answer.status_code}, the card:"
         )

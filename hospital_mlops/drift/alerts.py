@@ -217,7 +217,8 @@ def assess_window(
         found = repeated_encounters(keys, rules)
         if found is not None:
             faults.append(found)
-    if hours is not None and baseline.encounters_per_hour:
+    # a window filled within one timestamp (a burst) is the opposite of a silent feed
+    if hours is not None and hours > 0 and baseline.encounters_per_hour:
         total = len(window) + sum((refused or {}).values())
         found = silent_feed(total, hours, baseline.encounters_per_hour, rules)
         if found is not None:

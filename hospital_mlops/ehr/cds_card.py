@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hospital_mlops.ehr.cds_config import CdsConfig
+from hospital_mlops.ehr.cds_config import CardSettings, Suggestion
 from hospital_mlops.ehr.fhir_input_reader import ModelInputs
 
 SUMMARY_MAX = 140
@@ -60,7 +60,7 @@ def _age(seconds: float) -> str:
     return f"{hours / 24:.0f} days"
 
 
-def _links(config: CdsConfig, prediction_id: str, service_base: str) -> list[dict[str, str]]:
+def _links(config: CardSettings, prediction_id: str, service_base: str) -> list[dict[str, str]]:
     url = config.source.explanation_url.format(
         prediction_id=prediction_id, service_base=service_base.rstrip("/")
     )
@@ -70,11 +70,11 @@ def _links(config: CdsConfig, prediction_id: str, service_base: str) -> list[dic
     ]
 
 
-def _source(config: CdsConfig) -> dict[str, str]:
+def _source(config: CardSettings) -> dict[str, str]:
     return {"label": config.source.label, "url": config.source.model_card_url}
 
 
-def override_reasons(config: CdsConfig) -> list[dict[str, str]]:
+def override_reasons(config: CardSettings) -> list[dict[str, str]]:
     return [
         {"code": code, "system": config.override_reasons_system, "display": display}
         for code, display in config.override_reasons.items()
@@ -94,7 +94,7 @@ def _inputs_section(inputs: ModelInputs) -> list[str]:
 def risk_card(
     answer: dict[str, Any],
     inputs: ModelInputs,
-    config: CdsConfig,
+    config: CardSettings,
     calibration: CalibrationTable | None,
     now: datetime,
     service_base: str = "",
@@ -103,7 +103,8 @@ def risk_card(
     link is under ``service_base`` when the configured URL says so."""
     risk, band = float(answer["risk"]), str(answer["band"])
     version = str(answer.get("model_version", ""))
-    summary = f"30-day readmission risk {_percent(risk)} ({band})"
+    text = config.text
+    summary = f"{text.risk_label} {_percent(risk)} ({band})"
     if any("outside the intended use" in text for text in answer.get("limitations", [])):
         summary += ": outside intended use"
     detail = ["**Main reasons:**"]
@@ -112,12 +113,12 @@ def risk_card(
         per_100, patients = calibration.similar(risk)
         detail.append(
             f"**How to read it:** of 100 similar patients in the validation period, about "
-            f"{per_100} were readmitted within 30 days ({patients:,} patients in that risk range)."
+            f"{per_100} {text.outcome_past} ({patients:,} patients in that risk range)."
         )
     else:
         detail.append(
             f"**How to read it:** the risk is calibrated: of 100 patients with this risk, about "
-            f"{round(risk * 100)} are expected to be readmitted within 30 days."
+            f"{round(risk * 100)} {text.outcome_expected}."
         )
     if inputs.data_start and inputs.data_end:
         window = f"{inputs.data_start:%Y-%m-%d %H:%M} to {inputs.data_end:%Y-%m-%d %H:%M} UTC"
@@ -127,14 +128,50 @@ def risk_card(
     limitations = [*answer.get("limitations", []), *config.limitations]
     detail.append("**Limitations:** " + " ".join(_sentence(x) for x in limitations))
     detail.append(f"_Model {version}; prediction {answer['prediction_id']}._")
-    return {
+    card = {
         "uuid": str(answer["prediction_id"]),
         "summary": summary[:SUMMARY_MAX],
-        "indicator": config.indicator_by_band.get(band, "info"),  # type: ignore[call-overload]
+        "indicator": config.indicator_by_band.get(band, "info"),
         "detail": "\n\n".join(detail),
         "source": _source(config),
         "overrideReasons": override_reasons(config),
         "links": _links(config, str(answer["prediction_id"]), service_base),
+    }
+    if text.suggestion is not None and answer.get("alert") is True:
+        card["suggestions"] = [_suggestion(text.suggestion, answer, inputs)]
+        card["selectionBehavior"] = "any"
+    return card
+
+
+def _suggestion(suggestion: Suggestion, answer: dict[str, Any], inputs: ModelInputs) -> dict:
+    """The proposed order as a CDS Hooks suggestion: a FHIR R4 ServiceRequest to create, for
+    the patient and encounter of the call, citing the prediction that suggested it."""
+    request: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "code": {
+            "coding": [
+                {
+                    "system": suggestion.system,
+                    "code": suggestion.code,
+                    "display": suggestion.display,
+                }
+            ],
+            "text": suggestion.display,
+        },
+        "reasonCode": [{"text": f"Model prediction {answer['prediction_id']}"}],
+    }
+    if inputs.patient_id:
+        request["subject"] = {"reference": f"Patient/{inputs.patient_id}"}
+    if inputs.encounter_id:
+        request["encounter"] = {"reference": f"Encounter/{inputs.encounter_id}"}
+    return {
+        "label": suggestion.label,
+        # one suggestion per prediction: its uuid follows the card's, so acceptance joins it
+        "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"suggestion:{answer['prediction_id']}")),
+        "isRecommended": True,
+        "actions": [{"type": "create", "description": suggestion.label, "resource": request}],
     }
 
 
@@ -144,32 +181,36 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
-def not_scored_card(reasons: list[str], inputs: ModelInputs, config: CdsConfig) -> dict[str, Any]:
+def not_scored_card(
+    reasons: list[str], inputs: ModelInputs, config: CardSettings
+) -> dict[str, Any]:
     """No risk: the record does not hold what the model needs, or is outside what it knows."""
-    detail = ["The readmission risk was not calculated for this stay:"]
+    text = config.text
+    detail = [f"The {text.risk_label} was not calculated for this stay:"]
     detail += [f"- {r}" for r in reasons]
     detail += _inputs_section(inputs)
-    detail.append("Use usual clinical judgement for discharge planning.")
+    detail.append(f"Use usual clinical judgement for {text.purpose}.")
     return {
         "uuid": str(uuid.uuid4()),
-        "summary": "30-day readmission risk not available for this stay",
+        "summary": f"{text.risk_label} not available for this stay"[:SUMMARY_MAX],
         "indicator": "info",
         "detail": "\n\n".join(detail),
         "source": _source(config),
     }
 
 
-def fallback_card(answer: dict[str, Any], config: CdsConfig) -> dict[str, Any] | None:
+def fallback_card(answer: dict[str, Any], config: CardSettings) -> dict[str, Any] | None:
     """The ``config/fallback.yaml`` answer as a card, plainly not the model's current risk."""
+    label = config.text.risk_label
     if answer.get("mode") == "last_cached_score" and answer.get("risk") is not None:
         summary = (
-            f"Earlier readmission risk {_percent(float(answer['risk']))} "
+            f"Earlier {label} {_percent(float(answer['risk']))} "
             f"({answer.get('band')}), {answer.get('age_hours', 0):.0f} h old"
         )
     elif answer.get("mode") == "static_rule":
-        summary = "Readmission model unavailable: a rule-based flag is shown instead"
+        summary = "Risk model unavailable: a rule-based flag is shown instead"
     else:
-        summary = "30-day readmission risk unavailable right now"
+        summary = f"{label} unavailable right now"
     flagged = answer.get("alert") is True
     return {
         "uuid": str(uuid.uuid4()),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hospital_mlops.ehr.cds_config import CdsConfig, Service
+from hospital_mlops.ehr.cds_config import ENCOUNTER_HOOKS, CdsConfig, Service
 
 ENCOUNTER_TEMPLATES = {
     "patient": "Patient/{{context.patientId}}",
@@ -32,6 +32,10 @@ PATIENT_TEMPLATES = {
     for key, template in ENCOUNTER_TEMPLATES.items()
     if key != "encounter"
 }
+# at admission only what is known then is read: the patient, the encounter, earlier encounters
+ADMISSION_TEMPLATES = {
+    key: ENCOUNTER_TEMPLATES[key] for key in ("patient", "encounter", "priorEncounters")
+}
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR's id datatype
 
 
@@ -43,6 +47,8 @@ class CdsRequestError(ValueError):
 
 
 def templates_for(service: Service) -> dict[str, str]:
+    if service.hook == "encounter-start":
+        return dict(ADMISSION_TEMPLATES)
     return dict(ENCOUNTER_TEMPLATES if service.hook == "encounter-discharge" else PATIENT_TEMPLATES)
 
 
@@ -91,7 +97,7 @@ def check_call(body: Any, service: Service) -> dict[str, Any]:
         problems.append(("context", "is required"))
         context = {}
     needed = ("userId", "patientId", "encounterId")
-    for key in needed if service.hook == "encounter-discharge" else needed[:2]:
+    for key in needed if service.hook in ENCOUNTER_HOOKS else needed[:2]:
         value = context.get(key)
         if not isinstance(value, str) or not value:
             problems.append((f"context.{key}", "is required"))

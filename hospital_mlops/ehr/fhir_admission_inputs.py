@@ -1,10 +1,14 @@
 """The model's inputs known at admission, read from a FHIR record: demographics (age band at
 the encounter's start, gender, race with US Core's OMB categories), the admission's type and
-source, and the prior encounters by kind within the mapping's lookback."""
+source, and the prior encounters by kind within the mapping's lookback.
+
+The readmission model reads these as part of its inputs (``fhir_readmission_inputs``); the
+post-acute model, predicted at admission, reads only these (``admission_model_inputs``): one
+reading of each input, shared, never copied."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from hospital_mlops.ehr.fhir_datatypes import (
@@ -14,9 +18,9 @@ from hospital_mlops.ehr.fhir_datatypes import (
     as_utc,
     encounter_class,
 )
-from hospital_mlops.ehr.fhir_input_reader import InputReader
+from hospital_mlops.ehr.fhir_input_reader import InputReader, ModelInputs
 from hospital_mlops.ehr.fhir_mapping import FhirMapping
-from hospital_mlops.ehr.fhir_record import PRIOR_VISITS
+from hospital_mlops.ehr.fhir_record import PRIOR_VISITS, PatientRecord
 from hospital_mlops.model.scoring import PRIOR_ENCOUNTERS
 
 RACE_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
@@ -105,3 +109,26 @@ def read_prior_encounters(reader: InputReader) -> None:
         reader.out.instance[PRIOR_ENCOUNTERS] = earlier_inpatient
     else:
         reader.out.missing.append(PRIOR_ENCOUNTERS)
+
+
+# the admission model cannot be scored without these; payer and admitting specialty are optional
+# inputs (the extract lacks them for half its stays) and are not mapped from FHIR yet
+ADMISSION_NEEDED = frozenset(
+    {"age", "gender", "number_outpatient", "number_emergency", "number_inpatient", PRIOR_ENCOUNTERS}
+)
+NOT_MAPPED_YET = ("payer_code", "medical_specialty")
+
+
+def admission_model_inputs(
+    record: PatientRecord, mapping: FhirMapping, now: datetime | None = None
+) -> ModelInputs:
+    """The post-acute model's v1 instance at admission: nothing recorded during the stay is
+    read. Raises ``FhirInputError`` for what cannot be read at all."""
+    reader = InputReader(mapping, record, now or datetime.now(UTC))
+    read_demographics(reader)
+    read_admission_codes(reader)
+    read_prior_encounters(reader)
+    out = reader.result()
+    out.missing += list(NOT_MAPPED_YET)
+    out.needed = ADMISSION_NEEDED
+    return out

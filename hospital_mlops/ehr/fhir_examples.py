@@ -372,3 +372,20 @@ def example_bundle(
             }
         kept.append(entry)
     return {**bundle, "entry": kept}
+
+
+def admission_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The same patient as known at admission: the Patient and the Encounters only, the current
+    one in progress (no end, no discharge disposition). Nothing recorded during the stay."""
+    entries = []
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] not in ("Patient", "Encounter"):
+            continue
+        resource = copy.deepcopy(resource)
+        if resource["resourceType"] == "Encounter" and resource["id"] == "example-encounter":
+            resource["status"] = "in-progress"
+            resource.get("period", {}).pop("end", None)
+            resource.get("hospitalization", {}).pop("dischargeDisposition", None)
+        entries.append({**entry, "resource": resource})
+    return {**bundle, "entry": entries}

@@ -14,7 +14,7 @@ from typing import Any
 
 from hospital_mlops.ehr.fhir_datatypes import codings_of
 from hospital_mlops.ehr.fhir_mapping import CodeMap, FhirMapping
-from hospital_mlops.ehr.fhir_record import PatientRecord
+from hospital_mlops.ehr.fhir_record import FhirInputError, PatientRecord
 from hospital_mlops.model.scoring import PRIOR_ENCOUNTERS
 
 # the trained range of the counts (config/catalog.yaml): outside it the model is not used
@@ -43,6 +43,17 @@ class Unmapped:
         return {"input": self.input, "system": self.system, "code": self.code}
 
 
+# what the readmission model cannot be scored without (the counts are meaningless unless the
+# EHR supplied the resources they count)
+DISCHARGE_NEEDED = frozenset(
+    {
+        "age", "gender", "time_in_hospital", "num_lab_procedures", "number_diagnoses",
+        "num_procedures", "num_medications", "number_outpatient", "number_emergency",
+        "number_inpatient", PRIOR_ENCOUNTERS,
+    }
+)  # fmt: skip
+
+
 @dataclass
 class ModelInputs:
     instance: dict[str, Any]
@@ -51,15 +62,13 @@ class ModelInputs:
     out_of_range: list[str] = field(default_factory=list)  # outside what the model was trained on
     data_start: datetime | None = None  # the earliest and newest data times read
     data_end: datetime | None = None
+    needed: frozenset[str] = DISCHARGE_NEEDED  # missing any of these, the model is not used
+    patient_id: str | None = None  # the record's (a card's suggestion names them)
+    encounter_id: str | None = None
 
     @property
     def scorable(self) -> bool:
-        required = {"age", "gender", "time_in_hospital", "num_lab_procedures", "number_diagnoses"}
-        counted = {
-            "num_procedures", "num_medications", "number_outpatient", "number_emergency",
-            "number_inpatient", PRIOR_ENCOUNTERS,
-        }  # fmt: skip
-        return not self.out_of_range and not (set(self.missing) & (required | counted))
+        return not self.out_of_range and not (set(self.missing) & self.needed)
 
     def why_not_scored(self) -> list[str]:
         return [f"{name}: not in the record" for name in self.missing] + self.out_of_range
@@ -73,9 +82,20 @@ class InputReader:
         self.m = mapping
         self.r = record
         self.now = now
-        self.out = ModelInputs(instance={})
+        self.out = ModelInputs(
+            instance={}, patient_id=record.patient.id, encounter_id=record.encounter.id
+        )
         self.problems: list[tuple[str, str]] = []
         self.times: list[datetime] = []
+
+    def result(self) -> ModelInputs:
+        """What the reading gave, with the data's time window; ``FhirInputError`` naming every
+        problem when the record could not be read."""
+        if self.problems:
+            raise FhirInputError(self.problems)
+        if self.times:
+            self.out.data_start, self.out.data_end = min(self.times), max(self.times)
+        return self.out
 
     def coded(self, name: str, concept: Any, maps: tuple[CodeMap, ...], where: str) -> None:
         """A coded input by the first code map whose system the concept uses."""

@@ -19,7 +19,7 @@ from hospital_mlops.ehr.fhir_admission_inputs import (
 from hospital_mlops.ehr.fhir_clinical_inputs import read_diagnoses, read_labs, read_medications
 from hospital_mlops.ehr.fhir_input_reader import InputReader, ModelInputs
 from hospital_mlops.ehr.fhir_mapping import FhirMapping
-from hospital_mlops.ehr.fhir_record import FhirInputError, PatientRecord
+from hospital_mlops.ehr.fhir_record import PatientRecord
 from hospital_mlops.ehr.fhir_stay_inputs import read_discharge_and_stay_counts, read_stay_length
 
 
@@ -38,9 +38,4 @@ def model_inputs(
     read_diagnoses(reader)
     read_labs(reader)
     read_medications(reader)
-    if reader.problems:
-        raise FhirInputError(reader.problems)
-    out = reader.out
-    if reader.times:
-        out.data_start, out.data_end = min(reader.times), max(reader.times)
-    return out
+    return reader.result()

@@ -1,12 +1,19 @@
 """Versioned feature definitions: the one package the pipeline and the serving predictor share.
 
-One module per feature set (``diabetes130``, ``synthetic``) over the shared type (``base``),
-clinical groupings (``groupings``) and history (``history``); each set's version hashes only its
-own definition and the shared code.
+One module per feature set (``diabetes130``, ``synthetic``, ``post_acute_diabetes130``) over the
+shared type (``base``), clinical groupings (``groupings``) and history (``history``); each set's
+version hashes only its own definition and the shared code. This module is the registry: which
+set each (source, use case) uses, and how each set is served (``served``).
+
+A hospital adds a use case without editing this package: its own module registers its set with
+``register_use_case_set`` on import, and ``HMLOPS_FEATURE_SET_MODULES`` (comma-separated module
+names) makes every process import it (docs/adding-a-use-case.md).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Callable, Mapping
 
 import pandas as pd
@@ -42,15 +49,23 @@ from hospital_mlops.features.post_acute_diabetes130 import (
 )
 from hospital_mlops.features.served import InputField, ServedInputs, ServingRecipe, serve
 from hospital_mlops.features.synthetic import SYNTHETIC, compute_synthetic
-from hospital_mlops.use_case import LabelCodes, load_use_case
+from hospital_mlops.use_case import UseCase, load_use_case
 
 # Each source's set for the default use case (the readmission model's: the first document of
 # config/use_case.yaml), and the sets of further use cases by (source, use case id), each built
 # from its use case's declared label codes.
 DEFAULT_USE_CASE = "readmission_30d_discharge"
 FEATURE_SETS: dict[str, FeatureSet] = {fs.source: fs for fs in (DIABETES130, SYNTHETIC)}
-USE_CASE_SETS: dict[tuple[str, str], Callable[[LabelCodes], FeatureSet]] = {
-    ("diabetes130", "post_acute_at_admission"): post_acute_feature_set,
+
+
+def _post_acute(use_case: UseCase) -> FeatureSet:
+    if use_case.label.codes is None:
+        raise KeyError(f"use case {use_case.id!r} declares no label codes for its feature set")
+    return post_acute_feature_set(use_case.label.codes)
+
+
+USE_CASE_SETS: dict[tuple[str, str], Callable[[UseCase], FeatureSet]] = {
+    ("diabetes130", "post_acute_at_admission"): _post_acute,
 }
 
 # How each set's model is served, by set name, where its inputs are raw catalogued columns
@@ -83,10 +98,7 @@ def feature_set_for(source: str, use_case: str | None = None) -> FeatureSet:
     build = USE_CASE_SETS.get((source, use_case))
     if build is None:
         raise KeyError(f"no feature set is defined for source {source!r} and use case {use_case!r}")
-    codes = load_use_case(use_case=use_case).label.codes
-    if codes is None:
-        raise KeyError(f"use case {use_case!r} declares no label codes for its feature set")
-    return build(codes)
+    return build(load_use_case(use_case=use_case))
 
 
 def feature_set_named(name: str) -> FeatureSet | None:
@@ -113,6 +125,26 @@ def served_inputs(fs: FeatureSet) -> ServedInputs:
         served = serve(fs, SERVING_RECIPES.get(fs.name), load_catalog().source(fs.source))
         cached = _SERVED[id(fs)] = (fs, served)
     return cached[1]
+
+
+def register_use_case_set(
+    source: str,
+    use_case: str,
+    build: Callable[[UseCase], FeatureSet],
+    recipe: ServingRecipe | None = None,
+    *,
+    name: str | None = None,
+) -> None:
+    """Register a further use case's feature set (from its own module, on import): ``build``
+    makes the set from the use case's declaration; ``recipe`` (keyed by the set's ``name``)
+    when requests carry raw catalogued columns rather than the features themselves."""
+    if (source, use_case) in USE_CASE_SETS:
+        raise ValueError(f"a feature set for ({source!r}, {use_case!r}) is registered already")
+    USE_CASE_SETS[(source, use_case)] = build
+    if recipe is not None:
+        if name is None:
+            raise ValueError("a serving recipe needs the set's name")
+        SERVING_RECIPES[name] = recipe
 
 
 def build_features(
@@ -154,5 +186,18 @@ __all__ = [
     "icd9_group",
     "icd9_group_of",
     "icd10_group",
+    "register_use_case_set",
     "served_inputs",
 ]  # fmt: skip
+
+FEATURE_SET_MODULES = "HMLOPS_FEATURE_SET_MODULES"
+
+
+def _import_registered_modules() -> None:
+    """The modules ``HMLOPS_FEATURE_SET_MODULES`` names: each registers its sets on import."""
+    for module in os.environ.get(FEATURE_SET_MODULES, "").split(","):
+        if module.strip():
+            importlib.import_module(module.strip())
+
+
+_import_registered_modules()

@@ -89,3 +89,11 @@ def served_feature_set(served_name: str, feature_set: str | None = None) -> Serv
     else:
         fs = feature_set_for(next(iter(use_case.sources)), use_case.id)
     return ServedUseCase(served_inputs(fs), use_case)
+
+
+def served_name_of(model: str, ref: str) -> str:
+    """The name a registered version is served under: its use case's (the registry tag)."""
+    from hospital_mlops.governance import registry
+
+    version = registry.resolve(registry.client(), model, ref)
+    return use_case_of({}, dict(version.tags)).served_as

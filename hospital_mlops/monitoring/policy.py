@@ -122,18 +122,15 @@ class Breakdowns(StrictModel):
     small_cell_min: int = Field(ge=1)
     by: dict[str, str]
 
-    @model_validator(mode="after")
-    def _fields_are_request_inputs(self) -> Breakdowns:
-        from hospital_mlops.features import feature_set_for, served_inputs
-
-        known = {f.name for f in served_inputs(feature_set_for("diabetes130")).fields}
-        unknown = {name: field for name, field in self.by.items() if field not in known}
+    def check_fields(self, request_fields: set[str], model: str) -> None:
+        """Every break-down names a field the monitored model's requests carry (each model has
+        its own inputs, so this is checked against the model, when it is known)."""
+        unknown = {name: field for name, field in self.by.items() if field not in request_fields}
         if unknown:
-            raise ValueError(
-                f"break-downs {unknown} name fields the request does not carry; it has "
-                f"{', '.join(sorted(known))}"
+            raise MonitoringPolicyError(
+                f"monitoring policy break-downs {unknown} name fields the requests of {model} do "
+                f"not carry; they have {', '.join(sorted(request_fields))}"
             )
-        return self
 
 
 class SubgroupCalibrationPolicy(StrictModel):

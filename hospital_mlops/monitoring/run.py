@@ -149,6 +149,19 @@ def validated_period_from_registry(model: str, ref: str, columns: list[str]) -> 
     return pd.read_parquet(path, columns=[c for c in columns if c in held])
 
 
+def request_fields(model: str, ref: str) -> set[str]:
+    """The inputs the version's requests carry: its feature set's served inputs."""
+    from hospital_mlops.features import feature_set_named, served_inputs
+    from hospital_mlops.governance import registry
+
+    version = registry.resolve(registry.client(), model, ref)
+    name = str(version.tags.get("feature_set_version", "")).split("@")[0]
+    fs = feature_set_named(name)
+    if fs is None:
+        raise MonitoringError(f"{model} version {version.version}: feature set {name!r} unknown")
+    return set(served_inputs(fs).inputs)
+
+
 def run_monitoring(
     model: str,
     ref: str,
@@ -157,6 +170,7 @@ def run_monitoring(
     store: DriftStore,
 ) -> MonitoringRun:
     baseline, version = baseline_from_registry(model, ref)
+    policy.breakdowns.check_fields(request_fields(model, str(version)), baseline.model)
     settings = CalibrationSettings.from_policy(policy, policy.subgroup_calibration.false_alarm_rate)
     frame = logged_predictions(log, model, version, policy.breakdowns.by)
     answered = responses(log, model, version)

@@ -104,11 +104,19 @@ def _waiting_challenger(model: str, champion: int) -> int | None:
     return max(newer, default=None)
 
 
-def newest_snapshot(store_root: Path, source: str) -> dict[str, Any] | None:
-    """The newest published feature snapshot of ``source`` (the publish index)."""
+def newest_snapshot(
+    store_root: Path, source: str, feature_set_version: str | None = None
+) -> dict[str, Any] | None:
+    """The newest published feature snapshot of ``source`` (the publish index); with
+    ``feature_set_version``, of that feature set only (one store holds every use case's)."""
     from hospital_mlops.data.published_index import read_entries
 
-    mine = [e for e in read_entries(store_root) if e.get("source") == source]
+    mine = [
+        e
+        for e in read_entries(store_root)
+        if e.get("source") == source
+        and (feature_set_version is None or e.get("feature_set_version") == feature_set_version)
+    ]
     return max(mine, key=lambda e: e["published_at"]) if mine else None
 
 
@@ -128,8 +136,10 @@ def retrain(
     from hospital_mlops.steps.data import RunContext
     from hospital_mlops.steps.model import run_model_in_process
 
-    latest = newest_snapshot(store_root, source)
     champion = registry.resolve(registry.client(), model, ref)
+    # the champion's own feature set and use case: a store holds every use case's snapshots
+    latest = newest_snapshot(store_root, source, champion.tags.get("feature_set_version") or None)
+    use_case = champion.tags.get("use_case") or None
     learnt_from = champion.tags.get("lineage.features_sha256", "")
     if latest is None:
         return {"retrained": False, "version": 0, "reason": f"no published {source} snapshot"}
@@ -143,7 +153,7 @@ def retrain(
                 "extract first"
             ),
         }
-    ctx = RunContext(source, use, store_root, run_id, catalog_path or None)
+    ctx = RunContext(source, use, store_root, run_id, catalog_path or None, use_case)
     result = run_model_in_process(ctx, Path(latest["path"]), work_dir)
     version = int(result.get("version") or 0)
     return {

@@ -190,8 +190,12 @@ def test_the_detector_tests_a_window_of_the_predictors_events(stack) -> None:
     # the store keeps the version's last result across restarts: wait for a new one
     before = httpx.get(f"{urls['d']}/drift/latest").json()
     encounters = registered_examples("readmission-30d", "champion", n=1100, seed=3)
+    assert not any(diabetes130_out_of_cohort_row(e) for e in encounters)  # the model's cohort
+    # an EHR also sends deaths and hospice discharges (about 3% of the extract): 50 of them
+    for e in encounters[::22]:
+        e["discharge_disposition_id"] = 11  # expired
     outside = sum(diabetes130_out_of_cohort_row(e) for e in encounters)
-    assert 0 < outside < 100  # the extract's ~3% are in the sample, and 1,000 remain
+    assert outside == 50  # and 1,050 inside the intended use fill the window of 1,000
     for start in range(0, 1100, 100):
         answer = httpx.post(
             f"{urls['p']}/v1/models/readmission:predict",
@@ -414,10 +418,10 @@ def test_the_demo_posts_an_encounter_discharge_call_and_prints_the_card(
 ) -> None:
     """`make demo`'s CDS step: `hmlops cds serve` as a real process against the stack's
     predictor, one call built from example FHIR data, the card printed."""
-    from hospital_mlops.cli.serving import _demo_cds_card
+    from hospital_mlops.cli.serving import demo_cds_card
 
     _, urls = stack
-    _demo_cds_card(urls["p"], free_port_base(1), tmp_path)
+    demo_cds_card(urls["p"], free_port_base(1), tmp_path)
     header, _, body = capsys.readouterr().out.partition("the card:\n")
     assert "HTTP 200" in header, header
     body, _, feedback = body.partition("\nfeedback: ")

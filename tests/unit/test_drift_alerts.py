@@ -62,6 +62,10 @@ def test_a_silent_feed_is_acted_on_and_a_short_window_is_judged_only_by_the_rule
     few["labs"] = few["labs"] + 25  # would be a shift, but 30 rows cannot show one
     alerts = assess_window(baseline, baseline_frame, few, hours=168.0)
     assert [(a.tier, a.statistic) for a in alerts] == [("act", "silent_feed")]
+    # a window whose events all carry one timestamp (a burst) is judged, never silent, and
+    # never an error (the detector once raised on it)
+    burst = assess_window(baseline, baseline_frame, _week(rng, n=30), hours=0.0)
+    assert "silent_feed" not in [a.statistic for a in burst]
 
 
 def test_every_statistic_has_exactly_one_tier() -> None:

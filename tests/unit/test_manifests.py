@@ -41,6 +41,8 @@ BUILDS = {
     "production": KUSTOMIZE / "overlays" / "production",
     "canary": KUSTOMIZE / "overlays" / "canary",
     "shadow": KUSTOMIZE / "overlays" / "shadow",
+    # production plus each further use case's Component (kustomize/use-cases/)
+    "all-models": KUSTOMIZE / "overlays" / "all-models",
 }
 NAMESPACE = deploy.DEFAULT_NAMESPACE
 # The oldest and the newest Kubernetes schemas the validator bundles that we claim to fit.
@@ -70,6 +72,20 @@ OPTIONAL_SECRET_ENV = {"HMLOPS_HMAC_PREVIOUS_KEY"}
 ALLOWED_SKIPS = {"CKV_K8S_29", "CKV_K8S_35", "CKV_K8S_43"}
 SHADOW_TYPE = "org.hospital-mlops.shadow.response"
 CLIENT_ONLY = "{}"  # the logger's metadata attribute for a request without the explainer's header
+# The second use case, a Component (kustomize/use-cases/post-acute) the production overlay
+# includes; a Component only means something inside an overlay, so it has no entry in BUILDS.
+POST_ACUTE = "post-acute"  # its served name: the InferenceService's name
+POST_ACUTE_USE_CASE = "post_acute_at_admission"
+POST_ACUTE_MODEL = "post-acute-at-admission"
+POST_ACUTE_DETECTOR = f"{POST_ACUTE}-drift-detector"
+# each served model's registry name and drift detector, in the builds that include it
+MODELS = {deploy.SERVICE: "readmission-30d", POST_ACUTE: POST_ACUTE_MODEL}
+DETECTORS = {deploy.SERVICE: deploy.DETECTOR, POST_ACUTE: POST_ACUTE_DETECTOR}
+# what the component appends to the CDS service's arguments
+POST_ACUTE_BINDING = [
+    "--use-case-predictor",
+    f"{POST_ACUTE_USE_CASE}=http://{deploy.predictor_host(POST_ACUTE, NAMESPACE)}",
+]
 # libyaml's loader: the KServe CRD is 2 MB, about 9 s of pure-Python parsing against 1.3 s.
 FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -414,7 +430,7 @@ def test_the_access_audit_goes_to_the_log_stream(name: str) -> None:
 def test_the_hmac_key_reaches_only_the_predictors_and_the_cds_service() -> None:
     """Least privilege for the tokenization key: the explainer and the detector never get it;
     the CDS service does, to tokenize the EHR's encounter id before the predictor sees it."""
-    docs = built("production") + built("shadow")
+    docs = built("all-models") + built("shadow")
     for pod in workload_pods(docs):
         containers = pod["spec"]["containers"]
         has_key = any("HMLOPS_HMAC_KEY" in _env(c) for c in containers)
@@ -490,13 +506,13 @@ def test_no_policy_opens_a_pod_to_everyone() -> None:
                         assert "ipBlock" not in peer, where
 
 
-@pytest.mark.parametrize("name", ["production", "canary"])
+@pytest.mark.parametrize("name", ["production", "canary", "all-models"])
 def test_every_pod_has_its_paths_and_only_those(name: str) -> None:
     docs = built(name)
     pods = {p["metadata"]["name"]: p for p in workload_pods(docs)}
-    assert set(pods) == {
-        "readmission-predictor", "readmission-explainer", deploy.DETECTOR, deploy.CDS
-    }  # fmt: skip
+    readmission = {"readmission-predictor", "readmission-explainer", deploy.DETECTOR, deploy.CDS}
+    post_acute = {f"{POST_ACUTE}-predictor", f"{POST_ACUTE}-explainer", POST_ACUTE_DETECTOR}
+    assert set(pods) == (readmission | post_acute if name == "all-models" else readmission)
     for pod in pods.values():
         ingress = [p["metadata"]["name"] for p in _policies(docs, pod, "Ingress")]
         egress = [p["metadata"]["name"] for p in _policies(docs, pod, "Egress")]
@@ -539,47 +555,70 @@ def test_every_pod_has_its_paths_and_only_those(name: str) -> None:
     assert {ns for ns, _ in cds_out} == {
         "kube-system", "istio-system", "knative-serving", "same", "mlflow", "hospital-mlops-db"
     }  # fmt: skip
+    # with the mesh, each explainer calls predictors under its own identity
+    callers = one(docs, "AuthorizationPolicy", "predictor-callers")["spec"]["rules"][0]
+    principals = callers["from"][0]["source"]["principals"]
+    accounts = ["readmission-explainer", "cds-hooks"]
+    accounts += [f"{POST_ACUTE}-explainer"] if name == "all-models" else []
+    for account in accounts:
+        assert f"cluster.local/ns/{NAMESPACE}/sa/{account}" in principals
+    if name != "all-models":
+        return
+    # the second model's pods get exactly the paths of their readmission counterparts
+    for mine, theirs in (
+        (f"{POST_ACUTE}-predictor", "readmission-predictor"),
+        (f"{POST_ACUTE}-explainer", "readmission-explainer"),
+        (POST_ACUTE_DETECTOR, deploy.DETECTOR),
+    ):
+        for direction in ("ingress", "egress"):
+            assert sorted(peers(mine, direction)) == sorted(peers(theirs, direction)), (
+                mine, direction
+            )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- wiring: events
 
 
 def test_the_champion_logs_to_the_broker_and_triggers_feed_the_detector() -> None:
-    docs = built("production")
-    isvc = one(docs, "InferenceService", deploy.SERVICE)
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
-    logger = isvc["spec"]["predictor"]["logger"]
-    assert logger["mode"] == "all" and logger["url"] == deploy.logger_url(NAMESPACE)
+    """For each served model: its logger posts to the one Broker, and two Triggers filtered on
+    its InferenceService's name feed its own detector."""
+    docs = built("all-models")
+    assert {i["metadata"]["name"] for i in of_kind(docs, "InferenceService")} == set(DETECTORS)
     broker = one(docs, "Broker", deploy.BROKER)
     assert broker["metadata"]["annotations"]["eventing.knative.dev/broker.class"] == (
         "MTChannelBasedBroker"  # the class whose ingress the logger URL names
     )
-    service = one(docs, "Service", deploy.DETECTOR)
-    detector = one(docs, "Deployment", deploy.DETECTOR)
-    assert matches(
-        {"matchLabels": service["spec"]["selector"]},
-        detector["spec"]["template"]["metadata"]["labels"],
-    )
-    (port,) = service["spec"]["ports"]
-    container_ports = {
-        p["name"] for p in detector["spec"]["template"]["spec"]["containers"][0]["ports"]
-    }
-    assert port["targetPort"] in container_ports
+    for isvc_name, detector_name in DETECTORS.items():
+        isvc = one(docs, "InferenceService", isvc_name)
+        assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+        logger = isvc["spec"]["predictor"]["logger"]
+        assert logger["mode"] == "all" and logger["url"] == deploy.logger_url(NAMESPACE)
+        service = one(docs, "Service", detector_name)
+        detector = one(docs, "Deployment", detector_name)
+        assert matches(
+            {"matchLabels": service["spec"]["selector"]},
+            detector["spec"]["template"]["metadata"]["labels"],
+        )
+        (port,) = service["spec"]["ports"]
+        container_ports = {
+            p["name"] for p in detector["spec"]["template"]["spec"]["containers"][0]["ports"]
+        }
+        assert port["targetPort"] in container_ports
 
-    delivered = set()
+    delivered: dict[str, set[str]] = {}
     for trigger in of_kind(docs, "Trigger"):
         spec = trigger["spec"]
         assert spec["broker"] == deploy.BROKER
+        attributes = spec["filter"]["attributes"]
+        isvc_name = attributes["inferenceservicename"]
         assert spec["subscriber"]["ref"] == {
             "apiVersion": "v1",
             "kind": "Service",
-            "name": deploy.DETECTOR,
+            "name": DETECTORS[isvc_name],
         }
-        attributes = spec["filter"]["attributes"]
-        assert attributes["inferenceservicename"] == deploy.SERVICE
         assert attributes["metadata"] == CLIENT_ONLY
-        delivered.add(attributes["type"])
-    assert delivered == {REQUEST_TYPE, RESPONSE_TYPE}
+        delivered.setdefault(isvc_name, set()).add(attributes["type"])
+    assert delivered == {name: {REQUEST_TYPE, RESPONSE_TYPE} for name in DETECTORS}
 
 
 def _go_canonical(header: str) -> str:
@@ -593,24 +632,25 @@ def test_the_explainers_calls_never_reach_drift_or_shadow() -> None:
     "{}" when absent), and every Trigger on the champion's events takes only "{}"."""
     from serving.predictor_client import CALLER_HEADER
 
-    isvc = one(built("production"), "InferenceService", deploy.SERVICE)
-    headers = isvc["spec"]["predictor"]["logger"]["metadataHeaders"]
-    assert headers == [_go_canonical(CALLER_HEADER)]
+    for isvc in of_kind(built("all-models"), "InferenceService"):
+        headers = isvc["spec"]["predictor"]["logger"]["metadataHeaders"]
+        assert headers == [_go_canonical(CALLER_HEADER)], isvc["metadata"]["name"]
     assert json.dumps({}) == CLIENT_ONLY  # what Go's json.Marshal gives for an empty map too
     for name in BUILDS:
         for trigger in of_kind(built(name), "Trigger"):
             attributes = trigger["spec"]["filter"]["attributes"]
-            if attributes["inferenceservicename"] == deploy.SERVICE:
+            if attributes["inferenceservicename"] in DETECTORS:
                 assert attributes["metadata"] == CLIENT_ONLY, trigger["metadata"]["name"]
 
 
 def test_the_explainer_reaches_its_own_predictor_with_one_host_argument() -> None:
     for name in ("base", "production", "canary"):
-        isvc = one(built(name), "InferenceService", deploy.SERVICE)
-        args = kserve_explainer_args(isvc)
-        hosts = [i for i, a in enumerate(args) if a.startswith("--predictor")]
-        assert len(hosts) == 1, f"{name}: KServe would add a second predictor host: {args}"
-        assert args[hosts[0] + 1] == deploy.predictor_host(deploy.SERVICE, NAMESPACE)
+        for isvc in of_kind(built(name), "InferenceService"):
+            args = kserve_explainer_args(isvc)
+            hosts = [i for i, a in enumerate(args) if a.startswith("--predictor")]
+            assert len(hosts) == 1, f"{name}: KServe would add a second predictor host: {args}"
+            own = deploy.predictor_host(isvc["metadata"]["name"], NAMESPACE)
+            assert args[hosts[0] + 1] == own, name
 
 
 def _model_args(docs: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -620,7 +660,10 @@ def _model_args(docs: list[dict[str, Any]]) -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.parametrize(("name", "ref"), [("production", "champion"), ("canary", "challenger")])
+@pytest.mark.parametrize(
+    ("name", "ref"),
+    [("production", "champion"), ("canary", "challenger"), ("all-models", "champion")],
+)
 def test_commands_are_the_ones_the_renderer_writes(name: str, ref: str) -> None:
     """The static overlays and hmlops deploy render agree on every command line."""
     model_ref = f"readmission-30d@{ref}"
@@ -629,7 +672,17 @@ def test_commands_are_the_ones_the_renderer_writes(name: str, ref: str) -> None:
     host = deploy.predictor_host(deploy.SERVICE, NAMESPACE)
     assert args["readmission-explainer"] == deploy.explainer_args(model_ref, host)
     assert args[deploy.DETECTOR] == deploy.detector_args("readmission-30d@champion")
-    assert args[deploy.CDS] == deploy.cds_args(NAMESPACE)
+    if name != "all-models":
+        assert args[deploy.CDS] == deploy.cds_args(NAMESPACE)
+    else:
+        # the component appends the post-acute binding to the renderer's cds_args()
+        assert args[deploy.CDS] == deploy.cds_args(NAMESPACE) + POST_ACUTE_BINDING
+        post_acute = f"{POST_ACUTE_MODEL}@champion"
+        assert args[f"{POST_ACUTE}-predictor"] == deploy.predictor_args(post_acute)
+        post_acute_host = deploy.predictor_host(POST_ACUTE, NAMESPACE)
+        explainer = deploy.explainer_args(post_acute, post_acute_host)
+        assert args[f"{POST_ACUTE}-explainer"] == explainer
+        assert args[POST_ACUTE_DETECTOR] == deploy.detector_args(post_acute)
     for pod in workload_pods(built(name)):
         assert pod["spec"]["containers"][0]["command"] == ["hmlops"]
 
@@ -688,17 +741,23 @@ def test_the_stage_is_labelled_on_everything_else() -> None:
                 assert doc["metadata"]["labels"]["hospital-mlops/stage"] == name, doc["kind"]
 
 
-def test_production_keeps_two_predictors_and_drains_them_one_at_a_time() -> None:
-    docs = built("production")
-    predictor = one(docs, "InferenceService", deploy.SERVICE)["spec"]["predictor"]
-    assert predictor["minReplicas"] >= 2 and predictor["maxReplicas"] > predictor["minReplicas"]
-    (pdb,) = of_kind(docs, "PodDisruptionBudget")
-    assert pdb["spec"]["maxUnavailable"] == 1 < predictor["minReplicas"]
-    selected = [
-        p for p in workload_pods(docs) if matches(pdb["spec"]["selector"], p["metadata"]["labels"])
-    ]
-    assert [p["metadata"]["name"] for p in selected] == ["readmission-predictor"]
-    assert one(docs, "Deployment", deploy.DETECTOR)["spec"]["replicas"] == 1
+def test_every_model_keeps_two_predictors_and_drains_them_one_at_a_time() -> None:
+    """Per served model: two predictors at least, and a budget of its own over them."""
+    docs = built("all-models")
+    assert len(of_kind(docs, "PodDisruptionBudget")) == len(DETECTORS)
+    for isvc_name, detector_name in DETECTORS.items():
+        predictor = one(docs, "InferenceService", isvc_name)["spec"]["predictor"]
+        assert predictor["minReplicas"] >= 2, isvc_name
+        assert predictor["maxReplicas"] > predictor["minReplicas"], isvc_name
+        pdb = one(docs, "PodDisruptionBudget", f"{isvc_name}-predictor")
+        assert pdb["spec"]["maxUnavailable"] == 1 < predictor["minReplicas"]
+        selected = [
+            p
+            for p in workload_pods(docs)
+            if matches(pdb["spec"]["selector"], p["metadata"]["labels"])
+        ]
+        assert [p["metadata"]["name"] for p in selected] == [f"{isvc_name}-predictor"]
+        assert one(docs, "Deployment", detector_name)["spec"]["replicas"] == 1
     assert not of_kind(docs, "HorizontalPodAutoscaler")  # Knative's autoscaler owns scaling
 
 
@@ -762,6 +821,120 @@ def test_kserve_hands_the_shadow_the_champions_v1_body_and_tags_its_reply(
             monkeypatch.setenv(name, env["value"])
     _, reply_headers = plane.encode("readmission", {"predictions": []}, headers, attributes)
     assert reply_headers["ce-type"] == SHADOW_TYPE
+
+
+# ------------------------------------------------------------------------ the second use case
+
+
+def _without(spec: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k not in keys}
+
+
+def test_all_models_serves_both_from_one_image() -> None:
+    """One predictor image, many models: each InferenceService runs the same image, command and
+    pod spec, its registered model chosen by --model alone. The two pod specs are copies (a
+    Component cannot reuse the base's object), kept in step here."""
+    from hospital_mlops.use_case import load_use_case
+
+    docs = built("all-models")
+    services = {i["metadata"]["name"]: i for i in of_kind(docs, "InferenceService")}
+    assert set(services) == {deploy.SERVICE, POST_ACUTE}
+    case = load_use_case(use_case=POST_ACUTE_USE_CASE)
+    assert (case.served_as, case.model_name) == (POST_ACUTE, POST_ACUTE_MODEL)
+    images = set()
+    for name, isvc in services.items():
+        ref = f"{MODELS[name]}@champion"
+        predictor = isvc["spec"]["predictor"]["containers"][0]
+        assert predictor["args"] == deploy.predictor_args(ref), name
+        assert predictor["command"] == ["hmlops"]
+        images |= {c["image"] for part in ("predictor", "explainer") for c in
+                   isvc["spec"][part]["containers"]}  # fmt: skip
+    assert images == {f"{deploy.BASE_IMAGE}:0.1.0"}
+    readmission, post_acute = services[deploy.SERVICE], services[POST_ACUTE]
+    assert post_acute["metadata"]["annotations"] == readmission["metadata"]["annotations"]
+    for part in ("predictor", "explainer"):
+        mine, theirs = post_acute["spec"][part], readmission["spec"][part]
+        assert mine["serviceAccountName"] == f"{POST_ACUTE}-{part}"
+        one(docs, "ServiceAccount", mine["serviceAccountName"])
+        assert _without(mine, "serviceAccountName", "containers") == _without(
+            theirs, "serviceAccountName", "containers"
+        ), part
+        assert _without(mine["containers"][0], "args") == _without(
+            theirs["containers"][0], "args"
+        ), part
+
+
+def test_the_cds_service_binds_the_post_acute_predictor() -> None:
+    """One CDS Deployment serves every use case's hooks; without the binding the admission
+    service (encounter-start) is simply not offered."""
+    from hospital_mlops.cli.main import build_parser
+
+    url = f"http://{deploy.predictor_host(POST_ACUTE, NAMESPACE)}"
+    for name, bound in (("all-models", [f"{POST_ACUTE_USE_CASE}={url}"]), ("production", [])):
+        cds = one(built(name), "Deployment", deploy.CDS)["spec"]["template"]["spec"]
+        args = build_parser().parse_args(cds["containers"][0]["args"])
+        assert args.predictor_url == f"http://{deploy.predictor_host(deploy.SERVICE, NAMESPACE)}"
+        assert args.use_case_predictor == bound, name
+    assert deploy.CDS not in {d["metadata"]["name"] for d in built("shadow")}
+
+
+def test_the_post_acute_detector_takes_only_post_acute_events() -> None:
+    docs = built("all-models")
+    feeding = [
+        t["spec"]["filter"]["attributes"]
+        for t in of_kind(docs, "Trigger")
+        if t["spec"]["subscriber"]["ref"]["name"] == POST_ACUTE_DETECTOR
+    ]
+    assert sorted(feeding, key=lambda a: a["type"]) == [
+        {"type": kind, "inferenceservicename": POST_ACUTE, "metadata": CLIENT_ONLY}
+        for kind in sorted((REQUEST_TYPE, RESPONSE_TYPE))
+    ]
+    # Both detectors carry app.kubernetes.io/name drift-detector (the policies' selector): each
+    # Service must still reach its own model's detector only.
+    pods = workload_pods(docs)
+    for detector_name in DETECTORS.values():
+        selector = {"matchLabels": one(docs, "Service", detector_name)["spec"]["selector"]}
+        selected = [
+            p["metadata"]["name"] for p in pods if matches(selector, p["metadata"]["labels"])
+        ]
+        assert selected == [detector_name]
+
+
+def test_rollout_stages_are_per_model() -> None:
+    """The shadow, canary and production overlays are the readmission model's rollout stages:
+    no post-acute object in them. all-models is production plus the component, which changes
+    no readmission object but the CDS service's binding and the mesh's caller list."""
+    for name in ("production", "canary", "shadow"):
+        model_refs = {
+            arg
+            for pod in workload_pods(built(name))
+            for arg in pod["spec"]["containers"][0]["args"]
+            if arg.startswith(f"{POST_ACUTE_MODEL}@")
+        }
+        assert model_refs == set(), name
+    production = {(d["kind"], d["metadata"]["name"]): d for d in built("production")}
+    combined = {(d["kind"], d["metadata"]["name"]): d for d in built("all-models")}
+    assert set(production) < set(combined)
+    changed = {key for key in production if production[key] != combined[key]}
+    assert changed == {("Deployment", deploy.CDS), ("AuthorizationPolicy", "predictor-callers")}
+
+
+def test_each_served_model_has_its_monitoring_run() -> None:
+    """One monitoring run per served model, every file in manifests/kfp valid as the scheduler
+    reads it."""
+    from pipelines.monitoring_runner import load_recurring_run, recurring_run_path
+
+    paths = sorted((ROOT / "manifests" / "kfp").glob("*.yaml"))
+    assert recurring_run_path() in paths
+    runs = {path.name: load_recurring_run(path) for path in paths}
+    assert len({run.name for run in runs.values()}) == len(runs)
+    for run in runs.values():
+        assert (ROOT / run.pipeline_package).is_file(), run.name
+    assert sorted(run.parameters["model"] for run in runs.values()) == sorted(MODELS.values())
+    post_acute = runs["post-acute-monitoring-recurring-run.yaml"]
+    assert (post_acute.parameters["model"], post_acute.parameters["ref"]) == (
+        POST_ACUTE_MODEL, "champion"
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------- checkov

@@ -62,13 +62,23 @@ def test_cells_per_window_and_group_with_small_ones_suppressed() -> None:
     assert sum(c.n or 0 for c in cells if c.breakdown == "age") == 2000
 
 
-def test_a_breakdown_must_name_a_request_field(tmp_path: Path) -> None:
+def test_a_breakdown_must_name_a_request_field_of_the_monitored_model(tmp_path: Path) -> None:
+    from hospital_mlops.features import SYNTHETIC, feature_set_for, served_inputs
+
     raw = yaml.safe_load(config_path("monitoring.yaml").read_text())
     raw["breakdowns"]["by"]["site"] = "site"
     path = tmp_path / "monitoring.yaml"
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(MonitoringPolicyError, match=r"\{'site': 'site'\}"):
-        load_monitoring_policy(path)
+    policy = load_monitoring_policy(path)  # which model it monitors is known only at run time
+    readmission = set(served_inputs(feature_set_for("diabetes130")).inputs)
+    with pytest.raises(MonitoringPolicyError, match=r"\{'site': 'site'\}.*of m/1 do not carry"):
+        policy.breakdowns.check_fields(readmission, "m/1")
+    # a model on the synthetic source sends its site: the same break-down is its own field
+    raw["breakdowns"]["by"] = {"site": "site", "race": "race"}
+    path.write_text(yaml.safe_dump(raw))
+    load_monitoring_policy(path).breakdowns.check_fields(set(served_inputs(SYNTHETIC).inputs), "s")
+    with pytest.raises(MonitoringPolicyError, match="gender"):
+        POLICY.breakdowns.check_fields(set(served_inputs(SYNTHETIC).inputs), "s/1")
 
 
 def test_fields_come_out_of_the_logged_request_in_the_database(store_url: str) -> None:
