@@ -974,6 +974,19 @@ def validation(results: Results) -> Table:
     return Table(rows, columns, [Source("pipeline", data, [run])])
 
 
+def _subgroup_flags(observed: str) -> tuple[list[str], list[str], list[str]]:
+    """The gate's observed text, "flagged without justification: [...]; justified: [...]" and
+    optionally " (written after the evaluation, post hoc: [...])", as the three lists."""
+    unjustified_part, _, rest = observed.partition(";")
+    justified_part, _, post_hoc_part = rest.partition("(written after")
+    names = re.compile(r"'([^']+)'")
+    return (
+        names.findall(unjustified_part),
+        names.findall(justified_part),
+        names.findall(post_hoc_part),
+    )
+
+
 @generator("use-case-post-acute")
 def use_case_post_acute(results: Results) -> Table:
     data = results["use_case_post_acute_at_admission"]
@@ -982,9 +995,8 @@ def use_case_post_acute(results: Results) -> Table:
     test = next(p for p in need(data, "split") if p["period"] == "test")
     low, high = h["auroc_ci"]
     # the gate's observed text: "flagged without justification: [...]; justified: [...]"
-    observed = gates["subgroups_justified"]["observed"]
-    flags = re.findall(r"'([^']+)'", observed.split(";")[0])
-    justified = re.findall(r"'([^']+)'", observed.split(";")[1]) if ";" in observed else []
+    unjustified, justified, post_hoc = _subgroup_flags(gates["subgroups_justified"]["observed"])
+    flags = [*unjustified, *justified]
 
     def gate(name: str) -> str:
         g = gates[name]
@@ -1003,7 +1015,8 @@ def use_case_post_acute(results: Results) -> Table:
         ["post-acute share of the test slice", share(test["event_rate"]), ""],
         ["alerts per 100 (daily worklist; threshold set on the validation slice)",
          f"{h['alerts_per_100']:.1f} (threshold {h['threshold']:.3f})", ""],
-        ["flagged subgroup ratios", f"{len(flags)} flagged, {len(justified)} justified",
+        ["flagged subgroup ratios",
+         f"{len(flags)} flagged, {len(justified)} justified ({len(post_hoc)} post hoc)",
          gate("subgroups_justified")],
     ]  # fmt: skip
     notes = [
@@ -1014,6 +1027,14 @@ def use_case_post_acute(results: Results) -> Table:
            if data["gates_passed"] else "**failed**: logged with its evidence, not registered")
         + "."
     ]  # fmt: skip
+    for run in data.get("runs", [])[:-1]:  # the earlier runs, oldest first
+        earlier = {g["name"]: g for g in run["gates"]}["subgroups_justified"]["observed"]
+        unjustified = _subgroup_flags(earlier)[0]
+        verdict = "passed" if run["gates_passed"] else "failed"
+        notes.append(
+            f"Earlier run {run['measured_at']}: {verdict}, AUROC {run['headline']['auroc']:.3f}; "
+            f"{len(unjustified)} subgroup flags without a justification."
+        )
     columns = [
         "post-acute care at admission, diabetes130 temporal test slice",
         "value (95% CI)",

@@ -247,6 +247,9 @@ class UseCase(StrictModel):
     decision_role: Literal["informs", "augments", "replaces"]
     prediction_time: str
     out_of_scope: list[str]
+    # what the label or the prediction time cannot see (the source's own limitations are the
+    # catalog's); listed in the validation report and the model card
+    limitations: list[str] = Field(default_factory=list)
     label: Label
     sources: dict[str, SourceUse]
     thresholds: DecisionThresholds

@@ -170,6 +170,9 @@ class SourceSpec(_Strict):
     attribution: str | None = None
     timestamps: TimestampSemantics
     label: str
+    # what every model trained on this source must say about its data (the validation report
+    # and the model card list them with the use case's own)
+    limitations: list[str] = Field(default_factory=list)
     code_tables: dict[str, dict[str, str]] = Field(default_factory=dict)
     tables: dict[str, TableSpec]
 

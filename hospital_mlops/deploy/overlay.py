@@ -119,6 +119,22 @@ def _check_dns_label(field: str, value: object) -> str:
     return value
 
 
+def _check_rendered_model(model: str) -> None:
+    """The overlays are the first use case's model's stages, by its object names: rendering
+    another model would swap it into those objects. A further use case's model is deployed by
+    its kustomize component (kustomize/use-cases/, through overlays/all-models)."""
+    from hospital_mlops.governance.config import load_governance
+    from hospital_mlops.use_case import load_use_case
+
+    rendered = load_use_case().model_name or load_governance().registered_model_name
+    if model != rendered:
+        raise DeployRenderError(
+            f"model {model!r}: the overlays render the stages of {rendered!r} only; another use "
+            "case's model is deployed by its kustomize component (kustomize/use-cases/, in "
+            "overlays/all-models), and its stages are not rendered yet"
+        )
+
+
 def _check_version(version: object) -> int:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise DeployRenderError(f"version {version!r}: must be a registry version number >= 1")
@@ -315,6 +331,7 @@ def render_overlay(
     earlier render in ``out_dir`` is replaced; anything else there is never overwritten.
     """
     _check_dns_label("model", model)
+    _check_rendered_model(model)
     _check_version(version)
     _check_stage(stage)
     _check_dns_label("namespace", namespace)

@@ -34,21 +34,11 @@ HTI1_DEMOGRAPHICS = (
     "health status assessments",
 )
 
-LIMITATIONS = {
-    "diabetes130": [
-        "The UCI Diabetes 130-US extract has no dates; encounter order stands in for time, so "
-        "the temporal validation is approximate.",
-        "Only diabetic inpatient encounters of 130 US hospitals (1999–2008) are included; "
-        "practice has changed since, and performance must be re-validated on local data.",
-        "Readmissions to other hospitals are not observed; the label undercounts true "
-        "readmissions.",
-        "Race is as registered, with missing values; results for small groups are imprecise "
-        "(see their confidence intervals).",
-    ],
-    "synthetic": [
-        "Synthetic data: these numbers demonstrate the pipeline, not clinical performance.",
-    ],
-}
+def limitations_of(source: str, use_case: UseCase) -> list[str]:
+    """The data's limitations (the catalog's, per source), then the use case's own."""
+    from hospital_mlops.data.catalog import load_catalog
+
+    return [*load_catalog().source(source).limitations, *use_case.limitations]
 
 
 @dataclass(frozen=True)
@@ -65,7 +55,7 @@ class EvidenceContext:
 
     @property
     def limitations(self) -> list[str]:
-        return LIMITATIONS.get(self.source, [])
+        return limitations_of(self.source, self.use_case)
 
     def period(self, name: str) -> dict[str, Any]:
         return next(p for p in self.training["split"] if p["period"] == name)

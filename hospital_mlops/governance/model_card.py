@@ -66,7 +66,9 @@ def card(ctx: EvidenceContext) -> dict[str, Any]:
                 f"on {train['rows']:,} encounters and tested on a later period of "
                 f"{test['rows']:,}. Test AUROC {ev['discrimination']['auroc']['value']:.3f}."
             ),
-            "Keywords": "readmission; discharge planning; risk prediction; decision support",
+            "Keywords": "; ".join(
+                (uc.label.name.replace("_", " "), "risk prediction", "decision support")
+            ),
         },
         "UsesAndDirections": {
             "IntendedUseAndWorkflow": uc.intended_use,

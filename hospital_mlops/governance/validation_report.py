@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from hospital_mlops.governance.evidence import LIMITATIONS
+from hospital_mlops.governance.evidence import limitations_of
 from hospital_mlops.render.page import page
 from hospital_mlops.render.plots import svg
 from hospital_mlops.render.small_cells import RULE as SMALL_CELL_RULE
@@ -25,7 +25,7 @@ def _fmt(estimate: dict[str, Any], digits: int = 3) -> str:
     return f"{value:.{digits}f} ({ci[0]:.{digits}f}–{ci[1]:.{digits}f})"
 
 
-def _plots(evaluation: dict[str, Any]) -> dict[str, str]:
+def _plots(evaluation: dict[str, Any], outcome: str) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,7 +43,7 @@ def _plots(evaluation: dict[str, Any]) -> dict[str, str]:
     ax.plot([0, top], [0, top], linestyle="--", color="#888", label="perfect calibration")
     ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", color="#1f5fa8", label="observed (95% CI)")
     ax.set_xlabel("predicted risk (bin mean)")
-    ax.set_ylabel("observed 30-day readmission rate")
+    ax.set_ylabel(f"observed rate of {outcome}")
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
     ax.legend(loc="upper left", fontsize=8)
@@ -106,7 +106,7 @@ def validation_html(
     training = context["training"]
     source = context["source"]
     esc = html.escape
-    plots = _plots(evaluation)
+    plots = _plots(evaluation, use_case.label.name)
     verdict = "PASSED" if gates["passed"] else "FAILED"
     gate_rows = [
         [
@@ -190,7 +190,7 @@ def validation_html(
         )
         or "<li>none</li>"
     )
-    limitations = LIMITATIONS.get(source, [])
+    limitations = limitations_of(source, use_case)
     code = context["code_version"]
     body = f"""
 <h1>Validation report: {esc(use_case.title)}</h1>

@@ -94,12 +94,14 @@ def load_fallback_policy(path: Path | str | None = None) -> FallbackPolicy:
     """The policy, with the rule's fields checked against the request contract (numeric inputs
     the predictor accepts)."""
     from hospital_mlops.features import feature_set_for, served_inputs
+    from hospital_mlops.use_case import load_use_case
 
     where = Path(path) if path else config_path("fallback.yaml")
     policy = load_yaml_model(where, FallbackPolicy, FallbackPolicyError, "fallback policy")
     numeric = {
         f.name
-        for f in served_inputs(feature_set_for("diabetes130")).fields
+        # the rule is the first use case's (its model's inputs, on its first declared source)
+        for f in served_inputs(feature_set_for(next(iter(load_use_case().sources)))).fields
         if f.spec.type in ("integer", "float")
     }
     for i, criterion in enumerate(policy.static_rule.any_of):

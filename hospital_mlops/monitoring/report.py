@@ -131,7 +131,7 @@ def _plots(run: dict[str, Any]) -> dict[str, str]:
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
     ax.set_xlabel("predicted risk (band mean)")
-    ax.set_ylabel("observed 30-day readmission rate")
+    ax.set_ylabel("observed outcome rate")
     ax.legend(fontsize=6, loc="upper left")
     out["calibration"] = svg(fig)
     plt.close(fig)

@@ -204,7 +204,7 @@ def _assess(
             (
                 "observed_to_expected_high",
                 f"{where}: {ci} wholly above {of} ({band.oe_low}–{band.oe_high}): "
-                "more readmissions than predicted",
+                "more outcomes than predicted",
             )
         )
     if band.oe_low is not None and high < band.oe_low:
@@ -212,7 +212,7 @@ def _assess(
             (
                 "observed_to_expected_low",
                 f"{where}: {ci} wholly below {of} ({band.oe_low}–{band.oe_high}): "
-                "fewer readmissions than predicted",
+                "fewer outcomes than predicted",
             )
         )
     if band.ece_high is not None and ece - noise > band.ece_high:

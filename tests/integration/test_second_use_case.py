@@ -46,6 +46,10 @@ def test_the_second_model_is_trained_on_its_own_features_and_label(post_acute_ru
         assert during_the_stay not in features
     predictions = pd.read_parquet(next(out.glob(f"runs/*/kfp/**/{artifacts.TEST_PREDICTIONS}")))
     assert 0.15 < predictions["label"].mean() < 0.6  # post-acute discharges, not readmissions
+    # its evidence speaks of its own label: the data's limitations, then the use case's own
+    card = next(out.glob(f"runs/*/kfp/**/{artifacts.MODEL_CARD_JSON}")).read_text()
+    assert "discharge disposition as coded" in card and "Readmissions to other" not in card
+    assert "encounter order stands in for time" in card  # the source's, from the catalog
 
 
 def test_its_own_pre_declared_gates_decide_its_registration(post_acute_run) -> None:

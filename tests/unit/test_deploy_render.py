@@ -219,3 +219,14 @@ def test_output_directory_is_never_clobbered(tmp_path: Path) -> None:
     with pytest.raises(DeployRenderError, match=r"^out_dir .*must be outside"):
         render_overlay(MODEL, 3, "canary", deploy.kustomize_root() / "overlays" / "x", image=IMAGE)
     assert not (deploy.kustomize_root() / "overlays" / "x").exists()
+
+
+def test_another_use_cases_model_is_never_rendered_into_the_readmission_objects(
+    tmp_path: Path,
+) -> None:
+    """The overlays are readmission's stages by object name: rendering the post-acute model
+    would put it in the readmission InferenceService. Refused, naming where it is deployed."""
+    with pytest.raises(DeployRenderError, match="use-cases") as info:
+        render_overlay("post-acute-at-admission", 3, "canary", tmp_path / "out", image=IMAGE)
+    assert str(info.value).startswith("model ")
+    assert not (tmp_path / "out").exists()

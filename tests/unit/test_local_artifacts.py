@@ -31,6 +31,14 @@ def test_a_location_that_still_exists_or_is_no_registry_path_is_left_alone(tmp_p
     assert relocated("/gone/mlartifacts/x", tmp_path / "empty") == "/gone/mlartifacts/x"
 
 
+def _forget_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset MLFLOW_TRACKING_URI so that the end of the test restores it. ``delenv`` records
+    nothing for a variable that is not set, and mlflow sets it during the test: without the
+    ``setenv`` first, the test's store would leak into every later test of the process."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset-by-the-test")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+
 def test_a_registered_model_loads_from_a_moved_read_only_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_state: Path
 ) -> None:
@@ -42,7 +50,7 @@ def test_a_registered_model_loads_from_a_moved_read_only_store(
 
     original = tmp_path / "written-here"
     monkeypatch.setenv("HMLOPS_STATE_DIR", str(original))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _forget_tracking_uri(monkeypatch)
     experiment = registry.experiment_for(registry.client(), "local-artifacts-probe")
     with mlflow.start_run(experiment_id=experiment) as run:
         mlflow.log_dict({"hello": "registry"}, "probe/probe.json")
@@ -54,7 +62,7 @@ def test_a_registered_model_loads_from_a_moved_read_only_store(
         os.chmod(path, mode)
     try:
         monkeypatch.setenv("HMLOPS_STATE_DIR", str(moved))
-        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set by mlflow itself
+        _forget_tracking_uri(monkeypatch)  # set by mlflow itself
         registry.client()
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="probe")
         assert (Path(local) / "probe.json").read_text().strip() == '{\n  "hello": "registry"\n}'
