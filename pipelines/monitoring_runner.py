@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from hospital_mlops import artifacts
 from hospital_mlops.config_files import StrictModel, load_yaml_model
@@ -47,21 +47,36 @@ class RecurringRunSpec(StrictModel):
             )
         return value
 
-    @field_validator("parameters")
-    @classmethod
-    def _known(cls, value: dict[str, Any]) -> dict[str, Any]:
+    @model_validator(mode="after")
+    def _known_parameters(self) -> RecurringRunSpec:
+        """The parameters are ones the scheduled pipeline takes (its package says which)."""
         import inspect
 
-        from pipelines.monitoring_pipeline import make_monitoring_pipeline
-
-        if "run_id" in value:
+        makers = _pipeline_makers()
+        if self.pipeline_package not in makers:
+            raise ValueError(
+                f"pipeline_package {self.pipeline_package!r} is not a pipeline this project "
+                f"schedules; it has {sorted(makers)}"
+            )
+        if "run_id" in self.parameters:
             raise ValueError("run_id is set per run, not in the schedule")
-        signature = inspect.signature(make_monitoring_pipeline().pipeline_func)
+        signature = inspect.signature(makers[self.pipeline_package]().pipeline_func)
         accepted = set(signature.parameters) - {"run_id"}
-        unknown = sorted(set(value) - accepted)
+        unknown = sorted(set(self.parameters) - accepted)
         if unknown:
             raise ValueError(f"unknown pipeline parameters {unknown}; it takes {sorted(accepted)}")
-        return value
+        return self
+
+
+def _pipeline_makers() -> dict[str, Any]:
+    """The pipelines a recurring run may name, by their committed IR's path."""
+    from pipelines.batch_pipeline import make_batch_pipeline
+    from pipelines.monitoring_pipeline import make_monitoring_pipeline
+
+    return {
+        "pipelines/compiled/monitoring_pipeline.yaml": make_monitoring_pipeline,
+        "pipelines/compiled/batch_pipeline.yaml": make_batch_pipeline,
+    }
 
 
 def recurring_run_path() -> Path:

@@ -25,6 +25,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     pcomp = psub.add_parser("compile", help="compile to KFP IR (strictly validated)")
     pcomp.add_argument("--out", type=Path, default=Path("pipelines/compiled/batch_pipeline.yaml"))
     pcomp.add_argument("--image", help="pipeline image (default: the project's)")
+    psched = psub.add_parser("schedule", help="create its recurring run on a KFP host")
+    psched.add_argument("--host", required=True, help="the KFP API endpoint")
+    psched.add_argument(
+        "--file",
+        type=Path,
+        default=Path("manifests/kfp/post-acute-worklist-recurring-run.yaml"),
+        help="the recurring run's description",
+    )
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -51,6 +59,13 @@ def dispatch(args: argparse.Namespace) -> int:
         from pipelines.batch_runner import compile_batch
 
         print(f"compiled {compile_batch(args.out, image=args.image)}")
+        return 0
+    if args.action == "pipeline" and args.pipeline_action == "schedule":
+        from pipelines import monitoring_runner as runs
+
+        spec = runs.load_recurring_run(args.file)
+        package = runs.project_root() / spec.pipeline_package
+        print(json.dumps(runs.schedule(args.host, spec, package), indent=2))
         return 0
     name, ref = _model(args.model)
     if args.census is not None and args.census < 1:

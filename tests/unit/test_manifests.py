@@ -930,7 +930,14 @@ def test_each_served_model_has_its_monitoring_run() -> None:
     assert len({run.name for run in runs.values()}) == len(runs)
     for run in runs.values():
         assert (ROOT / run.pipeline_package).is_file(), run.name
-    assert sorted(run.parameters["model"] for run in runs.values()) == sorted(MODELS.values())
+    monitoring = [
+        r for r in runs.values() if r.pipeline_package.endswith("monitoring_pipeline.yaml")
+    ]
+    assert sorted(run.parameters["model"] for run in monitoring) == sorted(MODELS.values())
+    # and the post-acute model's daily worklist, through the batch-scoring pipeline
+    worklist = runs["post-acute-worklist-recurring-run.yaml"]
+    assert worklist.pipeline_package == "pipelines/compiled/batch_pipeline.yaml"
+    assert worklist.parameters["model"] == POST_ACUTE_MODEL
     post_acute = runs["post-acute-monitoring-recurring-run.yaml"]
     assert (post_acute.parameters["model"], post_acute.parameters["ref"]) == (
         POST_ACUTE_MODEL, "champion"

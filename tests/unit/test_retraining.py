@@ -117,6 +117,9 @@ def test_the_recurring_run_is_described_and_validated(tmp_path) -> None:
         ({"parameters": {"run_id": "x"}}, "run_id is set per run"),
         ({"max_concurrency": 0}, "max_concurrency"),
         ({"surprise": 1}, "surprise"),
+        # the parameters are the named pipeline's: the batch pipeline takes no source
+        ({"pipeline_package": "pipelines/compiled/batch_pipeline.yaml"}, "parameters ['source']"),
+        ({"pipeline_package": "pipelines/compiled/other.yaml"}, "not a pipeline this project"),
     ]:
         path = tmp_path / "run.yaml"
         path.write_text(yaml.safe_dump({**raw, **change}))
