@@ -239,6 +239,8 @@ class UseCase(StrictModel):
     # the name the predictor serves under (``/v1/models/NAME``, ``/v2/models/NAME``) and the
     # InferenceService's; None: the id with "_" as "-"
     served_name: Annotated[str | None, Field(pattern=r"^[a-z]([-a-z0-9]{0,40}[a-z0-9])?$")] = None
+    # the catalog use (config/catalog.yaml `uses`) this use case's runs read their data under
+    purpose: str | None = None
     # how a clinician-facing explanation names the risk ("Chance of ..."); None: the title
     risk_wording: str | None = None
     intended_use: str

@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hospital_mlops.cli.exit_codes import EXIT_GATE_FAILED
+from hospital_mlops.cli.exit_codes import EXIT_GATE_FAILED, UsageError
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="diabetes130", help="catalogued source name")
-    p.add_argument("--use", default="readmission_risk_model", help="purpose (catalog `uses`)")
+    p.add_argument(
+        "--use", help="purpose (catalog `uses`; default: the use case's declared purpose)"
+    )
     p.add_argument(
         "--use-case",
         help="use case id from config/use_case.yaml (default: its first, the readmission model)",
@@ -46,7 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     submit = psub.add_parser("submit", help="submit to a Kubeflow Pipelines host")
     submit.add_argument("--host", required=True)
     submit.add_argument("--source", default="diabetes130")
-    submit.add_argument("--use", default="readmission_risk_model")
+    submit.add_argument("--use", help="purpose (default: the use case's declared purpose)")
     submit.add_argument("--use-case", help="use case id from config/use_case.yaml")
     submit.add_argument("--input", default="", help="extract path as seen by the pods")
     submit.add_argument("--image")
@@ -78,6 +80,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     from pipelines.runner import PipelineSubmitError, submit
 
+    args.use = purpose_of(args.use, args.use_case)
     try:
         result = submit(args)
     except PipelineSubmitError as exc:  # the host is unreachable or refused: one line
@@ -92,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
 
     summary = run_locally(
         source=args.source,
-        use=args.use,
+        use=purpose_of(args.use, args.use_case),
         extract=args.input,
         scenario=args.scenario,
         out=args.out,
@@ -112,6 +115,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if summary["status"] == "succeeded" else EXIT_GATE_FAILED
 
 
+def purpose_of(use: str | None, use_case: str | None) -> str:
+    """The catalog use a run reads its data under: as given, else the use case's purpose."""
+    if use:
+        return use
+    from hospital_mlops.use_case import load_use_case
+
+    declared = load_use_case(use_case=use_case)
+    if declared.purpose is None:
+        raise UsageError(f"use case {declared.id!r} declares no purpose: give --use")
+    return declared.purpose
+
+
 def run_demo_pipeline(out: Path, use_case: str | None = None) -> dict[str, Any]:
     """The bundled diabetes130 extract through the pipeline (kfp.local), with the labelled demo
     tokenization key, for ``use_case`` (None: the first)."""
@@ -119,7 +134,7 @@ def run_demo_pipeline(out: Path, use_case: str | None = None) -> dict[str, Any]:
 
     return run_locally(
         source="diabetes130",
-        use="readmission_risk_model",
+        use=purpose_of(None, use_case),
         extract=None,
         scenario=None,
         out=out,

@@ -140,6 +140,10 @@ def retrain(
     # the champion's own feature set and use case: a store holds every use case's snapshots
     latest = newest_snapshot(store_root, source, champion.tags.get("feature_set_version") or None)
     use_case = champion.tags.get("use_case") or None
+    if use_case is not None:  # the champion's own use case reads its data under its purpose
+        from hospital_mlops.use_case import load_use_case
+
+        use = load_use_case(use_case=use_case).purpose or use
     learnt_from = champion.tags.get("lineage.features_sha256", "")
     if latest is None:
         return {"retrained": False, "version": 0, "reason": f"no published {source} snapshot"}

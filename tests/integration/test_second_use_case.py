@@ -35,6 +35,8 @@ def test_the_second_model_is_trained_on_its_own_features_and_label(post_acute_ru
     out, summary = post_acute_run
     model = summary["model"]
     assert model["name"] == load_use_case(use_case=USE_CASE).model_name == "post-acute-at-admission"
+    # its data is read under its own declared purpose (the catalog permits it for diabetes130)
+    assert summary["use"] == "post_acute_planning"
     training = json.loads(next(out.glob(f"runs/*/model/{artifacts.TRAINING}")).read_text())
     assert training["feature_set_version"].startswith("post_acute_diabetes130@")
     assert training["comparator"]["columns"] == ["age_years", "admission_source"]

@@ -188,3 +188,20 @@ def test_the_evidence_says_when_the_gates_were_declared(case) -> None:
         "gates_declared_on": None,
         "gates_declared": "not recorded",
     }
+
+
+def test_each_use_case_reads_its_data_under_its_own_permitted_purpose(catalog) -> None:
+    """A run's catalog use defaults to its use case's declared purpose, and the catalog permits
+    that purpose on every source the use case declares (else the run is refused at ingest)."""
+    from hospital_mlops.cli.pipeline import purpose_of
+    from hospital_mlops.use_case import load_use_cases
+
+    cases = load_use_cases()
+    assert {c.purpose for c in cases.values()} == {"readmission_risk_model", "post_acute_planning"}
+    for case in cases.values():
+        assert case.purpose is not None
+        for source in case.sources:
+            catalog.require_use(source, case.purpose)
+    assert purpose_of(None, None) == "readmission_risk_model"
+    assert purpose_of(None, "post_acute_at_admission") == "post_acute_planning"
+    assert purpose_of("quality_improvement", "post_acute_at_admission") == "quality_improvement"
