@@ -34,6 +34,7 @@ HTI1_DEMOGRAPHICS = (
     "health status assessments",
 )
 
+
 def limitations_of(source: str, use_case: UseCase) -> list[str]:
     """The data's limitations (the catalog's, per source), then the use case's own."""
     from hospital_mlops.data.catalog import load_catalog
