@@ -383,14 +383,12 @@ def _host(url: str, what: str) -> str:
     return parsed.netloc
 
 
-def bind_use_case(
-    use_case_id: str, predictor_url: str, fallback: FallbackPolicy, timeout: float
-) -> ModelBinding:
+def bind_use_case(use_case_id: str, predictor_url: str, timeout: float) -> ModelBinding:
     """A further use case's model: its registry name and served name from config/use_case.yaml,
-    its FHIR reader by its feature set, and a no-score fallback in its own words (the static
-    rule and the cached score of config/fallback.yaml are the first use case's)."""
+    its FHIR reader by its feature set, and its own document of config/fallback.yaml."""
     from hospital_mlops.ehr.fhir_readers import reader_for
     from hospital_mlops.features import feature_set_for
+    from hospital_mlops.inference.fallback import load_fallback_policy
     from hospital_mlops.use_case import load_use_case
 
     use_case = load_use_case(use_case=use_case_id)
@@ -398,23 +396,11 @@ def bind_use_case(
         raise ValueError(f"use case {use_case_id!r} names no registered model (model_name)")
     fs = feature_set_for(next(iter(use_case.sources)), use_case.id)
     host = _host(predictor_url, f"the predictor of {use_case_id}")
-    no_score = fallback.model_copy(
-        update={
-            "mode": "no_score",
-            "when_no_cached_score": "no_score",
-            "messages": fallback.messages.model_copy(
-                update={
-                    "no_score": f"{use_case.title} is unavailable right now (the model service "
-                    "is not answering). Use your usual judgement."
-                }
-            ),
-        }
-    )
     return ModelBinding(
         PredictorClient(host, use_case.served_as, timeout),
         use_case.model_name,
         reader_for(fs.name),
-        no_score,
+        load_fallback_policy(use_case=use_case.id),
     )
 
 
@@ -446,7 +432,7 @@ def build_service(
             f"no CDS service answers use case(s) {unknown}; config/cds.yaml has {sorted(named)}"
         )
     bindings = {
-        case: bind_use_case(case, url, fallback, config.timeouts.predictor_seconds)
+        case: bind_use_case(case, url, config.timeouts.predictor_seconds)
         for case, url in urls.items()
     }
     unbound = [s.id for s in config.services if s.use_case is not None and s.use_case not in urls]

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from hospital_mlops.config_files import StrictModel, load_yaml_model
+from hospital_mlops.config_files import StrictModel, load_yaml_models
 from hospital_mlops.paths import config_path
 
 Mode = Literal["no_score", "static_rule", "last_cached_score"]
@@ -69,6 +69,8 @@ _PLACEHOLDERS = {
 
 
 class FallbackPolicy(StrictModel):
+    # the use case this document is for (config/use_case.yaml); None: the first use case's
+    use_case: str | None = None
     mode: Mode
     when_no_cached_score: Literal["no_score", "static_rule"] = "no_score"
     last_cached_score: CachedScorePolicy
@@ -90,28 +92,53 @@ class FallbackPolicy(StrictModel):
         return self
 
 
-def load_fallback_policy(path: Path | str | None = None) -> FallbackPolicy:
-    """The policy, with the rule's fields checked against the request contract (numeric inputs
-    the predictor accepts)."""
+def load_fallback_policies(path: Path | str | None = None) -> dict[str | None, FallbackPolicy]:
+    """Every use case's policy (one YAML document each; the first, with no ``use_case``, is the
+    first use case's), by use case id (None: the first), each rule's fields checked against
+    its own model's request contract (numeric inputs its predictor accepts)."""
     from hospital_mlops.features import feature_set_for, served_inputs
     from hospital_mlops.use_case import load_use_case
 
     where = Path(path) if path else config_path("fallback.yaml")
-    policy = load_yaml_model(where, FallbackPolicy, FallbackPolicyError, "fallback policy")
-    numeric = {
-        f.name
-        # the rule is the first use case's (its model's inputs, on its first declared source)
-        for f in served_inputs(feature_set_for(next(iter(load_use_case().sources)))).fields
-        if f.spec.type in ("integer", "float")
-    }
-    for i, criterion in enumerate(policy.static_rule.any_of):
-        if criterion.field not in numeric:
+    first = load_use_case().id
+    found: dict[str | None, FallbackPolicy] = {}
+    for n, policy in enumerate(
+        load_yaml_models(where, FallbackPolicy, FallbackPolicyError, "fallback policy")
+    ):
+        key = None if policy.use_case in (None, first) else policy.use_case
+        if key in found:
             raise FallbackPolicyError(
-                f"fallback policy {where} is invalid:\n  static_rule.any_of.{i}.field: "
-                f"{criterion.field!r} is not a numeric input of the request contract "
-                f"({', '.join(sorted(numeric))})"
+                f"fallback policy {where}: document {n + 1} repeats use case {key or 'the first'}"
             )
-    return policy
+        use_case = load_use_case(use_case=key)
+        # the rule reads the model's inputs on the use case's first declared source
+        served = served_inputs(feature_set_for(next(iter(use_case.sources)), key))
+        numeric = {f.name for f in served.fields if f.spec.type in ("integer", "float")}
+        for i, criterion in enumerate(policy.static_rule.any_of):
+            if criterion.field not in numeric:
+                raise FallbackPolicyError(
+                    f"fallback policy {where} is invalid:\n  static_rule.any_of.{i}.field: "
+                    f"{criterion.field!r} is not a numeric input of the request contract of "
+                    f"{use_case.id} ({', '.join(sorted(numeric))})"
+                )
+        found[key] = policy
+    if None not in found:
+        raise FallbackPolicyError(f"fallback policy {where}: no document for the first use case")
+    return found
+
+
+def load_fallback_policy(
+    path: Path | str | None = None, use_case: str | None = None
+) -> FallbackPolicy:
+    """The policy of ``use_case`` (None: the first use case's)."""
+    from hospital_mlops.use_case import load_use_case
+
+    policies = load_fallback_policies(path)
+    if use_case is not None and use_case == load_use_case().id:
+        use_case = None
+    if use_case not in policies:
+        raise FallbackPolicyError(f"fallback policy: no document for use case {use_case!r}")
+    return policies[use_case]
 
 
 @dataclass(frozen=True)

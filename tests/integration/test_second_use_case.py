@@ -212,7 +212,7 @@ def _the_admission_card_comes_from_this_predictor(port: int, version: int) -> No
         prediction_log=PredictionLog(),
         keyring=HmacKeyring(HmacKey(b"t" * 40, False)),
         clients=None,
-        bindings={USE_CASE: bind_use_case(USE_CASE, f"http://127.0.0.1:{port}", policy, 10.0)},
+        bindings={USE_CASE: bind_use_case(USE_CASE, f"http://127.0.0.1:{port}", 10.0)},
     )
     with TestClient(create_app(service)) as client:
         listed = client.get("/cds-services").json()["services"]

@@ -89,7 +89,8 @@ def test_a_cached_score_is_shown_with_its_age_only_while_young_enough() -> None:
 
 
 def _write(tmp_path: Path, change: dict) -> Path:
-    raw = yaml.safe_load(config_path("fallback.yaml").read_text())
+    """The first use case's document, changed, as a file of its own."""
+    raw = next(yaml.safe_load_all(config_path("fallback.yaml").read_text()))
     for dotted, value in change.items():
         *parents, leaf = dotted.split(".")
         node = raw
@@ -146,3 +147,32 @@ def test_the_cache_reads_the_encounters_newest_score(store_url: str) -> None:
     assert last_score(log, "other" + "0" * 20, "readmission-30d") is None
     assert last_score(log, token, "another-model") is None
     log.close()
+
+
+def test_each_use_case_has_its_own_policy_checked_against_its_own_inputs(tmp_path) -> None:
+    from hospital_mlops.inference.fallback import load_fallback_policies
+
+    policies = load_fallback_policies()
+    assert set(policies) == {None, "post_acute_at_admission"}
+    admission = load_fallback_policy(use_case="post_acute_at_admission")
+    assert admission.mode == "last_cached_score" and "admission" in admission.messages.cached
+    answer = fallback_answer(admission, {"number_inpatient": 3}, "unavailable", _cached(2), NOW)
+    assert answer.mode == "last_cached_score" and answer.risk == pytest.approx(0.31)
+    # the first use case's, by its id too
+    assert load_fallback_policy(use_case="readmission_30d_discharge") == DEFAULT
+    documents = list(yaml.safe_load_all(config_path("fallback.yaml").read_text()))
+    # a stay-time rule is not an admission model's input: refused, naming the use case
+    stay = dict(documents[1], static_rule={**documents[1]["static_rule"], "any_of": [
+        {"field": "time_in_hospital", "at_least": 7}]})  # fmt: skip
+    path = tmp_path / "fallback.yaml"
+    path.write_text(yaml.safe_dump_all([documents[0], stay]))
+    with pytest.raises(FallbackPolicyError, match=r"'time_in_hospital'.*post_acute_at_admission"):
+        load_fallback_policies(path)
+    path.write_text(yaml.safe_dump_all([documents[0], documents[1], documents[1]]))
+    with pytest.raises(FallbackPolicyError, match="document 3 repeats use case"):
+        load_fallback_policies(path)
+    path.write_text(yaml.safe_dump_all([documents[1]]))
+    with pytest.raises(FallbackPolicyError, match="no document for the first use case"):
+        load_fallback_policies(path)
+    with pytest.raises(FallbackPolicyError, match="no document for use case 'triage'"):
+        load_fallback_policy(use_case="triage")
