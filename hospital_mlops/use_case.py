@@ -317,3 +317,13 @@ def load_use_case(path: Path | str | None = None, use_case: str | None = None) -
     if use_case not in cases:
         raise UseCaseError(f"no use case {use_case!r}; declared: {', '.join(cases)}")
     return cases[use_case]
+
+
+def purpose_of(use: str | None, use_case: str | None) -> str:
+    """The catalog use a run reads its data under: as given, else the use case's purpose."""
+    if use:
+        return use
+    declared = load_use_case(use_case=use_case)
+    if declared.purpose is None:
+        raise UseCaseError(f"use case {declared.id!r} declares no purpose: give --use")
+    return declared.purpose

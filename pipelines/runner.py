@@ -20,7 +20,7 @@ from hospital_mlops.data.normalize import DEMO_HMAC_KEY, HMAC_KEY_ENV, load_hmac
 from hospital_mlops.data.sources.extract import default_extract, preflight_extract
 from hospital_mlops.deploy.container_engine import ContainerEngineError
 from hospital_mlops.paths import project_root
-from hospital_mlops.use_case import UseCaseError, load_use_case
+from hospital_mlops.use_case import UseCaseError, load_use_case, purpose_of
 
 RUNNERS = ("subprocess", "container")
 
@@ -357,7 +357,7 @@ def submit(args: Any) -> dict[str, Any]:
                     params={
                         "run_id": run_id,
                         "source": args.source,
-                        "use": args.use,
+                        "use": purpose_of(args.use, args.use_case),
                         "extract": args.input,
                         # only when chosen: the pipeline's default is the first use case
                         **({"use_case": args.use_case} if args.use_case else {}),

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hospital_mlops.cli.exit_codes import EXIT_GATE_FAILED, UsageError
+from hospital_mlops.cli.exit_codes import EXIT_GATE_FAILED
+from hospital_mlops.use_case import purpose_of
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -80,7 +81,6 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     from pipelines.runner import PipelineSubmitError, submit
 
-    args.use = purpose_of(args.use, args.use_case)
     try:
         result = submit(args)
     except PipelineSubmitError as exc:  # the host is unreachable or refused: one line
@@ -113,18 +113,6 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print_run_summary(summary)
     return 0 if summary["status"] == "succeeded" else EXIT_GATE_FAILED
-
-
-def purpose_of(use: str | None, use_case: str | None) -> str:
-    """The catalog use a run reads its data under: as given, else the use case's purpose."""
-    if use:
-        return use
-    from hospital_mlops.use_case import load_use_case
-
-    declared = load_use_case(use_case=use_case)
-    if declared.purpose is None:
-        raise UsageError(f"use case {declared.id!r} declares no purpose: give --use")
-    return declared.purpose
 
 
 def run_demo_pipeline(out: Path, use_case: str | None = None) -> dict[str, Any]:

@@ -193,8 +193,7 @@ def test_the_evidence_says_when_the_gates_were_declared(case) -> None:
 def test_each_use_case_reads_its_data_under_its_own_permitted_purpose(catalog) -> None:
     """A run's catalog use defaults to its use case's declared purpose, and the catalog permits
     that purpose on every source the use case declares (else the run is refused at ingest)."""
-    from hospital_mlops.cli.pipeline import purpose_of
-    from hospital_mlops.use_case import load_use_cases
+    from hospital_mlops.use_case import load_use_cases, purpose_of
 
     cases = load_use_cases()
     assert {c.purpose for c in cases.values()} == {"readmission_risk_model", "post_acute_planning"}

@@ -243,12 +243,14 @@ with open({str(calls)!r}, "a") as out:
     canary = gitops.change_for(gitops.Target("canary", 2, 1, 10), "silent")
     # what reaches a cluster is pinned by digest, even where a dry run would accept a tag
     with pytest.raises(DeployRenderError, match="pinned by digest"):
-        gitops.write_change(tmp_path / "gitops", "m", canary, apply=True,
+        gitops.write_change(tmp_path / "gitops", "readmission-30d", canary, apply=True,
                             image=DEFAULT_IMAGE, allow_unpinned_image=True)  # fmt: skip
     assert not calls.exists()
-    gitops.write_change(tmp_path / "gitops", "m", gitops.change_for(
+    gitops.write_change(tmp_path / "gitops", "readmission-30d", gitops.change_for(
         gitops.Target("shadow", 2, 1), None), apply=True)  # fmt: skip
-    gitops.write_change(tmp_path / "gitops", "m", canary, apply=True, image=RELEASED_IMAGE)
+    gitops.write_change(
+        tmp_path / "gitops", "readmission-30d", canary, apply=True, image=RELEASED_IMAGE
+    )
     recorded = [json.loads(line) for line in calls.read_text().splitlines()]
     applied = [yaml.safe_load_all(c["stdin"]) for c in recorded if c["argv"][0] == "apply"]
     kinds = [{(d["kind"], d["metadata"]["name"]) for d in docs if d} for docs in applied]
