@@ -387,14 +387,14 @@ def bind_use_case(use_case_id: str, predictor_url: str, timeout: float) -> Model
     """A further use case's model: its registry name and served name from config/use_case.yaml,
     its FHIR reader by its feature set, and its own document of config/fallback.yaml."""
     from hospital_mlops.ehr.fhir_readers import reader_for
-    from hospital_mlops.features import feature_set_for
+    from hospital_mlops.features import primary_feature_set
     from hospital_mlops.inference.fallback import load_fallback_policy
     from hospital_mlops.use_case import load_use_case
 
     use_case = load_use_case(use_case=use_case_id)
     if use_case.model_name is None:
         raise ValueError(f"use case {use_case_id!r} names no registered model (model_name)")
-    fs = feature_set_for(next(iter(use_case.sources)), use_case.id)
+    fs = primary_feature_set(use_case)
     host = _host(predictor_url, f"the predictor of {use_case_id}")
     return ModelBinding(
         PredictorClient(host, use_case.served_as, timeout),

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from hospital_mlops.cli.demo_story import demo_promote
 from hospital_mlops.cli.exit_codes import EXIT_GATE_FAILED
 from hospital_mlops.cli.pipeline import print_run_summary, run_demo_pipeline
 from hospital_mlops.cli.serving import EXIT_NOT_READY
@@ -30,8 +31,6 @@ def demo_post_acute(out: Path, port_base: int) -> int:
         return EXIT_GATE_FAILED
     model = summary["model"]
     name, version = str(model["name"]), int(model["version"])
-    from hospital_mlops.cli.demo_story import demo_promote
-
     demo_promote(name, version)
     worklist = score_census(name, "champion", out, out / f"worklist-{name}-{int(time.time())}")
     print(

@@ -101,6 +101,12 @@ def feature_set_for(source: str, use_case: str | None = None) -> FeatureSet:
     return build(load_use_case(use_case=use_case))
 
 
+def primary_feature_set(use_case: UseCase) -> FeatureSet:
+    """The set of ``use_case`` on the first source it declares (the one its models are served
+    and its rules are written for)."""
+    return feature_set_for(next(iter(use_case.sources)), use_case.id)
+
+
 def feature_set_named(name: str) -> FeatureSet | None:
     """The installed set of this name (what a saved model records), or None."""
     for fs in FEATURE_SETS.values():
@@ -186,6 +192,7 @@ __all__ = [
     "icd9_group",
     "icd9_group_of",
     "icd10_group",
+    "primary_feature_set",
     "register_use_case_set",
     "served_inputs",
 ]  # fmt: skip

@@ -23,8 +23,8 @@ import pandas as pd
 
 from hospital_mlops import artifacts
 from hospital_mlops.data.lineage import utc_now
-from hospital_mlops.features import feature_set_named
 from hospital_mlops.governance.registry import store_errors
+from hospital_mlops.inference.served_model import FeatureCodeMismatch, feature_set_of
 from hospital_mlops.model.train import MODEL_FILES, RiskModel, model_hash
 
 MANIFEST = "bundle.json"
@@ -134,12 +134,10 @@ def load_bundle(path: Path, expected_sha256: str | None = None) -> Bundle:
             f"{expected_sha256[:16]}…"
         )
     model = RiskModel.load(path / MODEL_DIR)
-    found = feature_set_named(model.feature_set_name)
-    if found is None or found.version != model.feature_set_version:
-        raise BundleError(
-            f"{path}: trained on feature set {model.feature_set_version}; this release defines "
-            f"{found.version if found else 'no such feature set'}"
-        )
+    try:
+        found = feature_set_of(model)
+    except FeatureCodeMismatch as exc:
+        raise BundleError(f"{path}: {exc}") from None
     golden = pd.read_parquet(path / GOLDEN)
     expected = golden.pop("expected_risk").to_numpy()
     worst = float(np.max(np.abs(model.predict_risk(golden, found) - expected)))

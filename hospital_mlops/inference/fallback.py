@@ -92,27 +92,26 @@ class FallbackPolicy(StrictModel):
         return self
 
 
-def load_fallback_policies(path: Path | str | None = None) -> dict[str | None, FallbackPolicy]:
-    """Every use case's policy (one YAML document each; the first, with no ``use_case``, is the
-    first use case's), by use case id (None: the first), each rule's fields checked against
-    its own model's request contract (numeric inputs its predictor accepts)."""
-    from hospital_mlops.features import feature_set_for, served_inputs
+def load_fallback_policies(path: Path | str | None = None) -> dict[str, FallbackPolicy]:
+    """Every use case's policy by use case id (one YAML document each; one without
+    ``use_case`` is the first use case's), each rule's fields checked against its own model's
+    request contract (numeric inputs its predictor accepts)."""
+    from hospital_mlops.features import primary_feature_set, served_inputs
     from hospital_mlops.use_case import load_use_case
 
     where = Path(path) if path else config_path("fallback.yaml")
     first = load_use_case().id
-    found: dict[str | None, FallbackPolicy] = {}
+    found: dict[str, FallbackPolicy] = {}
     for n, policy in enumerate(
         load_yaml_models(where, FallbackPolicy, FallbackPolicyError, "fallback policy")
     ):
-        key = None if policy.use_case in (None, first) else policy.use_case
+        key = policy.use_case or first
         if key in found:
             raise FallbackPolicyError(
-                f"fallback policy {where}: document {n + 1} repeats use case {key or 'the first'}"
+                f"fallback policy {where}: document {n + 1} repeats use case {key}"
             )
         use_case = load_use_case(use_case=key)
-        # the rule reads the model's inputs on the use case's first declared source
-        served = served_inputs(feature_set_for(next(iter(use_case.sources)), key))
+        served = served_inputs(primary_feature_set(use_case))
         numeric = {f.name for f in served.fields if f.spec.type in ("integer", "float")}
         for i, criterion in enumerate(policy.static_rule.any_of):
             if criterion.field not in numeric:
@@ -122,7 +121,7 @@ def load_fallback_policies(path: Path | str | None = None) -> dict[str | None, F
                     f"{use_case.id} ({', '.join(sorted(numeric))})"
                 )
         found[key] = policy
-    if None not in found:
+    if first not in found:
         raise FallbackPolicyError(f"fallback policy {where}: no document for the first use case")
     return found
 
@@ -133,12 +132,11 @@ def load_fallback_policy(
     """The policy of ``use_case`` (None: the first use case's)."""
     from hospital_mlops.use_case import load_use_case
 
+    key = use_case or load_use_case().id
     policies = load_fallback_policies(path)
-    if use_case is not None and use_case == load_use_case().id:
-        use_case = None
-    if use_case not in policies:
-        raise FallbackPolicyError(f"fallback policy: no document for use case {use_case!r}")
-    return policies[use_case]
+    if key not in policies:
+        raise FallbackPolicyError(f"fallback policy: no document for use case {key!r}")
+    return policies[key]
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Any
 from hospital_mlops.features import (
     FeatureSet,
     ServedInputs,
-    feature_set_for,
     feature_set_named,
+    primary_feature_set,
     served_inputs,
 )
 from hospital_mlops.model.train import RiskModel
@@ -87,7 +87,7 @@ def served_feature_set(served_name: str, feature_set: str | None = None) -> Serv
         if fs is None:
             raise LookupError(f"no feature set {feature_set!r} is installed in this release")
     else:
-        fs = feature_set_for(next(iter(use_case.sources)), use_case.id)
+        fs = primary_feature_set(use_case)
     return ServedUseCase(served_inputs(fs), use_case)
 
 

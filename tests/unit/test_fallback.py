@@ -153,7 +153,7 @@ def test_each_use_case_has_its_own_policy_checked_against_its_own_inputs(tmp_pat
     from hospital_mlops.inference.fallback import load_fallback_policies
 
     policies = load_fallback_policies()
-    assert set(policies) == {None, "post_acute_at_admission"}
+    assert set(policies) == {"readmission_30d_discharge", "post_acute_at_admission"}
     admission = load_fallback_policy(use_case="post_acute_at_admission")
     assert admission.mode == "last_cached_score" and "admission" in admission.messages.cached
     answer = fallback_answer(admission, {"number_inpatient": 3}, "unavailable", _cached(2), NOW)
