@@ -7,7 +7,7 @@ its YAML path and what is wrong with it. Nothing is silently defaulted past a ty
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -52,12 +52,47 @@ def load_yaml_models(
 
 
 def _validated(
-    raw: object, path: Path | str, model: type[Model], error: type[Exception], what: str
+    raw: object,
+    path: Path | str,
+    model: type[Model],
+    error: type[Exception],
+    what: str,
+    under: str = "",
 ) -> Model:
     if not isinstance(raw, dict):
         raise error(f"{what} {path}: the top level must be a mapping")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"  {yaml_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        lines = [f"  {under}{yaml_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise error(f"{what} {path} is invalid:\n" + "\n".join(lines)) from exc
+
+
+def deep_merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s keys over it, mappings merged key by key, anything else
+    (lists included) replaced whole."""
+    merged = dict(base)
+    for key, value in override.items():
+        below = merged.get(key)
+        merged[key] = (
+            deep_merged(below, value)
+            if isinstance(below, dict) and isinstance(value, dict)
+            else value
+        )
+    return merged
+
+
+def validated_override(
+    base: Model,
+    override: object,
+    path: Path | str,
+    key: str,
+    error: type[Exception],
+    what: str,
+) -> Model:
+    """``base`` with a mapping of differences (at ``key`` of the file ``path``) merged over it,
+    validated as a whole; a wrong key or value fails naming its path under ``key``."""
+    if not isinstance(override, dict):
+        raise error(f"{what} {path} is invalid:\n  {key}: must be a mapping of differences")
+    merged = deep_merged(base.model_dump(mode="json"), override)
+    return _validated(merged, path, type(base), error, what, under=f"{key}.")

@@ -96,17 +96,21 @@ def _as_of(text: str | None) -> datetime:
 
 def _settings(args: argparse.Namespace) -> Any:
     from hospital_mlops.deploy.overlay import DEFAULT_IMAGE, DEFAULT_NAMESPACE
+    from hospital_mlops.governance.config import use_case_for_model
     from hospital_mlops.monitoring.policy import load_monitoring_policy
     from hospital_mlops.rollout.commands import RolloutError, Settings, default_actor
     from hospital_mlops.rollout.policy import load_rollout_policy
 
     if args.version < 1:
         raise RolloutError(f"--version {args.version}: must be a registry version >= 1")
+    # the model's own use case's monitoring policy (its outcome horizon, its break-downs)
+    monitoring = load_monitoring_policy(args.monitoring_policy)
+    case = use_case_for_model(args.model)
     return Settings(
         model=args.model,
         version=args.version,
         policy=load_rollout_policy(args.policy),
-        monitoring=load_monitoring_policy(args.monitoring_policy),
+        monitoring=monitoring.for_use_case(case.id) if case else monitoring,
         actor=args.actor or default_actor(),
         as_of=_as_of(args.as_of),
         gitops_dir=args.gitops_dir,

@@ -1,5 +1,9 @@
 """Render a kustomize overlay that deploys one registered model version at one rollout stage.
 
+The first use case's model is rendered into the namespace's stage overlays (kustomize/overlays);
+every other into its own objects (kustomize/use-cases/<served name>/model; served_objects.py),
+so a render never puts one model into another's objects.
+
 Pure file writing: no cluster, no registry. The output directory is self-contained (a copy of
 ``kustomize`` plus a ``kustomization.yaml`` on top), so it can be reviewed as a whole,
 committed to a GitOps repository, and applied with ``kubectl apply -k DIR`` long after the
@@ -22,6 +26,12 @@ from typing import Any, Literal, get_args
 
 import yaml
 
+from hospital_mlops.deploy.served_objects import (
+    ServedObjects,
+    UnknownDeployedModel,
+    served_objects,
+    shadow_trigger,
+)
 from hospital_mlops.paths import project_root
 
 Stage = Literal["shadow", "canary", "production"]
@@ -47,6 +57,10 @@ BROKER = "hmlops-inference-events"
 PORT = 8080
 
 HEADER = "# Rendered by `hmlops deploy render`"
+# The shadow overlay's edits (no explainer, no logger, cluster-local, its own prediction log),
+# which a further use case's shadow render applies to its own InferenceService.
+SHADOW_EDITS = "kustomize/overlays/shadow/shadow.yaml"
+SHADOW_TRIGGER = "shadow-trigger.yaml"
 MODEL_LABEL = "hospital-mlops/model"
 VERSION_LABEL = "hospital-mlops/model-version"
 
@@ -119,20 +133,13 @@ def _check_dns_label(field: str, value: object) -> str:
     return value
 
 
-def _check_rendered_model(model: str) -> None:
-    """The overlays are the first use case's model's stages, by its object names: rendering
-    another model would swap it into those objects. A further use case's model is deployed by
-    its kustomize component (kustomize/use-cases/, through overlays/all-models)."""
-    from hospital_mlops.governance.config import load_governance
-    from hospital_mlops.use_case import load_use_case
-
-    rendered = load_use_case().model_name or load_governance().registered_model_name
-    if model != rendered:
-        raise DeployRenderError(
-            f"model {model!r}: the overlays render the stages of {rendered!r} only; another use "
-            "case's model is deployed by its kustomize component (kustomize/use-cases/, in "
-            "overlays/all-models), and its stages are not rendered yet"
-        )
+def _served_objects(model: str) -> ServedObjects:
+    """The first use case's model is rendered into the namespace's stage overlays; any other
+    into its own objects (kustomize/use-cases/<served name>/model), never into the first's."""
+    try:
+        return served_objects(model, kustomize_root(), first_service=SERVICE)
+    except UnknownDeployedModel as err:
+        raise DeployRenderError(str(err)) from None
 
 
 def _check_version(version: object) -> int:
@@ -221,50 +228,105 @@ def _dump(data: Any) -> str:
     return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, width=1000)
 
 
-def _patch(target: dict[str, str], replacements: dict[str, Any]) -> dict[str, Any]:
-    """A kustomize patch entry: JSON6902 ``replace`` of each path with its value."""
-    ops = [{"op": "replace", "path": path, "value": value} for path, value in replacements.items()]
+def _patch(
+    target: dict[str, str], replacements: dict[str, Any], op: str = "replace"
+) -> dict[str, Any]:
+    """A kustomize patch entry: JSON6902 ``op`` (replace) of each path with its value."""
+    ops = [{"op": op, "path": path, "value": value} for path, value in replacements.items()]
     return {"target": target, "patch": _dump(ops)}
 
 
 def _stage_patches(
-    stage: Stage, ref: str, namespace: str, canary_percent: int | None = None
+    stage: Stage,
+    ref: str,
+    namespace: str,
+    objects: ServedObjects,
+    canary_percent: int | None = None,
 ) -> list[dict[str, Any]]:
     isvc = {"group": "serving.kserve.io", "version": "v1beta1", "kind": "InferenceService"}
     if stage == "shadow":
         # The add-on holds the shadow InferenceService only; the champion's stack is untouched.
+        if objects.owns_the_namespace:
+            # overlays/shadow already renamed it
+            return [
+                _patch(
+                    {**isvc, "name": objects.shadow_service},
+                    {"/spec/predictor/containers/0/args": predictor_args(ref)},
+                )
+            ]
+        # Renamed by this kustomization's own suffix, so targeted by the name it had: first
+        # overlays/shadow's generic edits, then this model's CloudEvent source and pin.
+        target = {**isvc, "name": objects.service}
         return [
-            _patch(
-                {**isvc, "name": SHADOW_SERVICE},
-                {"/spec/predictor/containers/0/args": predictor_args(ref)},
-            )
-        ]
-    detector = {"group": "apps", "version": "v1", "kind": "Deployment", "name": DETECTOR}
+            {"path": SHADOW_EDITS, "target": target},
+            {
+                "target": target,
+                "patch": _dump(
+                    [
+                        # by index in SHADOW_EDITS' env list; the test op fails the build if it
+                        # moves, rather than renaming another variable
+                        {"op": "test", "path": "/spec/predictor/containers/0/env/3/name",
+                         "value": "CE_SOURCE"},
+                        {"op": "replace", "path": "/spec/predictor/containers/0/env/3/value",
+                         "value": f"hospital-mlops/{objects.shadow_service}"},
+                        {"op": "replace", "path": "/spec/predictor/containers/0/args",
+                         "value": predictor_args(ref)},
+                    ]
+                ),
+            },
+        ]  # fmt: skip
+    detector = {"group": "apps", "version": "v1", "kind": "Deployment", "name": objects.detector}
     replacements: dict[str, Any] = {
         "/spec/predictor/containers/0/args": predictor_args(ref),
         "/spec/explainer/containers/0/args": explainer_args(
-            ref, predictor_host(SERVICE, namespace)
+            ref, predictor_host(objects.service, namespace)
         ),
         "/spec/predictor/logger/url": logger_url(namespace),
     }
+    patches = [_patch({**isvc, "name": objects.service}, replacements)]
     if canary_percent is not None:
-        # the rollout's current canary step (the overlay's own value is the first step)
-        replacements["/spec/predictor/canaryTrafficPercent"] = canary_percent
-        replacements["/spec/explainer/canaryTrafficPercent"] = canary_percent
-    return [
-        _patch({**isvc, "name": SERVICE}, replacements),
-        # The detector's drift reference is the pinned version's training data.
-        _patch(detector, {"/spec/template/spec/containers/0/args": detector_args(ref)}),
+        # the rollout's current canary step (the canary overlay's own value is the first step;
+        # a further use case's objects have none, hence add, which also replaces)
+        patches.append(
+            _patch(
+                {**isvc, "name": objects.service},
+                {
+                    "/spec/predictor/canaryTrafficPercent": canary_percent,
+                    "/spec/explainer/canaryTrafficPercent": canary_percent,
+                },
+                op="add",
+            )
+        )
+    # The detector's drift reference is the pinned version's training data.
+    patches.append(_patch(detector, {"/spec/template/spec/containers/0/args": detector_args(ref)}))
+    if objects.owns_the_namespace:
         # The CDS service calls whichever version the InferenceService serves, in this namespace.
-        _patch(
-            {**detector, "name": CDS},
-            {"/spec/template/spec/containers/0/args": cds_args(namespace)},
-        ),
-    ]
+        patches.append(
+            _patch(
+                {**detector, "name": CDS},
+                {"/spec/template/spec/containers/0/args": cds_args(namespace)},
+            )
+        )
+    return patches
+
+
+def _resources(stage: Stage, objects: ServedObjects) -> dict[str, Any]:
+    """What a render builds on: the namespace's stage overlay for the first use case's model;
+    for another, its own objects, with the stage's label (and, for shadow, the shadow edits)."""
+    if objects.model_dir is None:
+        return {"resources": [f"kustomize/overlays/{stage}"]}
+    stage_label = f"kustomize/overlays/{stage}/stage-label.yaml"
+    if stage == "shadow":
+        return {
+            "nameSuffix": "-shadow",
+            "resources": [f"kustomize/{objects.model_dir}/inferenceservice", SHADOW_TRIGGER],
+            "transformers": [stage_label],
+        }
+    return {"resources": [f"kustomize/{objects.model_dir}"], "transformers": [stage_label]}
 
 
 def _kustomization(
-    model: str,
+    objects: ServedObjects,
     version: int,
     stage: Stage,
     image: str,
@@ -272,12 +334,13 @@ def _kustomization(
     provenance: str,
     canary_percent: int | None = None,
 ) -> str:
+    model = objects.model
     ref = model_ref(model, version)
     body: dict[str, Any] = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "namespace": namespace,
-        "resources": [f"kustomize/overlays/{stage}"],
+        **_resources(stage, objects),
         "images": [parse_image(image)],
         # Not on selectors: a selector that changes with every version orphans the old pods.
         "labels": [
@@ -286,14 +349,23 @@ def _kustomization(
                 "includeSelectors": False,
             }
         ],
-        "patches": _stage_patches(stage, ref, namespace, canary_percent),
+        "patches": _stage_patches(stage, ref, namespace, objects, canary_percent),
     }
     traffic = "" if canary_percent is None else f" ({canary_percent}% of traffic)"
-    apply_hint = (
-        "next to the running production overlay; delete it to end the shadow"
-        if stage == "shadow"
-        else "it replaces the namespace's current production or canary"
-    )
+    if objects.owns_the_namespace:
+        apply_hint = (
+            "next to the running production overlay; delete it to end the shadow"
+            if stage == "shadow"
+            else "it replaces the namespace's current production or canary"
+        )
+    else:
+        apply_hint = (
+            f"next to {model}'s running production stage; delete it to end the shadow"
+            if stage == "shadow"
+            else f"it replaces {model}'s own objects ({objects.service}, {objects.detector} "
+            "and their Triggers) and nothing else:\n# the namespace's shared objects and its "
+            "CDS binding come from the namespace's overlay (kustomize/overlays/all-models)"
+        )
     header = (
         f"{HEADER}: {ref} at stage {stage!r}{traffic} in namespace {namespace!r}.\n"
         f"# From hospital-mlops {provenance}. Apply with `kubectl apply -k <this dir>`, "
@@ -331,7 +403,7 @@ def render_overlay(
     earlier render in ``out_dir`` is replaced; anything else there is never overwritten.
     """
     _check_dns_label("model", model)
-    _check_rendered_model(model)
+    objects = _served_objects(model)
     _check_version(version)
     _check_stage(stage)
     _check_dns_label("namespace", namespace)
@@ -345,12 +417,20 @@ def render_overlay(
         )
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, source)
-    text = _kustomization(model, version, stage, image, namespace, _provenance(), canary_percent)
+    text = _kustomization(objects, version, stage, image, namespace, _provenance(), canary_percent)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     copy = out_dir / "kustomize"
     if copy.exists():
         shutil.rmtree(copy)
     shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    trigger = out_dir / SHADOW_TRIGGER
+    if stage == "shadow" and not objects.owns_the_namespace:
+        trigger.write_text(
+            f"{HEADER}: the Trigger feeding {objects.shadow_service} (overlays/shadow/trigger.yaml "
+            f"for {objects.service}).\n" + _dump(shadow_trigger(objects.service, BROKER))
+        )
+    elif trigger.exists():
+        trigger.unlink()  # an earlier render's, of another stage
     (out_dir / "kustomization.yaml").write_text(text)
     return out_dir

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from hospital_mlops.config_files import StrictModel, load_yaml_model
 from hospital_mlops.paths import config_path
+from hospital_mlops.use_case import UseCase, load_use_cases
 
 Role = Literal["clinical", "technical", "privacy", "compliance"]
 ROLES: tuple[Role, ...] = ("clinical", "technical", "privacy", "compliance")
@@ -75,3 +76,18 @@ def load_governance(path: Path | str | None = None) -> Governance:
         GovernanceError,
         "governance config",
     )
+
+
+def use_cases_by_model() -> dict[str, UseCase]:
+    """Every use case by its registry model name (the first's defaults to governance.yaml's
+    registered_model_name)."""
+    cases = load_use_cases()
+    first = next(iter(cases.values()))
+    named = {case.model_name: case for case in cases.values() if case.model_name}
+    named.setdefault(first.model_name or load_governance().registered_model_name, first)
+    return named
+
+
+def use_case_for_model(model: str) -> UseCase | None:
+    """The use case whose model the registry calls ``model``; None for a model of none."""
+    return use_cases_by_model().get(model)

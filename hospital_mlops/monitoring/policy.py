@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from hospital_mlops.config_files import StrictModel, load_yaml_model
+from hospital_mlops.config_files import StrictModel, load_yaml_model, validated_override
 from hospital_mlops.drift.alerts import check_tiers
 from hospital_mlops.drift.data_faults import FaultRules
 from hospital_mlops.paths import config_path
@@ -151,6 +151,23 @@ class MonitoringPolicy(StrictModel):
     retraining: RetrainingPolicy
     breakdowns: Breakdowns
     subgroup_calibration: SubgroupCalibrationPolicy
+    # Each further use case's differences from the policy above, by use case id (its outcome's
+    # horizon, its break-downs, ...): merged over it, the use case's own policy (for_use_case).
+    use_cases: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def for_use_case(self, use_case: str, source: Path | str = "") -> MonitoringPolicy:
+        """The policy a use case's models are monitored under: this one, with its differences
+        (``source``: the file they came from, for the error)."""
+        if use_case not in self.use_cases:
+            return self
+        return validated_override(
+            self.model_copy(update={"use_cases": {}}),
+            self.use_cases[use_case],
+            source or "(loaded)",
+            f"use_cases.{use_case}",
+            MonitoringPolicyError,
+            "monitoring policy",
+        )
 
     @model_validator(mode="after")
     def _every_kind_owned(self) -> MonitoringPolicy:
@@ -161,9 +178,27 @@ class MonitoringPolicy(StrictModel):
 
 
 def load_monitoring_policy(path: Path | str | None = None) -> MonitoringPolicy:
-    return load_yaml_model(
-        Path(path) if path else config_path("monitoring.yaml"),
-        MonitoringPolicy,
-        MonitoringPolicyError,
-        "monitoring policy",
-    )
+    """The policy file, each use case's differences checked at load: its id declared in
+    config/use_case.yaml, and the policy they make valid."""
+    from hospital_mlops.use_case import load_use_cases
+
+    where = Path(path) if path else config_path("monitoring.yaml")
+    policy = load_yaml_model(where, MonitoringPolicy, MonitoringPolicyError, "monitoring policy")
+    declared = load_use_cases()
+    for use_case in policy.use_cases:
+        if use_case not in declared:
+            raise MonitoringPolicyError(
+                f"monitoring policy {where} is invalid:\n  use_cases.{use_case}: no such use "
+                f"case in config/use_case.yaml ({', '.join(declared)})"
+            )
+    for case in declared.values():
+        horizon = policy.for_use_case(case.id, where).windows.outcome_horizon_days
+        if horizon < case.label.window_days:
+            key = f"use_cases.{case.id}.windows" if case.id in policy.use_cases else "windows"
+            raise MonitoringPolicyError(
+                f"monitoring policy {where} is invalid:\n  {key}.outcome_horizon_days: "
+                f"{horizon} is shorter than use case {case.id}'s label window "
+                f"({case.label.window_days} days): its outcomes would be judged before they "
+                "can be known"
+            )
+    return policy

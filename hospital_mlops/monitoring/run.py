@@ -162,6 +162,16 @@ def request_fields(model: str, ref: str) -> set[str]:
     return set(served_inputs(fs).inputs)
 
 
+def registered_use_case(model: str, ref: str) -> str:
+    """The use case a version was registered for (its registry tag; versions from before use
+    cases were named belong to the first)."""
+    from hospital_mlops.governance import registry
+    from hospital_mlops.use_case import load_use_case
+
+    version = registry.resolve(registry.client(), model, ref)
+    return load_use_case(use_case=str(version.tags.get("use_case") or "") or None).id
+
+
 def run_monitoring(
     model: str,
     ref: str,
@@ -169,7 +179,10 @@ def run_monitoring(
     log: PredictionLog,
     store: DriftStore,
 ) -> MonitoringRun:
+    """Monitor ``model``@``ref`` under ``policy`` as its use case declares it (its horizon,
+    break-downs and thresholds: ``policy.for_use_case``)."""
     baseline, version = baseline_from_registry(model, ref)
+    policy = policy.for_use_case(registered_use_case(model, str(version)))
     policy.breakdowns.check_fields(request_fields(model, str(version)), baseline.model)
     settings = CalibrationSettings.from_policy(policy, policy.subgroup_calibration.false_alarm_rate)
     frame = logged_predictions(log, model, version, policy.breakdowns.by)

@@ -227,3 +227,33 @@ def _the_admission_card_comes_from_this_predictor(port: int, version: int) -> No
         # the discharge hook is not this service's: a 400 naming the hook
         wrong = client.post(f"/cds-services/{admission['id']}", json=example_request())
         assert wrong.status_code == 400 and "encounter-start" in wrong.text
+
+
+def test_its_rollout_and_monitoring_are_its_own(post_acute_champion, tmp_path) -> None:
+    """Rollout is per model: a post-acute version's canary is rendered into its own objects
+    (never readmission's), and it is monitored under its use case's policy (its outcome is
+    known at discharge: a 14-day horizon, not 30)."""
+    import subprocess
+
+    import yaml
+
+    from hospital_mlops.monitoring.policy import load_monitoring_policy
+    from hospital_mlops.monitoring.run import registered_use_case
+    from hospital_mlops.rollout import gitops
+
+    version = post_acute_champion[1]
+    assert registered_use_case(MODEL, "champion") == USE_CASE
+    policy = load_monitoring_policy().for_use_case(registered_use_case(MODEL, str(version)))
+    assert policy.windows.outcome_horizon_days == load_use_case(use_case=USE_CASE).label.window_days
+
+    canary = gitops.change_for(gitops.Target("canary", version, None, 10), "silent")
+    written = gitops.write_change(tmp_path, MODEL, canary, apply=False, allow_unpinned_image=True)
+    assert written.patch_path == str(tmp_path / MODEL / "serving" / "kustomization.yaml")
+    built = subprocess.run(["kubectl", "kustomize", str(tmp_path / MODEL / "serving")],
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    docs = [d for d in yaml.safe_load_all(built) if d]
+    [isvc] = [d for d in docs if d["kind"] == "InferenceService"]
+    assert isvc["metadata"]["name"] == "post-acute"
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert f"{MODEL}@{version}" in isvc["spec"]["predictor"]["containers"][0]["args"]
+    assert not [d for d in docs if d["metadata"]["name"].startswith("readmission")]

@@ -221,12 +221,127 @@ def test_output_directory_is_never_clobbered(tmp_path: Path) -> None:
     assert not (deploy.kustomize_root() / "overlays" / "x").exists()
 
 
-def test_another_use_cases_model_is_never_rendered_into_the_readmission_objects(
-    tmp_path: Path,
+# ------------------------------------------------------------------ a further use case's model
+
+POST_ACUTE_MODEL = "post-acute-at-admission"
+POST_ACUTE = "post-acute"
+
+
+@pytest.fixture(scope="module")
+def post_acute(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    """The post-acute model's version 4 at every stage (canary at its second step)."""
+    root = tmp_path_factory.mktemp("post-acute")
+    return {
+        stage: build(
+            render_overlay(
+                POST_ACUTE_MODEL,
+                4,
+                stage,
+                root / stage,
+                image=IMAGE,
+                namespace=NAMESPACE,
+                canary_percent=50 if stage == "canary" else None,
+            )
+        )
+        for stage in deploy.STAGES
+    }
+
+
+@pytest.mark.parametrize("stage", deploy.STAGES)
+def test_a_further_use_cases_stage_holds_only_its_own_objects_pinned(
+    post_acute: dict[str, list[dict[str, Any]]], stage: str
 ) -> None:
-    """The overlays are readmission's stages by object name: rendering the post-acute model
-    would put it in the readmission InferenceService. Refused, naming where it is deployed."""
-    with pytest.raises(DeployRenderError, match="use-cases") as info:
-        render_overlay("post-acute-at-admission", 3, "canary", tmp_path / "out", image=IMAGE)
-    assert str(info.value).startswith("model ")
+    """Rollout is per model: its render pins its own objects and never touches readmission's
+    or the namespace's shared ones (the Broker, the CDS service, the policies)."""
+    docs = post_acute[stage]
+    validate_all(docs)
+    namespace = build(deploy.kustomize_root() / "overlays" / "production")  # without post-acute
+    readmission = {(d["kind"], d["metadata"]["name"]) for d in namespace}
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert names and not names & readmission
+    assert all(name.startswith(POST_ACUTE) for _, name in names), names
+    for c in _containers(docs):
+        model_args = [c["args"][i + 1] for i, a in enumerate(c["args"]) if a == "--model"]
+        assert model_args == [f"{POST_ACUTE_MODEL}@4"] and c["image"] == IMAGE
+    for doc in docs:
+        assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]
+        labels = doc["metadata"]["labels"]
+        assert labels[deploy.MODEL_LABEL] == POST_ACUTE_MODEL
+        assert labels[deploy.VERSION_LABEL] == "4"
+        if doc["kind"] != "InferenceService":  # KServe would copy it into the pods
+            assert labels["hospital-mlops/stage"] == stage
+
+
+def test_a_further_use_cases_canary_splits_its_own_traffic(
+    post_acute: dict[str, list[dict[str, Any]]],
+) -> None:
+    isvc = one(post_acute["canary"], "InferenceService", POST_ACUTE)
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 50
+    assert isvc["spec"]["explainer"]["canaryTrafficPercent"] == 50
+    assert isvc["spec"]["predictor"]["logger"]["url"] == deploy.logger_url(NAMESPACE)
+    args = isvc["spec"]["explainer"]["containers"][0]["args"]
+    assert args[args.index("--predictor_host") + 1] == f"{POST_ACUTE}-predictor.{NAMESPACE}"
+    production = one(post_acute["production"], "InferenceService", POST_ACUTE)
+    assert "canaryTrafficPercent" not in production["spec"]["predictor"]
+    detector = one(post_acute["production"], "Deployment", f"{POST_ACUTE}-drift-detector")
+    assert detector["spec"]["template"]["spec"]["containers"][0]["args"] == deploy.detector_args(
+        f"{POST_ACUTE_MODEL}@4"
+    )
+
+
+def test_a_further_use_cases_shadow_is_readmissions_shadow_for_its_model(
+    post_acute: dict[str, list[dict[str, Any]]], rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    """The same shadow edits as overlays/shadow (no explainer, no logger, cluster-local, the
+    shadow prediction log, a reply type no Trigger takes), its own names and CloudEvent source."""
+    docs = post_acute["shadow"]
+    assert sorted(d["kind"] for d in docs) == ["InferenceService", "Trigger"]
+    shadow = one(docs, "InferenceService", f"{POST_ACUTE}-shadow")
+    theirs = one(rendered["shadow"], "InferenceService", deploy.SHADOW_SERVICE)
+    assert "explainer" not in shadow["spec"] and "logger" not in shadow["spec"]["predictor"]
+    env = {e["name"]: e for e in shadow["spec"]["predictor"]["containers"][0]["env"]}
+    their_env = {e["name"]: e for e in theirs["spec"]["predictor"]["containers"][0]["env"]}
+    assert env.pop("CE_SOURCE")["value"] == f"hospital-mlops/{POST_ACUTE}-shadow"
+    assert their_env.pop("CE_SOURCE")["value"] == f"hospital-mlops/{deploy.SHADOW_SERVICE}"
+    assert env == their_env
+    assert shadow["metadata"]["labels"]["networking.kserve.io/visibility"] == "cluster-local"
+    [trigger] = of_kind(docs, "Trigger")
+    assert trigger["metadata"]["name"] == f"{POST_ACUTE}-requests-shadow"
+    assert trigger["spec"]["filter"]["attributes"]["inferenceservicename"] == POST_ACUTE
+    assert trigger["spec"]["subscriber"]["ref"]["name"] == f"{POST_ACUTE}-shadow-predictor"
+    assert trigger["spec"]["subscriber"]["uri"] == f"/v1/models/{POST_ACUTE}:predict"
+
+
+def test_the_generated_shadow_trigger_is_the_shadow_overlays_own() -> None:
+    """A further use case's shadow Trigger is generated; for readmission it must equal the
+    overlay's hand-written one, so the two cannot drift apart."""
+    from hospital_mlops.deploy.served_objects import shadow_trigger
+
+    written = yaml.safe_load(
+        (deploy.kustomize_root() / "overlays" / "shadow" / "trigger.yaml").read_text()
+    )
+    assert shadow_trigger(deploy.SERVICE, deploy.BROKER) == written
+
+
+def test_a_re_render_of_another_stage_leaves_no_shadow_trigger_behind(tmp_path: Path) -> None:
+    out = render_overlay(POST_ACUTE_MODEL, 4, "shadow", tmp_path / "o", image=IMAGE)
+    assert (out / deploy.SHADOW_TRIGGER).is_file()
+    render_overlay(POST_ACUTE_MODEL, 5, "production", out, image=IMAGE)
+    assert not (out / deploy.SHADOW_TRIGGER).exists()
+    assert {d["kind"] for d in build(out)} >= {"InferenceService", "Deployment"}
+
+
+def test_a_model_of_no_use_case_or_without_its_own_objects_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(DeployRenderError, match=r"^model 'nobody': no use case .* registers it"):
+        render_overlay("nobody", 3, "canary", tmp_path / "out", image=IMAGE)
+    # a use case whose kustomize directory is missing: named, not rendered into readmission's
+    copy = tmp_path / "kustomize"
+    shutil.copytree(deploy.kustomize_root(), copy)
+    shutil.rmtree(copy / "use-cases" / POST_ACUTE / "model")
+    monkeypatch.setattr(deploy, "kustomize_root", lambda: copy)
+    with pytest.raises(DeployRenderError, match="use-cases/post-acute/model") as info:
+        render_overlay(POST_ACUTE_MODEL, 3, "canary", tmp_path / "out", image=IMAGE)
+    assert "post_acute_at_admission" in str(info.value)
     assert not (tmp_path / "out").exists()

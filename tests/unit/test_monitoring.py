@@ -360,6 +360,25 @@ def test_the_bundled_policy_gives_every_kind_of_alert_an_owner() -> None:
         (("observed_to_expected: [0.8, 1.25]", "observed_to_expected: [1.2, 0.8]"), "0 < low"),
         (("  min_outcomes: 100", "  min_outcomes: 3"), "windows.min_outcomes"),
         (("  seed: 0\n", "  seed: 0\n  sead: 1\n"), "bootstrap.sead"),
+        # a use case's differences: its id declared, its merged policy valid, its horizon long
+        # enough for its label
+        (
+            ("  post_acute_at_admission:\n", "  post_acute_at_discharge:\n"),
+            r"use_cases\.post_acute_at_discharge: no such use case",
+        ),
+        (
+            ("      outcome_horizon_days: 14", "      outcome_horizon_days: 0"),
+            r"use_cases\.post_acute_at_admission.*windows\.outcome_horizon_days",
+        ),
+        (
+            ("      outcome_horizon_days: 14", "      outcome_horizon_days: 7"),
+            r"use_cases\.post_acute_at_admission\.windows\.outcome_horizon_days: 7 is shorter than "
+            r"use case post_acute_at_admission's label window \(14 days\)",
+        ),
+        (
+            ("  outcome_horizon_days: 30 ", "  outcome_horizon_days: 20 "),
+            r"windows\.outcome_horizon_days: 20 is shorter than use case readmission_30d",
+        ),
     ],
 )
 def test_a_malformed_policy_fails_naming_the_path(tmp_path, edit, message) -> None:
@@ -369,6 +388,18 @@ def test_a_malformed_policy_fails_naming_the_path(tmp_path, edit, message) -> No
     bad.write_text(text.replace(edit[0], edit[1]))
     with pytest.raises(MonitoringPolicyError, match=message):
         load_monitoring_policy(bad)
+
+
+def test_each_use_case_is_monitored_under_its_own_policy() -> None:
+    """The admission model's outcome is known at discharge, not 30 days after it: its own
+    horizon, everything else the policy's."""
+    own = POLICY.for_use_case("post_acute_at_admission")
+    assert (POLICY.windows.outcome_horizon_days, own.windows.outcome_horizon_days) == (30, 14)
+    assert own.model_dump(exclude={"windows", "use_cases"}) == POLICY.model_dump(
+        exclude={"windows", "use_cases"}
+    )
+    assert own.windows.length_hours == POLICY.windows.length_hours
+    assert POLICY.for_use_case("readmission_30d") is POLICY  # the first has no differences
 
 
 # --- outcomes -------------------------------------------------------------------------------------
