@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
 
 from hospital_mlops.deploy.served_objects import (
+    BoundUseCase,
     ServedObjects,
     UnknownDeployedModel,
+    bound_use_cases,
     served_objects,
     shadow_trigger,
 )
@@ -54,6 +57,8 @@ SHADOW_SERVICE = f"{SERVICE}-shadow"
 DETECTOR = "readmission-drift-detector"
 CDS = "readmission-cds"
 BROKER = "hmlops-inference-events"
+CDS_ACCOUNT = "cds-hooks"
+PREDICTOR_CALLERS = "predictor-callers"  # kustomize/mesh's AuthorizationPolicy
 PORT = 8080
 
 HEADER = "# Rendered by `hmlops deploy render`"
@@ -109,9 +114,22 @@ def detector_args(ref: str) -> list[str]:
     return ["serve-one", "detector", "--model", ref, "--port", str(PORT), "--bind", "0.0.0.0"]
 
 
-def cds_args(namespace: str) -> list[str]:
+def cds_args(namespace: str, bound: Sequence[BoundUseCase] = ()) -> list[str]:
+    """The CDS service's command: the first use case's predictor, then each further use case's
+    (``--use-case-predictor ID=URL``, as its Component appends it), all in ``namespace``."""
     url = f"http://{predictor_host(SERVICE, namespace)}"
-    return ["cds", "serve", "--port", str(PORT), "--bind", "0.0.0.0", "--predictor-url", url]
+    args = ["cds", "serve", "--port", str(PORT), "--bind", "0.0.0.0", "--predictor-url", url]
+    for case in bound:
+        host = predictor_host(case.service, namespace)
+        args += ["--use-case-predictor", f"{case.use_case}=http://{host}"]
+    return args
+
+
+def predictor_callers(namespace: str, bound: Sequence[BoundUseCase] = ()) -> list[str]:
+    """The mesh identities allowed to call the predictors (kustomize/mesh's predictor-callers,
+    plus each bound use case's explainer as its Component appends it), in ``namespace``."""
+    accounts = [CDS_ACCOUNT, f"{SERVICE}-explainer", *(f"{c.service}-explainer" for c in bound)]
+    return [f"cluster.local/ns/{namespace}/sa/{account}" for account in accounts]
 
 
 def predictor_host(service: str, namespace: str) -> str:
@@ -242,6 +260,7 @@ def _stage_patches(
     namespace: str,
     objects: ServedObjects,
     canary_percent: int | None = None,
+    bound: Sequence[BoundUseCase] = (),
 ) -> list[dict[str, Any]]:
     isvc = {"group": "serving.kserve.io", "version": "v1beta1", "kind": "InferenceService"}
     if stage == "shadow":
@@ -304,17 +323,34 @@ def _stage_patches(
         patches.append(
             _patch(
                 {**detector, "name": CDS},
-                {"/spec/template/spec/containers/0/args": cds_args(namespace)},
+                {"/spec/template/spec/containers/0/args": cds_args(namespace, bound)},
             )
         )
+        # The mesh names its callers by identity, which carries the namespace.
+        patches.append(
+            _patch(
+                {"group": "security.istio.io", "version": "v1", "kind": "AuthorizationPolicy",
+                 "name": PREDICTOR_CALLERS},
+                {"/spec/rules/0/from/0/source/principals": predictor_callers(namespace, bound)},
+            )
+        )  # fmt: skip
     return patches
 
 
-def _resources(stage: Stage, objects: ServedObjects) -> dict[str, Any]:
-    """What a render builds on: the namespace's stage overlay for the first use case's model;
-    for another, its own objects, with the stage's label (and, for shadow, the shadow edits)."""
+def _resources(
+    stage: Stage, objects: ServedObjects, bound: Sequence[BoundUseCase]
+) -> dict[str, Any]:
+    """What a render builds on: the namespace's stage overlay for the first use case's model,
+    with every further use case's bindings (its CDS service entry, its mesh caller) when the
+    stage holds the namespace's shared objects; for another model, its own objects, with the
+    stage's label (and, for shadow, the shadow edits)."""
     if objects.model_dir is None:
-        return {"resources": [f"kustomize/overlays/{stage}"]}
+        if stage == "shadow" or not bound:
+            return {"resources": [f"kustomize/overlays/{stage}"]}
+        return {
+            "resources": [f"kustomize/overlays/{stage}"],
+            "components": [f"kustomize/{case.bindings_dir}" for case in bound],
+        }
     stage_label = f"kustomize/overlays/{stage}/stage-label.yaml"
     if stage == "shadow":
         return {
@@ -333,6 +369,7 @@ def _kustomization(
     namespace: str,
     provenance: str,
     canary_percent: int | None = None,
+    bound: Sequence[BoundUseCase] = (),
 ) -> str:
     model = objects.model
     ref = model_ref(model, version)
@@ -340,7 +377,7 @@ def _kustomization(
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "namespace": namespace,
-        **_resources(stage, objects),
+        **_resources(stage, objects, bound),
         "images": [parse_image(image)],
         # Not on selectors: a selector that changes with every version orphans the old pods.
         "labels": [
@@ -349,7 +386,7 @@ def _kustomization(
                 "includeSelectors": False,
             }
         ],
-        "patches": _stage_patches(stage, ref, namespace, objects, canary_percent),
+        "patches": _stage_patches(stage, ref, namespace, objects, canary_percent, bound),
     }
     traffic = "" if canary_percent is None else f" ({canary_percent}% of traffic)"
     if objects.owns_the_namespace:
@@ -417,7 +454,10 @@ def render_overlay(
         )
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, source)
-    text = _kustomization(objects, version, stage, image, namespace, _provenance(), canary_percent)
+    bound = bound_use_cases(source) if objects.owns_the_namespace else []
+    text = _kustomization(
+        objects, version, stage, image, namespace, _provenance(), canary_percent, bound
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     copy = out_dir / "kustomize"

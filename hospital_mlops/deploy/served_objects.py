@@ -69,6 +69,33 @@ def served_objects(model: str, kustomize_root: Path, *, first_service: str) -> S
     return ServedObjects(model, case.id, service, detector_name(service), model_dir)
 
 
+@dataclass(frozen=True)
+class BoundUseCase:
+    """A further use case the namespace serves: its id (the CDS service's key) and served name."""
+
+    use_case: str
+    service: str
+
+    @property
+    def bindings_dir(self) -> str:
+        """Its Component of patches into the namespace's shared objects."""
+        return f"{USE_CASES_DIR}/{self.service}"
+
+
+def bound_use_cases(kustomize_root: Path) -> list[BoundUseCase]:
+    """Every further use case (config/use_case.yaml order) with a kustomize directory of its
+    own: the hospital's declaration that the namespace serves it."""
+    from hospital_mlops.use_case import load_use_cases
+
+    further = list(load_use_cases().values())[1:]
+    return [
+        BoundUseCase(case.id, case.served_as)
+        for case in further
+        if (kustomize_root / USE_CASES_DIR / case.served_as / "kustomization.yaml").is_file()
+        and (kustomize_root / USE_CASES_DIR / case.served_as / "model").is_dir()
+    ]
+
+
 def deployed_use_case_services(kustomize_root: Path) -> list[str]:
     """Every further use case's served name that has a kustomize directory of its own."""
     base = kustomize_root / USE_CASES_DIR

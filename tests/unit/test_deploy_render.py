@@ -84,6 +84,28 @@ def test_namespace_reaches_the_strings_that_embed_it(
     )
 
 
+@pytest.mark.parametrize("stage", ["production", "canary"])
+def test_the_namespace_stage_binds_every_further_use_case_in_its_namespace(
+    rendered: dict[str, list[dict[str, Any]]], stage: str
+) -> None:
+    """A namespace run from rendered directories (readmission's stage plus each further model's
+    own) still has the CDS service serve every use case's hook and the mesh let each explainer
+    call its predictor: in the render's namespace, not the base's."""
+    docs = rendered[stage]
+    args = one(docs, "Deployment", deploy.CDS)["spec"]["template"]["spec"]["containers"][0]["args"]
+    bound = args[args.index("--use-case-predictor") + 1]
+    assert bound == f"post_acute_at_admission=http://post-acute-predictor.{NAMESPACE}"
+    assert args.count("--use-case-predictor") == 1  # the Component's append, replaced whole
+    callers = one(docs, "AuthorizationPolicy", deploy.PREDICTOR_CALLERS)
+    principals = callers["spec"]["rules"][0]["from"][0]["source"]["principals"]
+    assert principals == [
+        f"cluster.local/ns/{NAMESPACE}/sa/{account}"
+        for account in ("cds-hooks", "readmission-explainer", "post-acute-explainer")
+    ]
+    # its bindings only: the post-acute model's own objects come from its own render
+    assert not [d for d in docs if d["metadata"]["name"].startswith("post-acute")]
+
+
 def test_labels_never_reach_selectors(rendered: dict[str, list[dict[str, Any]]]) -> None:
     """A selector that changed with every version would orphan the running pods."""
     docs = rendered["production"]

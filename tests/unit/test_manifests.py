@@ -32,7 +32,7 @@ import yaml
 
 from hospital_mlops.deploy import overlay as deploy
 from hospital_mlops.deploy.manifest_pods import kserve_explainer_args  # KServe's edits
-from hospital_mlops.deploy.served_objects import deployed_use_case_services
+from hospital_mlops.deploy.served_objects import bound_use_cases, deployed_use_case_services
 from hospital_mlops.drift.inference_events import REQUEST_TYPE, RESPONSE_TYPE, binary_headers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -673,11 +673,19 @@ def test_commands_are_the_ones_the_renderer_writes(name: str, ref: str) -> None:
     host = deploy.predictor_host(deploy.SERVICE, NAMESPACE)
     assert args["readmission-explainer"] == deploy.explainer_args(model_ref, host)
     assert args[deploy.DETECTOR] == deploy.detector_args("readmission-30d@champion")
+    callers = one(built(name), "AuthorizationPolicy", deploy.PREDICTOR_CALLERS)
+    principals = callers["spec"]["rules"][0]["from"][0]["source"]["principals"]
     if name != "all-models":
         assert args[deploy.CDS] == deploy.cds_args(NAMESPACE)
+        assert principals == deploy.predictor_callers(NAMESPACE)
     else:
-        # the component appends the post-acute binding to the renderer's cds_args()
+        # the component appends the post-acute binding, as the renderer's cds_args() writes it
+        # for every bound use case
+        bound = bound_use_cases(KUSTOMIZE)
+        assert [b.use_case for b in bound] == [POST_ACUTE_USE_CASE]
         assert args[deploy.CDS] == deploy.cds_args(NAMESPACE) + POST_ACUTE_BINDING
+        assert args[deploy.CDS] == deploy.cds_args(NAMESPACE, bound)
+        assert principals == deploy.predictor_callers(NAMESPACE, bound)
         post_acute = f"{POST_ACUTE_MODEL}@champion"
         assert args[f"{POST_ACUTE}-predictor"] == deploy.predictor_args(post_acute)
         post_acute_host = deploy.predictor_host(POST_ACUTE, NAMESPACE)
