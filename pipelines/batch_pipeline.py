@@ -29,7 +29,7 @@ def make_batch_pipeline(image: str = DEFAULT_IMAGE) -> Any:
         ),
     )
     def batch_pipeline(
-        model: str = "post-acute-at-admission",
+        model: str,  # a registered model whose primary threshold is a capacity
         ref: str = "champion",
         store_root: str = STORE_MOUNT,
         census_size: int = 0,

@@ -23,8 +23,14 @@ PHI_LABEL = "hospital-mlops.io/phi"
 
 
 def make_pipeline(image: str = DEFAULT_IMAGE) -> Any:
+    from hospital_mlops.use_case import load_use_case
+
     ops = build(image)
     model_ops = model_components.build(image)
+    # the parameters' defaults, from the configuration: the first use case's first source and
+    # its catalog purpose (a run submits its own; `hmlops pipeline submit` always does)
+    first = load_use_case()
+    default_source, default_use = next(iter(first.sources)), first.purpose or ""
 
     def _cluster_wiring(task: Any, phi: bool) -> Any:
         kubernetes.mount_pvc(task, pvc_name=STORE_PVC, mount_path=STORE_MOUNT)
@@ -40,8 +46,8 @@ def make_pipeline(image: str = DEFAULT_IMAGE) -> Any:
     )
     def data_pipeline(
         run_id: str,
-        source: str = "diabetes130",
-        use: str = "readmission_risk_model",
+        source: str = default_source,
+        use: str = default_use,
         extract: str = "",
         store_root: str = STORE_MOUNT,
         catalog_path: str = "",

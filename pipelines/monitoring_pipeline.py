@@ -24,7 +24,10 @@ SECRETS = (
 
 
 def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Any:
+    from hospital_mlops.governance.config import first_model_name
+
     ops = monitoring_components.build(image)
+    first_model = first_model_name()  # the model parameter's default, from the configuration
 
     def _wired(task: Any, store: bool = False) -> Any:
         if store:
@@ -48,10 +51,11 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Any:
     )
     def monitoring_pipeline(
         run_id: str,
-        model: str = "readmission-30d",
+        model: str = first_model,
         ref: str = "champion",
-        source: str = "diabetes130",
-        use: str = "readmission_risk_model",
+        # "": the champion's own (its feature set's source; its use case's catalog purpose)
+        source: str = "",
+        use: str = "",
         store_root: str = STORE_MOUNT,
         catalog_path: str = "",
         policy_path: str = "",

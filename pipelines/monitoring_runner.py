@@ -105,14 +105,16 @@ def compile_monitoring(out: Path, image: str | None = None) -> Path:
 def run_monitoring_locally(
     *,
     out: Path,
-    model: str = "readmission-30d",
+    model: str | None = None,
     ref: str = "champion",
-    source: str = "diabetes130",
+    source: str = "",
     store_root: Path | None = None,
     policy_path: Path | None = None,
     protocol_change: str = "",
 ) -> dict[str, Any]:
-    """One monitoring run through kfp.local; returns what each step produced."""
+    """One monitoring run through kfp.local; returns what each step produced. ``model``: the
+    first use case's by default; ``source``: the champion's own by default."""
+    from hospital_mlops.governance.config import first_model_name
     from pipelines.monitoring_pipeline import make_monitoring_pipeline
     from pipelines.runner import local_subprocess_root, stdout_to_stderr
 
@@ -120,7 +122,7 @@ def run_monitoring_locally(
     with stdout_to_stderr():
         make_monitoring_pipeline()(
             run_id=run_id,
-            model=model,
+            model=model or first_model_name(),
             ref=ref,
             source=source,
             store_root=str((store_root or out).resolve()),

@@ -59,8 +59,7 @@ from hospital_mlops.ehr.cds_request import (
 )
 from hospital_mlops.ehr.fhir_client import fetch_missing
 from hospital_mlops.ehr.fhir_mapping import FhirMapping
-from hospital_mlops.ehr.fhir_readers import Reader
-from hospital_mlops.ehr.fhir_readmission_inputs import model_inputs
+from hospital_mlops.ehr.fhir_readers import Reader, reader_for
 from hospital_mlops.ehr.fhir_record import FhirInputError, gather
 from hospital_mlops.inference.fallback import FallbackPolicy
 from hospital_mlops.inference.prediction_log import PredictionLog, PredictionNotFound
@@ -102,7 +101,8 @@ class CdsService:
     predictor: PredictorClient
     prediction_log: PredictionLog
     keyring: HmacKeyring
-    model: str = "readmission-30d"
+    # the first use case's registered model (None: config/use_case.yaml's first)
+    model: str | None = None
     calibration: dict[str, CalibrationTable | None] = field(default_factory=dict)
     # None only when started with --insecure-no-auth (a local trial): no call is authenticated
     clients: Mapping[str, TrustedClient] | None = None
@@ -133,7 +133,14 @@ class CdsService:
 
     def __post_init__(self) -> None:
         self._token = token_function(self.keyring.current, ENCOUNTER_TOKEN)
-        self._default = ModelBinding(self.predictor, self.model, model_inputs, self.fallback)
+        from hospital_mlops.features import primary_feature_set
+        from hospital_mlops.governance.config import first_model_name
+        from hospital_mlops.use_case import load_use_case
+
+        if self.model is None:
+            self.model = first_model_name()
+        reader = reader_for(primary_feature_set(load_use_case()).name)
+        self._default = ModelBinding(self.predictor, self.model, reader, self.fallback)
         self._cached = {
             b.model: cache_from_log(self.prediction_log, b.model)
             for b in (self._default, *self.bindings.values())
@@ -161,7 +168,7 @@ class CdsService:
         """The encounter's last score by ``model`` (default: the first use case's). During a
         key rotation, before the prediction log is rekeyed, its earlier scores sit under the
         previous keys' tokens: those are read too."""
-        model = model or self.model
+        model = model or self._default.model
         if not self.keyring.previous:
             return self._cached[model]
         earlier = earlier_tokens(self.keyring.previous, ENCOUNTER_TOKEN, encounter_id)
@@ -406,7 +413,7 @@ def bind_use_case(use_case_id: str, predictor_url: str, timeout: float) -> Model
 
 def build_service(
     predictor_url: str,
-    model: str = "readmission-30d",
+    model: str | None = None,
     *,
     insecure_no_auth: bool = False,
     use_case_predictors: Mapping[str, str] | None = None,
@@ -420,8 +427,10 @@ def build_service(
     from hospital_mlops.ehr.cds_config import load_cds_config
     from hospital_mlops.ehr.fhir_mapping import load_fhir_mapping
     from hospital_mlops.inference.fallback import load_fallback_policy
+    from hospital_mlops.use_case import load_use_case
 
     host = _host(predictor_url, "--predictor-url")
+    first = load_use_case()
     config = load_cds_config()
     fallback = load_fallback_policy()
     urls = dict(use_case_predictors or {})
@@ -450,7 +459,7 @@ def build_service(
         config=config,
         mapping=load_fhir_mapping(),
         fallback=fallback,
-        predictor=PredictorClient(host, "readmission", config.timeouts.predictor_seconds),
+        predictor=PredictorClient(host, first.served_as, config.timeouts.predictor_seconds),
         prediction_log=PredictionLog(),
         keyring=load_hmac_keyring(),
         model=model,

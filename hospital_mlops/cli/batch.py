@@ -30,8 +30,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     psched.add_argument(
         "--file",
         type=Path,
-        default=Path("manifests/kfp/post-acute-worklist-recurring-run.yaml"),
-        help="the recurring run's description",
+        required=True,
+        help="the recurring run's description (manifests/kfp/<model>-worklist-recurring-run.yaml)",
     )
 
 

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hospital_mlops.cli.defaults import SOURCE_HELP
+
 DEFAULT_STORE = Path("out/demo")
 
 
@@ -20,7 +22,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cross = ksub.add_parser(
         "crosswalk", help="old → new token pairs, built from the ingest layer's raw snapshots"
     )
-    cross.add_argument("--source", default="diabetes130")
+    cross.add_argument("--source", help=SOURCE_HELP)
+    cross.set_defaults(source_default=True)
     cross.add_argument("--out", type=Path, default=DEFAULT_STORE, help="the store directory")
     cross.add_argument("--from-key-id", help="the previous key (default: the only one)")
     cross.add_argument("--json", action="store_true")

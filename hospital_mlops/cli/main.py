@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from hospital_mlops.cli import access as cli_access
 from hospital_mlops.cli import batch as cli_batch
 from hospital_mlops.cli import cds as cli_cds
 from hospital_mlops.cli import data as cli_data
+from hospital_mlops.cli import defaults as cli_defaults
 from hospital_mlops.cli import demo as cli_demo
 from hospital_mlops.cli import governance as cli_governance
 from hospital_mlops.cli import keys as cli_keys
@@ -90,9 +92,20 @@ def _loaded(table: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[type[BaseEx
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Resolves the defaults read from the configuration (cli/defaults.py) after parsing, so
+    every caller of ``build_parser().parse_args`` gets the same arguments ``main`` does."""
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed = super().parse_args(args, namespace)
+        cli_defaults.fill(parsed)
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hmlops", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="hmlops", description=__doc__)
+    # the commands are plain parsers: only the top one resolves the defaults, once
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=argparse.ArgumentParser)
     # in this order: it is the order ``hmlops --help`` lists the commands in
     cli_demo.add_parsers(sub)
     cli_pipeline.add_parsers(sub)
@@ -127,8 +140,9 @@ def run_captured(argv: Sequence[str]) -> tuple[int, str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     telemetry_off()  # before any command imports MLflow or Great Expectations
-    args = build_parser().parse_args(argv)
     try:
+        # inside: a default read from a broken configuration is one clear line too
+        args = build_parser().parse_args(argv)
         return _dispatch(args)
     except Exception as exc:
         if isinstance(exc, (UsageError, *_loaded(USAGE_ERRORS))):

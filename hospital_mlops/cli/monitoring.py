@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hospital_mlops.cli.defaults import MODEL_HELP
+
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mon = sub.add_parser("monitor", help="monitoring: join outcomes, compute windows and alerts")
@@ -31,11 +33,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     api.add_argument("--port", type=int, default=8090)
     api.add_argument("--bind", default="127.0.0.1", help="0.0.0.0 inside a pod")
     rep = msub.add_parser("report", help="the monitoring run as self-contained HTML")
-    rep.add_argument("--model", default="readmission-30d@champion", help="NAME@ALIAS or NAME@N")
+    rep.add_argument("--model", help=MODEL_HELP)
+    rep.set_defaults(model_default="ref")
     rep.add_argument("--policy", type=Path, help="default: config/monitoring.yaml")
     rep.add_argument("--out", type=Path, default=Path("out/monitoring_report.html"))
     run = msub.add_parser("run", help="per-window metrics against the baseline, and alerts")
-    run.add_argument("--model", default="readmission-30d@champion", help="NAME@ALIAS or NAME@N")
+    run.add_argument("--model", help=MODEL_HELP)
+    run.set_defaults(model_default="ref")
     run.add_argument("--policy", type=Path, help="default: config/monitoring.yaml")
     run.add_argument("--out", type=Path, help="also write the run as JSON here")
     run.add_argument(
@@ -47,14 +51,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "compare", help="a challenger against the champion on the recent window's outcomes"
     )
     cmp.add_argument("--challenger", type=int, required=True, help="the challenger's version")
-    cmp.add_argument("--model", default="readmission-30d@champion", help="NAME@ALIAS or NAME@N")
+    cmp.add_argument("--model", help=MODEL_HELP)
+    cmp.set_defaults(model_default="ref")
     cmp.add_argument("--policy", type=Path, help="default: config/monitoring.yaml")
     cmp.add_argument("--until", help="end of the window (ISO 8601 with offset; default now)")
     cmp.add_argument("--json", action="store_true")
     pipe = msub.add_parser("pipeline", help="the monitoring KFP pipeline")
     psub = pipe.add_subparsers(dest="pipeline_action", required=True)
     prun = psub.add_parser("run", help="run it locally with kfp.local")
-    prun.add_argument("--model", default="readmission-30d@champion", help="NAME@ALIAS or NAME@N")
+    prun.add_argument("--model", help=MODEL_HELP)
+    prun.set_defaults(model_default="ref")
     prun.add_argument("--out", type=Path, default=Path("out/monitoring"))
     prun.add_argument(
         "--store", type=Path, help="the feature store to retrain from (default: --out)"

@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hospital_mlops.cli.defaults import SOURCE_HELP
 from hospital_mlops.cli.exit_codes import EXIT_GATE_FAILED
 from hospital_mlops.use_case import purpose_of
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", default="diabetes130", help="catalogued source name")
+    p.add_argument("--source", help=SOURCE_HELP)
+    p.set_defaults(source_default=True)
     p.add_argument(
         "--use", help="purpose (catalog `uses`; default: the use case's declared purpose)"
     )
@@ -48,7 +50,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     comp.add_argument("--image", help="pipeline image (default: components.DEFAULT_IMAGE)")
     submit = psub.add_parser("submit", help="submit to a Kubeflow Pipelines host")
     submit.add_argument("--host", required=True)
-    submit.add_argument("--source", default="diabetes130")
+    submit.add_argument("--source", help=SOURCE_HELP)
+    submit.set_defaults(source_default=True)
     submit.add_argument("--use", help="purpose (default: the use case's declared purpose)")
     submit.add_argument("--use-case", help="use case id from config/use_case.yaml")
     submit.add_argument("--input", default="", help="extract path as seen by the pods")

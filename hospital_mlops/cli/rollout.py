@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MODEL = "readmission-30d"
+from hospital_mlops.cli.defaults import MODEL_NAME_HELP
 
 
 def _common(p: argparse.ArgumentParser, *, acting: bool) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help="registered model name")
+    p.add_argument("--model", help=MODEL_NAME_HELP)
+    p.set_defaults(model_default="name")
     p.add_argument("--version", type=int, required=True, help="the candidate's registry version")
     p.add_argument("--policy", type=Path, help="default: config/rollout.yaml")
     p.add_argument("--monitoring-policy", type=Path, help="default: config/monitoring.yaml")
@@ -72,7 +73,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _common(back, acting=True)
     back.add_argument("--reason", required=True, help="why, for the audit log (no patient data)")
     st = rsub.add_parser("status", help="the model's rollout state and last decision")
-    st.add_argument("--model", default=DEFAULT_MODEL)
+    st.add_argument("--model", help=MODEL_NAME_HELP)
+    st.set_defaults(model_default="name")
     st.add_argument("--policy", type=Path)
     st.add_argument("--json", action="store_true")
     au = rsub.add_parser("audit", help="verify the audit log's hash chain and print it")

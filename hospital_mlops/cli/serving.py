@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hospital_mlops import artifacts
+from hospital_mlops.cli.defaults import MODEL_HELP
 from hospital_mlops.cli.ports import check_port
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     srv = sub.add_parser(
         "serve", help="serve a registered model on 127.0.0.1: predictor, explainer, drift detector"
     )
-    srv.add_argument("--model", default="readmission-30d@champion", help="NAME@ALIAS or NAME@N")
+    srv.add_argument("--model", help=MODEL_HELP)
+    srv.set_defaults(model_default="ref")
     srv.add_argument(
         "--port-base", type=int, default=8080, help="predictor on P, explainer P+1, detector P+2"
     )
@@ -39,7 +41,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     one = sub.add_parser("serve-one", help="run one serving component (a container's command)")
     one.add_argument("component", choices=["predictor", "explainer", "detector"])
-    one.add_argument("--model", default="readmission-30d@champion", help="NAME@ALIAS or NAME@N")
+    one.add_argument("--model", help=MODEL_HELP)
+    one.set_defaults(model_default="ref")
     # KServe appends --http_port, --model_name and --predictor_host to a custom explainer's
     # arguments (and --workers in some modes): accept its spellings as aliases.
     one.add_argument("--port", "--http_port", dest="port", type=int, default=8080)
@@ -51,7 +54,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         dest="predictor_host",
         help="explainer: HOST[:PORT] of the predictor",
     )
-    one.add_argument("--model_name", default="readmission", help="the served model's name")
+    one.add_argument(
+        "--model_name", help="explainer: the served model's name (default: its use case's)"
+    )
     one.add_argument("--workers", type=int, default=1, help="accepted for KServe; one worker")
     one.add_argument("--sink", help="detector: post drift-result CloudEvents here")
     one.add_argument(
@@ -192,11 +197,15 @@ def serve_one(args: argparse.Namespace) -> int:
     if args.component == "explainer":
         if not args.predictor_host:
             raise ServeUsageError("the explainer needs --predictor-host HOST[:PORT]")
+        from hospital_mlops.inference.served_model import served_name_of
         from serving.explainer import ExplainerNotReady, serve_explainer
 
+        # KServe appends --model_name (the InferenceService's name); run by hand, the served
+        # name of --model's use case
+        model_name = args.model_name or served_name_of(*parse_model(args.model))
         try:
             serve_explainer(
-                args.predictor_host, args.port, bind_loopback=loopback, model_name=args.model_name
+                args.predictor_host, args.port, bind_loopback=loopback, model_name=model_name
             )
         except ExplainerNotReady as exc:
             print(f"hmlops: refused: {exc}", file=sys.stderr)

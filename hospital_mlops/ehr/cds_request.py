@@ -32,10 +32,15 @@ PATIENT_TEMPLATES = {
     for key, template in ENCOUNTER_TEMPLATES.items()
     if key != "encounter"
 }
-# at admission only what is known then is read: the patient, the encounter, earlier encounters
+# at admission only what is known then is read: the patient, the encounter, earlier encounters,
+# and the patient's active coverage (the payer)
 ADMISSION_TEMPLATES = {
-    key: ENCOUNTER_TEMPLATES[key] for key in ("patient", "encounter", "priorEncounters")
+    **{key: ENCOUNTER_TEMPLATES[key] for key in ("patient", "encounter", "priorEncounters")},
+    "coverage": "Coverage?patient={{context.patientId}}&status=active",
 }
+# Keys an optional input is read from: absent with no fhirServer to ask, the input is reported
+# missing and the call is answered, rather than refused with 412.
+OPTIONAL_PREFETCH = frozenset({"coverage"})
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR's id datatype
 
 

@@ -1,6 +1,8 @@
 """The model's inputs known at admission, read from a FHIR record: demographics (age band at
 the encounter's start, gender, race with US Core's OMB categories), the admission's type and
-source, and the prior encounters by kind within the mapping's lookback.
+source, the prior encounters by kind within the mapping's lookback, and (the admission model's
+optional inputs) the payer from the patient's active Coverage and the admitting service from
+the encounter's serviceType.
 
 The readmission model reads these as part of its inputs (``fhir_readmission_inputs``); the
 post-acute model, predicted at admission, reads only these (``admission_model_inputs``): one
@@ -111,12 +113,44 @@ def read_prior_encounters(reader: InputReader) -> None:
         reader.out.missing.append(PRIOR_ENCOUNTERS)
 
 
+def read_payer(reader: InputReader) -> None:
+    """The payer of the coverage in force at admission: an active Coverage whose period holds
+    the encounter's start, the first by ``order`` (primary before secondary). Not supplied, or
+    none in force: missing (an unknown payer, as the extract's "?")."""
+    if "Coverage" not in reader.r.supplied:
+        reader.out.missing.append("payer_code")
+        return
+    enc = reader.r.encounter
+    start = as_utc(enc.period.start) if enc.period else None
+    at = start or reader.now
+    in_force = [c for c in reader.r.coverages if c.status == "active" and _holds(c.period, at)]
+    if not in_force:
+        reader.out.missing.append("payer_code")
+        return
+    first = min(in_force, key=lambda c: (c.order is None, c.order or 0))
+    reader.coded_text("payer_code", first.type, reader.m.payer)
+
+
+def _holds(period: Any, at: datetime) -> bool:
+    if period is None:
+        return True
+    begins, ends = as_utc(period.start), as_utc(period.end)
+    return (begins is None or begins <= at) and (ends is None or at <= ends)
+
+
+def read_admitting_specialty(reader: InputReader) -> None:
+    """The admitting service (Encounter.serviceType, coded with the NUCC provider taxonomy) for
+    the extract's admitting physician's specialty."""
+    enc = reader.r.encounter
+    reader.coded_text("medical_specialty", enc.serviceType, reader.m.admitting_specialty)
+
+
 # the admission model cannot be scored without these; payer and admitting specialty are optional
-# inputs (the extract lacks them for half its stays) and are not mapped from FHIR yet
+# inputs (the extract lacks them for half its stays): missing, they are reported and the model
+# scores them as its "missing" category, as it learnt
 ADMISSION_NEEDED = frozenset(
     {"age", "gender", "number_outpatient", "number_emergency", "number_inpatient", PRIOR_ENCOUNTERS}
 )
-NOT_MAPPED_YET = ("payer_code", "medical_specialty")
 
 
 def admission_model_inputs(
@@ -128,7 +162,8 @@ def admission_model_inputs(
     read_demographics(reader)
     read_admission_codes(reader)
     read_prior_encounters(reader)
+    read_payer(reader)
+    read_admitting_specialty(reader)
     out = reader.result()
-    out.missing += list(NOT_MAPPED_YET)
     out.needed = ADMISSION_NEEDED
     return out

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from hospital_mlops.ehr.cds_config import Service
-from hospital_mlops.ehr.cds_request import CdsRequestError, templates_for
+from hospital_mlops.ehr.cds_request import OPTIONAL_PREFETCH, CdsRequestError, templates_for
 from hospital_mlops.ehr.fhir_record import BUNDLE_KEY
 
 TOKEN = re.compile(r"\{\{context\.(\w+)\}\}")
@@ -29,7 +29,7 @@ async def fetch_missing(body: dict[str, Any], service: Service, timeout: float) 
         return prefetch
     server = body.get("fhirServer")
     if server is None:
-        absent = [k for k in missing if k not in prefetch]
+        absent = [k for k in missing if k not in prefetch and k not in OPTIONAL_PREFETCH]
         if absent:
             raise CdsRequestError(
                 412,
@@ -66,6 +66,14 @@ async def fetch_missing(body: dict[str, Any], service: Service, timeout: float) 
                     412, [(f"prefetch.{key}", "the FHIR server sent no JSON")]
                 ) from None
 
-        for key, value in await asyncio.gather(*(one(k) for k in missing)):
+        async def fetched(key: str) -> tuple[str, Any]:
+            try:
+                return await one(key)
+            except CdsRequestError:
+                if key in OPTIONAL_PREFETCH:
+                    return key, None  # an optional input's type stays unknown: reported missing
+                raise
+
+        for key, value in await asyncio.gather(*(fetched(k) for k in missing)):
             prefetch[key] = value
     return prefetch

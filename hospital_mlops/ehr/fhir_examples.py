@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hospital_mlops.ehr.fhir_admission_inputs import ETHNICITY_URL, RACE_URL
-from hospital_mlops.ehr.fhir_mapping import CodeMap, FhirMapping
+from hospital_mlops.ehr.fhir_mapping import CodeMap, FhirMapping, TextCodeMap
 from hospital_mlops.model.scoring import PRIOR_ENCOUNTERS
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -37,7 +37,9 @@ OTHER_DRUGS = ("29046", "197361", "83367", "36567", "1191", "32968", "8640", "46
 UNLISTED_SNOMED = "404684003"  # "clinical finding": a known system, no entry in the table
 
 
-def _inverse(maps: tuple[CodeMap, ...], code: int, system: str | None = None) -> dict | None:
+def _inverse(
+    maps: tuple[CodeMap, ...] | tuple[TextCodeMap, ...], code: int | str, system: str | None = None
+) -> dict | None:
     for table in maps:
         if system is not None and table.system != system:
             continue
@@ -90,6 +92,15 @@ def bundle_from_instance(
         encounter["hospitalization"]["admitSource"] = admit
     if discharge:
         encounter["hospitalization"]["dischargeDisposition"] = discharge
+    payer = instance.get("payer_code")
+    if payer and mapping.payer is not None:
+        coverage = _coverage(payer, mapping.payer.systems, subject, start)
+        resources += [coverage] if coverage else []
+    specialty = instance.get("medical_specialty")
+    if specialty and mapping.admitting_specialty is not None:
+        service = _inverse(mapping.admitting_specialty.systems, specialty)
+        if service:
+            encounter["serviceType"] = service
     conditions = _conditions(instance, patient_id, encounter_id, start)
     encounter["diagnosis"] = [{"condition": _ref("Condition", conditions[0]["id"]), "rank": 1}]
     resources += [encounter, *conditions]
@@ -115,6 +126,25 @@ def bundle_from_instance(
             {"fullUrl": f"urn:uuid:{r['resourceType'].lower()}-{r['id']}", "resource": r}
             for r in resources
         ],
+    }
+
+
+def _coverage(
+    payer: str, systems: tuple[TextCodeMap, ...], subject: dict, start: datetime
+) -> dict[str, Any] | None:
+    """The patient's coverage in force at admission, typed with the first code of the payer."""
+    kind = _inverse(systems, payer)
+    if kind is None:
+        return None
+    return {
+        "resourceType": "Coverage",
+        "id": "coverage-1",
+        "status": "active",
+        "type": kind,
+        "beneficiary": subject,
+        "payor": [{"display": "the patient's payer"}],
+        "period": {"start": _iso(start - timedelta(days=365))},
+        "order": 1,
     }
 
 
@@ -375,12 +405,13 @@ def example_bundle(
 
 
 def admission_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
-    """The same patient as known at admission: the Patient and the Encounters only, the current
-    one in progress (no end, no discharge disposition). Nothing recorded during the stay."""
+    """The same patient as known at admission: the Patient, the Encounters and the Coverage
+    only, the current encounter in progress (no end, no discharge disposition). Nothing recorded
+    during the stay."""
     entries = []
     for entry in bundle["entry"]:
         resource = entry["resource"]
-        if resource["resourceType"] not in ("Patient", "Encounter"):
+        if resource["resourceType"] not in ("Patient", "Encounter", "Coverage"):
             continue
         resource = copy.deepcopy(resource)
         if resource["resourceType"] == "Encounter" and resource["id"] == "example-encounter":

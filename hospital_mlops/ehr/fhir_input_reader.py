@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from hospital_mlops.ehr.fhir_datatypes import codings_of
-from hospital_mlops.ehr.fhir_mapping import CodeMap, FhirMapping
+from hospital_mlops.ehr.fhir_mapping import CodeMap, FhirMapping, TextCodes
 from hospital_mlops.ehr.fhir_record import FhirInputError, PatientRecord
 from hospital_mlops.model.scoring import PRIOR_ENCOUNTERS
 
@@ -119,6 +119,28 @@ class InputReader:
         self.problems.append(
             (where, f"coded only in unknown systems {systems}; expected {expected}")
         )
+
+    def coded_text(self, name: str, concept: Any, codes: TextCodes | None) -> None:
+        """An optional coded input the extract holds as text. Not in the record: missing. In a
+        known system, by its table (an unlisted code stands as ``codes.other``, reported
+        unmapped). Coded only in other systems: stands as ``codes.other``, reported unmapped
+        with the system found: an optional input never makes the record unreadable."""
+        codings = codings_of(concept)
+        if codes is None or not codings:
+            self.out.missing.append(name)
+            return
+        for table in codes.systems:
+            known = [code for system, code in codings if system == table.system]
+            if known:
+                if known[0] in table.codes:
+                    self.out.instance[name] = table.codes[known[0]]
+                else:
+                    self.out.instance[name] = codes.other
+                    self.out.unmapped.append(Unmapped(name, table.system, known[0]))
+                return
+        system, code = codings[0]
+        self.out.instance[name] = codes.other
+        self.out.unmapped.append(Unmapped(name, system or "(no system)", code))
 
     def count(self, name: str, kind: str, value: int) -> None:
         """A count of a resource type: missing when the EHR did not supply that type."""

@@ -33,6 +33,22 @@ class CodeMap(StrictModel):
     codes: dict[str, int] = Field(min_length=1)
 
 
+class TextCodeMap(StrictModel):
+    """One code system's codes → the extract's text value."""
+
+    system: str = Field(min_length=1)
+    codes: dict[str, str] = Field(min_length=1)
+
+
+class TextCodes(StrictModel):
+    """An optional input the extract holds as text: each system's codes (in order of
+    preference), and the extract's value a code outside them stands as (the feature's
+    "other"); the source of the systems' codes, for a reviewer."""
+
+    other: str = Field(min_length=1)
+    systems: tuple[TextCodeMap, ...] = Field(min_length=1)
+
+
 class Icd10Range(StrictModel):
     from_: str = Field(alias="from", pattern=r"^[A-Z][0-9]{2}$")
     to: str = Field(pattern=r"^[A-Z][0-9]{2}$")
@@ -106,6 +122,10 @@ class FhirMapping(StrictModel):
     diagnosis: DiagnosisMap
     labs: LabMap
     medications: MedicationMap
+    # optional inputs of the admission model: Coverage.type → payer_code, the encounter's
+    # serviceType → medical_specialty (None: not read, reported missing)
+    payer: TextCodes | None = None
+    admitting_specialty: TextCodes | None = None
 
     def icd10_to_icd9(self, code: str) -> str | None:
         """A representative ICD-9-CM code of the same group, or None when no range covers it."""

@@ -23,7 +23,11 @@ from hospital_mlops.ehr.fhir_datatypes import (
     reference_id,
 )
 
-USED_TYPES = ("Patient", "Encounter", "Condition", "Observation", "MedicationRequest", "Procedure")
+USED_TYPES = (
+    "Patient", "Encounter", "Condition", "Observation", "MedicationRequest", "Procedure", "Coverage"
+)  # fmt: skip
+# the element that names each type's patient (every other type's is ``subject``)
+PATIENT_ELEMENT = {"Coverage": "beneficiary"}
 # The prefetch keys the service declares, and the resource type each one supplies.
 PREFETCH_TYPES = {
     "patient": "Patient",
@@ -33,6 +37,7 @@ PREFETCH_TYPES = {
     "medications": "MedicationRequest",
     "procedures": "Procedure",
     "priorEncounters": "PriorEncounters",  # the visit history: not implied by the encounter key
+    "coverage": "Coverage",
 }
 BUNDLE_KEY = "bundle"
 PRIOR_VISITS = "PriorEncounters"  # supplied by the priorEncounters key or a whole Bundle
@@ -62,6 +67,7 @@ class PatientRecord:
     procedures: list[Any]
     other_encounters: list[Any]
     supplied: frozenset[str]
+    coverages: tuple[Any, ...] = ()  # the patient's, as supplied (any status or period)
 
 
 def _resources_of(value: Any, where: str) -> Iterable[tuple[str, dict[str, Any], dict[str, str]]]:
@@ -152,7 +158,7 @@ def gather(prefetch: Mapping[str, Any], context: Mapping[str, Any]) -> PatientRe
     mismatched = []
     for kind in USED_TYPES[1:]:
         for model, urls in by_type[kind]:
-            subject = getattr(model, "subject", None)
+            subject = getattr(model, PATIENT_ELEMENT.get(kind, "subject"), None)
             if reference_id(subject, "Patient", urls) != patient_id:
                 shown = getattr(subject, "reference", None) or "no subject"
                 mismatched.append(
@@ -177,6 +183,7 @@ def gather(prefetch: Mapping[str, Any], context: Mapping[str, Any]) -> PatientRe
         procedures=of_encounter("Procedure", "performedDateTime"),
         other_encounters=[e for e in encounters if e.id != current.id],
         supplied=frozenset(supplied),
+        coverages=tuple(m for m, _ in by_type["Coverage"]),
     )
 
 

@@ -79,12 +79,14 @@ SERVING_RECIPES: dict[str, ServingRecipe] = {
         outside_use_row=diabetes130_out_of_cohort_row,
         outside_use_frame=diabetes130_out_of_cohort,
         outside_use="outside the intended use: death or hospice discharge (not a readmission risk)",
+        fhir_reader="hospital_mlops.ehr.fhir_readmission_inputs:model_inputs",
     ),
     "post_acute_diabetes130": ServingRecipe(
         inputs=ADMISSION_INPUTS,
         feature_row=admission_feature_row,
         features_frame=admission_features,
         prior_feature="earlier_encounters_in_extract",
+        fhir_reader="hospital_mlops.ehr.fhir_admission_inputs:admission_model_inputs",
     ),
 }
 

@@ -51,6 +51,10 @@ class ServingRecipe:
     outside_use_row: Callable[[Mapping[str, Any]], bool] | None = None
     outside_use_frame: Callable[[pd.DataFrame], np.ndarray] | None = None
     outside_use: str = ""  # the limitation an answer outside the intended use carries
+    # How a CDS service reads these inputs from FHIR: "module:function" of the set's FHIR
+    # mapping (a reader of the EHR layer, above this one, named rather than imported); "": the
+    # set is not offered on a CDS service.
+    fhir_reader: str = ""
 
 
 @dataclass(frozen=True)

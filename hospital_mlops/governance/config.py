@@ -78,13 +78,20 @@ def load_governance(path: Path | str | None = None) -> Governance:
     )
 
 
+def first_model_name() -> str:
+    """The registry name of the first use case's model: the default wherever one is needed."""
+    return (
+        next(iter(load_use_cases().values())).model_name or load_governance().registered_model_name
+    )
+
+
 def use_cases_by_model() -> dict[str, UseCase]:
     """Every use case by its registry model name (the first's defaults to governance.yaml's
     registered_model_name)."""
     cases = load_use_cases()
     first = next(iter(cases.values()))
     named = {case.model_name: case for case in cases.values() if case.model_name}
-    named.setdefault(first.model_name or load_governance().registered_model_name, first)
+    named.setdefault(first_model_name(), first)
     return named
 
 

@@ -120,6 +120,18 @@ def newest_snapshot(
     return max(mine, key=lambda e: e["published_at"]) if mine else None
 
 
+def _source_of(feature_set_version: str | None) -> str:
+    from hospital_mlops.features import feature_set_named
+
+    found = feature_set_named(str(feature_set_version or "").split("@")[0])
+    if found is None:
+        raise ValueError(
+            f"the champion's feature set {feature_set_version!r} is not defined here: give the "
+            "source to retrain on"
+        )
+    return found.source
+
+
 def retrain(
     source: str,
     use: str,
@@ -137,13 +149,17 @@ def retrain(
     from hospital_mlops.steps.model import run_model_in_process
 
     champion = registry.resolve(registry.client(), model, ref)
-    # the champion's own feature set and use case: a store holds every use case's snapshots
-    latest = newest_snapshot(store_root, source, champion.tags.get("feature_set_version") or None)
+    # the champion's own feature set, source and use case: a store holds every use case's
+    # snapshots ("" source or use: the champion's)
+    feature_set = champion.tags.get("feature_set_version") or None
+    source = source or _source_of(feature_set)
     use_case = champion.tags.get("use_case") or None
-    if use_case is not None:  # the champion's own use case reads its data under its purpose
-        from hospital_mlops.use_case import load_use_case
+    latest = newest_snapshot(store_root, source, feature_set)
+    from hospital_mlops.use_case import load_use_case, purpose_of
 
+    if use_case is not None:  # the champion's own use case reads its data under its purpose
         use = load_use_case(use_case=use_case).purpose or use
+    use = use or purpose_of(None, None)  # a version from before use cases: the first's
     learnt_from = champion.tags.get("lineage.features_sha256", "")
     if latest is None:
         return {"retrained": False, "version": 0, "reason": f"no published {source} snapshot"}

@@ -47,7 +47,7 @@ def test_the_service_is_on_encounter_start_with_admission_prefetch_only() -> Non
     (listed,) = [s for s in discovery(CONFIG)["services"] if s["id"] == SERVICE.id]
     assert listed["hook"] == "encounter-start"
     assert listed["prefetch"] == ADMISSION_TEMPLATES
-    assert set(listed["prefetch"]) == {"patient", "encounter", "priorEncounters"}
+    assert set(listed["prefetch"]) == {"patient", "encounter", "priorEncounters", "coverage"}
 
 
 def test_an_encounter_start_call_needs_its_encounter() -> None:
@@ -76,11 +76,139 @@ def test_admission_inputs_never_read_the_stay() -> None:
     assert inputs[0].instance == inputs[1].instance  # what the stay adds is never read
     assert set(inputs[0].instance) <= {*ADMISSION_INPUTS, PRIOR_ENCOUNTERS}
     assert inputs[0].scorable
-    # payer and specialty are not mapped from FHIR yet: reported, not invented
+    # the example patient's record has no Coverage and no serviceType: reported, not invented
     assert {"payer_code", "medical_specialty"} <= set(inputs[0].missing)
     assert reader_for("post_acute_diabetes130") is admission_model_inputs
     with pytest.raises(LookupError, match="no FHIR reading"):
         reader_for("readmission_synthetic")
+
+
+SOPT = "urn:oid:2.16.840.1.113883.3.221.5"
+NUCC = "http://nucc.org/provider-taxonomy"
+
+
+def _coverage(ident: str, code: str, *, order: int | None = 1, **extra: object) -> dict:
+    return {
+        "resourceType": "Coverage", "id": ident, "status": "active",
+        "type": {"coding": [{"system": SOPT, "code": code}]},
+        "beneficiary": {"reference": "Patient/example-patient"},
+        "payor": [{"display": "a payer"}], **({"order": order} if order else {}), **extra,
+    }  # fmt: skip
+
+
+def _admission_with(*coverages: dict, service: dict | None = None) -> dict:
+    body = example_request(hook="encounter-start")
+    entries = body["prefetch"]["bundle"]["entry"]
+    entries += [{"fullUrl": f"urn:uuid:{c['id']}", "resource": c} for c in coverages]
+    if service is not None:
+        encounter = next(
+            e["resource"] for e in entries if e["resource"]["id"] == "example-encounter"
+        )
+        encounter["serviceType"] = service
+    return body
+
+
+def _read(body: dict):
+    return admission_model_inputs(
+        gather(body["prefetch"], body["context"]), load_fhir_mapping(), NOW
+    )
+
+
+def test_the_payer_and_admitting_service_are_read_when_the_ehr_sends_them() -> None:
+    """Payer from the primary Coverage in force at admission (US Core's SOPT typing), the
+    admitting service from Encounter.serviceType (NUCC taxonomy), into the extract's codes and on
+    to the admission model's features."""
+    from hospital_mlops.features.post_acute_diabetes130 import admission_feature_row
+
+    service = {"coding": [{"system": NUCC, "code": "207X00000X"}]}  # orthopaedic surgery
+    body = _admission_with(
+        _coverage("secondary", "2", order=2),  # Medicaid, second
+        _coverage("primary", "1", order=1),  # Medicare, first
+        _coverage("lapsed", "6", order=0, period={"end": "2001-01-01"}),  # ended long ago
+        _coverage("cancelled", "81", order=0, status="cancelled"),
+        service=service,
+    )
+    inputs = _read(body)
+    assert (inputs.instance["payer_code"], inputs.instance["medical_specialty"]) == (
+        "MC", "Orthopedics"
+    )  # fmt: skip
+    assert not {"payer_code", "medical_specialty"} & set(inputs.missing) and not inputs.unmapped
+    features = admission_feature_row(inputs.instance, inputs.instance[PRIOR_ENCOUNTERS])
+    assert (features["payer"], features["admitting_specialty"]) == ("MC", "orthopaedics")
+
+
+def test_an_unlisted_payer_or_service_is_other_and_reported_never_a_failed_call() -> None:
+    snomed = {"coding": [{"system": "http://snomed.info/sct", "code": "394802001"}]}
+    inputs = _read(_admission_with(_coverage("c", "96"), service=snomed))
+    assert (inputs.instance["payer_code"], inputs.instance["medical_specialty"]) == (
+        "OT", "Other"
+    )  # fmt: skip
+    assert [u.as_dict() for u in inputs.unmapped] == [
+        {"input": "payer_code", "system": SOPT, "code": "96"},
+        {"input": "medical_specialty", "system": "http://snomed.info/sct", "code": "394802001"},
+    ]
+    assert inputs.scorable  # optional inputs: the model scores them as "other"
+    # none in force (or none sent): missing, as the extract's unknown payer
+    lapsed = _read(_admission_with(_coverage("c", "1", status="cancelled")))
+    assert "payer_code" not in lapsed.instance and "payer_code" in lapsed.missing
+
+
+def test_a_coverage_of_another_patient_is_refused_by_name() -> None:
+    from hospital_mlops.ehr.fhir_record import FhirInputError
+
+    other = _coverage("theirs", "1", beneficiary={"reference": "Patient/someone-else"})
+    with pytest.raises(FhirInputError, match=r"Coverage/theirs: refers to Patient/someone-else"):
+        _read(_admission_with(other))
+
+
+def test_the_coverage_prefetch_is_optional() -> None:
+    """Absent with no FHIR server, or unreadable there, the payer is unknown and the call is
+    answered; a required key absent is still a 412."""
+    import asyncio
+    import socket
+
+    from hospital_mlops.ehr.fhir_client import fetch_missing
+
+    body = example_request(hook="encounter-start")
+    bundle = body["prefetch"].pop("bundle")
+    prior = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Patient":
+            body["prefetch"]["patient"] = resource
+        elif resource["id"] == "example-encounter":
+            body["prefetch"]["encounter"] = resource
+        else:
+            prior["entry"].append(entry)
+    body["prefetch"]["priorEncounters"] = prior
+    assert set(body["prefetch"]) == {"patient", "encounter", "priorEncounters"}
+    done = asyncio.run(fetch_missing(dict(body), SERVICE, 2.0))
+    assert "coverage" not in done or done["coverage"] is None
+    assert "payer_code" in _read({**body, "prefetch": done}).missing
+    with socket.socket() as s:  # a FHIR server that refuses connections
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    fetched = asyncio.run(fetch_missing({**body, "fhirServer": dead}, SERVICE, 2.0))
+    assert fetched["coverage"] is None and fetched["patient"] == body["prefetch"]["patient"]
+    del body["prefetch"]["patient"]
+    with pytest.raises(CdsRequestError) as err:
+        asyncio.run(fetch_missing(body, SERVICE, 2.0))
+    assert err.value.status == 412 and "patient" in err.value.problems[0][1]
+
+
+def test_the_example_builder_writes_payer_and_service_the_reader_reads_back() -> None:
+    from hospital_mlops.ehr.fhir_examples import (
+        admission_bundle,
+        bundle_from_instance,
+        example_instance,
+    )
+
+    mapping = load_fhir_mapping()
+    instance = {**example_instance(), "payer_code": "BC", "medical_specialty": "Cardiology"}
+    bundle = admission_bundle(bundle_from_instance(instance, mapping))
+    context = {"patientId": "example-patient", "encounterId": "example-encounter"}
+    read = admission_model_inputs(gather({"bundle": bundle}, context), mapping, NOW)
+    assert (read.instance["payer_code"], read.instance["medical_specialty"]) == ("BC", "Cardiology")
 
 
 def test_without_the_age_the_admission_model_is_not_used() -> None:
