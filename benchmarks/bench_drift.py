@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from bench_common import save_and_print
 
-from hospital_mlops.model.example_requests import jsonable
+from hospital_mlops.features.served import jsonable
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "drift.json"

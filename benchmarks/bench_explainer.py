@@ -108,9 +108,10 @@ def main() -> None:
     parser.add_argument("--note", default="", help="recorded with the results (e.g. the setup)")
     args = parser.parse_args()
 
+    from hospital_mlops.features.diabetes130_stream import example_instances
     from hospital_mlops.governance import registry
     from hospital_mlops.inference.config import load_serving_config
-    from hospital_mlops.model.example_requests import example_instances, test_period
+    from hospital_mlops.model.example_requests import test_period
 
     load_at_start = round(os.getloadavg()[0], 2)
     name, _, ref = args.model.partition("@")

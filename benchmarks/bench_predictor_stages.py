@@ -74,8 +74,9 @@ def _timed_pass(tables: Any, sink: list[float]) -> None:
 def _child(name: str, requests: int) -> None:
     """One pass, one process (as served: one model, its tables alone in the cache): prints the
     timings as JSON."""
+    from hospital_mlops.features.diabetes130_stream import example_instances
     from hospital_mlops.governance import registry
-    from hospital_mlops.model.example_requests import example_instances, test_period
+    from hospital_mlops.model.example_requests import test_period
 
     loaded = registry.load_risk_model(MODEL, REF)
     bodies = [{"instances": [i]} for i in example_instances(test_period(loaded.training), BODIES)]

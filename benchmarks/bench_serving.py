@@ -101,7 +101,8 @@ def serve_floor(port: int) -> None:
 
 def _example_features(training: dict[str, Any], fs: Any) -> Any:
     from hospital_mlops.features import diabetes130_features, served_inputs
-    from hospital_mlops.model.example_requests import example_instances, test_period
+    from hospital_mlops.features.diabetes130_stream import example_instances
+    from hospital_mlops.model.example_requests import test_period
     from hospital_mlops.model.scoring import validate_instances
 
     instances = example_instances(test_period(training), 1)
@@ -294,8 +295,9 @@ def main() -> None:
 
     state = (args.state or DEFAULT_STATE).resolve()
     _ensure_state(state, explicit=args.state is not None)
+    from hospital_mlops.features.diabetes130_stream import example_instances
     from hospital_mlops.governance import registry
-    from hospital_mlops.model.example_requests import example_instances, test_period
+    from hospital_mlops.model.example_requests import test_period
 
     loaded = registry.load_risk_model(MODEL, REF)
     instances = example_instances(test_period(loaded.training), BODIES)

@@ -162,8 +162,9 @@ def main() -> None:
 
     from hospital_mlops.data.normalize import DEMO_HMAC_KEY
     from hospital_mlops.deploy.manifest_podman_run import translate
+    from hospital_mlops.features.diabetes130_stream import example_instances
     from hospital_mlops.governance import registry
-    from hospital_mlops.model.example_requests import example_instances, test_period
+    from hospital_mlops.model.example_requests import test_period
 
     loaded = registry.load_risk_model(bs.MODEL, bs.REF)
     instances = example_instances(test_period(loaded.training), bs.BODIES)

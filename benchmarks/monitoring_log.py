@@ -46,7 +46,7 @@ class RequestText:
     are encoded (ten million dumps of a 1 kB request take minutes)."""
 
     def __init__(self) -> None:
-        from hospital_mlops.model.example_requests import example_instances
+        from hospital_mlops.features.diabetes130_stream import example_instances
 
         self.template = example_instances((80_000, 80_100), n=1, seed=0)[0]
         marked = json.dumps(self.template | {f: f"@@{f}@@" for f in VARIED}, sort_keys=True)

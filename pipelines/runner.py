@@ -77,12 +77,12 @@ def resolve_extract(
 ) -> Path:
     spec = (catalog or load_catalog()).source(source)
     if extract is None:
-        if source == "synthetic":
-            from hospital_mlops.data.sources.synthetic.parquet_extract import generate_extract
+        if spec.generator:  # a generated source: its own generator writes the extract
+            from hospital_mlops.data.sources.extract import generate_extract
 
-            target = out / "extracts" / f"synthetic-n{synthetic_encounters}-s{seed}"
-            if not (target / "extract.json").exists():
-                generate_extract(target, synthetic_encounters, seed=seed)
+            target = out / "extracts" / f"{source}-n{synthetic_encounters}-s{seed}"
+            if not (target / "extract.json").exists():  # the generator writes it last
+                generate_extract(spec, target, synthetic_encounters, seed)
             extract = target
         else:
             extract = default_extract(source, spec)

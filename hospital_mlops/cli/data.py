@@ -10,8 +10,9 @@ import uuid
 from pathlib import Path
 
 from hospital_mlops.cli import serving as cli_serving
+from hospital_mlops.cli.exit_codes import UsageError
 
-COMMANDS = ("lineage", "catalog", "synthetic", "scenarios")
+COMMANDS = ("lineage", "catalog", "generate", "scenarios")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,12 +26,37 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cat = sub.add_parser("catalog", help="validate and summarize the data catalog")
     cat.add_argument("--catalog", type=Path)
 
-    syn = sub.add_parser("synthetic", help="generate a synthetic multi-table EHR extract")
+    syn = sub.add_parser(
+        "generate", help="write a generated source's seeded extract (its catalog generator)"
+    )
+    syn.add_argument(
+        "--source", help="a catalogued source with a generator (default: the only one there is)"
+    )
     syn.add_argument("--out", type=Path, required=True)
     syn.add_argument("--encounters", type=int, default=20_000)
     syn.add_argument("--seed", type=int, default=7)
 
     sub.add_parser("scenarios", help="list the named fault scenarios")
+
+
+def _generate(source: str | None, out: Path, encounters: int, seed: int) -> int:
+    from hospital_mlops.data.catalog import load_catalog
+    from hospital_mlops.data.sources.extract import generate_extract
+
+    sources = load_catalog().sources
+    generated = sorted(name for name, spec in sources.items() if spec.generator)
+    if source is None:
+        if len(generated) != 1:
+            raise UsageError(f"give --source: the generated sources are {', '.join(generated)}")
+        source = generated[0]
+    if source not in generated:
+        raise UsageError(
+            f"--source {source!r}: not a generated source (catalogued with a generator: "
+            f"{', '.join(generated) or 'none'})"
+        )
+    path = generate_extract(sources[source], out, encounters, seed)
+    print(f"wrote a generated {source} extract of {encounters} encounters to {path}")
+    return 0
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -48,12 +74,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "catalog":
         return _catalog(args.catalog)
-    if args.command == "synthetic":
-        from hospital_mlops.data.sources.synthetic.parquet_extract import generate_extract
-
-        path = generate_extract(args.out, args.encounters, seed=args.seed)
-        print(f"wrote a synthetic extract of {args.encounters} encounters to {path}")
-        return 0
+    if args.command == "generate":
+        return _generate(args.source, args.out, args.encounters, args.seed)
     from hospital_mlops.data.faults import SCENARIOS  # scenarios: the last of COMMANDS
 
     for s in SCENARIOS.values():

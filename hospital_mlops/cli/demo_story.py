@@ -35,8 +35,10 @@ import pandas as pd
 import yaml
 
 from hospital_mlops import artifacts
+from hospital_mlops.cli.defaults import first_source
 from hospital_mlops.data.published_index import read_entries
 from hospital_mlops.paths import config_path
+from hospital_mlops.use_case import purpose_of
 from serving.readiness import NotReady, wait_until_ready
 
 FAULT = "diagnoses_truncated"
@@ -201,7 +203,7 @@ def _encounters(
 ) -> tuple[list[dict[str, Any]], Any]:
     """``n`` real encounters of ``period``: the ``part``-th of disjoint draws (so the clean and
     the faulty phase never replay the same encounters), the fault injected when named."""
-    from hospital_mlops.model.example_requests import labelled_instances
+    from hospital_mlops.features.diabetes130_stream import labelled_instances
 
     instances, labels = labelled_instances(period, n, seed, scenario, part=part)
     for i, instance in enumerate(instances):
@@ -347,7 +349,7 @@ def play_story(
 
     # 1. A candidate version. The demo has one extract, so it learns from the same snapshot.
     latest = read_entries(store)
-    ctx = RunContext("diabetes130", "readmission_risk_model", store, f"story-{int(time.time())}")
+    ctx = RunContext(first_source(None), purpose_of(None, None), store, f"story-{int(time.time())}")
     registered = run_model_in_process(ctx, Path(latest[-1]["path"]), story / "retrain")
     candidate = int(registered["version"])
     from hospital_mlops.governance.config import load_governance

@@ -119,12 +119,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def run_demo_pipeline(out: Path, use_case: str | None = None) -> dict[str, Any]:
-    """The bundled diabetes130 extract through the pipeline (kfp.local), with the labelled demo
-    tokenization key, for ``use_case`` (None: the first)."""
+    """The use case's first source's bundled extract through the pipeline (kfp.local), with the
+    labelled demo tokenization key, for ``use_case`` (None: the first)."""
+    from hospital_mlops.cli.defaults import first_source
     from pipelines.runner import run_locally
 
     return run_locally(
-        source="diabetes130",
+        source=first_source(use_case),
         use=purpose_of(None, use_case),
         extract=None,
         scenario=None,

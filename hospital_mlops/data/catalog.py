@@ -166,6 +166,9 @@ class SourceSpec(_Strict):
     permissible_uses: list[str]
     format: ExtractFormat
     default_extract: str | None = None
+    # a generated source: "module:function(out_dir, n_encounters, seed=...)" writes an extract
+    # when a run is given none (the synthetic source); None: the source is delivered
+    generator: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
     licence: str | None = None
     attribution: str | None = None
     timestamps: TimestampSemantics

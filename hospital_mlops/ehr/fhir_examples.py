@@ -348,7 +348,7 @@ def example_instance(seed: int = 7) -> dict[str, Any]:
 @functools.lru_cache(maxsize=8)
 def _example_instance(seed: int) -> dict[str, Any]:
     from hospital_mlops.features import diabetes130_out_of_cohort_row
-    from hospital_mlops.model.example_requests import labelled_instances
+    from hospital_mlops.features.diabetes130_stream import labelled_instances
 
     instances, _ = labelled_instances((81_000, 101_765), 200, seed)
     for instance in instances:

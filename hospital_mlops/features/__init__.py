@@ -40,9 +40,11 @@ from hospital_mlops.features.diabetes130 import (
     diabetes130_out_of_cohort,
     diabetes130_out_of_cohort_row,
 )
+from hospital_mlops.features.diabetes130_subgroups import diabetes130_subgroups
 from hospital_mlops.features.groupings import ICD9_GROUPS, icd9_group, icd9_group_of, icd10_group
 from hospital_mlops.features.post_acute_diabetes130 import (
     ADMISSION_INPUTS,
+    ADMISSION_SUBGROUPS,
     admission_feature_row,
     admission_features,
     post_acute_feature_set,
@@ -80,6 +82,7 @@ SERVING_RECIPES: dict[str, ServingRecipe] = {
         outside_use_frame=diabetes130_out_of_cohort,
         outside_use="outside the intended use: death or hospice discharge (not a readmission risk)",
         fhir_reader="hospital_mlops.ehr.fhir_readmission_inputs:model_inputs",
+        subgroups=diabetes130_subgroups(SEX, ADMISSION_SOURCE),
     ),
     "post_acute_diabetes130": ServingRecipe(
         inputs=ADMISSION_INPUTS,
@@ -87,6 +90,7 @@ SERVING_RECIPES: dict[str, ServingRecipe] = {
         features_frame=admission_features,
         prior_feature="earlier_encounters_in_extract",
         fhir_reader="hospital_mlops.ehr.fhir_admission_inputs:admission_model_inputs",
+        subgroups=ADMISSION_SUBGROUPS,
     ),
 }
 

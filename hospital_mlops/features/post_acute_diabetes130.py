@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from hospital_mlops.features.base import FeatureDef, FeatureSet
+from hospital_mlops.features.diabetes130_subgroups import diabetes130_subgroups
 from hospital_mlops.features.history import history
 from hospital_mlops.use_case import LabelCodes
 
@@ -91,6 +92,8 @@ _CATS_ADMISSION_SOURCE = ("emergency_room", "referral", "transfer", "other")
 _CATS_PAYER = (*_PAYERS, "other", "missing")
 _CATS_SPECIALTY = (*sorted(set(_SPECIALTIES.values())), "other", "missing")
 _RACES = ("Caucasian", "AfricanAmerican", "Hispanic", "Asian", "Other", "missing")
+# its monitoring break-downs, through this set's own sex and admission-source codes
+ADMISSION_SUBGROUPS = diabetes130_subgroups(_SEX, _ADMISSION_SOURCE)
 
 
 def _age_midpoint(bands: pd.Series) -> pd.Series:

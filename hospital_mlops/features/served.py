@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,9 +27,13 @@ import pandas as pd
 
 from hospital_mlops.data.catalog import ColumnSpec, Range, SourceSpec
 from hospital_mlops.features.base import FeatureDef, FeatureSet
+from hospital_mlops.features.subgroups import GroupMap, text_group_map
 
 RowFn = Callable[[Mapping[str, Any], int], dict[str, Any]]
 FrameFn = Callable[[pd.DataFrame, np.ndarray], pd.DataFrame]
+
+# the request field of the patient's earlier admissions, sent by the EHR
+PRIOR_ENCOUNTERS = "prior_encounters"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class ServingRecipe:
     # mapping (a reader of the EHR layer, above this one, named rather than imported); "": the
     # set is not offered on a CDS service.
     fhir_reader: str = ""
+    # Monitoring break-downs: how a raw request field and its feature become one subgroup label
+    # (features/subgroups.py); a field not listed is compared as text.
+    subgroups: Mapping[str, GroupMap] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,11 @@ class ServedInputs:
             )
         return out
 
+    def group_map(self, request_field: str) -> GroupMap:
+        """How a monitoring break-down by ``request_field`` labels its groups."""
+        listed = self.recipe.subgroups.get(request_field) if self.recipe else None
+        return listed or text_group_map(request_field)
+
     def outside_row(self, row: Mapping[str, Any]) -> bool:
         check = self.recipe.outside_use_row if self.recipe else None
         return bool(check(row)) if check else False
@@ -113,7 +125,7 @@ class ServedInputs:
             return {f.name: jsonable(features[f.name]) for f in self.feature_set.features}
         return {
             **{c: jsonable(encounter[c]) for c in self.recipe.inputs},
-            "prior_encounters": int(features[self.recipe.prior_feature]),
+            PRIOR_ENCOUNTERS: int(features[self.recipe.prior_feature]),
         }
 
 

@@ -29,7 +29,8 @@ import pandas as pd
 
 from hospital_mlops.data.catalog import SourceSpec
 from hospital_mlops.features import ServedInputs
-from hospital_mlops.model.example_requests import jsonable, period_instances
+from hospital_mlops.features.served import jsonable
+from hospital_mlops.model.example_requests import period_instances
 from hospital_mlops.model.scoring import PRIOR_ENCOUNTERS
 from hospital_mlops.use_case import SplitPolicy
 

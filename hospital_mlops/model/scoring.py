@@ -26,12 +26,12 @@ import pandas as pd
 
 from hospital_mlops.data.normalize import cast_column
 from hospital_mlops.features import InputField, ServedInputs
+from hospital_mlops.features.served import PRIOR_ENCOUNTERS
 from hospital_mlops.model.reasons import calibrated, reason_codes_of_rows
 from hospital_mlops.model.train import RiskModel
 
 MAX_INSTANCES = 100
 MAX_TEXT = 64
-PRIOR_ENCOUNTERS = "prior_encounters"  # sent by the EHR: the patient's earlier admissions
 PRIOR_ENCOUNTERS_MAX = 500
 OBSERVATION_TIMES = "observation_times"  # optional: when each input was observed (ISO 8601)
 # Optional: the encounter's token from the ingest layer (keyed HMAC), never a raw identifier. It

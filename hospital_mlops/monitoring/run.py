@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from hospital_mlops import artifacts
 from hospital_mlops.drift.store import DriftStore, results_table
+from hospital_mlops.features import ServedInputs
 from hospital_mlops.inference.prediction_log import PredictionLog
 from hospital_mlops.monitoring.alerts import Alert, alerts_for
 from hospital_mlops.monitoring.breakdowns import Cell, breakdown_cells
@@ -149,8 +150,8 @@ def validated_period_from_registry(model: str, ref: str, columns: list[str]) -> 
     return pd.read_parquet(path, columns=[c for c in columns if c in held])
 
 
-def request_fields(model: str, ref: str) -> set[str]:
-    """The inputs the version's requests carry: its feature set's served inputs."""
+def served_of(model: str, ref: str) -> ServedInputs:
+    """How the version is served: its feature set's inputs and subgroup maps."""
     from hospital_mlops.features import feature_set_named, served_inputs
     from hospital_mlops.governance import registry
 
@@ -159,7 +160,12 @@ def request_fields(model: str, ref: str) -> set[str]:
     fs = feature_set_named(name)
     if fs is None:
         raise MonitoringError(f"{model} version {version.version}: feature set {name!r} unknown")
-    return set(served_inputs(fs).inputs)
+    return served_inputs(fs)
+
+
+def request_fields(model: str, ref: str) -> set[str]:
+    """The inputs the version's requests carry: its feature set's served inputs."""
+    return set(served_of(model, ref).inputs)
 
 
 def registered_use_case(model: str, ref: str) -> str:
@@ -183,8 +189,14 @@ def run_monitoring(
     break-downs and thresholds: ``policy.for_use_case``)."""
     baseline, version = baseline_from_registry(model, ref)
     policy = policy.for_use_case(registered_use_case(model, str(version)))
-    policy.breakdowns.check_fields(request_fields(model, str(version)), baseline.model)
-    settings = CalibrationSettings.from_policy(policy, policy.subgroup_calibration.false_alarm_rate)
+    served = served_of(model, str(version))
+    policy.breakdowns.check_fields(set(served.inputs), baseline.model)
+    recipe = served.recipe
+    settings = CalibrationSettings.from_policy(
+        policy,
+        policy.subgroup_calibration.false_alarm_rate,
+        maps=recipe.subgroups if recipe else None,
+    )
     frame = logged_predictions(log, model, version, policy.breakdowns.by)
     answered = responses(log, model, version)
     if not policy.windows.feedback_expected and answered["response"].isna().all():

@@ -38,7 +38,7 @@ from hospital_mlops.monitoring.subgroup_bands import (
     calibration_statistics,
     grid_size,
 )
-from hospital_mlops.monitoring.subgroup_maps import group_map, mapped_labels
+from hospital_mlops.monitoring.subgroup_maps import mapped_labels
 from hospital_mlops.monitoring.subgroup_results import (
     BreakdownStatus,
     CalibrationCell,
@@ -64,7 +64,7 @@ def _test_groups(
     usable = ~np.isnan(score) & ~np.isnan(label)
     statuses, groups = [], {}
     for name, request_field in settings.groups.items():
-        mapping = group_map(request_field)
+        mapping = settings.group_map(request_field)
         if mapping.column not in test_period.columns:
             statuses.append(
                 BreakdownStatus(
@@ -304,7 +304,7 @@ def subgroup_calibration(
     )
     labels = {
         s.breakdown: mapped_labels(
-            predictions[s.breakdown], group_map(s.request_field).from_request
+            predictions[s.breakdown], settings.group_map(s.request_field).from_request
         )
         for s in running
     }

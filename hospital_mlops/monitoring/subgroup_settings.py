@@ -5,11 +5,12 @@ rate, read from the monitoring policy and checked on construction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+from hospital_mlops.features.subgroups import GroupMap, text_group_map
 from hospital_mlops.model.evaluate.columns import LABEL, SCORE
 from hospital_mlops.monitoring.policy import MonitoringPolicy
-from hospital_mlops.monitoring.subgroup_maps import group_map
 
 
 class SubgroupCalibrationError(ValueError):
@@ -27,6 +28,12 @@ class CalibrationSettings:
     ci_level: float = 0.95
     seed: int = 0
     false_alarm_rate: float = 0.02  # per matured window, over every subgroup × statistic
+    # how a request field and its test-period column become one label: the served feature
+    # set's (ServedInputs.group_map); a field not here is compared as text
+    maps: Mapping[str, GroupMap] = field(default_factory=dict)
+
+    def group_map(self, request_field: str) -> GroupMap:
+        return self.maps.get(request_field) or text_group_map(request_field)
 
     def __post_init__(self) -> None:
         if not 0 < self.false_alarm_rate < 0.5:
@@ -44,7 +51,10 @@ class CalibrationSettings:
 
     @classmethod
     def from_policy(
-        cls, policy: MonitoringPolicy, false_alarm_rate: float = 0.02
+        cls,
+        policy: MonitoringPolicy,
+        false_alarm_rate: float = 0.02,
+        maps: Mapping[str, GroupMap] | None = None,
     ) -> CalibrationSettings:
         return cls(
             groups=dict(policy.breakdowns.by),
@@ -56,9 +66,10 @@ class CalibrationSettings:
             ci_level=policy.bootstrap.ci_level,
             seed=policy.bootstrap.seed,
             false_alarm_rate=false_alarm_rate,
+            maps=dict(maps or {}),
         )
 
     def test_period_columns(self) -> list[str]:
         """What this reads of test_predictions.parquet: label, score, one column per group."""
-        columns = [group_map(f).column for f in self.groups.values()]
+        columns = [self.group_map(f).column for f in self.groups.values()]
         return list(dict.fromkeys([LABEL, SCORE, *columns]))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from hospital_mlops.cli.demo_story import DEMO_PACE, FAULT, _demo_policies, _to_candidate
-from hospital_mlops.model.example_requests import labelled_instances
+from hospital_mlops.features.diabetes130_stream import labelled_instances
 from hospital_mlops.monitoring.policy import load_monitoring_policy
 from hospital_mlops.rollout.policy import load_rollout_policy
 

@@ -49,7 +49,7 @@ from hospital_mlops.features import (
     feature_set_for,
     served_inputs,
 )
-from hospital_mlops.model.example_requests import jsonable
+from hospital_mlops.features.served import jsonable
 from hospital_mlops.model.scoring import validate_instances
 from hospital_mlops.model.train import RiskModel, train_risk_model
 from hospital_mlops.use_case import TrainingConfig

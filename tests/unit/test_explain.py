@@ -22,7 +22,7 @@ from hospital_mlops.features import (
     feature_set_for,
     served_inputs,
 )
-from hospital_mlops.model.example_requests import jsonable
+from hospital_mlops.features.served import jsonable
 from hospital_mlops.model.explain import (
     JARGON,
     MEDICATION_GROUP,

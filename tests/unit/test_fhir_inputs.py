@@ -16,7 +16,7 @@ from hospital_mlops.ehr.fhir_mapping import FhirMappingError, load_fhir_mapping
 from hospital_mlops.ehr.fhir_readmission_inputs import model_inputs
 from hospital_mlops.ehr.fhir_record import FhirInputError, gather
 from hospital_mlops.features import diabetes130_feature_row
-from hospital_mlops.model.example_requests import labelled_instances
+from hospital_mlops.features.diabetes130_stream import labelled_instances
 from hospital_mlops.model.scoring import PRIOR_ENCOUNTERS
 
 MAPPING = load_fhir_mapping()

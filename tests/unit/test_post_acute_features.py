@@ -22,7 +22,7 @@ from hospital_mlops.features.post_acute_diabetes130 import (
     admission_feature_row,
     post_acute_feature_set,
 )
-from hospital_mlops.model.example_requests import jsonable
+from hospital_mlops.features.served import jsonable
 from hospital_mlops.paths import config_path
 from hospital_mlops.use_case import UseCaseError, load_use_case, load_use_cases
 

@@ -27,7 +27,7 @@ from hospital_mlops.features import (
     feature_set_for,
     served_inputs,
 )
-from hospital_mlops.model.example_requests import jsonable
+from hospital_mlops.features.served import jsonable
 from hospital_mlops.model.reasons import attribute, reason_codes
 from hospital_mlops.model.scoring import (
     MAX_INSTANCES,

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from hospital_mlops.features import feature_set_for, served_inputs
+from hospital_mlops.features.subgroups import GROUP_UNKNOWN as UNKNOWN
 from hospital_mlops.monitoring.policy import load_monitoring_policy
 from hospital_mlops.monitoring.report import monitoring_html
 from hospital_mlops.monitoring.run import MonitoringRun, subgroup_alerts
 from hospital_mlops.monitoring.subgroup_calibration import subgroup_calibration
-from hospital_mlops.monitoring.subgroup_maps import UNKNOWN, group_map
 from hospital_mlops.monitoring.subgroup_results import SubgroupCalibration
 from hospital_mlops.monitoring.subgroup_settings import (
     CalibrationSettings,
@@ -31,6 +32,9 @@ START = pd.Timestamp("2026-01-01", tz="UTC")  # a window start (windows align to
 WEEK = pd.Timedelta(hours=168)
 HORIZON = pd.Timedelta(days=30)
 LATER = pd.Timestamp("2040-01-01", tz="UTC")  # every window's outcomes have matured
+# the readmission model's subgroup maps (its serving recipe's), as run_monitoring passes them
+READMISSION = served_inputs(feature_set_for("diabetes130"))
+POST_ACUTE = served_inputs(feature_set_for("diabetes130", "post_acute_at_admission"))
 SETTINGS = CalibrationSettings(
     groups={"race": "race", "sex": "gender"},
     window_hours=168,
@@ -38,6 +42,7 @@ SETTINGS = CalibrationSettings(
     min_outcomes=100,
     small_cell_min=11,
     calibration_bins=10,
+    maps=READMISSION.recipe.subgroups if READMISSION.recipe else {},
 )
 
 
@@ -231,7 +236,11 @@ def test_small_cells_are_listed_only_as_existing() -> None:
     assert cells["Caucasian"].status in ("pass", "alert") and (cells["Caucasian"].n or 0) > 800
 
 
-def test_request_fields_and_test_period_columns_map_to_the_same_groups() -> None:
+@pytest.mark.parametrize("served", [READMISSION, POST_ACUTE], ids=["readmission", "post-acute"])
+def test_request_fields_and_test_period_columns_map_to_the_same_groups(served) -> None:
+    """Each diabetes130 set labels its groups through its own codes, to the same labels."""
+    group_map = served.group_map
+
     def both(field: str, sent: list[object], column: list[object]) -> tuple[list, list]:
         mapping = group_map(field)
         return (
@@ -252,6 +261,10 @@ def test_request_fields_and_test_period_columns_map_to_the_same_groups() -> None
     assert sent == held == ["emergency_room", "referral", "other", "other"]
     sent, held = both("race", ["Asian", None], ["Asian", "missing"])
     assert sent == held == ["Asian", UNKNOWN]
+    # a field the recipe does not map is compared as text with a column of its own name
+    assert group_map("site").column == "site"
+    sent, held = both("site", ["NORTH", None], ["NORTH", None])
+    assert sent == held == ["NORTH", UNKNOWN]
     # end to end: the four configured fields find their bands in the test period's columns
     rng = np.random.default_rng(13)
     n = 3000

@@ -123,3 +123,14 @@ def write_csv_extract(tables: dict[str, pd.DataFrame], spec: SourceSpec, out_dir
         na_rep = table.na_values[0] if table.na_values else ""
         tables[name].to_csv(path, index=False, na_rep=na_rep)
     return out_dir
+
+
+def generate_extract(spec: SourceSpec, out_dir: Path, n_encounters: int, seed: int) -> Path:
+    """Write a generated source's extract with its catalogued generator; return its path."""
+    import importlib
+
+    if not spec.generator:
+        raise ValueError("the source is delivered, not generated (no generator in the catalog)")
+    module, _, function = spec.generator.partition(":")
+    generator = getattr(importlib.import_module(module), function)
+    return Path(generator(out_dir, n_encounters, seed=seed))
