@@ -17,14 +17,21 @@ PostgreSQL and a real ``mlflow server``.
    agent and the Broker are not reproduced) and tests a window into PostgreSQL; the explainer
    explains through the predictor's Service name; a signed CDS Hooks call returns the model's
    card.
-5. On the host, as the operator's tools: ``hmlops monitor run`` reads PostgreSQL, and
-   ``hmlops rollout advance`` starts the candidate's rollout, writing its GitOps change.
+5. The second use case (``--overlay post-acute``): its model trained, registered and promoted
+   through the same server, its production stage rendered from its own objects
+   (``kustomize/use-cases/post-acute/model``) and run the same way (predictions in PostgreSQL,
+   the explainer, its own detector's window); the namespace's CDS service, from the readmission
+   render that binds it, answers ``encounter-start`` with its card from its container.
+6. On the host, as the operator's tools: ``hmlops monitor run`` reads PostgreSQL (each model under
+   its own use case's policy), and ``hmlops rollout advance`` starts the candidate's rollout,
+   writing its GitOps change.
 
 Exits 0 only when all of it succeeded; the last line is a JSON summary. A failure is one line
 ``e2e: FAILED: …`` after the details (a container's log tail). Everything it started is removed.
 Nothing here is part of the product.
 
-Usage: python -m e2e.run [--overlay production] [--overlay canary] [--work DIR] [--keep]
+Usage: python -m e2e.run [--overlay production] [--overlay canary] [--overlay post-acute]
+       [--work DIR]
 """
 
 from __future__ import annotations
@@ -49,16 +56,32 @@ import yaml
 from e2e.local_mlflow import LocalMlflow
 from e2e.local_postgres import LocalPostgres
 from e2e.podman import GATEWAY, SUBNET, bring_up_bridge, built_images, podman
-from e2e.workloads import StandIns, Workload, played, serving
+from e2e.workloads import StandIns, Workload, plan, played, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 HMLOPS = [sys.executable, "-m", "hospital_mlops.cli"]
-MODEL = "readmission-30d"
-SERVICE = "readmission"
 NAMESPACE = "hospital-mlops"
 DISCHARGE = "/cds-services/readmission-risk-discharge"
+ADMISSION = "/cds-services/post-acute-need-admission"
 WINDOW_ROWS = 1100  # the detector tests a window of 1,000 in-use encounters
-OVERLAYS = ("production", "canary")
+# production and canary: the readmission model's stages; post-acute: the second use case's model
+# at its own production stage (its own objects only), its admission card through the namespace's
+# CDS service (the production render's, which binds it)
+OVERLAYS = ("production", "canary", "post-acute")
+
+
+@dataclass(frozen=True)
+class Served:
+    """A registered model and the name it is served under (its InferenceService's)."""
+
+    model: str
+    service: str
+    use_case: str | None = None  # None: the first
+
+
+READMISSION = Served("readmission-30d", "readmission")
+POST_ACUTE = Served("post-acute-at-admission", "post-acute", "post_acute_at_admission")
+MODEL, SERVICE = READMISSION.model, READMISSION.service
 READY_TIMEOUT = 360.0  # seconds; a detector loads its reference window on a small machine
 
 
@@ -103,9 +126,12 @@ def _step(name: str) -> None:
 # ------------------------------------------------------------------------------ the registry
 
 
-def _train_and_register(env: Mapping[str, str], work: Path, seed: int) -> int:
-    out = _cli(env, "pipeline", "run", "--out", str(work / f"pipeline-{seed}"), "--seed",
-               str(seed), "--json")  # fmt: skip
+def _train_and_register(
+    env: Mapping[str, str], work: Path, seed: int, served: Served = READMISSION
+) -> int:
+    use_case = ["--use-case", served.use_case] if served.use_case else []
+    out = _cli(env, "pipeline", "run", "--out", str(work / f"pipeline-{served.service}-{seed}"),
+               "--seed", str(seed), *use_case, "--json")  # fmt: skip
     summary = json.loads(out)
     model = summary.get("model") or {}
     if not model.get("version"):
@@ -113,21 +139,28 @@ def _train_and_register(env: Mapping[str, str], work: Path, seed: int) -> int:
     return int(model["version"])
 
 
-def _sign_off(env: Mapping[str, str], version: int) -> None:
+def _sign_off(env: Mapping[str, str], version: int, model: str = MODEL) -> None:
     from hospital_mlops.governance.config import load_governance
 
     for role in load_governance().required_signoffs:
-        _cli(env, "registry", "sign-off", "--model", MODEL, "--version", str(version), "--role",
+        _cli(env, "registry", "sign-off", "--model", model, "--version", str(version), "--role",
              role, "--by", f"e2e {role} reviewer")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ the overlays
 
 
-def _render(env: Mapping[str, str], stage: str, version: int, image: str, work: Path) -> list[Any]:
-    out = work / f"deploy-{stage}"
-    _cli(env, "deploy", "render", "--model", MODEL, "--version", str(version), "--stage", stage,
-         "--image", image, "--out", str(out))  # fmt: skip
+def _render(
+    env: Mapping[str, str],
+    stage: str,
+    version: int,
+    image: str,
+    work: Path,
+    served: Served = READMISSION,
+) -> list[Any]:
+    out = work / f"deploy-{served.service}-{stage}"
+    _cli(env, "deploy", "render", "--model", served.model, "--version", str(version), "--stage",
+         stage, "--image", image, "--out", str(out))  # fmt: skip
     built = subprocess.run(
         ["kubectl", "kustomize", str(out)], capture_output=True, text=True, check=False
     )
@@ -167,14 +200,14 @@ def _count(url: str, sql: str, **params: Any) -> int:
 
 
 def _predictions_land_in_postgres(
-    stack: Mapping[str, Workload], stores: Stores, version: int
+    stack: Mapping[str, Workload], stores: Stores, version: int, served: Served
 ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], bytes]]]:
     """Encounters from the version's test period, scored by the predictor container; every
     answer's row found in PostgreSQL. Returns the answers and (request, response body) pairs."""
     from hospital_mlops.inference.registered_examples import registered_examples
 
-    encounters = registered_examples(MODEL, str(version), n=WINDOW_ROWS, seed=3)
-    url = f"{stack['predictor'].base}/v1/models/{SERVICE}:predict"
+    encounters = registered_examples(served.model, str(version), n=WINDOW_ROWS, seed=3)
+    url = f"{stack['predictor'].base}/v1/models/{served.service}:predict"
     answers: list[dict[str, Any]] = []
     exchanges: list[tuple[dict[str, Any], bytes]] = []
     for start in range(0, len(encounters), 100):
@@ -184,9 +217,9 @@ def _predictions_land_in_postgres(
             raise E2EError(f"POST {url}: {reply.status_code} {reply.text[:800]}")
         answers += reply.json()["predictions"]
         exchanges.append((body, reply.content))
-    wrong = {a["model_version"] for a in answers} - {f"{MODEL}/{version}"}
+    wrong = {a["model_version"] for a in answers} - {f"{served.model}/{version}"}
     if wrong:
-        raise E2EError(f"the predictor served {sorted(wrong)}, not {MODEL}/{version}")
+        raise E2EError(f"the predictor served {sorted(wrong)}, not {served.model}/{version}")
     ids = [a["prediction_id"] for a in answers]
     deadline = time.monotonic() + 60
     found = 0
@@ -206,7 +239,10 @@ def _predictions_land_in_postgres(
 
 
 def _detector_tests_a_window(
-    stack: Mapping[str, Workload], stores: Stores, exchanges: Sequence[tuple[dict[str, Any], bytes]]
+    stack: Mapping[str, Workload],
+    stores: Stores,
+    exchanges: Sequence[tuple[dict[str, Any], bytes]],
+    served: Served,
 ) -> dict[str, Any]:
     """The KServe agent's CloudEvents (binary mode) of every request and response, posted to the
     detector as the Broker's Triggers deliver them; its window's result is read back and found
@@ -216,8 +252,9 @@ def _detector_tests_a_window(
     detector = stack["detector"].base
     before = _drift_rows(stores)
     for i, (body, response) in enumerate(exchanges):
-        request = binary_headers(f"e2e-{i}", "request", SERVICE, namespace=NAMESPACE)
-        answered = binary_headers(f"e2e-{i}", "response", SERVICE, namespace=NAMESPACE)
+        ident = f"e2e-{served.service}-{i}"
+        request = binary_headers(ident, "request", served.service, namespace=NAMESPACE)
+        answered = binary_headers(ident, "response", served.service, namespace=NAMESPACE)
         for kind, payload, headers in (
             ("request", json.dumps(body).encode(), request),
             ("response", response, answered),
@@ -253,12 +290,31 @@ def _drift_rows(stores: Stores) -> int:
 
 
 def _explainer_explains(
-    stack: Mapping[str, Workload], answer: Mapping[str, Any], body: Any
+    stack: Mapping[str, Workload], answer: Mapping[str, Any], body: Any, served: Served
 ) -> None:
-    explained = _post(f"{stack['explainer'].base}/v1/models/{SERVICE}:explain", body, timeout=180)
+    url = f"{stack['explainer'].base}/v1/models/{served.service}:explain"
+    explained = _post(url, body, timeout=180)
     (explanation,) = explained["explanations"]
     if explanation["model_version"] != answer["model_version"] or not explanation["reasons"]:
         raise E2EError(f"the explainer's answer is not the predictor's: {explanation}")
+
+
+def _admission_card(cds: Workload, ehr: Any, version: int) -> str:
+    """The namespace's CDS service (the readmission render's, which binds every further use
+    case) answers encounter-start with the post-acute model's card, from its own predictor."""
+    from hospital_mlops.cli.cds import example_request
+
+    url = f"{cds.base}{ADMISSION}"
+    body = example_request(hook="encounter-start")
+    answered = _post(url, body, headers=ehr.authorization(url))
+    cards = answered.get("cards") or []
+    if len(cards) != 1 or not cards[0]["summary"].startswith("Post-acute care need"):
+        raise E2EError(
+            f"the admission service answered no model card: {json.dumps(answered)[:800]}"
+        )
+    if f"_Model {POST_ACUTE.model}/{version};" not in cards[0]["detail"]:
+        raise E2EError(f"the admission card is not from {POST_ACUTE.model}/{version}")
+    return str(cards[0]["summary"])
 
 
 def _cds_card(stack: Mapping[str, Workload], ehr: Any, version: int) -> str:
@@ -286,34 +342,49 @@ def _exercise(
     stores: Stores,
     ehr: Any,
     version: int,
+    served: Served = READMISSION,
+    namespace_cds: Workload | None = None,
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """The overlay's workloads, each ready, each exercised; everything removed afterwards."""
-    aliases = {f"{SERVICE}-predictor.{NAMESPACE}": GATEWAY}
+    """The overlay's workloads, each ready, each exercised; everything removed afterwards. A
+    further use case's render holds no CDS service: ``namespace_cds`` (the readmission render's)
+    answers its hook."""
+    # the predictor is published at the gateway, where its Service name resolves
+    aliases = {f"{served.service}-predictor.{NAMESPACE}": GATEWAY}
     with serving(docs, values, image, work, prefix=f"hmlops-e2e-{stage}", aliases=aliases) as (
         stack,
         ready,
     ):
         _step(f"{stage}: predictor and explainer ready in {ready}")
-        answers, exchanges = _predictions_land_in_postgres(stack, stores, version)
-        _explainer_explains(stack, answers[0], {"instances": exchanges[0][0]["instances"][:1]})
+        answers, exchanges = _predictions_land_in_postgres(stack, stores, version, served)
+        first = {"instances": exchanges[0][0]["instances"][:1]}
+        _explainer_explains(stack, answers[0], first, served)
         with played(stack["detector"], values, image, work, aliases, READY_TIMEOUT) as seconds:
             ready["detector"] = seconds
-            detector = _detector_tests_a_window(stack, stores, exchanges)
-        with played(stack["cds"], values, image, work, aliases, READY_TIMEOUT) as seconds:
+            detector = _detector_tests_a_window(stack, stores, exchanges, served)
+        cds = stack.get("cds") or namespace_cds
+        if cds is None:
+            raise E2EError(f"{stage}: no CDS service to answer its hook")
+        with played(cds, values, image, work, aliases, READY_TIMEOUT) as seconds:
             ready["cds"] = seconds
-            card = _cds_card(stack, ehr, version)
-    result = {"stage": stage, "version": version, "predictions": len(answers),
-              "detector": detector, "cds_card": card}  # fmt: skip
+            card = (
+                _cds_card(stack, ehr, version)
+                if served == READMISSION
+                else _admission_card(cds, ehr, version)
+            )
+    result = {"stage": stage, "model": served.model, "version": version,
+              "predictions": len(answers), "detector": detector, "cds_card": card}  # fmt: skip
     return result, ready
 
 
 # ---------------------------------------------------------------------------- operator tools
 
 
-def _monitor(env: Mapping[str, str], stores: Stores, work: Path) -> dict[str, Any]:
-    """``hmlops monitor run`` over the PostgreSQL prediction log (the champion's predictions)."""
-    out = work / "monitoring.json"
-    _cli(env, "monitor", "run", "--model", f"{MODEL}@champion", "--out", str(out), "--json")
+def _monitor(env: Mapping[str, str], work: Path, served: Served = READMISSION) -> dict[str, Any]:
+    """``hmlops monitor run`` over the PostgreSQL prediction log (the champion's predictions),
+    under the model's own use case's policy."""
+    out = work / f"monitoring-{served.service}.json"
+    _cli(env, "monitor", "run", "--model", f"{served.model}@champion", "--out", str(out),
+         "--json")  # fmt: skip
     run = json.loads(out.read_text())
     return {"predictions_read": _predictions_read(run), "alerts": len(run.get("alerts", []))}
 
@@ -393,6 +464,13 @@ def run(overlays: Sequence[str], work: Path, images_json: Path) -> dict[str, Any
             candidate = _train_and_register(env, work, seed=2) if "canary" in overlays else None
             if candidate is not None:
                 _sign_off(env, candidate)
+            admission = None
+            if "post-acute" in overlays:
+                _step("training and registering the post-acute model through the MLflow server")
+                admission = _train_and_register(env, work, seed=1, served=POST_ACUTE)
+                _sign_off(env, admission, POST_ACUTE.model)
+                _cli(env, "registry", "promote", "--model", POST_ACUTE.model, "--version",
+                     str(admission))  # fmt: skip
             ehr = DemoClient.create(work / "ehr")
             values = stand_ins(
                 stores, stores.mlflow.url, hmac_key, ehr.trusted_clients_file.read_text()
@@ -400,16 +478,35 @@ def run(overlays: Sequence[str], work: Path, images_json: Path) -> dict[str, Any
             results: dict[str, Any] = {}
             ready: dict[str, Any] = {}
             for stage in overlays:
+                (work / stage).mkdir(exist_ok=True)
+                if stage == "post-acute":
+                    assert admission is not None
+                    _step(f"post-acute: rendering {POST_ACUTE.model}@{admission} (its own objects)")
+                    docs = _render(env, "production", admission, images["serving"], work,
+                                   POST_ACUTE)  # fmt: skip
+                    # the namespace's CDS service: the readmission render's, binding post-acute
+                    namespace = _render(env, "production", champion, images["serving"], work)
+                    (cds,) = [w for w in plan(namespace, values, work / stage, "hmlops-e2e-ns")
+                              if w.component == "cds"]  # fmt: skip
+                    results[stage], ready[stage] = _exercise(
+                        stage, docs, values, images["serving"], work / stage, stores, ehr,
+                        admission, POST_ACUTE, cds,
+                    )  # fmt: skip
+                    continue
                 version = champion if stage == "production" else candidate
                 assert version is not None
                 _step(f"{stage}: rendering {MODEL}@{version} and starting its workloads")
                 docs = _render(env, stage, version, images["serving"], work)
-                (work / stage).mkdir(exist_ok=True)
                 results[stage], ready[stage] = _exercise(
                     stage, docs, values, images["serving"], work / stage, stores, ehr, version
                 )
             _step("hmlops monitor run on PostgreSQL; hmlops rollout advance")
-            monitored = _monitor(env, stores, work)
+            monitored = _monitor(env, work)
+            if admission is not None:
+                monitored = {
+                    "readmission": monitored,
+                    "post-acute": _monitor(env, work, POST_ACUTE),
+                }
             rollout = (
                 _rollout(env, candidate, images["serving"], work) if candidate is not None else None
             )

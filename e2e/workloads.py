@@ -82,9 +82,13 @@ class Workload:
         return self.run.readiness
 
 
+# a Deployment's role by its app.kubernetes.io/name label: any model's detector is a detector
+ROLES = {"cds-hooks": "cds", "drift-detector": "detector"}
+
+
 def _component(doc: Mapping[str, Any]) -> str:
-    name = str(doc["metadata"]["name"])
-    return {"readmission-cds": "cds", "readmission-drift-detector": "detector"}.get(name, name)
+    labels = doc["metadata"].get("labels") or {}
+    return ROLES.get(str(labels.get("app.kubernetes.io/name")), str(doc["metadata"]["name"]))
 
 
 def _config_map_dirs(
