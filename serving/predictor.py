@@ -205,7 +205,9 @@ class RiskPredictor(Model):
             v2_outputs,
         )
 
-        tensors = [Tensor(t.name, t.datatype, t.shape, t.data) for t in request.inputs]
+        tensors = [
+            Tensor(t.name, t.datatype, t.shape, t.data, t.parameters) for t in request.inputs
+        ]
         try:
             instances = instances_from_v2(tensors, max_instances=self.max_instances)
         except InvalidRequest as exc:
@@ -216,11 +218,20 @@ class RiskPredictor(Model):
             for t in v2_outputs(answers)
         ]
         response = InferResponse(
-            model_name=self.name, infer_outputs=outputs, response_id=request.id or request_id
+            model_name=self.name,
+            model_version=str(self.version),
+            infer_outputs=outputs,
+            response_id=request.id or request_id,
         )
         request_body = {
             "inputs": [
-                {"name": t.name, "datatype": t.datatype, "shape": list(t.shape), "data": t.data}
+                {
+                    "name": t.name,
+                    "datatype": t.datatype,
+                    "shape": list(t.shape),
+                    "data": t.data,
+                    **({"parameters": dict(t.parameters)} if t.parameters else {}),
+                }
                 for t in tensors
             ]
         }
@@ -228,6 +239,18 @@ class RiskPredictor(Model):
         if record:
             self._record(request_id, "v2", instances, answers, request_body, response_body)
         return response
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """OIP model metadata (``GET /v2/models/NAME``): every input tensor by name, datatype and
+        shape, so a standard client can discover what to send."""
+        from hospital_mlops.model.scoring import v2_input_metadata
+
+        return v2_input_metadata(self.setup.served) if self.ready else []
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        from hospital_mlops.model.scoring import v2_output_metadata
+
+        return v2_output_metadata()
 
     def _losses(self) -> tuple[int, int, int]:
         emitter = self.emitter

@@ -19,6 +19,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _settings: dict[str, Any] = {"host": "127.0.0.1", "max_body_bytes": 1_000_000, "service": "kserve"}
+# served name → the registry version this process serves: the one version its OIP
+# ``/v2/models/NAME/versions/V/...`` paths address (the protocol's document lists only these)
+SERVED_VERSIONS: dict[str, str] = {}
+_VERSIONED = re.compile(r"^/v2/models/([^/]+)/versions/([^/]+)(/.*)?$")
 
 
 def _is_json(body: bytes) -> bool:
@@ -42,8 +46,10 @@ async def _reply(send: Send, status: int, field: str, message: str) -> None:
 
 
 class RequestLimits:
-    """Refuse oversized bodies (413) before any parsing, and paths KServe 0.20 would answer with
-    a 5xx (model-version routes raise NotImplementedError → 501) with a plain 404."""
+    """Refuse oversized bodies (413) before any parsing. A model-version path (which KServe 0.20
+    answers with a 5xx: its routes raise NotImplementedError) addresses the version this
+    process serves, and is answered as the unversioned path; any other version is a plain
+    404."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -54,9 +60,18 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         path = str(scope.get("path", ""))
-        if path.startswith("/v2/models/") and "/versions/" in path:
-            await _reply(send, 404, "path", "model versions are not addressable; see model_version")
-            return
+        versioned = _VERSIONED.match(path)
+        if versioned:
+            name, version, rest = versioned.groups()
+            served = SERVED_VERSIONS.get(name)
+            if served is None or version != served:
+                where = f"version {served} of {name}" if served else "no versioned model"
+                await _reply(
+                    send, 404, "path", f"{name} version {version} is not served ({where} is)"
+                )
+                return
+            path = f"/v2/models/{name}{rest or ''}"
+            scope = {**scope, "path": path, "raw_path": path.encode()}
         headers = dict(scope.get("headers") or [])
         if path.startswith("/v2/models/") and path.endswith("/infer"):
             content_type = headers.get(b"content-type", b"").split(b";")[0].strip()
@@ -163,10 +178,74 @@ def configure_rest_server(
             log=access_log_from_env(),
         )
         model_server.app.add_exception_handler(InvalidInput, field_errors_handler)
+        _omit_nulls_from_v2_responses(model_server.app)
 
     rest.RESTServer.__init__ = init
     rest.RESTServer.create_application = create_application
     rest.RESTServer._hmlops_configured = True
+    _metadata_names_the_served_version()
+
+
+def _metadata_names_the_served_version() -> None:
+    """OIP model metadata lists the model's versions; KServe 0.20 leaves them out. The one this
+    process serves is the one its versioned paths address."""
+    from kserve.protocol.dataplane import DataPlane
+
+    original = DataPlane.model_metadata
+
+    async def model_metadata(self: Any, model_name: str) -> dict[str, Any]:
+        metadata: dict[str, Any] = await original(self, model_name)
+        if model_name in SERVED_VERSIONS:
+            metadata["versions"] = [SERVED_VERSIONS[model_name]]
+        return metadata
+
+    DataPlane.model_metadata = model_metadata
+
+
+def _omit_nulls_from_v2_responses(app: Any) -> None:
+    """KServe 0.20's v2 routes serialize unset optional fields as ``null`` (a metadata
+    response's ``versions``, an infer response's and each output's ``parameters``), which the
+    Open Inference Protocol's schema refuses: an optional field is absent or of its type. Each v2
+    route is rebuilt with FastAPI's ``response_model_exclude_none``; the infer routes, which
+    KServe declares without a response model, get the protocol's own (KServe's
+    ``InferenceResponse``) so that it applies. A binary-tensor reply is a raw response and is
+    passed through as it is."""
+    from fastapi.routing import APIRoute
+    from kserve.protocol.rest.v2_datamodels import InferenceResponse
+
+    def rebuilt(route: APIRoute, path: str) -> APIRoute:
+        model = route.response_model
+        if model is None and path.endswith("/infer"):
+            model = InferenceResponse
+        return APIRoute(
+            route.path,
+            route.endpoint,
+            response_model=model,
+            response_model_exclude_none=True,
+            methods=route.methods,
+            name=route.name,
+            include_in_schema=route.include_in_schema,
+            response_class=route.response_class,
+            dependencies=route.dependencies,
+        )
+
+    def rebuild(routes: list[Any], prefix: str) -> int:
+        changed = 0
+        for i, route in enumerate(routes):
+            included = getattr(route, "original_router", None)  # FastAPI ≥0.165 includes lazily
+            if included is not None:
+                inner = prefix + str(getattr(route.include_context, "prefix", ""))
+                below = rebuild(included.routes, inner)
+                if below:
+                    included._routes_version += 1  # its cached effective routes are stale
+                changed += below
+            elif isinstance(route, APIRoute) and (prefix + route.path).startswith("/v2"):
+                routes[i] = rebuilt(route, prefix + route.path)
+                changed += 1
+        return changed
+
+    if not rebuild(app.router.routes, ""):
+        raise RuntimeError("no KServe v2 route found to serve without nulls")
 
 
 def bind_loopback() -> None:
@@ -209,6 +288,7 @@ def serve_predictor(
         # As on a cluster, where the pod never passes its readiness probe: no server starts.
         raise ModelNotReady(f"{registered_model}@{ref}: {predictor.not_ready_reason}")
     predictor.name = served_name or predictor.setup.use_case.served_as
+    SERVED_VERSIONS[predictor.name] = str(predictor.version)
     # The loaded server holds ~400k long-lived objects; a full collection over them pauses a
     # request by ~0.2 s. Freeze them out of the collector's view (they live until exit anyway).
     gc.collect()

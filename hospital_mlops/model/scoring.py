@@ -15,7 +15,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -325,6 +325,11 @@ V2_NUMBER_TYPES = frozenset(
     {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP32", "FP64"}
 )
 V2_JSON_OUTPUTS = ("reasons", "missing_inputs", "limitations", "data_freshness")
+# The Open Inference Protocol has no null in tensor data. An optional input missing for every row
+# is an omitted tensor; missing for some rows of a batch, its tensor's parameters name those rows
+# (zero-based, comma-separated: a string, as OIP's gRPC parameters allow), and the values sent at
+# them (any value of the tensor's datatype) are not read.
+MISSING_ROWS = "missing_rows"
 
 
 @dataclass(frozen=True)
@@ -333,6 +338,27 @@ class Tensor:
     datatype: str
     shape: Sequence[int]
     data: Any
+    parameters: Mapping[str, Any] | None = None
+
+
+def _missing_rows(t: Tensor, rows: int, where: str) -> set[int] | FieldError:
+    """The rows ``t.parameters.missing_rows`` names, or the field error saying what is wrong."""
+    value = (t.parameters or {}).get(MISSING_ROWS)
+    if value is None:
+        return set()
+    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+    parts = [p.strip() for p in text.split(",")] if text is not None else []
+    if not parts or not all(p.isdigit() for p in parts):
+        return FieldError(
+            None, f"{where}.parameters.{MISSING_ROWS}",
+            'must list zero-based row numbers, comma-separated (e.g. "0,3")',
+        )  # fmt: skip
+    named = {int(p) for p in parts}
+    if max(named) >= rows:
+        return FieldError(
+            None, f"{where}.parameters.{MISSING_ROWS}", f"names row {max(named)} of {rows} rows"
+        )
+    return named
 
 
 def _flat(data: Any) -> list[Any] | None:
@@ -367,6 +393,20 @@ def instances_from_v2(tensors: Sequence[Tensor], *, max_instances: int = MAX_INS
         if values is None or len(values) != shape[0]:
             errors.append(FieldError(None, where, f"data must hold {shape[0]} values"))
             continue
+        if any(v is None for v in values):
+            errors.append(
+                FieldError(
+                    None, where,
+                    "null is not tensor data in the Open Inference Protocol: omit the input's "
+                    f"tensor when no row has it, or name the rows without it in "
+                    f"parameters.{MISSING_ROWS}",
+                )
+            )  # fmt: skip
+            continue
+        missing = _missing_rows(t, shape[0], where)
+        if isinstance(missing, FieldError):
+            errors.append(missing)
+            continue
         if t.datatype not in V2_NUMBER_TYPES and t.datatype != "BYTES":
             errors.append(FieldError(None, where, "datatype must be BYTES or a number type"))
             continue
@@ -375,14 +415,18 @@ def instances_from_v2(tensors: Sequence[Tensor], *, max_instances: int = MAX_INS
             continue
         if t.name == OBSERVATION_TIMES:
             values = [_json_object(v) for v in values]
-        columns[t.name] = values
+        columns[t.name] = [None if i in missing else v for i, v in enumerate(values)]
     rows = {len(v) for v in columns.values()}
     if not errors and len(rows) > 1:
         errors.append(FieldError(None, "inputs", "every input must have the same number of rows"))
     if errors:
         raise InvalidRequest(errors)
     n = rows.pop()
-    return [{name: values[i] for name, values in columns.items()} for i in range(n)]
+    # a missing row's input is absent from its instance, as in a v1 request that omits it
+    return [
+        {name: values[i] for name, values in columns.items() if values[i] is not None}
+        for i in range(n)
+    ]
 
 
 def instances_from_body(body: Any, *, max_instances: int = MAX_INSTANCES) -> Any:
@@ -395,9 +439,13 @@ def instances_from_body(body: Any, *, max_instances: int = MAX_INSTANCES) -> Any
         for i, t in enumerate(body["inputs"]):
             if not isinstance(t, dict) or not isinstance(t.get("name"), str):
                 raise InvalidRequest([FieldError(None, f"inputs[{i}]", "must be a named tensor")])
+            parameters = t.get("parameters")
             tensors.append(
-                Tensor(t["name"], str(t.get("datatype", "")), t.get("shape", []), t.get("data"))
-            )
+                Tensor(
+                    t["name"], str(t.get("datatype", "")), t.get("shape", []), t.get("data"),
+                    parameters if isinstance(parameters, dict) else None,
+                )
+            )  # fmt: skip
         return instances_from_v2(tensors, max_instances=max_instances)
     raise InvalidRequest(
         [FieldError(None, "instances", "the body needs 'instances' (v1) or 'inputs' (v2)")]
@@ -413,24 +461,49 @@ def _json_object(value: Any) -> Any:
         return value
 
 
+# every output tensor, in order, with its datatype (structured fields as JSON text)
+V2_OUTPUTS: tuple[tuple[str, str], ...] = (
+    ("prediction_id", "BYTES"),
+    ("risk", "FP64"),
+    ("band", "BYTES"),
+    ("alert", "BOOL"),
+    ("threshold", "FP64"),
+    ("model_version", "BYTES"),
+    ("scored_at", "BYTES"),
+    *((key, "BYTES") for key in V2_JSON_OUTPUTS),
+)
+_V2_INPUT_TYPES = {"string": "BYTES", "integer": "INT64", "float": "FP64"}
+
+
 def v2_outputs(answers: list[dict[str, Any]]) -> list[Tensor]:
     """The per-instance answers as columnar output tensors (structured fields as JSON text)."""
     n = len(answers)
 
     def column(key: str) -> list[Any]:
+        if key in V2_JSON_OUTPUTS:
+            return [json.dumps(a[key], separators=(",", ":")) for a in answers]
         return [a[key] for a in answers]
 
+    return [Tensor(name, datatype, [n], column(name)) for name, datatype in V2_OUTPUTS]
+
+
+def v2_input_metadata(served: ServedInputs) -> list[dict[str, Any]]:
+    """OIP model metadata for the inputs: every tensor a request may carry, one row per
+    encounter (shape ``[-1]``: any number of rows). Which are required, and each one's codes and
+    range, are in the request contract (docs/serving.md); OIP metadata has no place for them."""
     tensors = [
-        Tensor("prediction_id", "BYTES", [n], column("prediction_id")),
-        Tensor("risk", "FP64", [n], column("risk")),
-        Tensor("band", "BYTES", [n], column("band")),
-        Tensor("alert", "BOOL", [n], column("alert")),
-        Tensor("threshold", "FP64", [n], column("threshold")),
-        Tensor("model_version", "BYTES", [n], column("model_version")),
-        Tensor("scored_at", "BYTES", [n], column("scored_at")),
+        {"name": f.name, "datatype": _V2_INPUT_TYPES.get(f.spec.type, "BYTES"), "shape": [-1]}
+        for f in served.fields
     ]
-    for key in V2_JSON_OUTPUTS:
-        tensors.append(
-            Tensor(key, "BYTES", [n], [json.dumps(a[key], separators=(",", ":")) for a in answers])
-        )
+    if served.counts_prior_encounters:
+        tensors.append({"name": PRIOR_ENCOUNTERS, "datatype": "INT64", "shape": [-1]})
+    tensors += [
+        {"name": OBSERVATION_TIMES, "datatype": "BYTES", "shape": [-1]},
+        {"name": ENCOUNTER_TOKEN, "datatype": "BYTES", "shape": [-1]},
+    ]
     return tensors
+
+
+def v2_output_metadata() -> list[dict[str, Any]]:
+    """OIP model metadata for the outputs: one row per encounter scored."""
+    return [{"name": name, "datatype": datatype, "shape": [-1]} for name, datatype in V2_OUTPUTS]

@@ -32,6 +32,7 @@ from hospital_mlops.model.reasons import attribute, reason_codes
 from hospital_mlops.model.scoring import (
     MAX_INSTANCES,
     MAX_TEXT,
+    MISSING_ROWS,
     PRIOR_ENCOUNTERS,
     PRIOR_ENCOUNTERS_MAX,
     InvalidRequest,
@@ -229,11 +230,18 @@ def test_bad_observation_times_are_named(real, times, field, message) -> None:
 
 
 def _as_v2(instances: list[dict]) -> list[Tensor]:
+    """As an OIP client sends them: no null; an input no row has is omitted, one some rows
+    lack names them in ``missing_rows``."""
     tensors = []
     for name in instances[0]:
         values = [i.get(name) for i in instances]
+        missing = [str(n) for n, v in enumerate(values) if v is None]
+        if len(missing) == len(values):
+            continue
         number = all(isinstance(v, int | float) for v in values if v is not None)
-        tensors.append(Tensor(name, "FP64" if number else "BYTES", [len(values)], values))
+        data = [(0 if number else "") if v is None else v for v in values]
+        parameters = {MISSING_ROWS: ",".join(missing)} if missing else None
+        tensors.append(Tensor(name, "FP64" if number else "BYTES", [len(values)], data, parameters))
     return tensors
 
 
@@ -241,8 +249,13 @@ def test_v2_tensors_give_the_same_answers_as_v1(real, small_model) -> None:
     served, _, instances = real
     _fs, model = small_model
     sample = instances[:20]
+    assert any(v is None for i in sample for v in i.values())  # the missing rows are exercised
     from_v2 = instances_from_v2(_as_v2(sample))
-    assert from_v2 == sample
+    assert from_v2 == [{k: v for k, v in i.items() if v is not None} for i in sample]
+    assert (
+        score(from_v2, served, model, 0.15, "7", now=NOW)[0]["risk"]
+        == (score(sample[:1], served, model, 0.15, "7", now=NOW)[0]["risk"])
+    )
     v1 = score(sample, served, model, 0.15, "7", now=NOW)
     outputs = {t.name: t for t in v2_outputs(v1)}
     assert outputs["risk"].data == [a["risk"] for a in v1] and outputs["risk"].shape == [20]
@@ -258,6 +271,17 @@ def test_v2_tensors_give_the_same_answers_as_v1(real, small_model) -> None:
         ([Tensor("age", "BYTES", [2], ["[70-80)"])], "inputs.age", "must hold 2 values"),
         ([Tensor("age", "BYTES", [101], ["x"] * 101)], "inputs.age", "rows must be from 1"),
         ([Tensor("age", "BOOL", [1], [True])], "inputs.age", "datatype"),
+        ([Tensor("race", "BYTES", [2], ["x", None])], "inputs.race", "missing_rows"),
+        (
+            [Tensor("race", "BYTES", [2], ["x", ""], {MISSING_ROWS: "1;0"})],
+            "inputs.race.parameters.missing_rows",
+            "row numbers",
+        ),
+        (
+            [Tensor("race", "BYTES", [2], ["x", ""], {MISSING_ROWS: "2"})],
+            "inputs.race.parameters.missing_rows",
+            "names row 2 of 2",
+        ),
         (
             [Tensor("age", "BYTES", [1], ["x"]), Tensor("gender", "BYTES", [2], ["F", "M"])],
             "inputs",
