@@ -47,17 +47,26 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     sbom = sub.add_parser("sbom", help="write a CycloneDX SBOM of this environment")
     sbom.add_argument("--out", type=Path, default=Path("out/sbom.cdx.json"))
+    sbom.add_argument(
+        "--model", help="also the registered model (an ML-BOM modelCard component): its name"
+    )
+    sbom.add_argument("--version", type=int, help="the registered model's version (with --model)")
 
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "sbom":
         from hospital_mlops.governance.sbom import write_sbom
 
-        summary = write_sbom(args.out)
+        if (args.model is None) != (args.version is None):
+            raise GovernanceUsageError("--model and --version go together (one registered version)")
+        model = (args.model, args.version) if args.model else None
+        summary = write_sbom(args.out, model=model)
         print(
             f"CycloneDX {summary['spec_version']} SBOM of {summary['components']} components "
             f"(schema-validated): {summary['path']}"
         )
+        if summary.get("model"):
+            print(f"with {summary['model']} as a machine-learning-model component (modelCard)")
         print(f"licences not OSI-approved: {', '.join(summary['not_osi_approved']) or 'none'}")
         print(
             f"licences not declared in metadata: {', '.join(summary['licence_unknown']) or 'none'}"

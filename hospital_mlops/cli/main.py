@@ -45,6 +45,7 @@ USAGE_ERRORS = (
     ("hospital_mlops.governance.registry", ("RegistryUnavailable", "RegistryError")),
     ("hospital_mlops.governance.registration", ("RegistrationFailed",)),
     ("hospital_mlops.governance.compare", ("CompareError",)),
+    ("hospital_mlops.governance.ml_bom", ("ModelNotRegistered",)),
     ("hospital_mlops.cli.serving", ("ServeUsageError",)),
     ("hospital_mlops.inference.batch", ("BatchError",)),
     ("hospital_mlops.inference.worklist", ("WorklistError",)),
