@@ -18,7 +18,8 @@ import numpy as np
 from hospital_mlops.ehr.cds_config import CardSettings, Suggestion
 from hospital_mlops.ehr.fhir_input_reader import ModelInputs
 
-SUMMARY_MAX = 140
+# CDS Hooks 2.0.1: a card's summary is "less than 140 characters"
+SUMMARY_MAX = 139
 BINS = 10
 
 

@@ -5,6 +5,7 @@ consult when the risk is at the alert threshold."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -254,6 +255,24 @@ def test_the_card_is_the_use_cases_and_suggests_a_consult_at_the_threshold() -> 
     assert other["summary"].startswith("30-day readmission risk") and "suggestions" not in other
     unscored = not_scored_card(["age: not in the record"], inputs, settings)
     assert unscored["summary"] == "Post-acute care need not available for this stay"
+
+
+def test_every_summary_is_under_140_characters() -> None:
+    """CDS Hooks 2.0.1: "less than 140 characters", whatever a site's wording makes of it."""
+    body = example_request(hook="encounter-start")
+    inputs = admission_model_inputs(
+        gather(body["prefetch"], body["context"]), load_fhir_mapping(), NOW
+    )
+    base = CONFIG.card_settings(SERVICE)
+    text = base.text.model_copy(update={"risk_label": "R" * 150})
+    long = dataclasses.replace(base, text=text)
+    cards = [
+        risk_card(_answer(0.62, alert=True), inputs, long, None, NOW),
+        not_scored_card(["age: not in the record"], inputs, long),
+    ]
+    assert SUMMARY_MAX < 140
+    for card in cards:
+        assert len(card["summary"]) < 140, card["summary"]
 
 
 def test_a_service_naming_an_undeclared_use_case_is_refused() -> None:
