@@ -87,7 +87,7 @@ def _inputs_section(inputs: ModelInputs) -> list[str]:
     if inputs.missing:
         lines.append(f"**Not in the record:** {', '.join(sorted(set(inputs.missing)))}.")
     if inputs.unmapped:
-        codes = ", ".join(f"{u.input} ({u.code})" for u in inputs.unmapped)
+        codes = ", ".join(f"{u.input} ({u.code} in {u.system})" for u in inputs.unmapped)
         lines.append(f"**Codes the model cannot read:** {codes}.")
     return lines
 

@@ -71,11 +71,10 @@ def _icd9_of(reader: InputReader, condition: Any) -> str | None:
                 if mapped is None:
                     reader.out.unmapped.append(Unmapped("diag_1", system, code))
                 return mapped
-    systems = sorted({s or "(no system)" for s, _ in codings}) or ["(no coding)"]
-    reader.problems.append((
-        f"Condition/{condition.id}.code",
-        f"coded only in unknown systems {systems}; expected ICD-10-CM, ICD-9-CM or SNOMED CT",
-    ))  # fmt: skip
+    # coded only in systems the mapping does not know: scored without it (the model's
+    # "missing" diagnosis group), named with the system found
+    system, code = codings[0] if codings else ("(no coding)", "")
+    reader.out.unmapped.append(Unmapped("diag_1", system or "(no system)", code))
     return None
 
 
@@ -161,11 +160,12 @@ def read_medications(reader: InputReader) -> None:
             continue
         rx = [code for system, code in codings if system == meds.rxnorm_system]
         if not rx:
-            systems = sorted({s or "(no system)" for s, _ in codings})
-            reader.problems.append((
-                f"MedicationRequest/{m.id}.medicationCodeableConcept",
-                f"coded only in unknown systems {systems}; expected RxNorm",
-            ))  # fmt: skip
+            # a medication all the same (counted); whether it is a diabetes drug is unknown
+            system, code = codings[0]
+            distinct.add((system, code))
+            reader.out.unmapped.append(
+                Unmapped("diabetes medications", system or "(no system)", code)
+            )
             continue
         distinct.add((meds.rxnorm_system, rx[0]))
         column = meds.ingredients.get(rx[0])

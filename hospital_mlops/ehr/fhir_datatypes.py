@@ -38,6 +38,28 @@ def codings_of(concept: Any) -> list[tuple[str, str]]:
     ]
 
 
+def canonical_systems(value: Any, aliases: Mapping[str, str], seen: set[str]) -> None:
+    """Every Coding under ``value`` (a resource, a list of them) rewritten in place from an
+    alias system URI to its canonical one; each alias met is added to ``seen``."""
+    if not aliases:
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            canonical_systems(item, aliases, seen)
+        return
+    fields = getattr(type(value), "model_fields", None)
+    if fields is None:
+        return
+    system = getattr(value, "system", None) if type(value).__name__ == "Coding" else None
+    if isinstance(system, str) and system in aliases:
+        seen.add(system)
+        value.system = aliases[system]
+    for name in fields:
+        child = getattr(value, name, None)
+        if child is not None and not isinstance(child, str | int | float | bool):
+            canonical_systems(child, aliases, seen)
+
+
 def reference_id(reference: Any, kind: str, urls: Mapping[str, str]) -> str | None:
     """The id a Reference points at when it is a ``kind``, resolving bundle fullUrls."""
     text = getattr(reference, "reference", None) if reference is not None else None

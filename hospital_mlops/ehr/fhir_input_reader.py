@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from hospital_mlops.ehr.fhir_datatypes import codings_of
+from hospital_mlops.ehr.fhir_datatypes import canonical_systems, codings_of
 from hospital_mlops.ehr.fhir_mapping import CodeMap, FhirMapping, TextCodes
 from hospital_mlops.ehr.fhir_record import FhirInputError, PatientRecord
 from hospital_mlops.model.scoring import PRIOR_ENCOUNTERS
@@ -65,6 +65,8 @@ class ModelInputs:
     needed: frozenset[str] = DISCHARGE_NEEDED  # missing any of these, the model is not used
     patient_id: str | None = None  # the record's (a card's suggestion names them)
     encounter_id: str | None = None
+    # alias system URIs the record used, each read as its canonical system (config's list)
+    aliases_read: list[str] = field(default_factory=list)
 
     @property
     def scorable(self) -> bool:
@@ -87,6 +89,20 @@ class InputReader:
         )
         self.problems: list[tuple[str, str]] = []
         self.times: list[datetime] = []
+        seen: set[str] = set()
+        r = record
+        for part in (
+            r.patient,
+            r.encounter,
+            r.conditions,
+            r.observations,
+            r.medication_requests,
+            r.procedures,
+            r.other_encounters,
+            r.coverages,
+        ):
+            canonical_systems(part, mapping.aliases, seen)  # fmt: skip
+        self.out.aliases_read = [f"{a} as {mapping.aliases[a]}" for a in sorted(seen)]
 
     def result(self) -> ModelInputs:
         """What the reading gave, with the data's time window; ``FhirInputError`` naming every
@@ -114,11 +130,11 @@ class InputReader:
                 self.out.instance[name] = NOT_MAPPED[name]
                 self.out.unmapped.append(Unmapped(name, table.system, known[0]))
             return
-        systems = sorted({s or "(no system)" for s, _ in codings})
-        expected = ", ".join(t.system for t in maps)
-        self.problems.append(
-            (where, f"coded only in unknown systems {systems}; expected {expected}")
-        )
+        # a system neither the mapping nor its aliases know: the input is read as the extract's
+        # own "not mapped" code (the model knows it), named with the system found, never a 400
+        system, code = codings[0]
+        self.out.instance[name] = NOT_MAPPED[name]
+        self.out.unmapped.append(Unmapped(name, system or "(no system)", code))
 
     def coded_text(self, name: str, concept: Any, codes: TextCodes | None) -> None:
         """An optional coded input the extract holds as text. Not in the record: missing. In a

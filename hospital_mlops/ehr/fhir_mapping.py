@@ -111,6 +111,15 @@ class MedicationMap(StrictModel):
         return self
 
 
+class SystemAlias(StrictModel):
+    """An older or alternative URI of a code system the mapping reads, as real exports write
+    it, with where that spelling comes from."""
+
+    alias: str = Field(min_length=1)
+    canonical: str = Field(min_length=1)
+    source: str = Field(min_length=10)
+
+
 class FhirMapping(StrictModel):
     version: str
     lookback_days: int = Field(ge=1, le=3650)
@@ -126,6 +135,36 @@ class FhirMapping(StrictModel):
     # serviceType → medical_specialty (None: not read, reported missing)
     payer: TextCodes | None = None
     admitting_specialty: TextCodes | None = None
+    # a coding in an alias URI is read as in its canonical system (checked: each canonical is a
+    # system read above, each alias named once and no canonical itself)
+    code_system_aliases: tuple[SystemAlias, ...] = ()
+
+    def systems_read(self) -> set[str]:
+        """Every code system URI this mapping reads."""
+        systems = {t.system for t in (*self.admission_type, *self.admission_source)}
+        systems |= {t.system for t in self.discharge_disposition}
+        d = self.diagnosis
+        systems |= {d.icd9_system, d.icd10_system, d.snomed_system}
+        systems |= {self.labs.loinc_system, self.medications.rxnorm_system}
+        for optional in (self.payer, self.admitting_specialty):
+            systems |= {t.system for t in optional.systems} if optional else set()
+        return systems
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        return {a.alias: a.canonical for a in self.code_system_aliases}
+
+    @model_validator(mode="after")
+    def _aliases_name_systems_read(self) -> FhirMapping:
+        read = self.systems_read()
+        seen: set[str] = set()
+        for n, a in enumerate(self.code_system_aliases):
+            if a.canonical not in read:
+                raise ValueError(f"code_system_aliases.{n}: {a.canonical} is no system read here")
+            if a.alias in read or a.alias in seen:
+                raise ValueError(f"code_system_aliases.{n}: {a.alias} is named twice")
+            seen.add(a.alias)
+        return self
 
     def icd10_to_icd9(self, code: str) -> str | None:
         """A representative ICD-9-CM code of the same group, or None when no range covers it."""

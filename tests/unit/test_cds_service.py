@@ -301,13 +301,6 @@ def _edit(change) -> dict[str, Any]:
         ),
         (_edit(lambda r: r["lab-0"].update(status=7)), "Observation/lab-0", "FHIR R4 validation"),
         (
-            _edit(
-                lambda r: r["cond-0"].update(code={"coding": [{"system": "urn:x", "code": "1"}]})
-            ),
-            "Condition/cond-0.code",
-            "unknown systems",
-        ),
-        (
             _edit(lambda r: r["proc-0"].update(subject={"reference": "Patient/other"})),
             "Procedure/proc-0",
             "not Patient/example-patient",
@@ -327,6 +320,15 @@ def test_bad_calls_get_a_400_naming_the_problem(cds, body, field, message) -> No
     assert answer.status_code == 400, answer.text
     errors = answer.json()["errors"]
     assert any(e["field"] == field and message in e["message"] for e in errors), errors
+
+
+def test_a_coding_in_an_unknown_system_gets_a_card_naming_it_not_a_400(cds) -> None:
+    """Issue 23: a 400 for the whole call is for malformed requests only."""
+    body = _edit(lambda r: r["cond-0"].update(code={"coding": [{"system": "urn:x", "code": "1"}]}))
+    answer = _call(cds, body)
+    assert answer.status_code == 200, answer.text
+    (card,) = answer.json()["cards"]
+    assert "diag_1 (1 in urn:x)" in card["detail"]
 
 
 def test_malformed_json_is_a_400_not_a_crash(cds) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,21 +141,9 @@ def _broken(change) -> dict[str, Any]:
             "fails FHIR R4 validation at birthDate",
         ),
         (
-            lambda r: r["cond-0"].update(code={"coding": [{"system": "urn:local", "code": "X"}]}),
-            "Condition/cond-0.code",
-            "unknown systems ['urn:local']",
-        ),
-        (
             lambda r: r["cond-1"].update(subject={"reference": "Patient/someone-else"}),
             "Condition/cond-1",
             "not Patient/example-patient",
-        ),
-        (
-            lambda r: r["example-encounter"]["hospitalization"].update(
-                dischargeDisposition={"coding": [{"system": "urn:local", "code": "H"}]}
-            ),
-            "Encounter/example-encounter.hospitalization.dischargeDisposition",
-            "unknown systems",
         ),
     ],
 )
@@ -161,6 +151,95 @@ def test_what_cannot_be_read_is_refused_naming_the_resource(change, where, messa
     with pytest.raises(FhirInputError) as caught:
         _read(_broken(change))
     assert any(w == where and message in m for w, m in caught.value.problems), caught.value.problems
+
+
+def test_a_coding_in_a_system_nobody_knows_is_read_without_it_and_named() -> None:
+    """Issue 23: not a 400 for the whole call. The input is read as the extract's own "not
+    mapped" (or missing) value, and the card names the input, its code and the system found."""
+    from hospital_mlops.ehr.cds_card import not_scored_card
+    from hospital_mlops.ehr.cds_config import load_cds_config
+
+    def change(r: dict[str, Any]) -> None:
+        r["cond-0"].update(code={"coding": [{"system": "urn:local", "code": "X"}]})
+        r["example-encounter"]["hospitalization"].update(
+            dischargeDisposition={"coding": [{"system": "urn:local", "code": "H"}]}
+        )
+
+    out = _read(_broken(change))
+    assert out.scorable
+    assert out.instance["discharge_disposition_id"] == 25  # the extract's "not mapped"
+    assert out.instance["diag_1"] is None
+    unmapped = {(u.input, u.system, u.code) for u in out.unmapped}
+    assert {
+        ("diag_1", "urn:local", "X"),
+        ("discharge_disposition_id", "urn:local", "H"),
+    } <= unmapped
+    config = load_cds_config()
+    card = not_scored_card(["shown for the test"], out, config.card_settings(config.services[0]))
+    assert "diag_1 (X in urn:local)" in card["detail"]
+    assert "discharge_disposition_id (H in urn:local)" in card["detail"]
+
+
+# --- FHIR written by other tools (tests/fixtures/fhir): aliases of the code systems read ------
+
+OTHER_TOOLS = Path(__file__).resolve().parents[1] / "fixtures" / "fhir"
+OTHER_CONTEXT = {
+    "patientId": "6c1d0b2a-8a4e-4f5b-9a1e-1f2d3c4b5a60",
+    "encounterId": "0b7e4f8c-2d6a-4c3b-8e9f-7a6b5c4d3e21",
+}
+
+
+def _other(name: str, mapping: Any = MAPPING) -> Any:
+    bundle = json.loads((OTHER_TOOLS / f"{name}.json").read_text())
+    record = gather({"bundle": bundle}, OTHER_CONTEXT)
+    return model_inputs(record, mapping, datetime(2026, 3, 9, 20, tzinfo=UTC))
+
+
+def test_a_synthea_style_transaction_bundle_reads_through_the_nubc_alias() -> None:
+    """urn:uuid references, US Core extensions, and NUBC discharge status under
+    http://www.nubc.org/patient-discharge (US Core's examples and Synthea): read as the NUBC
+    code system, so "01" is home (1), and the reading says which alias it met."""
+    out = _other("synthea_style_inpatient")
+    assert out.scorable and not out.unmapped and not out.missing
+    expected = {"race": "AfricanAmerican", "gender": "Female", "age": "[70-80)",
+                "admission_type_id": 1, "admission_source_id": 7, "discharge_disposition_id": 1,
+                "diag_1": "250.00", "A1Cresult": ">8", "number_emergency": 1,
+                "time_in_hospital": 5}  # fmt: skip
+    assert {k: out.instance[k] for k in expected} == expected
+    alias = "http://www.nubc.org/patient-discharge"
+    assert out.aliases_read == [f"{alias} as https://www.nubc.org/CodeSystem/PatDischargeStatus"]
+    # without the alias list the same code would be unrecognized: the list is what reads it
+    bare = MAPPING.model_copy(update={"code_system_aliases": ()})
+    unread = _other("synthea_style_inpatient", bare)
+    assert unread.instance["discharge_disposition_id"] == 25
+    assert [(u.input, u.system) for u in unread.unmapped] == [("discharge_disposition_id", alias)]
+
+
+def test_code_systems_written_as_oids_read_the_same() -> None:
+    inline = _other("synthea_style_inpatient")
+    oids = _other("synthea_style_oid_systems")
+    assert oids.instance == inline.instance
+    assert len(oids.aliases_read) == 5 and all("urn:oid:" in a for a in oids.aliases_read)
+
+
+@pytest.mark.parametrize(
+    ("alias", "message"),
+    [
+        ({"alias": "urn:x", "canonical": "urn:nobody-reads-this", "source": "a made-up source"},
+         "is no system read here"),
+        ({"alias": "http://www.nubc.org/patient-discharge",
+          "canonical": "http://loinc.org", "source": "a made-up source"}, "named twice"),
+    ],
+)  # fmt: skip
+def test_an_alias_of_nothing_read_or_named_twice_is_refused(alias, message) -> None:
+    from pydantic import ValidationError
+
+    from hospital_mlops.ehr.fhir_mapping import FhirMapping
+
+    raw = MAPPING.model_dump(mode="json", by_alias=True)
+    raw["code_system_aliases"].append(alias)
+    with pytest.raises(ValidationError, match=message):
+        FhirMapping.model_validate(raw)
 
 
 def test_another_patients_resources_or_a_missing_encounter_are_refused() -> None:

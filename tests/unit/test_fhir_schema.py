@@ -74,3 +74,16 @@ def test_the_schema_check_names_what_is_wrong() -> None:
     problems = fhir_problems(bundle)
     assert any(p.startswith("Patient/example-patient.gender:") for p in problems), problems
     assert any(".status:" in p and p.startswith("Encounter/") for p in problems), problems
+
+
+@pytest.mark.parametrize("name", ["synthea_style_inpatient", "synthea_style_oid_systems"])
+def test_the_fhir_other_tools_write_is_valid_fhir_r4(name: str) -> None:
+    """The hand-built Bundles in Synthea's shape the reader is tested on (tests/fixtures/fhir)."""
+    import json
+    from pathlib import Path
+
+    bundle = json.loads(
+        (Path(__file__).parents[1] / "fixtures" / "fhir" / f"{name}.json").read_text()
+    )
+    assert bundle["type"] == "transaction"
+    assert fhir_problems(bundle) == []
