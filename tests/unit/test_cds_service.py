@@ -189,7 +189,7 @@ def test_a_sparse_bundle_is_scored_and_names_what_the_record_lacks(cds) -> None:
 def test_unmapped_codes_are_shown_on_the_card(cds) -> None:
     card = _card(_call(cds, example_request("unmapped")))
     assert "**Codes the model cannot read:**" in card["detail"]
-    assert "diag_1 (404684003)" in card["detail"]
+    assert "diag_1 (404684003 in http://snomed.info/sct)" in card["detail"]
 
 
 def test_a_stay_the_model_does_not_know_gets_a_card_that_says_so(cds) -> None:
