@@ -20,12 +20,6 @@ MODEL_NAME_HELP = "registered model name (default: the first use case's)"
 SOURCE_HELP = "catalogued source name (default: the use case's first declared source)"
 
 
-def first_model() -> str:
-    from hospital_mlops.governance.config import first_model_name
-
-    return first_model_name()
-
-
 def first_source(use_case: str | None) -> str:
     from hospital_mlops.use_case import load_use_case
 
@@ -37,6 +31,9 @@ def fill(args: argparse.Namespace) -> None:
     command that needed it, not of every command's --help)."""
     form = getattr(args, "model_default", None)
     if form and getattr(args, "model", None) is None:
-        args.model = f"{first_model()}@champion" if form == "ref" else first_model()
+        from hospital_mlops.governance.config import first_model_name
+
+        model = first_model_name()
+        args.model = f"{model}@champion" if form == "ref" else model
     if getattr(args, "source_default", False) and getattr(args, "source", None) is None:
         args.source = first_source(getattr(args, "use_case", None))

@@ -96,14 +96,6 @@ def bound_use_cases(kustomize_root: Path) -> list[BoundUseCase]:
     ]
 
 
-def deployed_use_case_services(kustomize_root: Path) -> list[str]:
-    """Every further use case's served name that has a kustomize directory of its own."""
-    base = kustomize_root / USE_CASES_DIR
-    if not base.is_dir():
-        return []
-    return sorted(p.parent.parent.name for p in base.glob("*/model/kustomization.yaml"))
-
-
 def shadow_trigger(service: str, broker: str) -> dict[str, Any]:
     """The Trigger that feeds ``service``'s shadow a copy of its clients' requests, before the
     shadow stage's ``-shadow`` suffix: kustomize/overlays/shadow/trigger.yaml for any model (a

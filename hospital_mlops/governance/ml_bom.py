@@ -19,7 +19,7 @@ from hospital_mlops import artifacts
 
 
 class ModelNotRegistered(LookupError):
-    """No such registered model version, or it lacks the evidence an ML-BOM is made of."""
+    """The registered version lacks the evidence an ML-BOM is made of."""
 
 
 def _metric(kind: str, value: dict[str, Any], slice_: str) -> dict[str, Any]:
@@ -51,12 +51,7 @@ def model_components(
     from hospital_mlops.governance import registry
     from hospital_mlops.use_case import load_use_case
 
-    try:
-        mv = registry.resolve(registry.client(), model, str(version))
-    except Exception as exc:
-        if registry.not_found(exc):
-            raise ModelNotRegistered(f"{model} version {version} is not registered") from None
-        raise
+    mv = registry.resolve(registry.client(), model, str(version))  # refuses an unknown one
     training = registry.training_record(mv)
     evaluation_path = registry.evidence_file(mv.run_id, artifacts.evidence(artifacts.EVALUATION))
     if evaluation_path is None:

@@ -32,7 +32,7 @@ import yaml
 
 from hospital_mlops.deploy import overlay as deploy
 from hospital_mlops.deploy.manifest_pods import kserve_explainer_args  # KServe's edits
-from hospital_mlops.deploy.served_objects import bound_use_cases, deployed_use_case_services
+from hospital_mlops.deploy.served_objects import bound_use_cases
 from hospital_mlops.drift.inference_events import REQUEST_TYPE, RESPONSE_TYPE, binary_headers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1147,7 +1147,7 @@ def test_the_rollout_controller_may_touch_only_its_inference_services() -> None:
     }
     named = {v: set(r.get("resourceNames", [])) for r in rules for v in r["verbs"]}
     # every model it rolls out: the first use case's and each use case's own (kustomize/use-cases)
-    services = {deploy.SERVICE, *deployed_use_case_services(KUSTOMIZE)}
+    services = {deploy.SERVICE, *(b.service for b in bound_use_cases(KUSTOMIZE))}
     assert POST_ACUTE in services
     shadows = {f"{s}-shadow" for s in services}
     assert named["get"] == named["patch"] == services | shadows
