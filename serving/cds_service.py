@@ -7,7 +7,7 @@ its own predictor (its served name), its inputs are read from FHIR by its featur
 
 ``GET  /cds-services``                discovery: the services, their hooks and prefetch templates
 ``POST /cds-services/{id}``           a hook call → ``{"cards": [...]}``
-``POST /cds-services/{id}/feedback``  the spec's feedback → recorded against the prediction id
+``POST /cds-services/{id}/feedback``  the spec's feedback on any card issued → recorded by its uuid
 ``POST /v1/feedback`` …               the feedback API (serving/feedback_api.py), mounted here too
 
 A call's FHIR data comes from its prefetch (declared templates, or one ``bundle`` key holding a
@@ -61,6 +61,7 @@ from hospital_mlops.ehr.fhir_client import fetch_missing
 from hospital_mlops.ehr.fhir_mapping import FhirMapping
 from hospital_mlops.ehr.fhir_readers import Reader, reader_for
 from hospital_mlops.ehr.fhir_record import FhirInputError, gather
+from hospital_mlops.ehr.issued_cards import CardKind, remember_card
 from hospital_mlops.inference.fallback import FallbackPolicy
 from hospital_mlops.inference.prediction_log import PredictionLog, PredictionNotFound
 from hospital_mlops.model.scoring import ENCOUNTER_TOKEN
@@ -195,7 +196,8 @@ class CdsService:
         except FhirInputError as exc:
             raise CdsRequestError(400, exc.problems) from None
         if not inputs.scorable:
-            return {"cards": [not_scored_card(inputs.why_not_scored(), inputs, cards)]}
+            card = not_scored_card(inputs.why_not_scored(), inputs, cards)
+            return {"cards": [self._issued(card, "not_scored", service, bound, now)]}
         instance = {**inputs.instance, ENCOUNTER_TOKEN: self.encounter_token(record.encounter.id)}
         try:
             (answer,) = await score_or_fallback(
@@ -208,12 +210,40 @@ class CdsService:
             )
         except PredictorRefused as exc:
             # the mapping produced an input the model refuses: say which, never guess
-            return {"cards": [not_scored_card(_refusal_reasons(exc), inputs, cards)]}
+            card = not_scored_card(_refusal_reasons(exc), inputs, cards)
+            return {"cards": [self._issued(card, "not_scored", service, bound, now)]}
         if answer.get("fallback"):
             card = fallback_card(answer, cards)
-            return {"cards": [card] if card else []}
+            shown = answer.get("prediction_id")
+            return {"cards": [self._issued(card, "fallback", service, bound, now, shown)]}
         table = self.calibration_of(str(answer.get("model_version", "")))
         return {"cards": [risk_card(answer, inputs, cards, table, now, service_base)]}
+
+    def _issued(
+        self,
+        card: dict[str, Any],
+        kind: CardKind,
+        service: Service,
+        bound: ModelBinding,
+        now: datetime,
+        shown: Any = None,
+    ) -> dict[str, Any]:
+        """The card, its uuid remembered so feedback on it is accepted. A store that cannot
+        take it does not hold the card back from the clinician: feedback on it will be refused
+        as never issued, and the log says why (nothing of the patient)."""
+        try:
+            remember_card(
+                self.prediction_log,
+                card["uuid"],
+                kind,
+                service_id=service.id,
+                model_name=bound.model,
+                issued_at=now,
+                shown_prediction_id=shown if isinstance(shown, str) else None,
+            )
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("%s card not remembered for feedback: %s", kind, type(exc).__name__)
+        return card
 
     async def explanation(self, prediction_id: str) -> str | None:
         """The explanation page of a logged prediction (None: no such prediction), with every
@@ -237,7 +267,12 @@ class CdsService:
         return explanation_page(record, rescored)
 
     def feedback(self, service: Service, body: Any) -> dict[str, Any]:
-        return record_cds_feedback(self.prediction_log, service, self.config.override_reasons, body)
+        reasons = self.config.override_reasons
+        system = self.config.override_reasons_system
+        suggests = self.config.card_settings(service).text.suggestion is not None
+        return record_cds_feedback(
+            self.prediction_log, service, reasons, system, body, suggests=suggests
+        )
 
 
 def _refusal_reasons(exc: PredictorRefused) -> list[str]:

@@ -1,8 +1,9 @@
 """The feedback API: clinicians' responses to alerts, over HTTP, recorded against the
 prediction id in the prediction log's database (``monitoring.feedback``).
 
-``POST /v1/feedback``                 record one response → 201, or 400 / 404 / 409 / 413 / 415
-``GET  /v1/feedback/{prediction_id}`` the response recorded for a prediction → 200 or 404
+``POST /v1/feedback``                 record one response → 201 (200: a replay), or 400 / 404 /
+                                      413 / 415
+``GET  /v1/feedback/{prediction_id}`` the latest response recorded for a prediction → 200 or 404
 ``GET  /healthz``                     the database answers → 200, else 503
 
 Every refusal is ``{"errors": [{"field", "message"}]}`` and writes nothing. Nothing of a body is
@@ -35,7 +36,7 @@ MAX_ID = 36
 MAX_SOURCE = 40
 REQUIRED = ("prediction_id", "response", "responded_at")
 OPTIONAL = ("override_reason", "source")
-STATUS = {"invalid": 400, "unknown_prediction": 404, "duplicate": 409}
+STATUS = {"invalid": 400, "unknown_prediction": 404}
 
 
 class BodyTooLarge(ValueError):
@@ -116,7 +117,8 @@ def feedback_router(
             # the store is down or full: say so, keep the caller's record for a retry
             log.error("feedback not recorded: %s", type(exc).__name__)
             return refusal(503, [("store", "the feedback store is unavailable; retry")])
-        return JSONResponse(status_code=201, content=done.as_dict())
+        # a replay (the same answer again) wrote nothing new: 200, not 201
+        return JSONResponse(status_code=200 if done.replayed else 201, content=done.as_dict())
 
     async def lookup(prediction_id: str) -> JSONResponse:
         if len(prediction_id) > MAX_ID:

@@ -143,9 +143,8 @@ def _feedback(log: object, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(done.as_dict(), indent=2))
     else:
-        print(
-            f"recorded {done.response} for prediction {done.prediction_id} at {done.responded_at}"
-        )
+        what = "already recorded" if done.replayed else f"recorded (assessment {done.assessment})"
+        print(f"{what}: {done.response} for prediction {done.prediction_id} at {done.responded_at}")
     return 0
 
 

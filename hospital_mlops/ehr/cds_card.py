@@ -169,11 +169,16 @@ def _suggestion(suggestion: Suggestion, answer: dict[str, Any], inputs: ModelInp
         request["encounter"] = {"reference": f"Encounter/{inputs.encounter_id}"}
     return {
         "label": suggestion.label,
-        # one suggestion per prediction: its uuid follows the card's, so acceptance joins it
-        "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"suggestion:{answer['prediction_id']}")),
+        "uuid": suggestion_uuid(str(answer["prediction_id"])),
         "isRecommended": True,
         "actions": [{"type": "create", "description": suggestion.label, "resource": request}],
     }
+
+
+def suggestion_uuid(prediction_id: str) -> str:
+    """A risk card's one suggestion: its uuid follows the card's, so feedback accepting it
+    (``acceptedSuggestions``) is checked without storing it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"suggestion:{prediction_id}"))
 
 
 def _sentence(text: str) -> str:
@@ -200,7 +205,7 @@ def not_scored_card(
     }
 
 
-def fallback_card(answer: dict[str, Any], config: CardSettings) -> dict[str, Any] | None:
+def fallback_card(answer: dict[str, Any], config: CardSettings) -> dict[str, Any]:
     """The ``config/fallback.yaml`` answer as a card, plainly not the model's current risk."""
     label = config.text.risk_label
     if answer.get("mode") == "last_cached_score" and answer.get("risk") is not None:

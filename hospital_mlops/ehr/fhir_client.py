@@ -19,17 +19,24 @@ TOKEN = re.compile(r"\{\{context\.(\w+)\}\}")
 
 
 async def fetch_missing(body: dict[str, Any], service: Service, timeout: float) -> dict[str, Any]:
-    """The prefetch, completed from ``fhirServer`` where keys are missing (absent or null);
-    412 when a key is absent and there is no server to ask."""
-    prefetch = dict(body.get("prefetch") or {})
+    """The prefetch, completed from ``fhirServer`` where keys are missing; 412 when a required
+    key is missing and there is no server to ask. As CDS Hooks 2.0 has it, a key the client
+    left out is missing, and so is one holding an OperationOutcome (the client's error fetching
+    it, which it SHOULD send that way); a key holding ``null`` is the client's answer that there
+    is no such data, and is not fetched again."""
+    prefetch = {
+        key: value
+        for key, value in (body.get("prefetch") or {}).items()
+        if not _client_error(value)
+    }
     if prefetch.get(BUNDLE_KEY) is not None:
         return prefetch
-    missing = [k for k in templates_for(service) if prefetch.get(k) is None]
+    missing = [k for k in templates_for(service) if k not in prefetch]
     if not missing:
         return prefetch
     server = body.get("fhirServer")
     if server is None:
-        absent = [k for k in missing if k not in prefetch and k not in OPTIONAL_PREFETCH]
+        absent = [k for k in missing if k not in OPTIONAL_PREFETCH]
         if absent:
             raise CdsRequestError(
                 412,
@@ -66,14 +73,34 @@ async def fetch_missing(body: dict[str, Any], service: Service, timeout: float) 
                     412, [(f"prefetch.{key}", "the FHIR server sent no JSON")]
                 ) from None
 
-        async def fetched(key: str) -> tuple[str, Any]:
+        async def fetched(key: str) -> tuple[str, Any] | None:
             try:
                 return await one(key)
             except CdsRequestError:
                 if key in OPTIONAL_PREFETCH:
-                    return key, None  # an optional input's type stays unknown: reported missing
+                    return None  # an optional input's type stays unknown: reported missing
                 raise
 
-        for key, value in await asyncio.gather(*(fetched(k) for k in missing)):
-            prefetch[key] = value
+        for done in await asyncio.gather(*(fetched(k) for k in missing)):
+            if done is not None:
+                prefetch[done[0]] = done[1]
     return prefetch
+
+
+def _client_error(value: Any) -> bool:
+    """A prefetch value that is the client's failure: an OperationOutcome with an error, alone
+    or as a searchset's only content (a search's informational outcome beside no matches is
+    an empty answer, not a failure)."""
+    if not isinstance(value, dict):
+        return False
+    if value.get("resourceType") == "Bundle":
+        entries = [e.get("resource") for e in value.get("entry") or [] if isinstance(e, dict)]
+        return bool(entries) and all(_failed(r) for r in entries)
+    return _failed(value)
+
+
+def _failed(resource: Any) -> bool:
+    if not isinstance(resource, dict) or resource.get("resourceType") != "OperationOutcome":
+        return False
+    issues = resource.get("issue") or []
+    return any(isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in issues)

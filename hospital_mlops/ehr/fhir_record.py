@@ -125,7 +125,8 @@ def gather(prefetch: Mapping[str, Any], context: Mapping[str, Any]) -> PatientRe
     for key, value in prefetch.items():
         if key == BUNDLE_KEY and value is not None:
             supplied |= {*USED_TYPES, PRIOR_VISITS}
-        elif key in PREFETCH_TYPES and value is not None:
+        elif key in PREFETCH_TYPES:
+            # null is the client's answer that there is none (CDS Hooks 2.0): known, empty
             supplied.add(PREFETCH_TYPES[key])
         raw.extend(_resources_of(value, str(key)))
         if len(raw) > MAX_RESOURCES:

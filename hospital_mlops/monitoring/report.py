@@ -9,6 +9,7 @@ import html
 from datetime import UTC, datetime
 from typing import Any
 
+from hospital_mlops.monitoring.workflow import NO_REASON
 from hospital_mlops.render.page import page
 from hospital_mlops.render.plots import svg
 from hospital_mlops.render.small_cells import SMALL_CELL, count_html
@@ -218,7 +219,7 @@ def monitoring_html(run: dict[str, Any]) -> str:
     reasons: dict[str, int] = {}
     for w in windows:
         for reason, n in w["override_reasons"].items():
-            key = reason if reason in configured else other
+            key = reason if reason in configured or reason == NO_REASON else other
             reasons[key] = reasons.get(key, 0) + n
     reason_rows = [[esc(r), count_html(n)] for r, n in sorted(reasons.items())]
     alerts_table = (

@@ -24,6 +24,7 @@ class Workflow:
 
 
 OTHER_REASON = "other (not a configured reason)"
+NO_REASON = "no reason given"  # CDS Hooks lets a clinician override without choosing one
 
 
 def workflow_of(
@@ -33,7 +34,8 @@ def workflow_of(
     configured_reasons: tuple[str, ...] = (),
 ) -> Workflow:
     """``alerts``: the window's alerted predictions with ``scored_at``, ``response``,
-    ``override_reason``, ``responded_at``. A response after the feedback window counts as
+    ``override_reason``, ``responded_at`` (``monitoring.feedback.responses``: the first answer's
+    time, the latest answer's content). A response after the feedback window counts as
     ignored (the alert did its job late or not at all); an alert still inside its window is
     pending, not ignored. Reasons outside ``configured_reasons`` are counted as one "other",
     never named: free text could carry a patient's details into alerts and reports."""
@@ -47,8 +49,9 @@ def workflow_of(
     judged = len(responded) + ignored
     overridden = responded[responded["response"] == "overridden"]
     minutes = (responded["responded_at"] - responded["scored_at"]).dt.total_seconds() / 60
-    named = overridden["override_reason"].where(
-        overridden["override_reason"].isin(configured_reasons), OTHER_REASON
+    given = overridden["override_reason"]
+    named = given.where(given.isin(configured_reasons), OTHER_REASON).where(
+        given.notna(), NO_REASON
     )
     reasons = named.value_counts().sort_index()
     return Workflow(

@@ -429,7 +429,7 @@ def test_the_demo_posts_an_encounter_discharge_call_and_prints_the_card(
     (card,) = json.loads(body)["cards"]
     # then the clinician's override, through the spec's feedback endpoint with the EHR's JWT
     assert feedback.startswith("the clinician overrode the card (")
-    assert 'HTTP 200 {"recorded":1}' in feedback
+    assert 'HTTP 200 {"recorded":1,"replayed":0}' in feedback
     assert card["summary"].startswith("30-day readmission risk ") and len(card["summary"]) <= 140
     assert "readmission-30d/1" in card["detail"]  # the champion the stack serves answered
     # the calibration band comes from the served version's registered test-period evidence

@@ -190,7 +190,7 @@ def test_the_coverage_prefetch_is_optional() -> None:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     fetched = asyncio.run(fetch_missing({**body, "fhirServer": dead}, SERVICE, 2.0))
-    assert fetched["coverage"] is None and fetched["patient"] == body["prefetch"]["patient"]
+    assert "coverage" not in fetched and fetched["patient"] == body["prefetch"]["patient"]
     del body["prefetch"]["patient"]
     with pytest.raises(CdsRequestError) as err:
         asyncio.run(fetch_missing(body, SERVICE, 2.0))

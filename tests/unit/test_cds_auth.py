@@ -116,3 +116,24 @@ def test_a_jwks_must_hold_keys() -> None:
     for bad in ("{", "[]", '{"keys": []}'):
         with pytest.raises(AuthRejected):
             load_jwks(bad)
+
+
+def test_a_jku_header_is_never_fetched_the_keys_are_registered_out_of_band() -> None:
+    """CDS Hooks lets a token name its key set's URL (``jku``); following it would let any
+    token bring its own key. Only the keys registered for the issuer verify."""
+    claims = {"iss": EHR, "aud": SERVICE, "iat": NOW, "exp": NOW + 240}
+    forged = jwt.encode(
+        {**claims, "jti": str(uuid.uuid4())},
+        OTHER_KEY,
+        algorithm="ES384",
+        headers={"kid": "ec-1", "jku": "https://attacker.example/jwks.json"},
+    )
+    with pytest.raises(AuthRejected, match="signature does not verify"):
+        _verify(forged)
+    honest = jwt.encode(
+        {**claims, "jti": str(uuid.uuid4())},
+        EC_KEY,
+        algorithm="ES384",
+        headers={"kid": "ec-1", "jku": f"{EHR}/jwks.json"},
+    )
+    assert _verify(honest)["iss"] == EHR

@@ -68,6 +68,7 @@ class Cds:
     client: TestClient
     predictor: str
     log: PredictionLog
+    model: str = MODEL
 
 
 def _auth(audience: str = f"http://testserver{DISCHARGE}", **claims: Any) -> dict[str, str]:
@@ -83,7 +84,7 @@ def _feedback(client: TestClient, body: Any) -> httpx.Response:
     return client.post(f"{DISCHARGE}/feedback", json=body, headers=_auth())
 
 
-def _service(predictor_host: str, log: PredictionLog) -> CdsService:
+def _service(predictor_host: str, log: PredictionLog, model: str = MODEL) -> CdsService:
     return CdsService(
         config=CONFIG,
         mapping=load_fhir_mapping(),
@@ -91,28 +92,37 @@ def _service(predictor_host: str, log: PredictionLog) -> CdsService:
         predictor=PredictorClient(predictor_host, "readmission", 5.0),
         prediction_log=log,
         keyring=HmacKeyring(HmacKey(b"t" * 40, False)),
-        model=MODEL,
+        model=model,
         clients=CLIENTS,
     )
+
+
+def running_cds(
+    catalog: Any, d130_small: Any, work: Path, store_url: str, model: str = MODEL
+) -> Iterator[Cds]:
+    """The service over a real predictor of ``model`` (registered here: a module of its own
+    name keeps its version 1 whatever else ran), both logging to ``store_url``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HMLOPS_PREDICTION_LOG_URL", store_url)  # the predictor's log is the service's
+        _register(real_data(catalog, d130_small), work, model)
+        port = _free_port()
+        process = _start(PREDICTOR, [model, str(port)], work / "predictor.log")
+        try:
+            _wait_ready(port, process, work / "predictor.log")
+            log = PredictionLog(store_url)
+            service = _service(f"127.0.0.1:{port}", log, model)
+            with TestClient(create_app(service)) as client:
+                url = f"http://127.0.0.1:{port}/v1/models/readmission:predict"
+                yield Cds(client, url, log, model)
+        finally:
+            process.kill()
+            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def cds(catalog, d130_small, tmp_path_factory, module_new_store_url) -> Iterator[Cds]:
     work = tmp_path_factory.mktemp("cds")
-    url = module_new_store_url("predictions")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HMLOPS_PREDICTION_LOG_URL", url)  # the predictor's log is the service's
-        _register(real_data(catalog, d130_small), work, MODEL)
-        port = _free_port()
-        process = _start(PREDICTOR, [MODEL, str(port)], work / "predictor.log")
-        try:
-            _wait_ready(port, process, work / "predictor.log")
-            log = PredictionLog(url)
-            with TestClient(create_app(_service(f"127.0.0.1:{port}", log))) as client:
-                yield Cds(client, f"http://127.0.0.1:{port}/v1/models/readmission:predict", log)
-        finally:
-            process.kill()
-            process.wait(timeout=10)
+    yield from running_cds(catalog, d130_small, work, module_new_store_url("predictions"))
 
 
 def _call(cds: Cds, body: Any) -> httpx.Response:
@@ -360,7 +370,7 @@ def test_feedback_is_recorded_against_the_card_and_reaches_the_workflow_numbers(
     ]}  # fmt: skip
     answer = _feedback(cds.client, body)
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"recorded": 2}
+    assert answer.json() == {"recorded": 2, "replayed": 0}
     assert recorded_feedback(cds.log, accepted["uuid"])["response"] == "acknowledged"
     stored = recorded_feedback(cds.log, overridden["uuid"])
     assert stored["response"] == "overridden" and stored["override_reason"] == display
@@ -373,8 +383,9 @@ def test_feedback_is_recorded_against_the_card_and_reaches_the_workflow_numbers(
             assert frame.loc[card["uuid"], "response"] == response
         else:
             assert card["uuid"] not in frame.index  # not an alert: not in the alert workflow
-    again = _feedback(cds.client, body)
-    assert again.status_code == 409
+    again = _feedback(cds.client, body)  # the client's retry: acknowledged, not counted twice
+    assert again.status_code == 200 and again.json() == {"recorded": 0, "replayed": 2}
+    assert recorded_feedback(cds.log, accepted["uuid"])["assessments"] == 1
 
 
 @pytest.mark.parametrize(
@@ -383,10 +394,11 @@ def test_feedback_is_recorded_against_the_card_and_reaches_the_workflow_numbers(
         ({"card": "never-issued", "outcome": "accepted"}, 400, "no card with this uuid"),
         ({"card": "x", "outcome": "maybe"}, 400, "accepted or overridden"),
         (
-            {"card": "x", "outcome": "overridden", "overrideReason": {"reason": {"code": "bored"}}},
+            {"card": "x", "outcome": "overridden", "overrideReason": {"reason": {"code": "b"}}},
             400,
-            "card's reasons",
+            "a Coding with system and code",
         ),
+        ({"card": "x", "outcome": "overridden", "overrideReason": {}}, 400, "a userComment"),
     ],
 )
 def test_bad_feedback_is_refused_and_nothing_is_written(cds, item, status, message) -> None:

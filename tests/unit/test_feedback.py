@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import queue
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 
 from hospital_mlops.inference.prediction_log import PredictionLog, ServedModel, records
 from hospital_mlops.monitoring.feedback import (
     FeedbackRecorded,
     FeedbackRejected,
+    feedback_history,
     feedback_table,
     record_feedback,
+    recorded_feedback,
     responses,
 )
 
@@ -72,14 +76,39 @@ def test_bad_feedback_is_refused_naming_the_field(log, kwargs, message) -> None:
         assert conn.execute(feedback_table(log).select()).all() == []  # nothing written
 
 
-def test_a_second_response_is_a_duplicate_not_an_overwrite(log) -> None:
-    record_feedback(log, "p0", "acknowledged", "2026-01-02T11:00:00Z", now=NOW)
-    with pytest.raises(FeedbackRejected, match="already recorded"):
-        record_feedback(
-            log, "p0", "overridden", "2026-01-02T11:05:00Z", override_reason="x", now=NOW
-        )
+def test_a_different_second_answer_is_a_later_assessment_and_the_latest_counts(log) -> None:
+    first = record_feedback(log, "p0", "acknowledged", "2026-01-02T11:00:00Z", now=NOW)
+    later = record_feedback(
+        log, "p0", "overridden", "2026-01-02T12:05:00Z", override_reason="x", now=NOW
+    )
+    assert (first.assessment, later.assessment) == (1, 2)
+    assert not later.replayed and later.feedback_id != first.feedback_id
+    history = feedback_history(log, "p0")
+    assert [h["response"] for h in history] == ["acknowledged", "overridden"]
+    assert recorded_feedback(log, "p0")["assessments"] == 2
     frame = responses(log, "readmission-30d", 1).set_index("prediction_id")
-    assert frame.loc["p0", "response"] == "acknowledged"
+    # the latest answer's content, the first answer's time
+    assert frame.loc["p0", "response"] == "overridden"
+    assert frame.loc["p0", "override_reason"] == "x"
+    assert frame.loc["p0", "responded_at"] == pd.Timestamp("2026-01-02T11:00:00Z")
+    assert frame.loc["p0", "assessments"] == 2 and frame.loc["p2", "assessments"] == 0
+
+
+def test_the_clinicians_order_not_the_arrival_order_makes_an_answer_the_latest(log) -> None:
+    record_feedback(log, "p0", "acted_on", "2026-01-02T12:00:00Z", now=NOW)
+    record_feedback(  # sent late by a queue: answered before the other
+        log, "p0", "overridden", "2026-01-02T11:00:00Z", override_reason="x", now=NOW
+    )
+    frame = responses(log, "readmission-30d", 1).set_index("prediction_id")
+    assert frame.loc["p0", "response"] == "acted_on"
+    assert frame.loc["p0", "responded_at"] == pd.Timestamp("2026-01-02T11:00:00Z")
+
+
+def test_the_same_answer_again_is_a_replay_not_counted_twice(log) -> None:
+    first = record_feedback(log, "p0", "acknowledged", "2026-01-02T11:00:00+00:00", now=NOW)
+    again = record_feedback(log, "p0", "acknowledged", "2026-01-02T12:00:00+01:00", now=NOW)
+    assert again.replayed and again.feedback_id == first.feedback_id and again.assessment == 1
+    assert len(feedback_history(log, "p0")) == 1
 
 
 def test_override_reasons_can_be_held_to_a_configured_list(log) -> None:
@@ -105,15 +134,54 @@ def test_override_reasons_can_be_held_to_a_configured_list(log) -> None:
     )
 
 
-def test_simultaneous_responses_to_one_alert_record_one_and_refuse_the_rest(log) -> None:
-    """Two clinicians (or a retried request) answering one alert at the same moment: one
-    response is recorded, each other is a duplicate, never a store error."""
+def test_simultaneous_answers_to_one_alert_are_numbered_or_replayed_never_an_error(log) -> None:
+    """A retried request arriving with its original: one answer is recorded, the others are
+    replays. Different answers at the same moment each get their own number."""
     from tests.stores import simultaneously
 
-    for prediction_id in ("p0", "p1", "p2"):
+    for prediction_id in ("p0", "p1"):
         outcomes = simultaneously(
             6, lambda pid=prediction_id: record_feedback(log, pid, "acknowledged", NOW_TEXT)
         )
-        kinds = [o.kind if isinstance(o, FeedbackRejected) else o for o in outcomes]
-        assert kinds.count("duplicate") == 5, outcomes
-        assert sum(isinstance(o, FeedbackRecorded) for o in outcomes) == 1, outcomes
+        assert all(isinstance(o, FeedbackRecorded) for o in outcomes), outcomes
+        assert sorted(o.replayed for o in outcomes) == [False] + [True] * 5, outcomes
+    stamps: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for k in range(4):
+        stamps.put(f"2026-01-02T11:0{k}:00Z")
+    outcomes = simultaneously(
+        4, lambda: record_feedback(log, "p2", "acknowledged", stamps.get_nowait())
+    )
+    assert sorted(o.assessment for o in outcomes) == [1, 2, 3, 4], outcomes
+
+
+def test_a_store_written_before_assessments_is_migrated_once(new_store_url) -> None:
+    """An old store: one row per prediction under a unique prediction id. Its rows become
+    first assessments and a second answer is then accepted."""
+    import sqlalchemy as sa
+
+    url = new_store_url("old")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(OLD_FEEDBACK_TABLE))
+        conn.execute(
+            sa.text(
+                "INSERT INTO feedback VALUES ('f1', 'p0', 'acknowledged', NULL, "
+                "'2026-01-02T11:00:00Z', '2026-01-02T11:00:01Z', 'api')"
+            )
+        )
+    log = PredictionLog(url)
+    answers = [{"prediction_id": "p0", "scored_at": "2026-01-02T10:00:00Z", "alert": True}]
+    log.write(records("r", "v1", SERVED, [{}], answers))
+    (kept,) = feedback_history(log, "p0")
+    assert (kept["feedback_id"], kept["assessment"]) == ("f1", 1)
+    later = record_feedback(log, "p0", "overridden", NOW_TEXT, override_reason="y", now=NOW)
+    assert later.assessment == 2
+    assert [h["response"] for h in feedback_history(log, "p0")] == ["acknowledged", "overridden"]
+
+
+# the feedback table as the store before repeated answers were kept wrote it
+OLD_FEEDBACK_TABLE = """CREATE TABLE feedback (
+    feedback_id VARCHAR(36) NOT NULL, prediction_id VARCHAR(36) NOT NULL,
+    response VARCHAR(16) NOT NULL, override_reason VARCHAR(200),
+    responded_at VARCHAR(40) NOT NULL, recorded_at VARCHAR(40) NOT NULL,
+    source VARCHAR(40) NOT NULL, PRIMARY KEY (feedback_id), UNIQUE (prediction_id))"""

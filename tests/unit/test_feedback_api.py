@@ -96,11 +96,16 @@ def test_every_structural_problem_is_named_at_once(client) -> None:
     assert fields == {"extra", "prediction_id", "response", "responded_at"}
 
 
-def test_a_duplicate_is_409_and_the_first_response_stands(client) -> None:
+def test_a_second_answer_is_a_later_assessment_and_a_retry_a_replay(client, log) -> None:
     assert client.post("/v1/feedback", json=GOOD).status_code == 201
-    again = client.post("/v1/feedback", json={**GOOD, "response": "acknowledged"})
-    assert again.status_code == 409 and "already recorded" in again.text
-    assert client.get("/v1/feedback/p0").json()["response"] == "acted_on"
+    retry = client.post("/v1/feedback", json=GOOD)
+    assert retry.status_code == 200 and retry.json()["replayed"] is True
+    later = {**GOOD, "response": "acknowledged", "responded_at": "2026-01-02T11:45:00Z"}
+    again = client.post("/v1/feedback", json=later)
+    assert again.status_code == 201 and again.json()["assessment"] == 2, again.text
+    latest = client.get("/v1/feedback/p0").json()
+    assert latest["response"] == "acknowledged" and latest["assessments"] == 2
+    assert _rows(log) == 2
 
 
 def test_malformed_oversized_and_non_json_bodies_are_refused(client, log) -> None:

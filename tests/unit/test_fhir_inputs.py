@@ -281,11 +281,16 @@ def test_separate_prefetch_keys_read_like_one_bundle() -> None:
     }
     split = model_inputs(gather(prefetch, CONTEXT), MAPPING, NOW)
     assert split.instance == _read(bundle).instance
-    # a key the EHR could not fetch (null) is unknown, not empty
-    partial = model_inputs(gather({**prefetch, "procedures": None}, CONTEXT), MAPPING, NOW)
+    # a key the EHR could not fetch is left out (CDS Hooks 2.0): unknown, not empty
+    unfetched = {k: v for k, v in prefetch.items() if k != "procedures"}
+    partial = model_inputs(gather(unfetched, CONTEXT), MAPPING, NOW)
     assert "num_procedures" in partial.missing and not partial.scorable
+    # null is the EHR's answer that there is none: known, and empty
+    none = model_inputs(gather({**prefetch, "procedures": None}, CONTEXT), MAPPING, NOW)
+    assert none.instance["num_procedures"] == 0 and "num_procedures" not in none.missing
     # the encounter key alone says nothing about earlier visits: unknown, never zero
-    history = model_inputs(gather({**prefetch, "priorEncounters": None}, CONTEXT), MAPPING, NOW)
+    alone = {k: v for k, v in prefetch.items() if k != "priorEncounters"}
+    history = model_inputs(gather(alone, CONTEXT), MAPPING, NOW)
     assert {"number_inpatient", "number_emergency", "prior_encounters"} <= set(history.missing)
     assert not history.scorable and "number_inpatient" not in history.instance
 
