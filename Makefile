@@ -89,7 +89,7 @@ e2e: images
 
 # Checks by the standards' owners' own tools, installed from Debian's packages
 # (e2e/install-validators.sh): promtool's unit tests of the PrometheusRule alerts.
-test-validators: $(STAMP)
+test-validators: $(STAMP) $(TOOLS_STAMP)
 	e2e/install-validators.sh
 	$(BIN)/pytest -q tests/validators --junitxml=out/test-results-validators.xml
 

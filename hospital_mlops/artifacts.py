@@ -25,6 +25,7 @@ VALIDATION_REPORT_HTML = "validation_report.html"
 VALIDATION_REPORT_MD = "validation_report.md"
 MODEL_CARD_HTML = "model_card.html"
 MODEL_CARD_JSON = "model_card.json"
+MODEL_CARD_XML = "model_card.xml"  # the CHAI Applied Model Card's own XML encoding
 DRIFT_REFERENCE = "drift_reference.parquet"
 DRIFT_BASELINE = "drift_baseline.json"
 HTI1_ATTRIBUTES = "hti1_source_attributes.json"

@@ -8,6 +8,7 @@ its own predictor (its served name), its inputs are read from FHIR by its featur
 ``GET  /cds-services``                discovery: the services, their hooks and prefetch templates
 ``POST /cds-services/{id}``           a hook call → ``{"cards": [...]}``
 ``POST /cds-services/{id}/feedback``  the spec's feedback on any card issued → recorded by its uuid
+``GET  /model-cards/{model}/{version}`` the version's model card as FHIR (AI Transparency on FHIR)
 ``POST /v1/feedback`` …               the feedback API (serving/feedback_api.py), mounted here too
 
 A call's FHIR data comes from its prefetch (declared templates, or one ``bundle`` key holding a
@@ -19,6 +20,7 @@ as its HMAC token. When the predictor cannot answer, ``config/fallback.yaml`` de
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -62,6 +64,7 @@ from hospital_mlops.ehr.fhir_mapping import FhirMapping
 from hospital_mlops.ehr.fhir_readers import Reader, reader_for
 from hospital_mlops.ehr.fhir_record import FhirInputError, gather
 from hospital_mlops.ehr.issued_cards import CardKind, remember_card
+from hospital_mlops.governance.fhir_model_card import RegisteredCard
 from hospital_mlops.inference.fallback import FallbackPolicy
 from hospital_mlops.inference.prediction_log import PredictionLog, PredictionNotFound
 from hospital_mlops.model.scoring import ENCOUNTER_TOKEN
@@ -110,6 +113,9 @@ class CdsService:
     replay: ReplayCache = field(default_factory=ReplayCache)
     # the models of further use cases, by use case id (services naming one)
     bindings: dict[str, ModelBinding] = field(default_factory=dict)
+    # registered model cards read for /model-cards/, by (model, version): a version's card
+    # never changes once registered (its hash is checked when read)
+    model_cards: dict[tuple[str, int], RegisteredCard] = field(default_factory=dict)
 
     def authenticate(self, authorization: str | None, audiences: tuple[str, ...]) -> str:
         """CDS Hooks' client JWT: 401 unless it verifies for one of ``audiences``. Returns
@@ -264,7 +270,40 @@ class CdsService:
                 rescored = again
         except (PredictorUnavailable, PredictorFailed, PredictorRefused):
             pass
-        return explanation_page(record, rescored)
+        model = str(record["answer"].get("model_version", "")).split("/")[0]
+        return explanation_page(record, rescored, self._risk_label(model))
+
+    def _risk_label(self, model: str) -> str:
+        """How the cards of ``model``'s service name its risk."""
+        for service in self.config.services:
+            if self.offered(service) and self.binding(service).model == model:
+                return self.config.card_settings(service).text.risk_label
+        return "Risk"
+
+    def model_card(self, model: str, version: int) -> dict[str, Any]:
+        """The version's card as a FHIR Bundle (HL7 AI Transparency on FHIR); 404 when there
+        is no such version or card, 503 when the registry cannot answer."""
+        from hospital_mlops.governance.fhir_model_card import (
+            ModelCardUnavailable,
+            fhir_problems,
+            model_card_bundle,
+            registered_card,
+        )
+        from hospital_mlops.governance.registry import RegistryError, RegistryUnavailable
+
+        key = (model, version)
+        try:
+            if key not in self.model_cards:
+                card = registered_card(model, version)
+                problems = fhir_problems(model_card_bundle(card, datetime.now(UTC)))
+                if problems:
+                    raise ModelCardUnavailable(f"the Bundle is not valid FHIR: {problems[0]}")
+                self.model_cards[key] = card
+        except (RegistryError, ModelCardUnavailable) as exc:
+            raise CdsRequestError(404, [("model_card", str(exc)[:300])]) from None
+        except RegistryUnavailable as exc:
+            raise CdsRequestError(503, [("registry", str(exc)[:300])]) from None
+        return model_card_bundle(self.model_cards[key], datetime.now(UTC))
 
     def feedback(self, service: Service, body: Any) -> dict[str, Any]:
         reasons = self.config.override_reasons
@@ -356,6 +395,12 @@ def create_app(service: CdsService) -> FastAPI:
         body = await body_of(request)
         return JSONResponse(content=service.feedback(found, body))
 
+    async def model_card(model: str, version: str) -> JSONResponse:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", model) or not version.isdigit():
+            raise CdsRequestError(404, [("model_card", "no such model version")])
+        bundle = await asyncio.to_thread(service.model_card, model, int(version))
+        return JSONResponse(content=bundle, media_type="application/fhir+json")
+
     async def live() -> dict[str, str]:
         return {"status": "alive"}
 
@@ -373,6 +418,9 @@ def create_app(service: CdsService) -> FastAPI:
     app.add_api_route("/cds-services", discover, methods=["GET"])
     app.add_api_route(
         "/explanations/{prediction_id}", explain, methods=["GET"], response_model=None
+    )
+    app.add_api_route(
+        "/model-cards/{model}/{version}", model_card, methods=["GET"], response_model=None
     )
     app.add_api_route("/cds-services/{service_id}", call, methods=["POST"], response_model=None)
     app.add_api_route(

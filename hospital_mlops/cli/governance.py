@@ -41,6 +41,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         action="store_true",
         help=f"exit {EXIT_STRICT} when anything is missing, or a review item failed or did not run",
     )
+    fhir = gsub.add_parser(
+        "fhir",
+        help="the version's model card as FHIR R4 (HL7 AI Transparency on FHIR): a Bundle of "
+        "DocumentReference, Device, Organization and Provenance",
+    )
+    fhir.add_argument("--model", required=True)
+    fhir.add_argument("--version", type=int, required=True)
+    fhir.add_argument("--out", type=Path, required=True, help="the Bundle's JSON file to write")
     verify = gsub.add_parser("verify", help="re-check every file of a packet against its manifest")
     verify.add_argument("packet", type=Path)
     verify.add_argument("--json", action="store_true")
@@ -74,7 +82,37 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.action == "packet":
         return _packet(args)
+    if args.action == "fhir":
+        return _fhir(args)
     return _verify(args.packet, args.json)
+
+
+def _fhir(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from hospital_mlops.governance.fhir_model_card import (
+        IG_VERSION,
+        ModelCardUnavailable,
+        fhir_problems,
+        model_card_bundle,
+        registered_card,
+    )
+
+    bundle = model_card_bundle(registered_card(args.model, args.version), datetime.now(UTC))
+    problems = fhir_problems(bundle)
+    if problems:  # a bug of ours, never a half-valid document handed to an EHR
+        raise ModelCardUnavailable(f"the Bundle is not valid FHIR: {problems[0]}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(f".{args.out.name}.partial")
+    partial.write_text(json.dumps(bundle, indent=2) + "\n", encoding="utf-8")
+    partial.replace(args.out)  # whole or not at all
+    document = bundle["entry"][0]["resource"]
+    print(
+        f"model card of {args.model} version {args.version} as FHIR R4 (AI Transparency on FHIR "
+        f"{IG_VERSION}): DocumentReference ({document['docStatus']}), Device, Organization, "
+        f"Provenance: {args.out}"
+    )
+    return 0
 
 
 def _packet(args: argparse.Namespace) -> int:

@@ -60,6 +60,7 @@ USAGE_ERRORS = (
     ("hospital_mlops.deploy.container_engine", ("ContainerEngineError",)),
     ("hospital_mlops.monitoring.outcomes", ("OutcomesRejected",)),
     ("hospital_mlops.monitoring.feedback", ("FeedbackRejected",)),
+    ("hospital_mlops.governance.fhir_model_card", ("ModelCardUnavailable",)),
     ("hospital_mlops.monitoring.run", ("MonitoringError",)),
     ("hospital_mlops.monitoring.policy", ("MonitoringPolicyError",)),
     ("hospital_mlops.rollout.commands", ("RolloutError",)),

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -61,14 +62,23 @@ def _age(seconds: float) -> str:
     return f"{hours / 24:.0f} days"
 
 
-def _links(config: CardSettings, prediction_id: str, service_base: str) -> list[dict[str, str]]:
+def _links(config: CardSettings, answer: dict[str, Any], service_base: str) -> list[dict[str, str]]:
+    base = service_base.rstrip("/")
     url = config.source.explanation_url.format(
-        prediction_id=prediction_id, service_base=service_base.rstrip("/")
+        prediction_id=str(answer["prediction_id"]), service_base=base
     )
-    return [
+    links = [
         {"label": "Full explanation of this risk", "url": url, "type": "absolute"},
         {"label": "Model card", "url": config.source.model_card_url, "type": "absolute"},
     ]
+    model, _, version = str(answer.get("model_version", "")).rpartition("/")
+    if model and version.isdigit():  # the version that answered, as FHIR for the EHR to file
+        fhir = config.source.model_card_fhir_url.format(
+            service_base=base, model=quote(model, safe=""), version=version
+        )
+        links.append({"label": "Model card (FHIR, HL7 AI Transparency)", "url": fhir,
+                      "type": "absolute"})  # fmt: skip
+    return links
 
 
 def _source(config: CardSettings) -> dict[str, str]:
@@ -136,7 +146,7 @@ def risk_card(
         "detail": "\n\n".join(detail),
         "source": _source(config),
         "overrideReasons": override_reasons(config),
-        "links": _links(config, str(answer["prediction_id"]), service_base),
+        "links": _links(config, answer, service_base),
     }
     if text.suggestion is not None and answer.get("alert") is True:
         card["suggestions"] = [_suggestion(text.suggestion, answer, inputs)]
@@ -146,9 +156,11 @@ def risk_card(
 
 def _suggestion(suggestion: Suggestion, answer: dict[str, Any], inputs: ModelInputs) -> dict:
     """The proposed order as a CDS Hooks suggestion: a FHIR R4 ServiceRequest to create, for
-    the patient and encounter of the call, citing the prediction that suggested it."""
+    the patient and encounter of the call, citing the prediction that suggested it. It carries
+    the AI Transparency on FHIR label every AI-influenced resource SHALL carry (AIAST)."""
     request: dict[str, Any] = {
         "resourceType": "ServiceRequest",
+        "meta": {"security": [AI_ASSERTED]},
         "status": "draft",
         "intent": "proposal",
         "code": {
@@ -173,6 +185,13 @@ def _suggestion(suggestion: Suggestion, answer: dict[str, Any], inputs: ModelInp
         "isRecommended": True,
         "actions": [{"type": "create", "description": suggestion.label, "resource": request}],
     }
+
+
+AI_ASSERTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "AIAST",
+    "display": "Artificial Intelligence asserted",
+}
 
 
 def suggestion_uuid(prediction_id: str) -> str:

@@ -38,6 +38,11 @@ class Source(StrictModel):
     model_card_url: str = Field(pattern=r"^https?://")
     # "{service_base}" is the address the call came to (this service's own explanation page)
     explanation_url: str = Field(pattern=r"^(https?://|\{service_base\}).*\{prediction_id\}")
+    # the version's card as FHIR (HL7 AI Transparency on FHIR); by default this service's own
+    model_card_fhir_url: str = Field(
+        default="{service_base}/model-cards/{model}/{version}",
+        pattern=r"^(https?://|\{service_base\}).*\{model\}.*\{version\}",
+    )
 
 
 class Suggestion(StrictModel):

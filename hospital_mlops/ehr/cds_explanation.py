@@ -31,14 +31,17 @@ def _row(*cells: str, numeric: tuple[int, ...] = ()) -> str:
     return f"<tr>{tds}</tr>"
 
 
-def explanation_page(record: dict[str, Any], rescored: dict[str, Any] | None) -> str:
+def explanation_page(
+    record: dict[str, Any], rescored: dict[str, Any] | None, risk_label: str = "Risk"
+) -> str:
     """``record`` is the prediction log's row (``inputs``, ``answer``); ``rescored`` the same
     inputs scored again with every contribution, or None when that is not possible (the
-    service is down, or another version serves now)."""
+    service is down, or another version serves now); ``risk_label`` the use case's name for
+    its risk, as its card says it."""
     answer = record["answer"]
     risk = float(answer["risk"])
     parts = [
-        f"<h1>30-day readmission risk: {risk * 100:.0f}% ({escape(str(answer['band']))})</h1>",
+        f"<h1>{escape(risk_label)}: {risk * 100:.0f}% ({escape(str(answer['band']))})</h1>",
         f'<p class="note">Model {escape(str(answer.get("model_version", "")))}; scored '
         f"{escape(str(answer.get('scored_at', '')))}; prediction "
         f"{escape(str(answer['prediction_id']))}.</p>",
@@ -82,4 +85,4 @@ def explanation_page(record: dict[str, Any], rescored: dict[str, Any] | None) ->
     if missing:
         parts.append(f"<p>Not recorded: {escape(', '.join(map(str, missing)))}.</p>")
     body = "\n".join(parts)
-    return page("Readmission risk: explanation", body, STYLE)
+    return page(f"{risk_label}: explanation", body, STYLE)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -19,6 +20,7 @@ from hospital_mlops.governance.evidence import (
     validity_summary,
 )
 from hospital_mlops.render.page import page
+from hospital_mlops.render.text import breakable
 
 CHAI_NAMESPACE = "https://mc.chai.org/v0.2/schema.xsd"
 
@@ -236,17 +238,21 @@ def card_xml(document: dict[str, Any]) -> str:
 def card_html(document: dict[str, Any], attributes: dict[str, Any]) -> str:
     esc = html.escape
 
+    def key(name: str) -> str:
+        # a CHAI element name (DevelopmentDataCharacterization) may break between its words
+        return re.sub(r"(?<=[a-z])(?=[A-Z])", "<wbr>", esc(name))
+
     def render(value: Any) -> str:
         if isinstance(value, dict):
             rows = "".join(
-                f"<tr><th>{esc(k)}</th><td>{render(v)}</td></tr>" for k, v in value.items()
+                f"<tr><th>{key(k)}</th><td>{render(v)}</td></tr>" for k, v in value.items()
             )
             return f"<table>{rows}</table>"
         if isinstance(value, list):
             return "<ul>" + "".join(f"<li>{render(v)}</li>" for v in value) + "</ul>"
         text = str(value)
         cls = ' class="missing"' if text.startswith(MISSING) else ""
-        return f"<span{cls}>{esc(text)}</span>"
+        return f"<span{cls}>{breakable(text)}</span>"
 
     sections = "".join(f"<h2>{esc(k)}</h2>{render(v)}" for k, v in document.items())
     missing = missing_fields(document)

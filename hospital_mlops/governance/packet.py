@@ -39,6 +39,7 @@ from typing import Any
 from hospital_mlops import artifacts
 from hospital_mlops.governance.review import Review
 from hospital_mlops.render.page import page
+from hospital_mlops.render.text import breakable
 
 MANIFEST = "MANIFEST.json"
 PACKET_FORMAT = 1
@@ -457,7 +458,8 @@ def review_html(result: Review) -> str:
     e = html.escape
     rows = "".join(
         f"<tr class='{_status_class(r.status)}'><td>{e(r.control.area)}</td><td>"
-        f"{e(r.control.claim)}</td><td>{e(r.control.covers)}</td><td><b>{e(r.status)}</b> "
+        f"{breakable(r.control.claim)}</td><td>{breakable(r.control.covers)}</td>"
+        f"<td><b>{e(r.status)}</b> "
         f"({r.passed} passed, {r.failed} failed, {r.skipped} skipped)"
         + "".join(f"<br><code>{e(f)}</code>" for f in r.failures)
         + (f"<br>{e(r.why_not_run)}" if r.status == "not run" and r.why_not_run else "")
@@ -465,8 +467,8 @@ def review_html(result: Review) -> str:
         for r in result.controls
     )
     checks = "".join(
-        f"<tr class='{_status_class(c.status)}'><td>{e(c.area)}</td><td>{e(c.claim)}</td>"
-        f"<td><b>{e(c.status)}</b></td><td>{e(c.detail)}</td></tr>"
+        f"<tr class='{_status_class(c.status)}'><td>{e(c.area)}</td><td>{breakable(c.claim)}</td>"
+        f"<td><b>{e(c.status)}</b></td><td>{breakable(c.detail)}</td></tr>"
         for c in result.checks
     )
     body = (
@@ -475,10 +477,10 @@ def review_html(result: Review) -> str:
         f"test results <code>{e(result.test_results)}</code>; the checks below them were made on "
         "this installation when the packet was built. The threat model is in "
         "<code>policies/security.md</code>.</p>"
-        "<h2>Controls backed by tests</h2><table><tr><th>area</th><th>claim</th><th>covers</th>"
-        f"<th>result</th><th>tests</th></tr>{rows}</table>"
-        "<h2>Checks made when the packet was built</h2><table><tr><th>area</th><th>claim</th>"
-        f"<th>result</th><th>detail</th></tr>{checks}</table>"
+        "<h2>Controls backed by tests</h2><div class='wide'><table><tr><th>area</th><th>claim</th>"
+        f"<th>covers</th><th>result</th><th>tests</th></tr>{rows}</table></div>"
+        "<h2>Checks made when the packet was built</h2><div class='wide'><table><tr><th>area</th>"
+        f"<th>claim</th><th>result</th><th>detail</th></tr>{checks}</table></div>"
     )
     return _page("Privacy and security review", body)
 

@@ -47,7 +47,11 @@ def _plots(evaluation: dict[str, Any], outcome: str) -> dict[str, str]:
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
     ax.legend(loc="upper left", fontsize=8)
-    out["reliability"] = svg(fig)
+    out["reliability"] = svg(
+        fig,
+        f"Reliability: the observed rate of {outcome} against the predicted risk, per risk bin, "
+        "with 95% confidence intervals and the line of perfect calibration",
+    )
     plt.close(fig)
 
     curve = evaluation["decision_curve"]
@@ -60,7 +64,11 @@ def _plots(evaluation: dict[str, Any], outcome: str) -> dict[str, str]:
     ax.set_xlabel("threshold probability")
     ax.set_ylabel("net benefit")
     ax.legend(fontsize=8)
-    out["decision_curve"] = svg(fig)
+    out["decision_curve"] = svg(
+        fig,
+        "Decision curve: net benefit of alerting by the model, alerting everyone and alerting "
+        "no one, across threshold probabilities",
+    )
     plt.close(fig)
     return out
 

@@ -36,7 +36,28 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _plots(run: dict[str, Any]) -> dict[str, str]:
+def window_labels(windows: list[dict[str, Any]], window_hours: float) -> list[str]:
+    """Each window's start at the windows' resolution: the date for whole days starting at
+    midnight, else the hour and minute (and the seconds, should two still read alike)."""
+    starts = [datetime.fromisoformat(w["start"].replace("Z", "+00:00")) for w in windows]
+    daily = window_hours % 24 == 0 and all(
+        (t.hour, t.minute, t.second) == (0, 0, 0) for t in starts
+    )
+    for form in (["%Y-%m-%d"] if daily else []) + ["%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]:
+        labels = [t.strftime(form) for t in starts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [w["start"] for w in windows]
+
+
+def _span(window: dict[str, Any], label: str) -> str:
+    """A window as ``start → end``, the end at the start label's resolution."""
+    end = datetime.fromisoformat(window["end"].replace("Z", "+00:00"))
+    form = {10: "%Y-%m-%d", 16: "%Y-%m-%d %H:%M"}.get(len(label), "%Y-%m-%d %H:%M:%S")
+    return f"{label} → {end.strftime(form)}"
+
+
+def _plots(run: dict[str, Any], labels: list[str]) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,41 +65,60 @@ def _plots(run: dict[str, Any]) -> dict[str, str]:
 
     plt.rcParams["svg.fonttype"] = "none"  # text stays text: no font files
     windows = run["windows"]
-    labels = [w["start"][:10] for w in windows]
     x = list(range(len(windows)))
     base = run["baseline"]
     out: dict[str, str] = {}
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    ax.plot(
-        x,
-        [max(w["score_drift_p_value"], 1e-300) for w in windows],
-        marker="o",
-        color="#1f5fa8",
-        label="risk distribution vs validated period (KS p)",
-    )
-    drifted = [i for i, w in enumerate(windows) if w["data_drift"]]
-    if drifted:
-        ax.scatter(
-            drifted,
-            [1.0] * len(drifted),
-            marker="v",
-            color="#a1161b",
-            s=60,
-            label="input drift flagged by the detector",
-            zorder=3,
+    # drift as a size against its threshold, never a p-value: an owner judges how far it moved
+    fig, (score_ax, input_ax) = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    distance = [w.get("score_drift_distance", 0.0) for w in windows]
+    limit = [w.get("score_drift_distance_threshold", 1.0) for w in windows]
+    score_ax.plot(x, distance, marker="o", color="#1f5fa8",
+                  label="KS distance of the risks from the validated period")  # fmt: skip
+    score_ax.step(x, limit, where="mid", linestyle="--", color="#a1161b",
+                  label="threshold: the distance the policy alerts at")  # fmt: skip
+    beyond = [i for i in x if distance[i] > limit[i]]
+    if beyond:
+        score_ax.scatter(beyond, [distance[i] for i in beyond], color="#a1161b", s=50, zorder=3,
+                         label="beyond its threshold")  # fmt: skip
+    score_ax.set_ylim(0, max([*distance, *limit, 0.01]) * 1.25)
+    score_ax.set_ylabel("KS distance (0 = same, 1 = disjoint)")
+    score_ax.set_title("Score", fontsize=9)
+    score_ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+    score_ax.legend(fontsize=6, loc="upper left")
+    tested = [i for i, w in enumerate(windows) if w["data_drift"] is not None]
+    ratio = {
+        i: max(m["magnitude"] / max(m["threshold"], 1e-12) for m in w["moved_inputs"])
+        for i, w in enumerate(windows)
+        if w.get("moved_inputs")
+    }
+    if ratio:
+        input_ax.bar(list(ratio), list(ratio.values()), color="#b5651d",
+                     label="largest input move ÷ its calibrated threshold")  # fmt: skip
+    quiet = [i for i in tested if i not in ratio]
+    if quiet:
+        input_ax.scatter(
+            quiet,
+            [0.0] * len(quiet),
+            marker="o",
+            facecolors="none",
+            edgecolors="#11643a",
+            label="tested: every input within its threshold",
         )
-    ax.axhline(
-        run["policy"]["score_drift_p_value"],
-        linestyle="--",
-        color="#a1161b",
-        label="alert threshold",
+    input_ax.axhline(1.0, linestyle="--", color="#a1161b", label="threshold")
+    input_ax.set_ylim(0, max([*ratio.values(), 1.0]) * 1.3)
+    input_ax.set_ylabel("× threshold")
+    input_ax.set_title("Inputs (the drift detector's windows)", fontsize=9)
+    input_ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+    input_ax.set_xlim(-0.6, len(windows) - 0.4)
+    input_ax.legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    out["drift"] = svg(
+        fig,
+        "Drift per window as a size against its threshold: the KS distance of the risks from "
+        "the validated period with the distance the policy alerts at, and the largest input "
+        "move the drift detector measured as a multiple of its calibrated threshold",
     )
-    ax.set_yscale("log")
-    ax.set_xticks(x, labels, rotation=30, fontsize=8)
-    ax.set_ylabel("p-value (log)")
-    ax.legend(fontsize=7, loc="lower left")
-    out["drift"] = svg(fig)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
@@ -111,22 +151,27 @@ def _plots(run: dict[str, Any]) -> dict[str, str]:
         linestyle="--",
         label="alert floor",
     )
-    ax.set_xticks(x, labels, rotation=30, fontsize=8)
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("AUROC")
     ax.legend(fontsize=7, loc="lower left")
-    out["performance"] = svg(fig)
+    out["performance"] = svg(
+        fig,
+        "Discrimination per window: the realized AUROC with its 95% confidence interval once "
+        "outcomes arrive, the AUROC estimated from the risks, the validated AUROC and the floor "
+        "the policy alerts below",
+    )
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     top = 0.0
-    for w in windows:
+    for w, label in zip(windows, labels, strict=True):
         bands = [b for b in w["calibration"] if "observed_rate" in b]
         if not bands:
             continue
         xs = [b["expected_rate"] for b in bands]
         ys = [b["observed_rate"] for b in bands]
         top = max(top, *xs, *ys)
-        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, label=w["start"][:10])
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, label=label)
     top = (top or 0.5) * 1.08
     ax.plot([0, top], [0, top], linestyle="--", color="#888", label="perfect calibration")
     ax.set_xlim(0, top)
@@ -134,16 +179,22 @@ def _plots(run: dict[str, Any]) -> dict[str, str]:
     ax.set_xlabel("predicted risk (band mean)")
     ax.set_ylabel("observed outcome rate")
     ax.legend(fontsize=6, loc="upper left")
-    out["calibration"] = svg(fig)
+    out["calibration"] = svg(
+        fig,
+        "Calibration per window: the observed outcome rate against the predicted risk in each "
+        "risk band, one line per window with outcomes, and the line of perfect calibration",
+    )
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     ax.bar(x, [w["alerts_per_100"] for w in windows], color="#1f5fa8", label="alerts per 100")
     ax.axhline(base["alerts_per_100"], color="#11643a", label="validated")
-    ax.set_xticks(x, labels, rotation=30, fontsize=8)
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("alerts per 100 encounters")
     ax.legend(fontsize=7)
-    out["burden"] = svg(fig)
+    out["burden"] = svg(
+        fig, "Alert burden: alerts per 100 encounters in each window against the validated rate"
+    )
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
@@ -175,9 +226,13 @@ def _plots(run: dict[str, Any]) -> dict[str, str]:
             va="center",
             transform=ax.transAxes,
         )
-    ax.set_xticks(x, labels, rotation=30, fontsize=8)
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("share of alerts")
-    out["workflow"] = svg(fig)
+    out["workflow"] = svg(
+        fig,
+        "Clinicians' responses per window: the share of alerts answered in time and the share "
+        "of answered alerts overridden",
+    )
     plt.close(fig)
     return out
 
@@ -186,15 +241,17 @@ def monitoring_html(run: dict[str, Any]) -> str:
     """``run``: ``MonitoringRun.as_dict()`` plus ``policy`` (the thresholds the plots draw)."""
     esc = html.escape
     windows = run["windows"]
-    plots = _plots(run) if windows else {}
+    labels = window_labels(windows, float(run["policy"].get("window_hours", 24)))
+    plots = _plots(run, labels) if windows else {}
     base = run["baseline"]
     window_rows = [
         [
-            esc(f"{w['start'][:10]} → {w['end'][:10]}"),
+            esc(_span(w, label)),
             count_html(w["n"]),
             count_html(w["n_outcomes"]),
             {True: "drift", False: "none", None: "not tested"}[w["data_drift"]],
-            "drift" if w["score_drift"] else "none",
+            ("drift" if w["score_drift"] else "none")
+            + f" (KS {w.get('score_drift_distance', 0.0):.3f})",
             _num(w["estimated_auroc"]),
             _num(w["auroc"])
             + (f" ({w['auroc_ci'][0]:.3f}–{w['auroc_ci'][1]:.3f})" if w["auroc_ci"] else ""),
@@ -205,7 +262,7 @@ def monitoring_html(run: dict[str, Any]) -> str:
             _num(w["override_rate"], 2),
             count_html(w["ignored"]) if w["acknowledgement_rate"] is not None else "—",
         ]
-        for w in windows
+        for w, label in zip(windows, labels, strict=True)
     ]
     alert_rows = [
         [esc(a["severity"]), esc(a["kind"]), esc(a["owner"]), esc(a["message"])]

@@ -9,6 +9,7 @@ always labelled an estimate and shown beside the realized numbers once they exis
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -107,6 +108,11 @@ class Window:
     # beyond their calibrated thresholds (subject, statistic, magnitude, threshold, range)
     data_faults: list[str] = field(default_factory=list)
     moved_inputs: list[dict[str, Any]] = field(default_factory=list)
+    # the size of the score's move: the KS distance of the window's risks from the validated
+    # period's, and the distance at which the KS p-value crosses the policy's threshold for
+    # these sample sizes (asymptotic); what the report plots, a magnitude against its threshold
+    score_drift_distance: float = 0.0
+    score_drift_distance_threshold: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,6 +134,14 @@ def estimated_auroc(risk: np.ndarray) -> float:
     favourable = (pos * neg_below).sum() + 0.5 * (pos * neg - both).sum()
     pairs = p.sum() * (1.0 - p).sum() - (p * (1.0 - p)).sum()
     return float(favourable / pairs) if pairs > 0 else float("nan")
+
+
+def ks_distance_threshold(p_value: float, n: int, m: int) -> float:
+    """The two-sample KS distance whose asymptotic p-value is ``p_value`` for samples of ``n``
+    and ``m``: c(α)·√((n+m)/(n·m)), c(α) = √(−ln(α/2)/2)."""
+    if n == 0 or m == 0:
+        return 1.0
+    return float(math.sqrt(-math.log(p_value / 2) / 2) * math.sqrt((n + m) / (n * m)))
 
 
 _CHANCE_DRAWS = 2000
@@ -275,6 +289,9 @@ def compute_windows(
                 float(y.sum()), float(risk[known].sum()), t.calibration_false_alarm_rate
             )
         ks = stats.ks_2samp(risk, baseline.scores)
+        distance_threshold = ks_distance_threshold(
+            policy.thresholds.score_drift_p_value, len(risk), len(baseline.scores)
+        )
         summary = _drift_in(drift, start, end)
         work = (
             workflow_of(
@@ -322,6 +339,8 @@ def compute_windows(
             assessable=len(rows) >= policy.windows.min_predictions,
             data_faults=[] if summary is None else summary.faults,
             moved_inputs=[] if summary is None else summary.moved[:10],
+            score_drift_distance=round(float(ks.statistic), 6),
+            score_drift_distance_threshold=round(distance_threshold, 6),
         )
 
     groups = [(key, rows) for key, rows in sorted_groups(window) if key >= 0]  # not NaT

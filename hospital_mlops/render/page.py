@@ -19,11 +19,22 @@ text-align:left;vertical-align:top}th{background:#f1f3f7}.pass{color:#11643a;fon
 code{background:#f4f4f6;padding:0 .2em}
 """
 
+# Every page, whatever its own style: nothing makes the page scroll sideways. Cell text wraps
+# at spaces, and a long code-like value (a hash, a test id) anywhere; a table still wider than
+# the page scrolls inside its own box; a plot shrinks to the page. A table of many narrow
+# columns is "compact".
+LAYOUT = """
+td,th{overflow-wrap:break-word}td code,td .token{overflow-wrap:anywhere}
+.wide{max-width:100%;overflow-x:auto}table.compact{font-size:.86em}
+table.compact td,table.compact th{padding:.25em .35em}
+svg{max-width:100%;height:auto}details>summary{cursor:pointer;margin:.4em 0}
+"""
+
 
 def page(title: str, body: str, style: str = STYLE) -> str:
     """A whole HTML document around ``body`` (already-escaped HTML); ``title`` is plain text."""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{style}</style></head>"
+        f"<title>{html.escape(title)}</title><style>{style}{LAYOUT}</style></head>"
         f"<body>\n{body}\n</body></html>\n"
     )

@@ -281,7 +281,7 @@ def _gate_and_report(
     document = model_card.card(evidence_ctx)
     attributes = hti1.source_attributes(evidence_ctx)
     _write_json(out_dir / artifacts.MODEL_CARD_JSON, document)
-    (out_dir / "model_card.xml").write_text(model_card.card_xml(document), encoding="utf-8")
+    (out_dir / artifacts.MODEL_CARD_XML).write_text(model_card.card_xml(document), encoding="utf-8")
     (out_dir / artifacts.MODEL_CARD_HTML).write_text(
         model_card.card_html(document, attributes), encoding="utf-8"
     )
@@ -295,7 +295,7 @@ def _gate_and_report(
             artifacts.GATES,
             artifacts.MODEL_CARD_HTML,
             artifacts.MODEL_CARD_JSON,
-            "model_card.xml",
+            artifacts.MODEL_CARD_XML,
             artifacts.HTI1_ATTRIBUTES,
         )
     }

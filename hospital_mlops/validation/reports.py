@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from typing import Any
 
 from hospital_mlops.render.page import page
 from hospital_mlops.validation.checks import GateResult
@@ -64,31 +65,66 @@ def gate_html(result: GateResult) -> str:
 
 
 def render_page(title: str, results: Sequence[GateResult], intro: str = "") -> str:
-    body = [f"<h1>{html.escape(title)}</h1>"]
+    """The page opens with a summary of every gate; each gate then lists its failures first,
+    in full, and its passing checks folded under one line (``<details>``: no script)."""
+    esc = html.escape
+    body = [f"<h1>{esc(title)}</h1>"]
     if intro:
-        body.append(f"<p>{html.escape(intro)}</p>")
-    for result in results:
+        body.append(f"<p>{esc(intro)}</p>")
+    failed_checks = sum(len([o for o in r.outcomes if not o.success]) for r in results)
+    summary = (
+        f"{len(results)} gate{'s' if len(results) != 1 else ''}, "
+        f"{sum(r.checks_run for r in results)} checks: "
+        + (
+            f"<span class='fail'>{failed_checks} failed</span>"
+            if failed_checks
+            else "<span class='pass'>all passed</span>"
+        )
+    )
+    rows = "".join(
+        f"<tr class='{'' if r.success else 'failed'}'><td>{esc(r.layer)} · {esc(r.name)}</td>"
+        f"<td class='{'pass' if r.success else 'fail'}'>{_status(r.success)}</td>"
+        f"<td>{sum(not o.success for o in r.outcomes)}</td><td>{r.checks_run}</td></tr>"
+        for r in sorted(results, key=lambda r: (r.success, r.layer, r.name))
+    )
+    body.append(
+        f"<h2>Summary</h2><p>{summary}</p><div class='wide'><table><tr><th>gate</th>"
+        f"<th>result</th><th>failed</th><th>checks</th></tr>{rows}</table></div>"
+    )
+    for result in sorted(results, key=lambda r: r.success):
         css = "pass" if result.success else "fail"
+        failures = [o for o in result.outcomes if not o.success]
+        passing = [o for o in result.outcomes if o.success]
         body.append(
-            f"<h2>{html.escape(result.layer)} · {html.escape(result.name)} "
+            f"<h2>{esc(result.layer)} · {esc(result.name)} "
             f"<span class='{css}'>{_status(result.success)}</span></h2>"
-            f"<p class='muted'>source {html.escape(result.source)} · suite "
-            f"<code>{html.escape(result.suite_version)}</code> · {result.checks_run} checks · "
+            f"<p class='muted'>source {esc(result.source)} · suite "
+            f"<code>{esc(result.suite_version)}</code> · {result.checks_run} checks · "
             f"{result.seconds:.1f} s · rows: "
-            + ", ".join(f"{html.escape(b)}={n}" for b, n in sorted(result.rows.items()))
+            + ", ".join(f"{esc(b)}={n}" for b, n in sorted(result.rows.items()))
             + "</p>"
         )
-        body.append(
-            "<table><tr><th>table</th><th>column</th><th>expectation</th><th>why</th>"
-            "<th>observed</th><th>result</th></tr>"
-        )
-        for o in sorted(result.outcomes, key=lambda o: (o.success, o.table, o.column or "")):
+        if failures:
+            body.append(f"<h3>Failed checks ({len(failures)})</h3>")
+            body.append(_outcomes_table(failures))
+        if passing:
             body.append(
-                f"<tr class='{'' if o.success else 'failed'}'><td>{html.escape(o.table)}</td>"
-                f"<td>{html.escape(o.column or '*')}</td><td><code>{html.escape(o.expectation)}"
-                f"</code></td><td>{html.escape(o.purpose)}</td><td>{html.escape(o.observed)}</td>"
-                f"<td class='{'pass' if o.success else 'fail'}'>{'pass' if o.success else 'FAIL'}"
-                "</td></tr>"
+                f"<details><summary>Passing checks ({len(passing)})</summary>"
+                f"{_outcomes_table(passing)}</details>"
             )
-        body.append("</table>")
     return page(title, "\n".join(body), _CSS)
+
+
+def _outcomes_table(outcomes: Sequence[Any]) -> str:
+    esc = html.escape
+    rows = "".join(
+        f"<tr class='{'' if o.success else 'failed'}'><td>{esc(o.table)}</td>"
+        f"<td>{esc(o.column or '*')}</td><td><code>{esc(o.expectation)}</code></td>"
+        f"<td>{esc(o.purpose)}</td><td>{esc(o.observed)}</td>"
+        f"<td class='{'pass' if o.success else 'fail'}'>{'pass' if o.success else 'FAIL'}</td></tr>"
+        for o in sorted(outcomes, key=lambda o: (o.table, o.column or "", o.expectation))
+    )
+    return (
+        "<div class='wide'><table><tr><th>table</th><th>column</th><th>expectation</th>"
+        f"<th>why</th><th>observed</th><th>result</th></tr>{rows}</table></div>"
+    )

@@ -96,7 +96,7 @@ def test_the_demo_shows_the_card_and_its_feedback(demo) -> None:
     _, proc, _, _ = demo
     assert "CDS Hooks: encounter-discharge" in proc.stdout and "→ HTTP 200" in proc.stdout
     assert "feedback: the clinician overrode the card" in proc.stdout
-    assert '{"recorded":1}' in proc.stdout.replace(" ", "")
+    assert '{"recorded":1,"replayed":0}' in proc.stdout.replace(" ", "")
 
 
 def test_the_canary_is_rolled_back_on_the_fault_and_the_champion_stays(demo) -> None:

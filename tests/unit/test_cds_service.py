@@ -489,6 +489,9 @@ def test_the_explanation_page_shows_every_contribution_and_opens_offline(cds) ->
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     html = page.text
     assert is_self_contained(html)
+    # headed with the use case's own name for its risk, as its card says it
+    label = CONFIG.card_settings(CONFIG.services[0]).text.risk_label
+    assert f"<h1>{escape(label)}: " in html
     for reason in logged["answer"]["reasons"]:
         assert escape(reason["text"]) in html
     # every model feature's exact contribution, from re-scoring the logged inputs
