@@ -14,7 +14,7 @@ export DO_NOT_TRACK := 1
 # started; a served image compiles at load and keeps no machine code on disk (docs/serving.md).
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
-.PHONY: demo test test-postgres test-cluster test-containers test-validators e2e images lint typecheck bench bench-containers compile clean audit
+.PHONY: demo test test-postgres test-cluster test-containers test-validators test-demo e2e images lint typecheck bench bench-containers compile clean audit
 
 # uv installs the exact pins of the lock files (the same wheels pip would pick) in about a
 # quarter of pip's time; it lives in its own venv so that neither environment it builds, nor
@@ -89,12 +89,19 @@ e2e: images
 
 # Checks by the standards' owners' own tools, installed from Debian's packages
 # (e2e/install-validators.sh): promtool's unit tests of the PrometheusRule alerts.
-test-validators: $(STAMP) $(TOOLS_STAMP)
+test-validators: $(STAMP)
 	e2e/install-validators.sh
 	$(BIN)/pytest -q tests/validators --junitxml=out/test-results-validators.xml
 
+# `make demo` once on a fresh state under the egress guard (tests/demo/): what it shows, that
+# nothing leaves the machine and no raw identifier is left, and every page it wrote opened in
+# headless Chromium (Debian's, installed by e2e/install-validators.sh; selenium in .venv-tools).
+test-demo: $(STAMP) $(TOOLS_STAMP)
+	e2e/install-validators.sh
+	$(BIN)/pytest -q tests/demo --junitxml=out/test-results-demo.xml
+
 # The second CI target: what runs the cluster's parts for real, too slow for `make test`.
-test-cluster: test-postgres test-containers e2e test-validators
+test-cluster: test-postgres test-containers e2e test-validators test-demo
 
 # Known vulnerabilities in the locked dependencies (pip-audit asks PyPI's advisory data; where it
 # cannot be reached every dependency is reported as skipped, never as clean: docs/security.md).

@@ -31,8 +31,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     packet.add_argument(
         "--test-results",
         type=Path,
-        default=Path("out/test-results.xml"),
-        help="JUnit XML of the test suite (`make test` writes it); the controls' results",
+        nargs="+",
+        help="JUnit XML files of the test suites, read together: the controls' results "
+        "(default: every out/test-results*.xml, which `make test` and `make test-cluster` write)",
     )
     packet.add_argument("--pip-audit", type=Path, help="pip-audit JSON report (`make audit`)")
     packet.add_argument("--json", action="store_true")
@@ -118,7 +119,13 @@ def _fhir(args: argparse.Namespace) -> int:
 def _packet(args: argparse.Namespace) -> int:
     from hospital_mlops.governance.packet import PacketRequest, build_packet
 
-    results = args.test_results if args.test_results.exists() else None
+    if args.test_results is None:
+        results = tuple(sorted(Path("out").glob("test-results*.xml")))
+    else:
+        absent = [str(p) for p in args.test_results if not p.exists()]
+        if absent:
+            raise GovernanceUsageError(f"--test-results {', '.join(absent)} does not exist")
+        results = tuple(args.test_results)
     if args.pip_audit is not None and not args.pip_audit.exists():
         raise GovernanceUsageError(f"--pip-audit {args.pip_audit} does not exist")
     packet = build_packet(

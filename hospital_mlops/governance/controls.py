@@ -42,7 +42,7 @@ CONTROLS: tuple[Control, ...] = (
         "A full `make demo` run leaves no raw identifier anywhere.",
         "artifacts, reports, logs, MLflow params/tags/metrics, prediction and feedback logs, "
         "drift and audit stores",
-        ("tests.integration.test_guarded_demo::test_no_raw_identifier",),
+        ("tests.demo.test_guarded_demo::test_no_raw_identifier",),
     ),
     Control(
         "phi-serving", "privacy",
@@ -70,7 +70,7 @@ CONTROLS: tuple[Control, ...] = (
         "no-egress", "egress",
         "Nothing phones home: no connection leaves the machine during a full demo run.",
         "every Python process of the run (kfp.local components, KServe servers, MLflow, GX)",
-        ("tests.integration.test_guarded_demo::test_nothing_leaves_the_machine",
+        ("tests.demo.test_guarded_demo::test_nothing_leaves_the_machine",
          "tests.unit.test_egress_guard"),
     ),
     Control(

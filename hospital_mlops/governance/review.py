@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -186,8 +187,11 @@ class Review:
         ]
 
 
-def review(test_results: Path | None, checks: list[ReviewCheck]) -> Review:
-    if test_results is None or not test_results.exists():
+def review(test_results: Sequence[Path], checks: list[ReviewCheck]) -> Review:
+    """The controls judged on every JUnit file given together (`make test` writes one, each
+    part of `make test-cluster` its own), and the checks made now."""
+    if not test_results:
         source = "no test results given: every test-backed control is 'not run'"
         return Review(evaluate(None), checks, source)
-    return Review(evaluate(read_junit(test_results)), checks, str(test_results.name))
+    cases = [case for path in test_results for case in read_junit(path)]
+    return Review(evaluate(cases), checks, ", ".join(p.name for p in test_results))

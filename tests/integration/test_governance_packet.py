@@ -106,7 +106,7 @@ def test_the_review_reports_the_checks_with_their_results(packet) -> None:
     # one of its two tests has a result: the other was not shown to hold, so not run
     assert controls["no-egress"]["status"] == "not run" and controls["no-egress"]["tests_passed"]
     assert controls["no-egress"]["selectors_without_results"] == [
-        "tests.integration.test_guarded_demo::test_nothing_leaves_the_machine"
+        "tests.demo.test_guarded_demo::test_nothing_leaves_the_machine"
     ]
     assert controls["phi-ingest"]["status"] == "not run"  # none of its tests in those results
     # what did not run is listed for the reader, never counted as a pass

@@ -71,10 +71,8 @@ def test_a_control_passes_only_when_all_its_tests_ran_and_passed(tmp_path: Path)
     # test_egress_guard passed, but the demo's egress test has no result at all
     egress = results["no-egress"]
     assert egress.status == "not run" and egress.passed == 1
-    assert egress.not_found == (
-        "tests.integration.test_guarded_demo::test_nothing_leaves_the_machine",
-    )
-    assert "no result for tests.integration.test_guarded_demo" in egress.why_not_run
+    assert egress.not_found == ("tests.demo.test_guarded_demo::test_nothing_leaves_the_machine",)
+    assert "no result for tests.demo.test_guarded_demo" in egress.why_not_run
     assert results["phi-ingest"].status == "not run" and results["phi-ingest"].passed == 0
     assert all(r.status == "not run" for r in evaluate(None))
 
@@ -156,9 +154,34 @@ def test_strict_fails_on_anything_missing_failed_or_not_run(
         return packet.Packet(request.out, [], missing, failed, not_run)
 
     monkeypatch.setattr(packet, "build_packet", built)
+    results = tmp_path / "results.xml"
+    results.write_text(JUNIT.format(failure=""))
     argv = ["governance", "packet", "--model", "m", "--version", "1", "--out",
-            str(tmp_path / "p.zip"), "--test-results", str(tmp_path / "none.xml")]  # fmt: skip
+            str(tmp_path / "p.zip"), "--test-results", str(results)]  # fmt: skip
     assert run_captured([*argv, "--strict"])[0] == code
+    absent = run_captured([*argv[:-1], str(tmp_path / "none.xml")])
+    assert absent[0] == 2 and "none.xml does not exist" in absent[2]
     assert run_captured(argv)[0] == 0  # without --strict it only reports
     shown = run_captured(argv)[1]
     assert f"review items not run: {', '.join(not_run) or 'none'}" in shown
+
+
+def test_the_review_reads_every_suites_results_together(tmp_path: Path) -> None:
+    """`make test` has no demo run; the demo suite's own file carries the egress test: read
+    together, the control holds; from one file alone, it did not run."""
+    from hospital_mlops.governance.review import review
+
+    unit = tmp_path / "test-results.xml"
+    unit.write_text(JUNIT.format(failure=""))
+    demo = tmp_path / "test-results-demo.xml"
+    demo.write_text(
+        '<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.demo.test_guarded_demo" '
+        'name="test_nothing_leaves_the_machine"/></testsuite></testsuites>'
+    )
+    alone = {r.control.id: r for r in review([unit], []).controls}
+    together = review([unit, demo], [])
+    assert alone["no-egress"].status == "not run"
+    assert {r.control.id: r for r in together.controls}["no-egress"].status == "passed"
+    assert together.test_results == "test-results.xml, test-results-demo.xml"
+    assert all(r.status == "not run" for r in review([], []).controls)

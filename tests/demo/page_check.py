@@ -2,7 +2,7 @@
 """Open the system's HTML pages in headless Chromium (Debian's chromium and chromedriver,
 driven by selenium) with the network cut off, check each as a reader and an auditor would, and
 print JSON. Run with the tools venv (.venv-tools, which holds selenium) by
-tests/validators/test_pages_in_a_browser.py:
+tests/demo/test_pages_in_a_browser.py:
 
     page_check.py [--shots DIR] [--width 1280] [--height 900] FILE.html [FILE.html ...]
 

@@ -1,8 +1,9 @@
 """Every HTML page the system writes, opened in a real browser as a reader would (issue 23):
 Debian's headless Chromium with the network off, driven by selenium from the tools venv
-(tests/validators/page_check.py). The pages are the ones `make demo` writes on a fresh machine
-(gate reports, validation report, model card, monitoring report, worklist, the governance
-packet's index and review) and the card's explanation page, from the same demo's log.
+(tests/demo/page_check.py). The pages are the ones `make demo` writes on a fresh machine (the
+suite's one demo run: gate reports, validation report, model card, monitoring report,
+worklist, the governance packet's index and review) and the card's explanation page, from the
+same demo's log.
 
 Zero requests leave any page and its console has no error; it has a language, headings in
 order, named plots and tables with headers; at 1280 px it does not scroll sideways. A
@@ -13,7 +14,6 @@ shown to catch each fault on a page made to have them all.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import HMLOPS, quiet_port_base
+from tests.demo.conftest import Demo
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS_PYTHON = ROOT / ".venv-tools" / "bin" / "python"
@@ -84,27 +84,21 @@ def _require_tools() -> None:
 
 
 @pytest.fixture(scope="module")
-def pages(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """`make demo`'s pages on a fresh machine, the packets unzipped, and the explanations."""
-    home = tmp_path_factory.mktemp("browser-demo")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HMLOPS_")}
-    env["HMLOPS_STATE_DIR"] = str(home / "state")
+def pages(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The demo's pages, its packets unzipped, and the explanations from its log (outside the
+    demo's home, which the guarded tests scan as the demo left it)."""
+    home, _, _, env = demo
     out = home / "out"
-    proc = subprocess.run(
-        [*HMLOPS, "demo", "--out", str(out), "--port-base", str(quiet_port_base(5)),
-         "--story-pace", "quick"],
-        cwd=home, env=env, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    pages = tmp_path_factory.mktemp("pages")
     for n, packet in enumerate(sorted(out.glob("governance-*.zip"))):
         with zipfile.ZipFile(packet) as z:
-            z.extractall(home / f"packet-{n}")
-    extra = home / "explanations"
+            z.extractall(pages / f"packet-{n}")
+    extra = pages / "explanations"
     extra.mkdir()
     made = subprocess.run([sys.executable, "-c", EXPLAIN, str(extra)], cwd=home, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert made.returncode == 0, made.stderr[-3000:]
-    return sorted(p for p in home.rglob("*.html") if "state" not in p.relative_to(home).parts)
+    return sorted([*out.rglob("*.html"), *pages.rglob("*.html")])
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """`make demo` end to end as a fresh machine runs it (no HMAC key set, an empty state directory),
-at the story's quick pace, with every Python process of the run under the egress guard.
+at the story's quick pace, with every Python process of the run under the egress guard (the
+suite's one demo run: tests/demo/conftest.py).
 
 It checks what the demo shows (the pipeline registers a model; the servers answer; the CDS card
 and its feedback; the canary rolled back on the fault, the owners alerted from the fault window
@@ -11,36 +12,16 @@ feedback, drift or audit record.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from hospital_mlops.governance.phi_scan import scan, source_identifiers
-from hospital_mlops.security.egress_guard import guard_env, processes_log, read_log
+from hospital_mlops.security.egress_guard import processes_log, read_log
 from tests.html_checks import is_self_contained
-from tests.integration.conftest import HMLOPS, quiet_port_base
+from tests.integration.conftest import HMLOPS
 
 MODEL = "readmission-30d"
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    home = tmp_path_factory.mktemp("guarded-demo")
-    # a fresh machine: none of the suite's settings (its key, its registry, its log URLs)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HMLOPS_")}
-    env["HMLOPS_STATE_DIR"] = str(home / "state")
-    log = home / "egress.jsonl"
-    port = quiet_port_base(5)  # bound minutes later, after the pipeline
-    proc = subprocess.run(
-        [*HMLOPS, "demo", "--out", str(home / "out"), "--port-base", str(port),
-         "--story-pace", "quick"],
-        cwd=home, env=guard_env(log, env), capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return home, proc, log, env
 
 
 def _hmlops_json(env: dict[str, str], *args: str) -> dict:
