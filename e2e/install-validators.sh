@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install the standards' owners' own validators from Debian's packages when they are missing:
-# promtool (the `prometheus` package) for the alert rules' unit tests, and a real browser
-# (`chromium` with `chromium-driver`, which selenium in .venv-tools drives) for the pages
-# (tests/validators/). Needs root; on a machine that has them this does nothing.
+# promtool (the `prometheus` package) for the alert rules' unit tests (tests/validators/), and a
+# real browser (`chromium` with `chromium-driver`, which selenium in .venv-tools drives) for the
+# pages (tests/demo/). Needs root; on a machine that has them this does nothing.
 set -euo pipefail
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)

@@ -114,7 +114,7 @@ class CdsService:
     # the models of further use cases, by use case id (services naming one)
     bindings: dict[str, ModelBinding] = field(default_factory=dict)
     # registered model cards read for /model-cards/, by (model, version): a version's card
-    # never changes once registered (its hash is checked when read)
+    # files never change once registered (their hashes are checked when read)
     model_cards: dict[tuple[str, int], RegisteredCard] = field(default_factory=dict)
 
     def authenticate(self, authorization: str | None, audiences: tuple[str, ...]) -> str:
@@ -203,7 +203,9 @@ class CdsService:
             raise CdsRequestError(400, exc.problems) from None
         if not inputs.scorable:
             card = not_scored_card(inputs.why_not_scored(), inputs, cards)
-            return {"cards": [self._issued(card, "not_scored", service, bound, now)]}
+            # recorded off the event loop: a slow store must not stall the other calls
+            issued = await asyncio.to_thread(self._issued, card, "not_scored", service, bound, now)
+            return {"cards": [issued]}
         instance = {**inputs.instance, ENCOUNTER_TOKEN: self.encounter_token(record.encounter.id)}
         try:
             (answer,) = await score_or_fallback(
@@ -217,11 +219,16 @@ class CdsService:
         except PredictorRefused as exc:
             # the mapping produced an input the model refuses: say which, never guess
             card = not_scored_card(_refusal_reasons(exc), inputs, cards)
-            return {"cards": [self._issued(card, "not_scored", service, bound, now)]}
+            # recorded off the event loop: a slow store must not stall the other calls
+            issued = await asyncio.to_thread(self._issued, card, "not_scored", service, bound, now)
+            return {"cards": [issued]}
         if answer.get("fallback"):
             card = fallback_card(answer, cards)
             shown = answer.get("prediction_id")
-            return {"cards": [self._issued(card, "fallback", service, bound, now, shown)]}
+            issued = await asyncio.to_thread(
+                self._issued, card, "fallback", service, bound, now, shown
+            )
+            return {"cards": [issued]}
         table = self.calibration_of(str(answer.get("model_version", "")))
         return {"cards": [risk_card(answer, inputs, cards, table, now, service_base)]}
 
@@ -285,6 +292,7 @@ class CdsService:
         is no such version or card, 503 when the registry cannot answer."""
         from hospital_mlops.governance.fhir_model_card import (
             ModelCardUnavailable,
+            current_status,
             fhir_problems,
             model_card_bundle,
             registered_card,
@@ -299,11 +307,13 @@ class CdsService:
                 if problems:
                     raise ModelCardUnavailable(f"the Bundle is not valid FHIR: {problems[0]}")
                 self.model_cards[key] = card
+            # the files are kept; sign-offs and retirement are read again each time
+            card = current_status(self.model_cards[key])
         except (RegistryError, ModelCardUnavailable) as exc:
             raise CdsRequestError(404, [("model_card", str(exc)[:300])]) from None
         except RegistryUnavailable as exc:
             raise CdsRequestError(503, [("registry", str(exc)[:300])]) from None
-        return model_card_bundle(self.model_cards[key], datetime.now(UTC))
+        return model_card_bundle(card, datetime.now(UTC))
 
     def feedback(self, service: Service, body: Any) -> dict[str, Any]:
         reasons = self.config.override_reasons
@@ -396,7 +406,9 @@ def create_app(service: CdsService) -> FastAPI:
         return JSONResponse(content=service.feedback(found, body))
 
     async def model_card(model: str, version: str) -> JSONResponse:
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", model) or not version.isdigit():
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", model) or not re.fullmatch(
+            r"[0-9]{1,9}", version
+        ):
             raise CdsRequestError(404, [("model_card", "no such model version")])
         bundle = await asyncio.to_thread(service.model_card, model, int(version))
         return JSONResponse(content=bundle, media_type="application/fhir+json")

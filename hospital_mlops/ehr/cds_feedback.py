@@ -3,13 +3,14 @@ a fallback or a "not scored" card.
 
 The whole list is checked first (every item's shape, that its card was issued here, its
 reason, its suggestions and its time), and only then recorded, so a refused list writes
-nothing. An ``accepted`` card is ``acknowledged``, or ``acted_on`` when the clinician accepted
-its suggestion; ``overridden`` keeps the card's reason (or none: the spec makes it optional). A
-second, different answer to a card is recorded as a later assessment; the same answer again (a
-client's retry) is a replay, acknowledged and not counted twice (``monitoring.feedback``).
-Feedback on a card without a prediction is kept with its kind, outside the model's workflow
-numbers: no model alert was shown. A clinician's free-text ``userComment`` is never stored: it
-may name a patient.
+nothing. A store that fails part-way is a 503: the client's retry of the whole list replays
+what was recorded and records the rest. An ``accepted`` card is ``acknowledged``, or
+``acted_on`` when the clinician accepted its suggestion; ``overridden`` keeps the card's
+reason (or none: the spec makes it optional). A second, different answer to a card is
+recorded as a later assessment; the same answer again (a client's retry) is a replay,
+acknowledged and not counted twice (``monitoring.feedback``). Feedback on a card without a
+prediction is kept with its kind, outside the model's workflow numbers: no model alert was
+shown. A clinician's free-text ``userComment`` is never stored: it may name a patient.
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ def record_cds_feedback(
             )
         except FeedbackRejected as exc:  # checked above: only a race could bring one here
             raise CdsRequestError(400, [(_spec_field(where, exc.field), exc.detail)]) from None
+        except sa.exc.SQLAlchemyError:
+            # the store failed part-way: what was recorded replays on the client's retry
+            unavailable = [("store", "the feedback store is unavailable; retry the whole list")]
+            raise CdsRequestError(503, unavailable) from None
         replayed += done.replayed
         recorded += not done.replayed
     return {"recorded": recorded, "replayed": replayed}

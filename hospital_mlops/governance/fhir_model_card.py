@@ -33,11 +33,12 @@ import hashlib
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from hospital_mlops import artifacts
+from hospital_mlops.governance.registry import store_errors
 
 IG = "http://hl7.org/fhir/uv/aitransparency"
 IG_VERSION = "1.0.0"
@@ -80,6 +81,7 @@ class RegisteredCard:
     software: str  # the software that assembles the Bundle, with its version
     released: str = ""  # the card's release date (YYYY-MM-DD), when it has one
     card: dict[str, Any] = field(default_factory=dict)  # the card's JSON, parsed
+    retired: bool = False  # retired from service (the Device is then inactive)
 
 
 def _id(card: RegisteredCard, kind: str) -> str:
@@ -163,7 +165,7 @@ def model_card_bundle(card: RegisteredCard, now: datetime) -> dict[str, Any]:
                 "value": card.model_sha256,
             },
         ],
-        "status": "active",
+        "status": "inactive" if card.retired else "active",
         "manufacturer": developer,
         "deviceName": [
             {"name": title, "type": "user-friendly-name"},
@@ -282,9 +284,21 @@ def fhir_problems(bundle: dict[str, Any]) -> list[str]:
     return []
 
 
+@store_errors
+def current_status(card: RegisteredCard) -> RegisteredCard:
+    """The card with the registry's present sign-offs and retirement: they change after
+    registration, the card's files never do (a server keeps those, and asks for these)."""
+    from hospital_mlops.governance import registry
+
+    mv = registry.resolve(registry.client(), card.model, str(card.version))
+    return replace(card, signoffs=registry.signoffs(mv), retired=registry.retired(mv) is not None)
+
+
+@store_errors
 def registered_card(model: str, version: int) -> RegisteredCard:
     """The version's card files and records, each card file checked against its registered
-    hash. Refused (``ModelCardUnavailable``) when the version has no card or it changed."""
+    hash. Refused (``ModelCardUnavailable``) when the version has no card or it changed; the
+    store's failures are the registry's errors (``RegistryError``, ``RegistryUnavailable``)."""
     from hospital_mlops import __version__
     from hospital_mlops.governance import registry
     from hospital_mlops.governance.config import load_governance
@@ -310,11 +324,15 @@ def registered_card(model: str, version: int) -> RegisteredCard:
             )
         files[name] = data
     document = json.loads(files[artifacts.MODEL_CARD_JSON])
-    training = registry.training_record(mv)
+    model_sha256 = registry.training_record(mv).get("model_sha256")
+    if not isinstance(model_sha256, str):
+        raise ModelCardUnavailable(
+            f"{model} version {version}: its training record has no model hash"
+        )
     return RegisteredCard(
         model=model,
         version=int(mv.version),
-        model_sha256=str(training["model_sha256"]),
+        model_sha256=model_sha256,
         run_id=str(mv.run_id),
         files=files,
         evidence_sha256=registered,
@@ -323,4 +341,5 @@ def registered_card(model: str, version: int) -> RegisteredCard:
         software=f"hospital-mlops {__version__}",
         released=_date(document.get("ReleaseInfo", {}).get("ReleaseDate")),
         card=document,
+        retired=registry.retired(mv) is not None,
     )

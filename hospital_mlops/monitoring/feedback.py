@@ -92,34 +92,54 @@ def _number_assessments(conn: sa.Connection) -> None:
     """A store written before repeated answers were kept holds one row per prediction, under a
     unique prediction id: each row becomes that prediction's first assessment, once."""
     present = {c["name"] for c in sa.inspect(conn).get_columns("feedback")}
+    if conn.dialect.name != "postgresql":
+        if "assessment" not in present or _OLD_TABLE in sa.inspect(conn).get_table_names():
+            _rebuild_on_sqlite(conn)
+        return
     if "assessment" in present:
         return
-    if conn.dialect.name == "postgresql":
-        for unique in sa.inspect(conn).get_unique_constraints("feedback"):
-            if unique["column_names"] == ["prediction_id"]:
-                conn.execute(sa.text(f'ALTER TABLE feedback DROP CONSTRAINT "{unique["name"]}"'))
-        conn.execute(sa.text("ALTER TABLE feedback ADD COLUMN assessment INTEGER"))
-        conn.execute(sa.text("ALTER TABLE feedback ADD COLUMN card_kind VARCHAR(16)"))
-        conn.execute(sa.text("UPDATE feedback SET assessment = 1"))
-        conn.execute(sa.text("ALTER TABLE feedback ALTER COLUMN assessment SET NOT NULL"))
-        conn.execute(
-            sa.text(
-                "ALTER TABLE feedback ADD CONSTRAINT uq_feedback_assessment "
-                "UNIQUE (prediction_id, assessment)"
-            )
-        )
-        return
-    # SQLite cannot drop a constraint: the table is rebuilt under the new shape
-    conn.execute(sa.text("ALTER TABLE feedback RENAME TO feedback_before_assessments"))
-    feedback.create(conn)
-    columns = ", ".join(_COPIED)
+    # PostgreSQL: under the schema lock create_tables holds, in its transaction
+    for unique in sa.inspect(conn).get_unique_constraints("feedback"):
+        if unique["column_names"] == ["prediction_id"]:
+            conn.execute(sa.text(f'ALTER TABLE feedback DROP CONSTRAINT "{unique["name"]}"'))
+    conn.execute(sa.text("ALTER TABLE feedback ADD COLUMN assessment INTEGER"))
+    conn.execute(sa.text("ALTER TABLE feedback ADD COLUMN card_kind VARCHAR(16)"))
+    conn.execute(sa.text("UPDATE feedback SET assessment = 1"))
+    conn.execute(sa.text("ALTER TABLE feedback ALTER COLUMN assessment SET NOT NULL"))
     conn.execute(
         sa.text(
-            f"INSERT INTO feedback ({columns}, assessment) "
-            f"SELECT {columns}, 1 FROM feedback_before_assessments"
+            "ALTER TABLE feedback ADD CONSTRAINT uq_feedback_assessment "
+            "UNIQUE (prediction_id, assessment)"
         )
     )
-    conn.execute(sa.text("DROP TABLE feedback_before_assessments"))
+
+
+_OLD_TABLE = "feedback_before_assessments"
+
+
+def _rebuild_on_sqlite(conn: sa.Connection) -> None:
+    """SQLite cannot drop a constraint: the table is rebuilt under the new shape, in one
+    transaction that holds the database's write lock (pysqlite runs DDL outside any transaction
+    unless one is begun), so another process never sees it half-done and a crash leaves the old
+    table whole. Rows a crashed earlier rebuild left behind are taken in too."""
+    raw = conn.connection.dbapi_connection
+    if raw is not None and not getattr(raw, "in_transaction", True):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    tables = set(sa.inspect(conn).get_table_names())
+    present = {c["name"] for c in sa.inspect(conn).get_columns("feedback")}
+    if "assessment" not in present:  # still the old shape once the lock is ours
+        conn.exec_driver_sql(f"ALTER TABLE feedback RENAME TO {_OLD_TABLE}")
+        feedback.create(conn)
+        tables.add(_OLD_TABLE)
+    if _OLD_TABLE in tables:
+        columns = ", ".join(_COPIED)
+        conn.exec_driver_sql(
+            f"INSERT INTO feedback ({columns}, assessment) "
+            f"SELECT {columns}, 1 + (SELECT COUNT(*) FROM feedback AS f "
+            f"WHERE f.prediction_id = o.prediction_id) FROM {_OLD_TABLE} AS o "
+            "WHERE o.feedback_id NOT IN (SELECT feedback_id FROM feedback)"
+        )
+        conn.exec_driver_sql(f"DROP TABLE {_OLD_TABLE}")
 
 
 def _utc(text: str, field: str) -> datetime:

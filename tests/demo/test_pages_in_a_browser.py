@@ -79,8 +79,8 @@ label = config.card_settings(config.services[0]).text.risk_label
 def _require_tools() -> None:
     missing = [p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromium", TOOLS_PYTHON)
                if not Path(p).exists()]  # fmt: skip
-    if missing:  # make test-validators installs them; a run without them is a failure
-        pytest.fail(f"not installed: {missing} (run `make test-validators`)", pytrace=False)
+    if missing:  # make test-demo installs them; a run without them is a failure
+        pytest.fail(f"not installed: {missing} (run `make test-demo`)", pytrace=False)
 
 
 @pytest.fixture(scope="module")

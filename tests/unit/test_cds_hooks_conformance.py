@@ -340,8 +340,32 @@ def test_feedback_on_cards_without_a_prediction_stays_out_of_the_workflow_number
     card = _not_scored_card(cds)
     body = _with("feedback_overridden", card=card["uuid"], outcomeTimestamp=_now())
     assert _feedback(cds.client, body).status_code == 200
+    (kept,) = feedback_history(cds.log, card["uuid"])
+    assert kept["card_kind"] == "not_scored" and kept["response"] == "overridden"
     frame = responses(cds.log, MODEL, 1)
     assert card["uuid"] not in set(frame["prediction_id"])
+
+
+def test_a_store_failing_while_recording_is_a_503_and_a_retry_is_safe(tmp_path) -> None:
+    from hospital_mlops.ehr.issued_cards import remember_card
+
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    card = str(uuid.uuid4())
+    remember_card(log, card, "fallback", service_id="s", model_name="m",
+                  issued_at=datetime.now(UTC))  # fmt: skip
+    body = _with("feedback_overridden", card=card, outcomeTimestamp=_now())
+    reasons, system = CONFIG.override_reasons, CONFIG.override_reasons_system
+    service = CONFIG.services[0]
+    log.engine.dispose()
+    read_only = sa.event.listens_for(log.engine, "connect")(
+        lambda dbapi, _: dbapi.execute("PRAGMA query_only = ON")
+    )
+    with pytest.raises(CdsRequestError) as failed:
+        record_cds_feedback(log, service, reasons, system, body)
+    assert failed.value.status == 503 and failed.value.problems[0][0] == "store"
+    sa.event.remove(log.engine, "connect", read_only)
+    log.engine.dispose()
+    assert record_cds_feedback(log, service, reasons, system, body)["recorded"] == 1
 
 
 def test_one_bad_item_refuses_the_list_and_writes_nothing(cds) -> None:

@@ -157,15 +157,37 @@ def test_simultaneous_answers_to_one_alert_are_numbered_or_replayed_never_an_err
 def test_a_store_written_before_assessments_is_migrated_once(new_store_url) -> None:
     """An old store: one row per prediction under a unique prediction id. Its rows become
     first assessments and a second answer is then accepted."""
+    url = new_store_url("old")
+    log = _opened_after_old_rows(url, "feedback")
+    later = record_feedback(log, "p0", "overridden", NOW_TEXT, override_reason="y", now=NOW)
+    assert later.assessment == 2
+    assert [h["response"] for h in feedback_history(log, "p0")] == ["acknowledged", "overridden"]
+    again = PredictionLog(url)  # another process opening the migrated store: nothing changes
+    assert [h["assessment"] for h in feedback_history(again, "p0")] == [1, 2]
+
+
+def test_rows_a_crashed_sqlite_rebuild_left_behind_are_taken_in(tmp_path) -> None:
+    """A rebuild that died after renaming the old table: the next start finds the new, empty
+    table beside the old one and takes the old rows in (after any answered since)."""
     import sqlalchemy as sa
 
-    url = new_store_url("old")
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(OLD_FEEDBACK_TABLE))
+    log = _opened_after_old_rows(
+        f"sqlite:///{tmp_path / 'x.sqlite'}", "feedback_before_assessments"
+    )
+    with log.engine.connect() as conn:
+        assert "feedback_before_assessments" not in sa.inspect(conn).get_table_names()
+
+
+def _opened_after_old_rows(url: str, table: str) -> PredictionLog:
+    """A store holding one answer in the old shape under ``table``, opened, with its
+    prediction logged: that answer must be the prediction's first assessment."""
+    import sqlalchemy as sa
+
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text(OLD_FEEDBACK_TABLE.replace("TABLE feedback", f"TABLE {table}")))
         conn.execute(
             sa.text(
-                "INSERT INTO feedback VALUES ('f1', 'p0', 'acknowledged', NULL, "
+                f"INSERT INTO {table} VALUES ('f1', 'p0', 'acknowledged', NULL, "
                 "'2026-01-02T11:00:00Z', '2026-01-02T11:00:01Z', 'api')"
             )
         )
@@ -174,9 +196,7 @@ def test_a_store_written_before_assessments_is_migrated_once(new_store_url) -> N
     log.write(records("r", "v1", SERVED, [{}], answers))
     (kept,) = feedback_history(log, "p0")
     assert (kept["feedback_id"], kept["assessment"]) == ("f1", 1)
-    later = record_feedback(log, "p0", "overridden", NOW_TEXT, override_reason="y", now=NOW)
-    assert later.assessment == 2
-    assert [h["response"] for h in feedback_history(log, "p0")] == ["acknowledged", "overridden"]
+    return log
 
 
 # the feedback table as the store before repeated answers were kept wrote it
