@@ -36,24 +36,33 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def window_labels(windows: list[dict[str, Any]], window_hours: float) -> list[str]:
-    """Each window's start at the windows' resolution: the date for whole days starting at
-    midnight, else the hour and minute (and the seconds, should two still read alike)."""
-    starts = [datetime.fromisoformat(w["start"].replace("Z", "+00:00")) for w in windows]
+def _starts(windows: list[dict[str, Any]]) -> list[datetime]:
+    return [datetime.fromisoformat(w["start"].replace("Z", "+00:00")) for w in windows]
+
+
+def label_form(windows: list[dict[str, Any]], window_hours: float) -> str:
+    """The windows' resolution, as a strftime form: the date for whole days starting at
+    midnight, else the hour and minute, else the seconds (windows never share a start)."""
+    starts = _starts(windows)
     daily = window_hours % 24 == 0 and all(
         (t.hour, t.minute, t.second) == (0, 0, 0) for t in starts
     )
-    for form in (["%Y-%m-%d"] if daily else []) + ["%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]:
-        labels = [t.strftime(form) for t in starts]
-        if len(set(labels)) == len(labels):
-            return labels
-    return [w["start"] for w in windows]
+    forms = (["%Y-%m-%d"] if daily else []) + ["%Y-%m-%d %H:%M"]
+    for form in forms:
+        if len({t.strftime(form) for t in starts}) == len(starts):
+            return form
+    return "%Y-%m-%d %H:%M:%S"
 
 
-def _span(window: dict[str, Any], label: str) -> str:
-    """A window as ``start → end``, the end at the start label's resolution."""
+def window_labels(windows: list[dict[str, Any]], window_hours: float) -> list[str]:
+    """Each window's start at the windows' resolution (``label_form``)."""
+    form = label_form(windows, window_hours)
+    return [t.strftime(form) for t in _starts(windows)]
+
+
+def _span(window: dict[str, Any], label: str, form: str) -> str:
+    """A window as ``start → end``, both at the windows' resolution."""
     end = datetime.fromisoformat(window["end"].replace("Z", "+00:00"))
-    form = {10: "%Y-%m-%d", 16: "%Y-%m-%d %H:%M"}.get(len(label), "%Y-%m-%d %H:%M:%S")
     return f"{label} → {end.strftime(form)}"
 
 
@@ -241,12 +250,14 @@ def monitoring_html(run: dict[str, Any]) -> str:
     """``run``: ``MonitoringRun.as_dict()`` plus ``policy`` (the thresholds the plots draw)."""
     esc = html.escape
     windows = run["windows"]
-    labels = window_labels(windows, float(run["policy"].get("window_hours", 24)))
+    hours = float(run["policy"].get("window_hours", 24))
+    form = label_form(windows, hours)
+    labels = window_labels(windows, hours)
     plots = _plots(run, labels) if windows else {}
     base = run["baseline"]
     window_rows = [
         [
-            esc(_span(w, label)),
+            esc(_span(w, label, form)),
             count_html(w["n"]),
             count_html(w["n_outcomes"]),
             {True: "drift", False: "none", None: "not tested"}[w["data_drift"]],

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hospital_mlops.render.page import page
+from hospital_mlops.render.tables import table
 from hospital_mlops.validation.checks import GateResult
 
 _CSS = """
@@ -81,15 +82,16 @@ def render_page(title: str, results: Sequence[GateResult], intro: str = "") -> s
             else "<span class='pass'>all passed</span>"
         )
     )
-    rows = "".join(
-        f"<tr class='{'' if r.success else 'failed'}'><td>{esc(r.layer)} · {esc(r.name)}</td>"
-        f"<td class='{'pass' if r.success else 'fail'}'>{_status(r.success)}</td>"
-        f"<td>{sum(not o.success for o in r.outcomes)}</td><td>{r.checks_run}</td></tr>"
-        for r in sorted(results, key=lambda r: (r.success, r.layer, r.name))
-    )
+    ordered = sorted(results, key=lambda r: (r.success, r.layer, r.name))
+    rows = [
+        [f"{esc(r.layer)} · {esc(r.name)}", _verdict(r.success, _status(r.success)),
+         str(sum(not o.success for o in r.outcomes)), str(r.checks_run)]
+        for r in ordered
+    ]  # fmt: skip
+    classes = ["" if r.success else "failed" for r in ordered]
     body.append(
-        f"<h2>Summary</h2><p>{summary}</p><div class='wide'><table><tr><th>gate</th>"
-        f"<th>result</th><th>failed</th><th>checks</th></tr>{rows}</table></div>"
+        f"<h2>Summary</h2><p>{summary}</p>"
+        + table(["gate", "result", "failed", "checks"], rows, classes)
     )
     for result in sorted(results, key=lambda r: r.success):
         css = "pass" if result.success else "fail"
@@ -115,16 +117,17 @@ def render_page(title: str, results: Sequence[GateResult], intro: str = "") -> s
     return page(title, "\n".join(body), _CSS)
 
 
+def _verdict(success: bool, text: str) -> str:
+    return f"<span class='{'pass' if success else 'fail'}'>{text}</span>"
+
+
 def _outcomes_table(outcomes: Sequence[Any]) -> str:
     esc = html.escape
-    rows = "".join(
-        f"<tr class='{'' if o.success else 'failed'}'><td>{esc(o.table)}</td>"
-        f"<td>{esc(o.column or '*')}</td><td><code>{esc(o.expectation)}</code></td>"
-        f"<td>{esc(o.purpose)}</td><td>{esc(o.observed)}</td>"
-        f"<td class='{'pass' if o.success else 'fail'}'>{'pass' if o.success else 'FAIL'}</td></tr>"
-        for o in sorted(outcomes, key=lambda o: (o.table, o.column or "", o.expectation))
-    )
-    return (
-        "<div class='wide'><table><tr><th>table</th><th>column</th><th>expectation</th>"
-        f"<th>why</th><th>observed</th><th>result</th></tr>{rows}</table></div>"
-    )
+    ordered = sorted(outcomes, key=lambda o: (o.table, o.column or "", o.expectation))
+    rows = [
+        [esc(o.table), esc(o.column or "*"), f"<code>{esc(o.expectation)}</code>",
+         esc(o.purpose), esc(o.observed), _verdict(o.success, "pass" if o.success else "FAIL")]
+        for o in ordered
+    ]  # fmt: skip
+    header = ["table", "column", "expectation", "why", "observed", "result"]
+    return table(header, rows, ["" if o.success else "failed" for o in ordered])
